@@ -1,0 +1,195 @@
+"""Apply masks to a live model with hooks that are always removed.
+
+Head and MLP masks become real-valued *gates* (SPEC section 2):
+
+- a head gate ``xi[l, h]`` scales head h's slice of the input to layer l's attention output projection:
+  scaling a head's context vector is exactly scaling its attention probabilities, and it works with
+  SDPA, flash or any other attention kernel because it never touches the probabilities;
+- an MLP gate ``nu[l]`` scales the output of layer l's MLP output projection (bias included), before
+  the residual add and LayerNorm: ``LayerNorm(nu * MLP(z) + z)``.
+
+Gates are ordinary tensors, so with ``requires_grad=True`` the loss's gradient reaches them: that is
+how importance scores are taken.
+
+Weight masks zero single weights. For evaluation `weight_masked` zeroes them and restores the values
+on exit; for training `WeightMaskKeeper` keeps them exactly zero through every optimizer step.
+
+Example:
+    >>> with gated(model, heads=head_mask, mlps=mlp_mask):          # doctest: +SKIP
+    ...     metrics = evaluate(model, dev)
+    >>> with gated(model, requires_grad=True) as gates:             # doctest: +SKIP
+    ...     model(**batch).loss.backward()
+    ...     head_grads = gates.heads.grad                           # (layers, heads)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .masks import HeadMask, MlpMask, WeightMask
+from .models import adapter_for, model_layout
+
+__all__ = ["Gates", "gated", "weight_masked", "WeightMaskKeeper", "apply_weight_mask_"]
+
+
+@dataclass
+class Gates:
+    """The gate tensors in use: ``heads: float[layer, head]``, ``mlps: float[layer]``."""
+
+    heads: torch.Tensor
+    mlps: torch.Tensor
+
+
+def _as_gates(value, shape: tuple[int, ...], what: str, device: torch.device) -> torch.Tensor:
+    if value is None:
+        return torch.ones(shape, device=device)
+    if isinstance(value, (HeadMask, MlpMask)):
+        value = value.keep
+    tensor = torch.as_tensor(value)
+    if tuple(tensor.shape) != shape:
+        raise UserError(
+            f"{what} mask has shape {tuple(tensor.shape)} but the model has {shape}; use a mask made for this model."
+        )
+    dtype = tensor.dtype if tensor.is_floating_point() else torch.float32
+    return tensor.to(device=device, dtype=dtype)
+
+
+@contextmanager
+def gated(
+    model: nn.Module,
+    heads: HeadMask | torch.Tensor | None = None,
+    mlps: MlpMask | torch.Tensor | None = None,
+    *,
+    requires_grad: bool = False,
+) -> Iterator[Gates]:
+    """Gate heads and MLPs of ``model`` inside the block; the hooks are removed on exit, whatever happens.
+
+    Args:
+        heads: bool or real-valued ``[layer, head]``; ``None`` means all heads at 1.
+        mlps: bool or real-valued ``[layer]``; ``None`` means all MLPs at 1.
+        requires_grad: make the gates leaf tensors that collect gradients (importance scores).
+
+    Layers whose gates are all 1 and need no gradient get no hook at all, so a full mask is
+    bitwise the ungated model and costs nothing.
+    """
+    layout = model_layout(model)
+    layers = adapter_for(model).layers(model)
+    device = next(model.parameters()).device
+    head_gates = _as_gates(heads, (layout.num_layers, layout.num_heads), "Head", device)
+    mlp_gates = _as_gates(mlps, (layout.num_layers,), "MLP", device)
+    if requires_grad:
+        head_gates = head_gates.detach().clone().requires_grad_(True)
+        mlp_gates = mlp_gates.detach().clone().requires_grad_(True)
+
+    handles = []
+    try:
+        for index, parts in enumerate(layers):
+            if requires_grad or not bool((head_gates[index] == 1).all()):
+                handles.append(parts.attn_out.register_forward_pre_hook(_head_hook(head_gates, index, layout.num_heads)))
+            if requires_grad or bool(mlp_gates[index] != 1):
+                handles.append(parts.mlp_out.register_forward_hook(_mlp_hook(mlp_gates, index)))
+        yield Gates(heads=head_gates, mlps=mlp_gates)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _head_hook(gates: torch.Tensor, layer: int, num_heads: int):
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
+        (context,) = args  # (B, T, H*dh): heads concatenated in order
+        shape = context.shape
+        per_head = context.view(*shape[:-1], num_heads, shape[-1] // num_heads)  # (B, T, H, dh)
+        gate = gates[layer].to(context.dtype).unsqueeze(-1)  # (H, 1)
+        return ((per_head * gate).view(shape),)
+
+    return hook
+
+
+def _mlp_hook(gates: torch.Tensor, layer: int):
+    def hook(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+        return output * gates[layer].to(output.dtype)
+
+    return hook
+
+
+def _check_weight_mask(model: nn.Module, mask: WeightMask) -> dict[str, nn.Parameter]:
+    params = dict(model.named_parameters())
+    for name, keep in mask.keep.items():
+        if name not in params:
+            raise UserError(f"Weight mask names {name}, which the model does not have; use a mask made for it.")
+        if tuple(keep.shape) != tuple(params[name].shape):
+            raise UserError(
+                f"Weight mask for {name} has shape {tuple(keep.shape)} but the model's is "
+                f"{tuple(params[name].shape)}; use a mask made for this model."
+            )
+    return {name: params[name] for name in mask.keep}
+
+
+@torch.no_grad()
+def apply_weight_mask_(model: nn.Module, mask: WeightMask) -> None:
+    """Zero the masked weights of ``model`` in place (permanently)."""
+    for name, param in _check_weight_mask(model, mask).items():
+        param.mul_(mask.keep[name].to(param.device, param.dtype))
+
+
+@contextmanager
+def weight_masked(model: nn.Module, mask: WeightMask | None) -> Iterator[None]:
+    """Zero the masked weights inside the block and put their values back on exit."""
+    if mask is None:
+        yield
+        return
+    params = _check_weight_mask(model, mask)
+    saved = {name: p.detach().clone() for name, p in params.items()}
+    try:
+        apply_weight_mask_(model, mask)
+        yield
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+
+
+class WeightMaskKeeper:
+    """Keep masked weights exactly zero while a model trains.
+
+    Masked gradients are zeroed as they are computed (so a pruned weight neither counts towards
+    gradient clipping nor builds optimizer state, as if it did not exist), and after every optimizer
+    step the masked weights are multiplied by zero again, which makes "exactly zero" hold whatever the
+    optimizer does (weight decay, momentum from before the mask, mixed precision).
+
+    Example:
+        >>> keeper = WeightMaskKeeper(model, mask).attach(optimizer)   # doctest: +SKIP
+        >>> ...  # train
+        >>> keeper.detach()                                            # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, mask: WeightMask):
+        self.params = _check_weight_mask(model, mask)
+        self.keep = {name: mask.keep[name].to(p.device) for name, p in self.params.items()}
+        self._handles: list = []
+        self._model = model
+        self._mask = mask
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> WeightMaskKeeper:
+        apply_weight_mask_(self._model, self._mask)
+        for name, p in self.params.items():
+            keep = self.keep[name]
+            self._handles.append(p.register_hook(lambda grad, keep=keep: grad * keep.to(grad.dtype)))
+        self._handles.append(optimizer.register_step_post_hook(lambda *_: self.reapply()))
+        return self
+
+    @torch.no_grad()
+    def reapply(self) -> None:
+        for name, p in self.params.items():
+            p.mul_(self.keep[name].to(p.dtype))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

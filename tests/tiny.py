@@ -1,0 +1,41 @@
+"""Tiny models of every supported family, built in code (no network), for logic tests."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tiny_config(family: str = "bert", num_labels: int = 2):
+    from transformers import BertConfig, DistilBertConfig, ElectraConfig, GPT2Config, RobertaConfig
+
+    common = dict(vocab_size=99, max_position_embeddings=64, num_labels=num_labels)
+    if family == "distilbert":
+        return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, **common)
+    cls = {"bert": BertConfig, "roberta": RobertaConfig, "electra": ElectraConfig}[family]
+    extra = {"embedding_size": 32} if family == "electra" else {}
+    return cls(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, type_vocab_size=2,
+        **extra, **common,
+    )
+
+
+def tiny_model(family: str = "bert", num_labels: int = 2, seed: int = 0, dtype=torch.float32):
+    """A 2-layer, 4-head encoder with random weights, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = tiny_config(family, num_labels)
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    return model.to(dtype).eval()
+
+
+def tiny_batch(batch: int = 3, length: int = 7, seed: int = 1, num_labels: int = 2):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, 99, (batch, length), generator=generator)
+    attention_mask = torch.ones(batch, length, dtype=torch.long)
+    attention_mask[0, -2:] = 0  # some padding, so masking paths are exercised
+    labels = torch.randint(0, num_labels, (batch,), generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
