@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def glue_dir() -> Path:
     """The real GLUE folder: $BERTLOTTERY_GLUE_DIR (set by .ci/run), else ../shared/data/glue.
 
@@ -19,7 +19,8 @@ def glue_dir() -> Path:
     env = os.environ.get("BERTLOTTERY_GLUE_DIR")
     path = Path(env) if env else REPO.parent / "shared" / "data" / "glue"
     if not (path / "RTE" / "dev.tsv").is_file():
-        pytest.fail(f"real GLUE data not found at {path}: set BERTLOTTERY_GLUE_DIR to ../shared/data/glue")
+        source = "BERTLOTTERY_GLUE_DIR" if env else "the default next to the checkout"
+        pytest.fail(f"real GLUE data not found at {path} ({source}); set BERTLOTTERY_GLUE_DIR to ../shared/data/glue")
     return path
 
 
