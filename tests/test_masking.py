@@ -212,3 +212,34 @@ def test_weight_mask_for_another_model_is_refused():
     with pytest.raises(UserError, match=r"shape \(3, 3\) but the model's is \(32, 32\)"):
         with weight_masked(small, WeightMask({"bert.encoder.layer.0.attention.self.query.weight": torch.ones(3, 3)})):
             pass
+
+
+def test_structured_weight_mask_agrees_with_the_parameter_count():
+    from bertlottery.masking import fraction_kept, structured_weight_mask
+    from bertlottery.masks import Masks
+
+    model = tiny_model()
+    layout = model_layout(model)
+    heads = HeadMask(torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0]]))
+    mlps = MlpMask(torch.tensor([1, 0]))
+    as_weights = structured_weight_mask(model, heads, mlps)
+    assert as_weights.n_pruned == 5 * layout.params_per_head + layout.params_per_mlp
+    assert fraction_kept(model, Masks(heads=heads, mlps=mlps)) == pytest.approx(
+        Masks(heads=heads, mlps=mlps).body_fraction_kept(layout)
+    )
+    # zeroing the weights the structured mask names gives the gated model's outputs
+    batch = tiny_batch()
+    with gated(model, heads=heads, mlps=mlps):
+        expected = logits(model, batch)
+    with weight_masked(model, as_weights):
+        torch.testing.assert_close(logits(model, batch), expected)
+    # a weight mask inside a pruned MLP adds nothing; one elsewhere adds its own zeros
+    inside = "bert.encoder.layer.1.intermediate.dense.weight"
+    outside = "bert.encoder.layer.0.intermediate.dense.weight"
+    half = torch.zeros(37, 32, dtype=torch.bool)
+    half[:10] = True
+    both = Masks(heads=heads, mlps=mlps, weights=WeightMask({inside: half, outside: half}))
+    extra = (~half).sum().item()
+    assert fraction_kept(model, both) == pytest.approx(
+        Masks(heads=heads, mlps=mlps).body_fraction_kept(layout) - extra / layout.body_params
+    )

@@ -32,10 +32,18 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .masks import HeadMask, MlpMask, WeightMask
+from .masks import HeadMask, Masks, MlpMask, WeightMask
 from .models import adapter_for, model_layout
 
-__all__ = ["Gates", "gated", "weight_masked", "WeightMaskKeeper", "apply_weight_mask_"]
+__all__ = [
+    "Gates",
+    "gated",
+    "weight_masked",
+    "WeightMaskKeeper",
+    "apply_weight_mask_",
+    "structured_weight_mask",
+    "fraction_kept",
+]
 
 
 @dataclass
@@ -193,3 +201,44 @@ class WeightMaskKeeper:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+def structured_weight_mask(
+    model: nn.Module, heads: HeadMask | None = None, mlps: MlpMask | None = None
+) -> WeightMask:
+    """The single weights that a head and MLP mask switch off, as a weight mask over the prunable
+    tensors (Q, K, V rows and biases, attention-output columns, both MLP projections and biases).
+    """
+    layout = model_layout(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    dh = layout.head_dim
+    keep: dict[str, torch.Tensor] = {}
+    for index, parts in enumerate(adapter_for(model).layers(model)):
+        head_keep = heads.keep[index] if heads is not None else torch.ones(layout.num_heads, dtype=torch.bool)
+        per_dim = head_keep.repeat_interleave(dh)  # (H*dh,)
+        for linear in (parts.query, parts.key, parts.value):
+            keep[names[id(linear.weight)]] = per_dim.unsqueeze(1).expand_as(linear.weight).clone()
+            keep[names[id(linear.bias)]] = per_dim.clone()
+        keep[names[id(parts.attn_out.weight)]] = per_dim.unsqueeze(0).expand_as(parts.attn_out.weight).clone()
+        mlp_on = bool(mlps.keep[index]) if mlps is not None else True
+        for linear in (parts.mlp_in, parts.mlp_out):
+            keep[names[id(linear.weight)]] = torch.full(linear.weight.shape, mlp_on)
+            keep[names[id(linear.bias)]] = torch.full(linear.bias.shape, mlp_on)
+    return WeightMask(keep)
+
+
+def fraction_kept(model: nn.Module, masks: Masks | None) -> float:
+    """Fraction of encoder-body parameters that ``masks`` keeps, overlaps of its kinds counted once."""
+    layout = model_layout(model)
+    if masks is None:
+        return 1.0
+    if masks.weights is None or (masks.heads is None and masks.mlps is None):
+        return masks.body_fraction_kept(layout)
+    structured = structured_weight_mask(model, masks.heads, masks.mlps)
+    removed = 0
+    for name, keep in structured.keep.items():
+        if name in masks.weights.keep:
+            keep = keep & masks.weights.keep[name]
+        removed += keep.numel() - int(keep.sum())
+    removed += sum(t.numel() - int(t.sum()) for n, t in masks.weights.keep.items() if n not in structured.keep)
+    return 1.0 - removed / layout.body_params

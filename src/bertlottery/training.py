@@ -1,0 +1,149 @@
+"""Fine-tune a model on a task, optionally under a mask held fixed throughout.
+
+The defaults are the paper's (SPEC section 10): AdamW with eps 1e-8 and no weight decay, lr 2e-5,
+linear decay without warm-up, gradient-norm clip 1.0, batch 32, 3 epochs. The seed fixes dropout and
+the data order; the classifier's initialisation is fixed by the seed at load time
+(`bertlottery.models.init_classifier`), so the same seed gives the same run, which re-fine-tuning
+relies on.
+
+Example:
+    >>> model = load_model("minilm-l6", num_labels=2, seed=42)                # doctest: +SKIP
+    >>> history = finetune(model, make_train_batches, TrainSettings(epochs=1))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .masking import WeightMaskKeeper, gated
+from .masks import Masks
+
+__all__ = ["TrainSettings", "finetune", "TrainingDiverged"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one fine-tuning run (the paper's defaults)."""
+
+    learning_rate: float = 2e-5
+    epochs: int = 3
+    batch_size: int = 32
+    max_length: int = 128
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16", passed to accelerate
+    group_by_length: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run is degenerate and its model is not saved."""
+
+
+@dataclass
+class History:
+    losses: list[float] = field(default_factory=list)  # mean training loss per logging window
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch: mean loss and anything the callback adds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"losses": self.losses, "epochs": self.epochs}
+
+
+def finetune(
+    model: nn.Module,
+    train_batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+    settings: TrainSettings,
+    *,
+    masks: Masks | None = None,
+    steps_per_epoch: int | None = None,
+    on_epoch_end: Callable[[int, nn.Module], dict[str, Any] | None] | None = None,
+    progress: bool = True,
+    log_every: int = 10,
+) -> History:
+    """Train ``model`` in place.
+
+    Args:
+        train_batches: ``epoch -> batches``; called once per epoch (a seeded loader gives each epoch
+            its own order, the same for the same seed).
+        masks: heads/MLPs gated off and weights held at exactly zero for the whole run.
+        steps_per_epoch: number of batches per epoch, for the schedule (``len()`` of the batches if omitted).
+        on_epoch_end: called as ``f(epoch, model)`` after each epoch (1-based) with the mask still
+            applied; a returned dict is stored in the history (e.g. dev metrics per epoch).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    set_seed(settings.seed)  # dropout; the data order has its own generator, the classifier its own seed
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+    # Paper's optimiser: AdamW(eps 1e-8), no weight decay on anything.
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": settings.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon)
+    if steps_per_epoch is None:
+        steps_per_epoch = len(train_batches(1))  # type: ignore[arg-type]
+    total = steps_per_epoch * settings.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+
+    history = History()
+    with ExitStack() as stack:
+        # Gates go on the bare model before accelerate wraps it; hooks on submodules survive wrapping.
+        if masks is not None and (masks.heads is not None or masks.mlps is not None):
+            stack.enter_context(gated(model, heads=masks.heads, mlps=masks.mlps))
+        model = model.to(accelerator.device)
+        prepared_model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        if masks is not None and masks.weights is not None:
+            keeper = WeightMaskKeeper(model, masks.weights).attach(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+            stack.callback(keeper.detach)
+        prepared_model.train()
+        for epoch in range(1, settings.epochs + 1):
+            batches = accelerator.prepare(train_batches(epoch))
+            running, window, epoch_loss, epoch_steps = 0.0, 0, 0.0, 0
+            bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{settings.epochs}",
+                       disable=not (progress and accelerator.is_main_process), leave=False)
+            for batch in bar:
+                batch = {k: v for k, v in batch.items() if k != "index"}
+                loss = prepared_model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {epoch_steps + 1}")
+                accelerator.backward(loss)
+                if settings.max_grad_norm:
+                    accelerator.clip_grad_norm_(prepared_model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                value = loss.item()
+                running, window = running + value, window + 1
+                epoch_loss, epoch_steps = epoch_loss + value, epoch_steps + 1
+                if window == log_every:
+                    history.losses.append(running / window)
+                    bar.set_postfix(loss=f"{running / window:.4f}")
+                    running, window = 0.0, 0
+            if window:
+                history.losses.append(running / window)
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(epoch_steps, 1), "steps": epoch_steps}
+            if on_epoch_end is not None:
+                extra = on_epoch_end(epoch, accelerator.unwrap_model(prepared_model))
+                prepared_model.train()
+                if extra:
+                    record.update(extra)
+            history.epochs.append(record)
+    if not all(math.isfinite(x) for x in history.losses):
+        raise TrainingDiverged("the training loss was not finite")
+    return history
