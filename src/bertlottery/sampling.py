@@ -1,0 +1,138 @@
+"""Good, random and bad subnetworks of exactly the good one's size, and super-survivors (SPEC section 4).
+
+- random: as many elements as good (heads and MLPs counted separately; weights in total for a global
+  mask, per tensor for a local one), drawn uniformly from all elements.
+- bad: as many elements as good, taken from those the search pruned; if the search pruned fewer
+  than that, all of them plus a uniform draw from the survivors.
+- super-survivors over seeds: good = kept in every seed; bad = pruned in every seed, resized to |good|
+  (topped up from elements in neither set); random = drawn from elements in neither set, resized to
+  |good|.
+
+Every draw takes a seed, and the functions record it in the returned `Masks`' ``params``.
+
+Example:
+    >>> bad = bad_like(good, seed=1337)                 # doctest: +SKIP
+    >>> bad.heads.n_kept == good.heads.n_kept           # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .compat import Compat
+from .errors import UserError
+from .masks import HeadMask, Masks, MlpMask, WeightMask
+
+__all__ = ["random_like", "bad_like", "super_survivors", "draw_exact"]
+
+
+def draw_exact(count: int, primary: torch.Tensor, secondary: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A bool mask of ``count`` True entries: drawn uniformly from ``primary``; if it holds fewer than
+    ``count``, all of it plus a uniform draw from ``secondary`` (both bool, same shape, disjoint).
+    """
+    flat_primary, flat_secondary = primary.reshape(-1), secondary.reshape(-1)
+    out = torch.zeros_like(flat_primary)
+    first = torch.nonzero(flat_primary).flatten()
+    if len(first) >= count:
+        out[first[torch.randperm(len(first), generator=generator)[:count]]] = True
+        return out.view(primary.shape)
+    out[first] = True
+    rest = torch.nonzero(flat_secondary & ~flat_primary).flatten()
+    need = count - len(first)
+    if len(rest) < need:
+        raise ValueError(f"cannot draw {count} elements: only {len(first) + len(rest)} available")
+    out[rest[torch.randperm(len(rest), generator=generator)[:need]]] = True
+    return out.view(primary.shape)
+
+
+def _structured(mask, primary, secondary, generator):
+    return type(mask)(draw_exact(mask.n_kept, primary, secondary, generator))
+
+
+def _weights(good: WeightMask, primary_of, secondary_of, generator, per_tensor: bool) -> WeightMask:
+    if per_tensor:
+        return WeightMask({
+            n: draw_exact(int(t.sum()), primary_of(n), secondary_of(n), generator) for n, t in good.keep.items()
+        })
+    names = list(good.keep)
+    sizes = [good.keep[n].numel() for n in names]
+    flat = lambda f: torch.cat([f(n).reshape(-1) for n in names])  # noqa: E731
+    drawn = draw_exact(good.n_kept, flat(primary_of), flat(secondary_of), generator)
+    return WeightMask({n: part.view_as(good.keep[n]) for n, part in zip(names, torch.split(drawn, sizes))})
+
+
+def random_like(good: Masks, seed: int, *, per_tensor: bool = False, compat: Compat | None = None) -> Masks:
+    """Same size as ``good``, elements drawn uniformly from all elements.
+
+    ``per_tensor``: a weight mask keeps each tensor's own count (for matrix-local pruning).
+    ``compat.bernoulli_random_masks``: the released code's structured draw, each element kept with
+    probability = good's kept fraction (the size matches only in expectation).
+    """
+    compat = compat or Compat()
+    generator = torch.Generator().manual_seed(seed)
+    out = Masks(family=good.family, params={"subnetwork": "random", "seed": seed, "of": good.params})
+    for kind in ("heads", "mlps"):
+        mask = getattr(good, kind)
+        if mask is None:
+            continue
+        if compat.bernoulli_random_masks:
+            p = mask.n_kept / mask.n_total
+            drawn = type(mask)(torch.rand(mask.shape, generator=generator) < p)
+        else:
+            everything = torch.ones(mask.shape, dtype=torch.bool)
+            drawn = _structured(mask, everything, everything, generator)
+        setattr(out, kind, drawn)
+    if good.weights is not None:
+        everything = lambda n: torch.ones_like(good.weights.keep[n])  # noqa: E731
+        out.weights = _weights(good.weights, everything, everything, generator, per_tensor)
+    out.params["bernoulli"] = compat.bernoulli_random_masks
+    return out
+
+
+def bad_like(good: Masks, seed: int, *, per_tensor: bool = False) -> Masks:
+    """Same size as ``good``, drawn from the elements the search pruned first, then from survivors."""
+    generator = torch.Generator().manual_seed(seed)
+    out = Masks(family=good.family, params={"subnetwork": "bad", "seed": seed, "of": good.params})
+    for kind in ("heads", "mlps"):
+        mask = getattr(good, kind)
+        if mask is not None:
+            setattr(out, kind, _structured(mask, ~mask.keep, mask.keep, generator))
+    if good.weights is not None:
+        keep = good.weights.keep
+        out.weights = _weights(good.weights, lambda n: ~keep[n], lambda n: keep[n], generator, per_tensor)
+    return out
+
+
+def super_survivors(masks: Sequence[Masks], seed: int) -> dict[str, Masks]:
+    """good / bad / random super-survivor masks of one task's masks over several seeds.
+
+    Returns ``{"good": ..., "bad": ..., "random": ...}``; each holds whichever structured kinds
+    (heads, MLPs) every input mask has.
+    """
+    if len(masks) < 2:
+        raise UserError(f"Super-survivors need the masks of at least two seeds, got {len(masks)}.")
+    kinds = [k for k in ("heads", "mlps") if all(getattr(m, k) is not None for m in masks)]
+    if not kinds:
+        raise UserError("Super-survivors need head or MLP masks present in every seed's file.")
+    generator = torch.Generator().manual_seed(seed)
+    seeds = [m.params.get("seed") for m in masks]
+    result = {name: Masks(family=masks[0].family, params={"subnetwork": f"super-{name}", "seed": seed,
+                                                           "source_seeds": seeds, "n_masks": len(masks)})
+              for name in ("good", "bad", "random")}
+    for kind in kinds:
+        shapes = {tuple(getattr(m, kind).shape) for m in masks}
+        if len(shapes) > 1:
+            raise UserError(f"The seeds' {kind} masks have different shapes: {sorted(shapes)}.")
+        stack = torch.stack([getattr(m, kind).keep for m in masks])
+        good = stack.all(0)
+        always_pruned = (~stack).all(0)
+        neither = ~good & ~always_pruned
+        cls = HeadMask if kind == "heads" else MlpMask
+        count = int(good.sum())
+        setattr(result["good"], kind, cls(good))
+        setattr(result["bad"], kind, cls(draw_exact(count, always_pruned, neither, generator)))
+        setattr(result["random"], kind, cls(draw_exact(count, neither, ~good & ~neither, generator)))
+    return result
