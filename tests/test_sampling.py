@@ -100,3 +100,19 @@ def test_super_survivors_need_several_seeds_of_the_same_shape():
     other = Masks(heads=HeadMask.full(6, 12), mlps=MlpMask.full(6))
     with pytest.raises(UserError, match="different shapes"):
         super_survivors([structured(90, 9), other], seed=0)
+
+
+def test_super_survivors_top_up_from_the_survivors_when_nothing_else_is_left():
+    # 9 of 12 MLPs survive in every seed (the paper's CoLA): bad and random must reuse survivors
+    keep = torch.tensor([1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
+    seeds = []
+    for s in range(3):
+        other = keep.clone()
+        other[[1, 10, 11][s]] = True
+        seeds.append(Masks(mlps=MlpMask(other)))
+    result = super_survivors(seeds, seed=0)
+    assert result["good"].mlps.n_kept == 9
+    for name in ("bad", "random"):
+        mask = result[name].mlps
+        assert mask.n_kept == 9
+        assert bool((~keep <= mask.keep).all())  # everything outside the survivors is used first

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -39,3 +41,22 @@ def tiny_batch(batch: int = 3, length: int = 7, seed: int = 1, num_labels: int =
     attention_mask[0, -2:] = 0  # some padding, so masking paths are exercised
     labels = torch.randint(0, num_labels, (batch,), generator=generator)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
+WORDS = "the cat dog sat ran on a mat big small red blue house tree river".split()
+
+
+def write_rte(root: Path, n_train: int = 48, n_dev: int = 20) -> Path:
+    """An RTE-shaped task whose label is whether the hypothesis word occurs in the premise."""
+    generator = torch.Generator().manual_seed(0)
+    (root / "RTE").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = [RTE_HEADER]
+        for i in range(n):
+            words = [WORDS[j] for j in torch.randint(0, len(WORDS), (6,), generator=generator)]
+            probe = WORDS[int(torch.randint(0, len(WORDS), (1,), generator=generator))]
+            label = "entailment" if probe in words else "not_entailment"
+            rows.append(f"{i}\t{' '.join(words)}\t{probe}\t{label}\n")
+        (root / "RTE" / f"{split}.tsv").write_text("".join(rows))
+    return root

@@ -84,7 +84,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     record = finetune_run(
         args.model, args.task, args.out, glue_dir=_glue(args), settings=_settings(args), masks_path=args.mask,
-        max_train_examples=args.max_train_examples, overwrite=args.overwrite, progress=not args.no_progress,
+        max_train_examples=args.max_train_examples, holdout_fraction=args.holdout_fraction,
+        overwrite=args.overwrite, progress=not args.no_progress,
     )
     _print_metrics(record)
     print(f"wrote {args.out}")
@@ -124,6 +125,78 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         f"({result['heads_kept']} heads kept, {result['body_fraction_kept']:.1%} of body weights): {half:.4f}"
     )
     print(f"run directory: {result['out']}")
+    return 0
+
+
+def _print_prune(record: dict[str, Any], out: str) -> None:
+    _print_metrics(record, label="good mask: ")
+    sizes = ", ".join(f"{k} {record[f'{k}_kept']}" for k in ("heads", "mlps", "weights") if record.get(f"{k}_kept") is not None)
+    params = record["params"]
+    print(f"kept {sizes}; {record['body_fraction_kept']:.1%} of encoder-body weights; "
+          f"full model {params['full_metric']:.4f}, good mask {params['final_metric']:.4f}")
+    print(f"wrote {out}")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .lottery import prune_magnitude_run, prune_structured_run
+
+    if not 0 < args.threshold <= 1:
+        raise UserError(f"--threshold is a fraction of the full model's metric in (0, 1], got {args.threshold}.")
+    common = dict(glue_dir=_glue(args), threshold=args.threshold, compat=args.compat, overwrite=args.overwrite,
+                  progress=not args.no_progress)
+    if args.method == "structured":
+        record = prune_structured_run(args.run, args.out, mode=args.mode, scoring_split=args.scoring_split,
+                                      normalize_by_layer=not args.no_layer_norm, global_min_max=args.global_min_max,
+                                      batch_size=args.batch_size, **common)
+    else:
+        record = prune_magnitude_run(args.run, args.out, scope=args.scope, tensor_set=args.tensors, **common)
+    _print_prune(record, args.out)
+    return 0
+
+
+def cmd_subnetworks(args: argparse.Namespace) -> int:
+    from .lottery import make_subnetworks, make_super_survivors
+
+    if args.super:
+        sizes = make_super_survivors(args.masks, args.out, seed=args.seed, overwrite=args.overwrite)
+    else:
+        if len(args.masks) != 1:
+            raise UserError("Give one good mask (or pass --super with the masks of several seeds).")
+        sizes = make_subnetworks(args.masks[0], args.out, seed=args.seed, compat=args.compat,
+                                 overwrite=args.overwrite)
+    for name, kept in sizes.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .lottery import retrain_run
+
+    record = retrain_run(args.run, args.mask, args.out, glue_dir=_glue(args), epochs=args.epochs,
+                         overwrite=args.overwrite, progress=not args.no_progress)
+    _print_metrics(record, label="re-fine-tuned: ")
+    print(f"fraction of encoder-body weights kept: {record['body_fraction_kept']:.4f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from . import runs
+    from .lottery import majority_baseline_metrics, random_init_baseline_run
+
+    if args.kind == "majority":
+        record = majority_baseline_metrics(args.task, _glue(args))
+        if args.out:
+            runs.write_json(args.out, record)
+    else:
+        if not args.size_of or not args.out:
+            raise UserError("The random-init baseline needs --size-of BAD_MASK and --out RUN_DIR.")
+        record = random_init_baseline_run(
+            args.model, args.task, args.size_of, args.out, glue_dir=_glue(args), settings=_settings(args),
+            max_train_examples=args.max_train_examples, overwrite=args.overwrite, progress=not args.no_progress,
+        )
+    _print_metrics(record, label=f"{args.kind} baseline: ")
     return 0
 
 
@@ -172,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--glue-dir", help=glue_help)
     p.add_argument("--mask", help="masks file (.safetensors) held fixed during training and evaluation")
     p.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
+    p.add_argument("--holdout-fraction", type=float, default=0.0,
+                   help="set a seeded slice of train aside (not trained on) for `prune --scoring-split heldout`")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true")
     _add_train_args(p)
@@ -186,6 +261,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("prune", help="find a good subnetwork of a fine-tuned run (structured or magnitude)")
+    p.add_argument("method", choices=["structured", "magnitude"], help="s-pruning of heads/MLPs, or m-pruning of weights")
+    p.add_argument("run", help="fine-tuning run directory")
+    p.add_argument("--out", required=True, help="directory to write mask.safetensors, trace.json, metrics.json")
+    p.add_argument("--glue-dir", help=glue_help)
+    p.add_argument("--threshold", type=float, default=0.9, help="keep pruning while metric >= this x full (default %(default)s)")
+    p.add_argument("--compat", choices=["none", "prasanna2020"], default=None,
+                   help="reproduce the released code's quirks (see bertlottery.compat)")
+    p.add_argument("--mode", default="heads+mlps", help="structured: heads+mlps (default), heads or mlps")
+    p.add_argument("--scoring-split", default="dev", help="structured: importance over dev (default, as the paper) "
+                   "or heldout (a slice of train set aside by finetune --holdout-fraction)")
+    p.add_argument("--no-layer-norm", action="store_true", help="structured: do not L2-normalise head scores per layer")
+    p.add_argument("--global-min-max", action="store_true", help="structured: min-max scale each kind's scores")
+    p.add_argument("--batch-size", type=int, default=64, help="structured: scoring batch size (default %(default)s)")
+    p.add_argument("--scope", default="global", choices=["global", "local"],
+                   help="magnitude: one threshold over all tensors (paper) or the same fraction per tensor")
+    p.add_argument("--tensors", default="paper", help="magnitude: tensor set, paper (default) or weights")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("subnetworks", help="good / random / bad masks of a good mask's size; super-survivors")
+    p.add_argument("masks", nargs="+", help="a good mask (file or prune directory); with --super, one per seed "
+                   "(also the paper's released seed_<s>/ folders)")
+    p.add_argument("--out", required=True, help="directory to write good/random/bad.safetensors")
+    p.add_argument("--seed", type=int, required=True, help="seed of the random and bad draws (recorded)")
+    p.add_argument("--super", action="store_true", help="super-survivors across the given seeds' masks")
+    p.add_argument("--compat", choices=["none", "prasanna2020"], default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_subnetworks)
+
+    p = sub.add_parser("retrain", help="re-fine-tune from the pre-trained weights under a fixed mask")
+    p.add_argument("run", help="the fine-tuning run whose seed and settings to reuse (the one that found the mask)")
+    p.add_argument("--mask", required=True, help="masks file or prune directory")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--glue-dir", help=glue_help)
+    p.add_argument("--epochs", type=int, help="train longer than the original run; dev metrics after every epoch")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("baseline", help="the paper's baselines: majority class, random-init encoder")
+    p.add_argument("kind", choices=["majority", "random-init"])
+    p.add_argument("--task", required=True)
+    p.add_argument("--glue-dir", help=glue_help)
+    p.add_argument("--model", default="bert-base-uncased", help="random-init: the architecture to initialise randomly")
+    p.add_argument("--size-of", help="random-init: a bad s-mask whose size the random mask matches")
+    p.add_argument("--out", help="random-init: run directory; majority: optional JSON file")
+    p.add_argument("--max-train-examples", type=int)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("masks", help="inspect mask files; import the paper's released masks")
     msub = p.add_subparsers(dest="masks_command", metavar="ACTION", required=True)

@@ -17,9 +17,10 @@ from torch import nn
 
 from . import runs
 from .data import TokenizedSplit, load_split, make_loader, tokenize
+from .errors import UserError
 from .evaluation import evaluate
 from .masking import fraction_kept, gated, weight_masked
-from .masks import HeadMask, Masks, load_masks
+from .masks import HeadMask, Masks, load_masks, save_masks
 from .models import load_model, load_tokenizer, model_layout
 from .tasks import TaskSpec, get_task
 from .training import TrainSettings, finetune
@@ -37,9 +38,18 @@ class TaskData:
     train: TokenizedSplit | None
     evals: dict[str, TokenizedSplit]  # eval split name -> split
     pad_id: int
+    heldout: TokenizedSplit | None = None  # a slice of train set aside (scoring without touching dev)
 
     def eval_batches(self, split: str, batch_size: int = EVAL_BATCH_SIZE):
-        return make_loader(self.evals[split], self.pad_id, batch_size, shuffle=False, seed=None)
+        data = self.heldout if split == "heldout" else self.evals[split]
+        if data is None:
+            raise UserError("No held-out slice: fine-tune with --holdout-fraction to score on held-out train data.")
+        return make_loader(data, self.pad_id, batch_size, shuffle=False, seed=None)
+
+    @property
+    def main_split(self) -> str:
+        """The split the pruning threshold watches (MNLI: matched)."""
+        return self.task.eval_splits[0]
 
     def train_batches(self, settings: TrainSettings):
         # One seeded loader for the whole run: each epoch draws a new order from its generator, and
@@ -51,6 +61,19 @@ class TaskData:
         return lambda epoch: loader
 
 
+HOLDOUT_SEED = 0  # the held-out slice is the same for every run seed, so all seeds score on the same data
+
+
+def split_holdout(examples: list, fraction: float, seed: int = HOLDOUT_SEED) -> tuple[list, list]:
+    """Split train examples into (train, held out): a seeded ``fraction`` of them is held out."""
+    if not 0 < fraction < 1:
+        raise UserError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_out = max(1, round(fraction * len(examples)))
+    held = set(order[:n_out])
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
 def prepare_task_data(
     task: TaskSpec,
     tokenizer,
@@ -60,21 +83,29 @@ def prepare_task_data(
     with_train: bool = True,
     max_train_examples: int | None = None,
     max_eval_examples: int | None = None,
+    holdout_fraction: float = 0.0,
 ) -> TaskData:
-    """Read and tokenise a task's train split and eval splits (cached on disk)."""
-    train = None
-    if with_train:
+    """Read and tokenise a task's train split and eval splits (cached on disk).
+
+    With ``holdout_fraction`` a seeded slice of train (taken after ``max_train_examples``) is set
+    aside as ``heldout`` and not trained on: a scoring split that is neither train nor dev.
+    """
+    train = heldout = None
+    if with_train or holdout_fraction:
         examples = load_split(task, "train", glue_dir)
         if max_train_examples is not None:
             examples = examples[:max_train_examples]
-        train = tokenize(examples, tokenizer, max_length=max_length)
+        if holdout_fraction:
+            examples, held = split_holdout(examples, holdout_fraction)
+            heldout = tokenize(held, tokenizer, max_length=max_length)
+        train = tokenize(examples, tokenizer, max_length=max_length) if with_train else None
     evals = {}
     for split in task.eval_splits:
         examples = load_split(task, split, glue_dir)
         if max_eval_examples is not None:
             examples = examples[:max_eval_examples]
         evals[split] = tokenize(examples, tokenizer, max_length=max_length)
-    return TaskData(task=task, train=train, evals=evals, pad_id=tokenizer.pad_token_id or 0)
+    return TaskData(task=task, train=train, evals=evals, pad_id=tokenizer.pad_token_id or 0, heldout=heldout)
 
 
 def evaluate_model(
@@ -107,24 +138,50 @@ def finetune_run(
     glue_dir: Path | None,
     settings: TrainSettings,
     masks_path: str | os.PathLike | None = None,
+    masks: Masks | None = None,
     max_train_examples: int | None = None,
+    holdout_fraction: float = 0.0,
+    random_init: bool = False,
+    eval_each_epoch: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    extra_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``model_name`` on a task and write a complete run directory to ``out``."""
+    """Fine-tune ``model_name`` on a task and write a complete run directory to ``out``.
+
+    The classifier is initialised from ``settings.seed`` alone and the data order follows it, so
+    fine-tuning the same pre-trained model with the same settings under a mask ("re-fine-tuning")
+    starts from the original run's initial classifier and sees the same batches.
+
+    Args:
+        masks_path: a masks file held fixed throughout training and evaluation (or ``masks`` itself);
+            the run directory keeps a copy as mask.safetensors.
+        holdout_fraction: set a seeded slice of train aside (not trained on) for scoring.
+        random_init: the architecture with random weights (the paper's random-init baseline).
+        eval_each_epoch: record dev metrics after every epoch in history.json (longer re-fine-tuning).
+    """
     task = get_task(task_name)
     tokenizer = load_tokenizer(model_name)
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=settings.max_length,
-                             max_train_examples=max_train_examples)
-    model = load_model(model_name, task.num_labels, seed=settings.seed)
+                             max_train_examples=max_train_examples, holdout_fraction=holdout_fraction)
+    model = load_model(model_name, task.num_labels, seed=settings.seed, random_init=random_init)
     layout = model_layout(model)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    masks = load_masks(masks_path, layout, shapes) if masks_path else None
+    if masks_path:
+        masks = load_masks(masks_path, layout, shapes)
+    elif masks is not None:
+        masks.check_against(layout, shapes)
+
+    def after_epoch(epoch: int, trained: nn.Module) -> dict[str, Any] | None:
+        if not eval_each_epoch:
+            return None
+        # the mask is still applied here (finetune calls back inside its gated block)
+        return {"dev": {split: evaluate(trained, task, data.eval_batches(split)) for split in data.evals}}
 
     started = time.time()
     history = finetune(
         model, data.train_batches(settings), settings, masks=masks,
-        on_epoch_end=None, progress=progress,
+        on_epoch_end=after_epoch, progress=progress,
     )
     train_seconds = time.time() - started
     results = evaluate_model(model, data, masks)
@@ -137,6 +194,10 @@ def finetune_run(
         "masks": str(masks_path) if masks_path else None,
         "max_train_examples": max_train_examples,
         "n_train_examples": len(data.train),
+        "holdout_fraction": holdout_fraction,
+        "holdout_seed": HOLDOUT_SEED if holdout_fraction else None,
+        "random_init": random_init,
+        **(extra_config or {}),
     }
     record = _metrics_record(task, results, train_seconds=round(train_seconds, 2),
                              body_fraction_kept=fraction_kept(model, masks))
@@ -146,6 +207,8 @@ def finetune_run(
         runs.write_json(scratch / runs.CONFIG_FILE, config)
         runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(next(model.parameters()).device)))
         runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
+        if masks is not None:
+            save_masks(scratch / runs.MASK_FILE, masks, layout)
         runs.write_json(scratch / runs.METRICS_FILE, record)  # last: its presence marks a finished run
     return record
 

@@ -9,6 +9,7 @@ A fine-tuning (or evaluation) run directory::
       config.json         the resolved settings of the run
       environment.json    package versions, python, platform, git revision, device
       history.json        training loss per logged step and metrics per epoch
+      mask.safetensors    the mask held fixed during training, if any
 
 Everything is written into a hidden sibling ``.RUN.partial-<pid>`` and renamed into place at the end:
 ``RUN`` either does not exist or is complete.
@@ -36,6 +37,7 @@ __all__ = [
     "CONFIG_FILE",
     "ENVIRONMENT_FILE",
     "HISTORY_FILE",
+    "MASK_FILE",
     "staged_run_dir",
     "write_json",
     "read_json",
@@ -49,6 +51,7 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 HISTORY_FILE = "history.json"
+MASK_FILE = "mask.safetensors"  # the mask a run trained under, or the mask a prune step found
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -6,7 +6,7 @@
   than that, all of them plus a uniform draw from the survivors.
 - super-survivors over seeds: good = kept in every seed; bad = pruned in every seed, resized to |good|
   (topped up from elements in neither set); random = drawn from elements in neither set, resized to
-  |good|.
+  |good|. Where those pools are too small for |good|, the rest comes from the survivors themselves.
 
 Every draw takes a seed, and the functions record it in the returned `Masks`' ``params``.
 
@@ -29,38 +29,41 @@ from .masks import HeadMask, Masks, MlpMask, WeightMask
 __all__ = ["random_like", "bad_like", "super_survivors", "draw_exact"]
 
 
-def draw_exact(count: int, primary: torch.Tensor, secondary: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A bool mask of ``count`` True entries: drawn uniformly from ``primary``; if it holds fewer than
-    ``count``, all of it plus a uniform draw from ``secondary`` (both bool, same shape, disjoint).
+def draw_exact(count: int, *pools: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A bool mask with exactly ``count`` True entries, filled from ``pools`` in order of preference:
+    all of a pool is taken while it fits, and the pool that overflows is sampled uniformly.
+
+    Pools are bool tensors of one shape; an element belongs to the first pool that holds it.
     """
-    flat_primary, flat_secondary = primary.reshape(-1), secondary.reshape(-1)
-    out = torch.zeros_like(flat_primary)
-    first = torch.nonzero(flat_primary).flatten()
-    if len(first) >= count:
-        out[first[torch.randperm(len(first), generator=generator)[:count]]] = True
-        return out.view(primary.shape)
-    out[first] = True
-    rest = torch.nonzero(flat_secondary & ~flat_primary).flatten()
-    need = count - len(first)
-    if len(rest) < need:
-        raise ValueError(f"cannot draw {count} elements: only {len(first) + len(rest)} available")
-    out[rest[torch.randperm(len(rest), generator=generator)[:need]]] = True
-    return out.view(primary.shape)
+    shape = pools[0].shape
+    out = torch.zeros(pools[0].numel(), dtype=torch.bool)
+    taken = torch.zeros_like(out)
+    need = count
+    for pool in pools:
+        candidates = torch.nonzero(pool.reshape(-1) & ~taken).flatten()
+        taken[candidates] = True
+        if len(candidates) >= need:
+            out[candidates[torch.randperm(len(candidates), generator=generator)[:need]]] = True
+            return out.view(shape)
+        out[candidates] = True
+        need -= len(candidates)
+    raise ValueError(f"cannot draw {count} elements: only {count - need} available")
 
 
 def _structured(mask, primary, secondary, generator):
-    return type(mask)(draw_exact(mask.n_kept, primary, secondary, generator))
+    return type(mask)(draw_exact(mask.n_kept, primary, secondary, generator=generator))
 
 
 def _weights(good: WeightMask, primary_of, secondary_of, generator, per_tensor: bool) -> WeightMask:
     if per_tensor:
         return WeightMask({
-            n: draw_exact(int(t.sum()), primary_of(n), secondary_of(n), generator) for n, t in good.keep.items()
+            n: draw_exact(int(t.sum()), primary_of(n), secondary_of(n), generator=generator)
+            for n, t in good.keep.items()
         })
     names = list(good.keep)
     sizes = [good.keep[n].numel() for n in names]
     flat = lambda f: torch.cat([f(n).reshape(-1) for n in names])  # noqa: E731
-    drawn = draw_exact(good.n_kept, flat(primary_of), flat(secondary_of), generator)
+    drawn = draw_exact(good.n_kept, flat(primary_of), flat(secondary_of), generator=generator)
     return WeightMask({n: part.view_as(good.keep[n]) for n, part in zip(names, torch.split(drawn, sizes))})
 
 
@@ -133,6 +136,8 @@ def super_survivors(masks: Sequence[Masks], seed: int) -> dict[str, Masks]:
         cls = HeadMask if kind == "heads" else MlpMask
         count = int(good.sum())
         setattr(result["good"], kind, cls(good))
-        setattr(result["bad"], kind, cls(draw_exact(count, always_pruned, neither, generator)))
-        setattr(result["random"], kind, cls(draw_exact(count, neither, ~good & ~neither, generator)))
+        # When a task's survivors outnumber everything else (CoLA's MLPs: 9 of 12), bad and random
+        # cannot avoid them: the last pool tops up from the survivors, as the released masks do.
+        setattr(result["bad"], kind, cls(draw_exact(count, always_pruned, neither, good, generator=generator)))
+        setattr(result["random"], kind, cls(draw_exact(count, neither, always_pruned | good, generator=generator)))
     return result
