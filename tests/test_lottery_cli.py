@@ -197,3 +197,20 @@ def test_prune_of_something_that_is_not_a_run(tmp_path, capsys):
     assert "not a finished fine-tuning run" in capsys.readouterr().err
     assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o", "--threshold", "1.5") == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_export_through_the_cli_gives_the_gated_metrics(tiny_run, tmp_path, capsys):
+    root, glue, run = tiny_run
+    assert cli("prune", "structured", run, "--out", tmp_path / "s", "--glue-dir", glue, "--threshold", "0.01",
+               "--no-progress") == 0
+    assert cli("export", run, "--mask", tmp_path / "s", "--out", tmp_path / "small") == 0
+    plan = read(tmp_path / "small" / "pruning.json")
+    assert plan["params"]["body_after"] < plan["params"]["body_before"]
+    capsys.readouterr()
+    assert cli("evaluate", tmp_path / "small", "--glue-dir", glue, "--format", "json") == 0
+    exported = json.loads(capsys.readouterr().out)
+    gated = read(tmp_path / "s" / "metrics.json")
+    assert exported["splits"]["dev"]["metrics"] == gated["splits"]["dev"]["metrics"]
+    assert exported["body_fraction_kept"] == pytest.approx(gated["body_fraction_kept"])
+    assert cli("evaluate", tmp_path / "small", "--glue-dir", glue, "--mask", tmp_path / "s") == 2
+    assert "already applied" in capsys.readouterr().err

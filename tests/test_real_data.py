@@ -59,3 +59,46 @@ def test_minilm_gates_on_real_text_match_removing_heads_by_hand(glue_dir):
                     parts.attn_out.weight[:, head * dh : (head + 1) * dh] = 0
         by_hand = model(**inputs).logits
     torch.testing.assert_close(gated_logits, by_hand, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def sst2_run(glue_dir, tmp_path_factory):
+    """MiniLM fine-tuned on 4,000 real SST-2 sentences for one epoch (the quickstart's run)."""
+    import os
+
+    root = tmp_path_factory.mktemp("real-lottery")
+    os.environ["BERTLOTTERY_CACHE"] = str(root / "cache")
+    run = root / "run"
+    assert main(["finetune", "--model", "minilm-l6", "--task", "SST-2", "--glue-dir", str(glue_dir), "--out", str(run),
+                 "--epochs", "1", "--lr", "1e-4", "--max-train-examples", "4000", "--no-progress"]) == 0
+    return root, run
+
+
+def test_minilm_lottery_good_masks_keep_90_percent_and_beat_bad_ones(sst2_run, glue_dir, capsys):
+    """s-pruning and m-pruning on real SST-2: good keeps >= 90% of the full metric and beats bad."""
+    from bertlottery.masks import load_masks
+
+    root, run = sst2_run
+    full = json.loads((run / "metrics.json").read_text())["splits"]["dev"]["metrics"]["accuracy"]
+    for method in ("structured", "magnitude"):
+        out = root / method
+        assert main(["prune", method, str(run), "--out", str(out), "--glue-dir", str(glue_dir), "--no-progress"]) == 0
+        good = json.loads((out / "metrics.json").read_text())
+        assert main(["subnetworks", str(out), "--out", str(root / f"{method}-sub"), "--seed", "42"]) == 0
+        capsys.readouterr()
+        metric = {"good": good["splits"]["dev"]["metrics"]["accuracy"]}
+        for kind in ("bad", "random"):
+            assert main(["evaluate", str(run), "--glue-dir", str(glue_dir), "--format", "json",
+                         "--mask", str(root / f"{method}-sub" / f"{kind}.safetensors")]) == 0
+            metric[kind] = json.loads(capsys.readouterr().out)["splits"]["dev"]["metrics"]["accuracy"]
+        kept = good["body_fraction_kept"]
+        print(f"\n{method}: full {full:.4f}, pruned good {metric['good']:.4f}, random {metric['random']:.4f}, "
+              f"bad {metric['bad']:.4f}; {kept:.1%} of body weights kept")
+        with capsys.disabled():
+            print(f"{method}: full {full:.4f} good {metric['good']:.4f} random {metric['random']:.4f} "
+                  f"bad {metric['bad']:.4f} kept {kept:.3f}")
+        assert metric["good"] >= 0.9 * full
+        assert metric["good"] > metric["bad"]
+        assert kept < 1.0  # the search really pruned something
+        mask = load_masks(out / "mask.safetensors")
+        assert mask.params["full_metric"] == pytest.approx(full, abs=1e-9)

@@ -200,6 +200,17 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .lottery import export_run
+
+    plan = export_run(args.run, args.mask, args.out)
+    params, macs = plan["params"], plan["macs_per_token"]
+    print(f"encoder body: {params['body_before']:,} -> {params['body_after']:,} parameters; "
+          f"{macs['fraction_removed']:.1%} of body multiply-accumulates per token removed (at {macs['seq_len']} tokens)")
+    print(f"wrote {args.out} (load with bertlottery.export.load_exported, or: bertlottery evaluate {args.out})")
+    return 0
+
+
 def cmd_masks(args: argparse.Namespace) -> int:
     from .masks import import_prasanna2020, load_masks, save_masks
 
@@ -302,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("export", help="write an s-pruned subnetwork with its masked heads and MLPs removed")
+    p.add_argument("run", help="fine-tuning run directory")
+    p.add_argument("--mask", required=True, help="a head/MLP masks file or prune directory")
+    p.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("baseline", help="the paper's baselines: majority class, random-init encoder")
     p.add_argument("kind", choices=["majority", "random-init"])

@@ -52,6 +52,7 @@ __all__ = [
     "retrain_run",
     "majority_baseline_metrics",
     "random_init_baseline_run",
+    "export_run",
 ]
 
 MASK_FILE = runs.MASK_FILE
@@ -343,3 +344,31 @@ def random_init_baseline_run(
                         max_train_examples=max_train_examples, random_init=True, overwrite=overwrite,
                         progress=progress, extra_config={"baseline": "random-init", "size_of": str(size_of),
                                                          "mask_seed": mask_seed})
+
+
+def export_run(
+    run_dir: str | os.PathLike, mask_path: str | os.PathLike, out: str | os.PathLike
+) -> dict[str, Any]:
+    """Write a fine-tuned run's s-pruned subnetwork with its masked heads and MLPs physically removed.
+
+    The folder holds the sliced weights, the original config, the tokenizer and ``pruning.json``;
+    `bertlottery.export.load_exported` (and ``bertlottery evaluate OUT --task T``) load it back.
+    """
+    from .export import PLAN_FILE, save_exported
+
+    _run_config(run_dir)
+    model_dir = runs.model_dir_of(run_dir)
+    masks = load_masks(_mask_file(mask_path))
+    if masks.weights is not None:
+        raise UserError(f"{mask_path} holds a weight mask; only head and MLP masks can be exported as a smaller model.")
+    model = load_model(str(model_dir), _run_task(run_dir).num_labels)
+    masks.check_against(model_layout(model))
+    save_exported(model, out, masks.heads, masks.mlps, tokenizer=load_tokenizer(str(model_dir)))
+    # so `bertlottery evaluate OUT` finds the task like for any run directory
+    runs.write_json(Path(out) / runs.EXPORT_FILE, {"task": _run_task(run_dir).name, "run": str(run_dir),
+                                                   "mask": str(mask_path)})
+    return runs.read_json(Path(out) / PLAN_FILE)
+
+
+def _run_task(run_dir: str | os.PathLike):
+    return get_task(_run_config(run_dir)["task"])

@@ -38,6 +38,7 @@ __all__ = [
     "ENVIRONMENT_FILE",
     "HISTORY_FILE",
     "MASK_FILE",
+    "EXPORT_FILE",
     "staged_run_dir",
     "write_json",
     "read_json",
@@ -51,6 +52,7 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 HISTORY_FILE = "history.json"
+EXPORT_FILE = "export.json"  # in an exported-subnetwork folder: which run and mask it came from
 MASK_FILE = "mask.safetensors"  # the mask a run trained under, or the mask a prune step found
 
 

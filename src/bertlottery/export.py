@@ -1,0 +1,471 @@
+"""Export a physically smaller model: masked heads and MLPs removed, not just gated.
+
+`gated` multiplies masked heads and MLPs by zero, so a pruned model costs as much as the full one.
+`export_pruned` returns a copy in which they are gone: each layer's query, key and value projections
+keep only the rows of its kept heads, the attention output projection only their input columns, and a
+masked MLP does no matrix multiplication at all. Its outputs are the gated model's (SPEC section 2):
+
+- a layer that keeps no heads computes no attention; its attention sub-layer gives LayerNorm(x + b_O),
+  because a gate scales the heads' context vectors and the output projection's bias survives;
+- a layer whose MLP is masked gives LayerNorm(z) for its feed-forward sub-layer (the gate scales the
+  MLP branch bias included).
+
+Transformers 5 has no ``prune_heads``; its self-attention modules reshape with ``view(..., -1, head_dim)``,
+so slicing their Linear maps is enough for a layer that keeps some heads. The two degenerate cases
+replace a module with a small one of ours that returns what the gated module would. Every tensor of the
+original keeps its name in the exported model; removed parts are zero-width (a masked MLP's output
+projection also loses its bias), so ``adapter_for(model).layers(model)`` still works on it.
+
+Example:
+    >>> small = export_pruned(model, heads=masks.heads, mlps=masks.mlps)           # doctest: +SKIP
+    >>> save_exported(model, "runs/rte-small", masks.heads, masks.mlps, tokenizer)  # doctest: +SKIP
+    >>> small = load_exported("runs/rte-small")                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .masks import HeadMask, Masks, MlpMask
+from .models import Layout, adapter_for, model_layout
+
+__all__ = [
+    "FORMAT",
+    "ExportPlan",
+    "export_pruned",
+    "exported_plan",
+    "save_exported",
+    "load_exported",
+    "body_macs_per_token",
+]
+
+FORMAT = "bertlottery.export/1"
+WEIGHTS_FILE = "model.safetensors"
+PLAN_FILE = "pruning.json"
+_PLAN_ATTR = "bertlottery_export"  # set on every exported model; what save_exported and tests read back
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an exported model keeps, in the original model's numbering.
+
+    ``heads[l]`` holds layer l's kept head indices in increasing order (the order their slices keep
+    in the exported projections); ``mlps[l]`` whether layer l keeps its MLP; ``layout`` is the full
+    model's.
+    """
+
+    layout: Layout
+    heads: tuple[tuple[int, ...], ...]
+    mlps: tuple[bool, ...]
+
+    @classmethod
+    def from_masks(cls, layout: Layout, heads: HeadMask | None, mlps: MlpMask | None) -> ExportPlan:
+        heads = _coerce(heads, HeadMask)
+        mlps = _coerce(mlps, MlpMask)
+        Masks(heads=heads, mlps=mlps).check_against(layout)
+        head_keep = heads.keep if heads is not None else torch.ones(layout.num_layers, layout.num_heads, dtype=torch.bool)
+        mlp_keep = mlps.keep if mlps is not None else torch.ones(layout.num_layers, dtype=torch.bool)
+        return cls(
+            layout=layout,
+            heads=tuple(tuple(int(h) for h in row.nonzero().flatten()) for row in head_keep),
+            mlps=tuple(bool(m) for m in mlp_keep),
+        )
+
+    @property
+    def head_mask(self) -> HeadMask:
+        keep = torch.zeros(self.layout.num_layers, self.layout.num_heads, dtype=torch.bool)
+        for layer, kept in enumerate(self.heads):
+            keep[layer, list(kept)] = True
+        return HeadMask(keep)
+
+    @property
+    def mlp_mask(self) -> MlpMask:
+        return MlpMask(torch.tensor(self.mlps, dtype=torch.bool))
+
+    @property
+    def params_removed(self) -> int:
+        return self.head_mask.n_pruned * self.layout.params_per_head + self.mlp_mask.n_pruned * self.layout.params_per_mlp
+
+    def to_json(self) -> dict:
+        return {
+            "layout": dataclasses.asdict(self.layout),
+            "layers": [{"heads": list(h), "mlp": m} for h, m in zip(self.heads, self.mlps)],
+        }
+
+    @classmethod
+    def from_json(cls, record: dict) -> ExportPlan:
+        layout = Layout(**record["layout"])
+        layers = record["layers"]
+        if len(layers) != layout.num_layers:
+            raise ValueError(f"{len(layers)} layer entries for a {layout.num_layers}-layer layout")
+        heads = tuple(tuple(sorted(int(h) for h in layer["heads"])) for layer in layers)
+        if any(h < 0 or h >= layout.num_heads for kept in heads for h in kept):
+            raise ValueError(f"head index outside 0..{layout.num_heads - 1}")
+        return cls(layout=layout, heads=heads, mlps=tuple(bool(layer["mlp"]) for layer in layers))
+
+
+def _coerce(mask, kind):
+    if mask is None or isinstance(mask, kind):
+        return mask
+    return kind(torch.as_tensor(mask))
+
+
+# ---------------------------------------------------------------------------------------------
+# Replacement modules for the two degenerate cases. Each keeps the zero-width Linear maps under their
+# original attribute names, so parameter names (and the adapter) stay those of the full model.
+
+
+class _NoHeadsContext(nn.Module):
+    """BERT-like self-attention with no heads: an empty context, (B, T, 0), and no attention weights.
+
+    The attention output projection (zero input columns) then yields its bias alone, so the sub-layer
+    gives LayerNorm(x + b_O), as a gated layer with every head at 0 does.
+    """
+
+    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear):
+        super().__init__()
+        self.query, self.key, self.value = query, key, value
+        self.num_attention_heads = 0
+        self.all_head_size = 0
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        return hidden_states[..., :0], None  # a view: no Q/K/V projection, no attention
+
+
+class _NoHeadsDistilAttention(nn.Module):
+    """DistilBERT self-attention (its output projection included) with no heads: the output bias."""
+
+    def __init__(self, q_lin: nn.Linear, k_lin: nn.Linear, v_lin: nn.Linear, out_lin: nn.Linear):
+        super().__init__()
+        self.q_lin, self.k_lin, self.v_lin, self.out_lin = q_lin, k_lin, v_lin, out_lin
+        self.n_heads = 0
+        self.dim = 0
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        return self.out_lin.bias.expand_as(hidden_states), None
+
+
+class _NoMlpIntermediate(nn.Module):
+    """BERT-like MLP input half, removed: an empty activation, (B, T, 0)."""
+
+    def __init__(self, dense: nn.Linear):
+        super().__init__()
+        self.dense = dense
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[..., :0]
+
+
+class _NoMlpOutput(nn.Module):
+    """BERT-like MLP output half, removed: LayerNorm(z) of the sub-layer's input z."""
+
+    def __init__(self, dense: nn.Linear, layer_norm: nn.LayerNorm):
+        super().__init__()
+        self.dense = dense
+        self.LayerNorm = layer_norm  # the original attribute name, so the parameter names stay
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(input_tensor)
+
+
+class _NoMlpFFN(nn.Module):
+    """DistilBERT FFN, removed: the block adds its output to z, so a scalar zero leaves LayerNorm(z)."""
+
+    def __init__(self, lin1: nn.Linear, lin2: nn.Linear):
+        super().__init__()
+        self.lin1, self.lin2 = lin1, lin2
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return input.new_zeros(())
+
+
+# ---------------------------------------------------------------------------------------------
+# Slicing
+
+
+@torch.no_grad()
+def _slice_linear(linear: nn.Linear, *, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> None:
+    """Keep ``rows`` (outputs, bias too) and/or ``cols`` (inputs) of ``linear``, in place."""
+    weight = linear.weight.detach()
+    if rows is not None:
+        weight = weight[rows]
+        if linear.bias is not None:
+            linear.bias = nn.Parameter(linear.bias.detach()[rows].clone(), requires_grad=linear.bias.requires_grad)
+    if cols is not None:
+        weight = weight[:, cols]
+    linear.weight = nn.Parameter(weight.clone(), requires_grad=linear.weight.requires_grad)
+    linear.out_features, linear.in_features = weight.shape
+
+
+def _rows_of(heads: Sequence[int], head_dim: int, device: torch.device) -> torch.Tensor:
+    # head h owns rows h*dh:(h+1)*dh of Q, K, V and the same input columns of the output projection
+    index = [h * head_dim + i for h in heads for i in range(head_dim)]
+    return torch.tensor(index, dtype=torch.long, device=device)
+
+
+def _encoder_layers(model: nn.Module, family: str) -> nn.ModuleList:
+    base = getattr(model, "base_model", model)
+    return base.transformer.layer if family == "distilbert" else base.encoder.layer
+
+
+def _restructure(model: nn.Module, plan: ExportPlan) -> None:
+    """Cut ``model`` (a full model of ``plan.layout``) down to ``plan``, in place."""
+    adapter = adapter_for(model)
+    family, dh = adapter.family, plan.layout.head_dim
+    blocks = _encoder_layers(model, family)
+    for index, (parts, block) in enumerate(zip(adapter.layers(model), blocks)):
+        kept, mlp_kept = plan.heads[index], plan.mlps[index]
+        if len(kept) < plan.layout.num_heads:
+            rows = _rows_of(kept, dh, parts.query.weight.device)
+            for linear in (parts.query, parts.key, parts.value):
+                _slice_linear(linear, rows=rows)
+            _slice_linear(parts.attn_out, cols=rows)
+            if family == "distilbert":
+                attention = block.attention
+                if kept:
+                    # the forward reshapes with -1; these two describe the module (old prune_heads kept them so)
+                    attention.n_heads, attention.dim = len(kept), len(kept) * dh
+                else:
+                    block.attention = _NoHeadsDistilAttention(parts.query, parts.key, parts.value, parts.attn_out)
+            else:
+                attention = block.attention.self
+                if kept:
+                    attention.num_attention_heads, attention.all_head_size = len(kept), len(kept) * dh
+                else:
+                    block.attention.self = _NoHeadsContext(parts.query, parts.key, parts.value)
+        if not mlp_kept:
+            empty = torch.empty(0, dtype=torch.long, device=parts.mlp_in.weight.device)
+            _slice_linear(parts.mlp_in, rows=empty)
+            _slice_linear(parts.mlp_out, cols=empty)
+            parts.mlp_out.bias = None  # the MLP gate scales the branch bias included: it goes too
+            if family == "distilbert":
+                block.ffn = _NoMlpFFN(parts.mlp_in, parts.mlp_out)
+            else:
+                block.intermediate = _NoMlpIntermediate(parts.mlp_in)
+                block.output = _NoMlpOutput(parts.mlp_out, block.output.LayerNorm)
+    setattr(model, _PLAN_ATTR, plan)
+
+
+def _has_hooks(modules: Sequence[nn.Module]) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def export_pruned(model: nn.Module, heads: HeadMask | None, mlps: MlpMask | None) -> nn.Module:
+    """A new model with the masked heads and MLPs physically removed; ``model`` is left untouched.
+
+    Its outputs equal ``model``'s under ``with gated(model, heads, mlps)`` to float tolerance, in eval
+    and in train mode. ``None`` keeps every head (or MLP). The copy keeps the original config, which no
+    longer describes its shapes: write it with `save_exported` (not ``save_pretrained``) and read it back
+    with `load_exported`. What it keeps is `exported_plan(copy)`.
+
+    Example:
+        >>> small = export_pruned(model, heads=HeadMask.random_like(full, keep=72, seed=0), mlps=None)  # doctest: +SKIP
+        >>> with torch.no_grad():                                                                         # doctest: +SKIP
+        ...     logits = small(**batch).logits
+    """
+    if getattr(model, _PLAN_ATTR, None) is not None:
+        raise UserError("This model is already an export; export the full model, with the combined masks.")
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
+    if _has_hooks([m for parts in layers for m in (parts.attn_out, parts.mlp_out)]):
+        raise UserError("The model has hooks on its layers (inside `with gated(...)`?); export outside that block.")
+    plan = ExportPlan.from_masks(model_layout(model), heads, mlps)
+    exported = copy.deepcopy(model)
+    _restructure(exported, plan)
+    return exported
+
+
+def exported_plan(model: nn.Module) -> ExportPlan | None:
+    """What an exported model keeps, or ``None`` for a model that `export_pruned` did not make."""
+    return getattr(model, _PLAN_ATTR, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost
+
+
+def body_macs_per_token(
+    layout: Layout, seq_len: int, heads: HeadMask | None = None, mlps: MlpMask | None = None
+) -> int:
+    """Multiply-accumulates per token of the encoder layers at sequence length ``seq_len``.
+
+    Per layer with k heads of size dh, hidden d, MLP width f: Q, K, V and output projections
+    4*d*k*dh; attention scores and the weighted sum of values 2*k*dh*seq_len (one query against
+    ``seq_len`` keys); the MLP 2*d*f if kept. Embeddings, LayerNorms, softmax, activations and the
+    classifier are left out. FLOPs are about twice this; ratios are the same.
+
+    >>> from bertlottery.models import Layout
+    >>> layout = Layout("bert", 12, 12, 64, 768, 3072, 0)
+    >>> body_macs_per_token(layout, 128)
+    87293952
+    """
+    plan = ExportPlan.from_masks(layout, heads, mlps)
+    d, dh, f = layout.hidden_size, layout.head_dim, layout.intermediate_size
+    total = 0
+    for kept, mlp_kept in zip(plan.heads, plan.mlps):
+        width = len(kept) * dh
+        total += 4 * d * width + 2 * width * seq_len + (2 * d * f if mlp_kept else 0)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_exported(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    heads: HeadMask | None,
+    mlps: MlpMask | None,
+    tokenizer=None,
+    *,
+    seq_len: int = 128,
+) -> Path:
+    """Export ``model`` under ``heads``/``mlps`` and write it to ``out_dir``, atomically.
+
+    ``model`` is the full model, or what `export_pruned` returned for the same masks. Writes
+    ``model.safetensors`` (the sliced weights), ``config.json`` (the original config), ``pruning.json``
+    (what every layer keeps in the original numbering, the original layout, parameter counts before
+    and after, the fraction of body MACs per token removed at ``seq_len``) and the tokenizer if given.
+    The folder appears complete or not at all; an existing one is replaced.
+    """
+    from safetensors.torch import save_file
+
+    plan = exported_plan(model)
+    if plan is None:
+        exported = export_pruned(model, heads, mlps)
+        plan = exported_plan(exported)
+    else:
+        exported = model
+        wanted = ExportPlan.from_masks(plan.layout, heads, mlps)
+        if wanted != plan:
+            raise UserError("The model was exported with other masks than those given; pass the masks it was made with.")
+    full_macs = body_macs_per_token(plan.layout, seq_len)
+    pruned_macs = body_macs_per_token(plan.layout, seq_len, plan.head_mask, plan.mlp_mask)
+    after = _param_count(exported)
+    record = {
+        "format": FORMAT,
+        "family": plan.layout.family,
+        **plan.to_json(),
+        "kept": {
+            "heads": plan.head_mask.n_kept,
+            "heads_total": plan.head_mask.n_total,
+            "mlps": plan.mlp_mask.n_kept,
+            "mlps_total": plan.mlp_mask.n_total,
+        },
+        "params": {
+            "before": after + plan.params_removed,
+            "after": after,
+            "body_before": plan.layout.body_params,
+            "body_after": plan.layout.body_params - plan.params_removed,
+        },
+        "macs_per_token": {
+            "seq_len": seq_len,
+            "before": full_macs,
+            "after": pruned_macs,
+            "fraction_removed": 1.0 - pruned_macs / full_macs,
+        },
+    }
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed earlier attempt of this process id
+    tmp.mkdir()
+    try:
+        tensors = {name: t.detach().cpu().contiguous() for name, t in exported.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        exported.config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / PLAN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if out_dir.exists():
+            # os.replace cannot replace a non-empty folder: move the old one aside first
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _read_plan(out_dir: Path) -> ExportPlan:
+    path = out_dir / PLAN_FILE
+    if not out_dir.is_dir():
+        raise UserError(f"Export folder {out_dir} does not exist; write one with save_exported.")
+    if not path.is_file():
+        raise UserError(f"{out_dir} is not a bertlottery export (no {PLAN_FILE}); write one with save_exported.")
+    try:
+        record = json.loads(path.read_text())
+        if record.get("format") != FORMAT:
+            raise ValueError(f"format is {record.get('format')!r}, expected {FORMAT!r}")
+        return ExportPlan.from_json(record)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path} is damaged ({error}); export the model again with save_exported.") from None
+
+
+def load_exported(out_dir: str | os.PathLike) -> nn.Module:
+    """The model `save_exported` wrote to ``out_dir``, in eval mode.
+
+    The architecture comes from ``config.json`` (SDPA attention), is cut down as ``pruning.json``
+    says, and every tensor of ``model.safetensors`` must match one of its parameters, name and shape.
+    """
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    out_dir = Path(out_dir)
+    plan = _read_plan(out_dir)
+    for name in ("config.json", WEIGHTS_FILE):
+        if not (out_dir / name).is_file():
+            raise UserError(f"Export folder {out_dir} has no {name}; export the model again with save_exported.")
+    try:
+        with safe_open(str(out_dir / WEIGHTS_FILE), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as error:  # safetensors raises its own error types for a damaged header
+        raise UserError(f"{out_dir / WEIGHTS_FILE} is not a readable safetensors file ({error}); export again.") from None
+
+    config = AutoConfig.from_pretrained(str(out_dir))
+    adapter_for(config.model_type)  # refuse unsupported families before building anything
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
+    model.to(dtype)
+    layout = model_layout(model)
+    if layout != plan.layout:
+        raise UserError(f"{out_dir}: config.json describes {layout} but pruning.json {plan.layout}; export again.")
+    _restructure(model, plan)
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+            [f"unexpected {', '.join(extra[:3])}"] if extra else []
+        )
+        raise UserError(f"{out_dir / WEIGHTS_FILE} does not match pruning.json ({'; '.join(problems)}); export again.")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise UserError(
+                f"{out_dir / WEIGHTS_FILE}: {name} has shape {tuple(tensor.shape)} but pruning.json gives "
+                f"{tuple(expected[name].shape)}; export again."
+            )
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
