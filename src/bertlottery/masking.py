@@ -179,23 +179,37 @@ class WeightMaskKeeper:
 
     def __init__(self, model: nn.Module, mask: WeightMask):
         self.params = _check_weight_mask(model, mask)
-        self.keep = {name: mask.keep[name].to(p.device) for name, p in self.params.items()}
+        # Kept as 0/1 in the parameter's dtype: multiplying by it needs no conversion on every step.
+        self.keep = {name: mask.keep[name].to(p.device, p.dtype) for name, p in self.params.items()}
         self._handles: list = []
         self._model = model
         self._mask = mask
 
+    def _keep_for(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        keep = self.keep[name]
+        if keep.dtype != like.dtype or keep.device != like.device:  # the model moved or changed dtype
+            keep = self.keep[name] = keep.to(like.device, like.dtype)
+        return keep
+
     def attach(self, optimizer: torch.optim.Optimizer) -> WeightMaskKeeper:
         apply_weight_mask_(self._model, self._mask)
         for name, p in self.params.items():
-            keep = self.keep[name]
-            self._handles.append(p.register_hook(lambda grad, keep=keep: grad * keep.to(grad.dtype)))
+            # after the gradient is accumulated, before clipping and the step: zero it in place
+            self._handles.append(p.register_post_accumulate_grad_hook(self._zero_grad_hook(name)))
         self._handles.append(optimizer.register_step_post_hook(lambda *_: self.reapply()))
         return self
+
+    def _zero_grad_hook(self, name: str):
+        def hook(param: torch.Tensor) -> None:
+            if param.grad is not None:
+                param.grad.mul_(self._keep_for(name, param.grad))
+
+        return hook
 
     @torch.no_grad()
     def reapply(self) -> None:
         for name, p in self.params.items():
-            p.mul_(self.keep[name].to(p.dtype))
+            p.mul_(self._keep_for(name, p))
 
     def detach(self) -> None:
         for handle in self._handles:

@@ -41,6 +41,7 @@ __all__ = [
     "STRUCTURED_MODES",
     "threshold_for",
     "Step",
+    "SearchResult",
     "StructuredResult",
     "MagnitudeResult",
     "structured_search",
@@ -75,23 +76,34 @@ class Step:
 
 
 @dataclass
-class StructuredResult:
-    heads: HeadMask
-    mlps: MlpMask
+class SearchResult:
+    """What a search found: the good mask's metric against the full model's, and every step."""
+
     full_metric: float
     threshold: float
     final_metric: float  # metric of the good mask
     trace: list[Step]
+
+    def sizes(self) -> dict[str, int]:
+        raise NotImplementedError
 
     def trace_dict(self) -> dict[str, Any]:
         return {
             "full_metric": self.full_metric,
             "threshold": self.threshold,
             "final_metric": self.final_metric,
-            "heads_kept": self.heads.n_kept,
-            "mlps_kept": self.mlps.n_kept,
+            **self.sizes(),
             "steps": [s.to_dict() for s in self.trace],
         }
+
+
+@dataclass(kw_only=True)
+class StructuredResult(SearchResult):
+    heads: HeadMask
+    mlps: MlpMask
+
+    def sizes(self) -> dict[str, int]:
+        return {"heads_kept": self.heads.n_kept, "mlps_kept": self.mlps.n_kept}
 
 
 def _lowest_live(scores: torch.Tensor, live: torch.Tensor, count: int) -> list[int]:
@@ -168,23 +180,12 @@ def structured_search(
 
 # ---- magnitude pruning ------------------------------------------------------------------------------
 
-@dataclass
-class MagnitudeResult:
+@dataclass(kw_only=True)
+class MagnitudeResult(SearchResult):
     weights: WeightMask
-    full_metric: float
-    threshold: float
-    final_metric: float
-    trace: list[Step]
 
-    def trace_dict(self) -> dict[str, Any]:
-        return {
-            "full_metric": self.full_metric,
-            "threshold": self.threshold,
-            "final_metric": self.final_metric,
-            "weights_kept": self.weights.n_kept,
-            "weights_total": self.weights.n_total,
-            "steps": [s.to_dict() for s in self.trace],
-        }
+    def sizes(self) -> dict[str, int]:
+        return {"weights_kept": self.weights.n_kept, "weights_total": self.weights.n_total}
 
 
 def magnitude_step(

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .masking import WeightMaskKeeper, gated
 from .masks import Masks
 
-__all__ = ["TrainSettings", "finetune", "TrainingDiverged"]
+__all__ = ["TrainSettings", "finetune", "TrainingDiverged", "build_adamw"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,19 @@ class History:
         return {"losses": self.losses, "epochs": self.epochs}
 
 
+def build_adamw(groups, **kwargs) -> torch.optim.AdamW:
+    """AdamW, fused where this torch build supports it for the parameters' device.
+
+    The fused kernel is the same algorithm in one pass (about 2x faster on CPU); it also avoids the
+    default implementation's slow ``sqrt`` over the exact zeros that a weight mask leaves in the
+    second-moment buffers (BENCHMARKS.md).
+    """
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device/dtype without a fused kernel
+        return torch.optim.AdamW(groups, **kwargs)
+
+
 def finetune(
     model: nn.Module,
     train_batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
@@ -95,7 +108,7 @@ def finetune(
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": settings.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon)
+    optimizer = build_adamw(groups, lr=settings.learning_rate, eps=settings.adam_epsilon)
     if steps_per_epoch is None:
         steps_per_epoch = len(train_batches(1))  # type: ignore[arg-type]
     total = steps_per_epoch * settings.epochs
