@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from _common import benchmark_parser, setup
 from bertlottery.data import make_loader, read_glue_split, tokenize
 from bertlottery.export import body_macs_per_token, export_pruned
 from bertlottery.masking import gated
@@ -33,26 +34,14 @@ from bertlottery.masks import HeadMask, MlpMask
 from bertlottery.models import load_model, load_tokenizer, model_layout
 from bertlottery.tasks import get_task
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.8
 EMPTY_LAYER = 3
 MLPS_REMOVED = (2, 5)
 
 
-def default_glue_dir() -> str:
-    # Same convention as tests/conftest.py: $BERTLOTTERY_GLUE_DIR, else ../shared/data/glue.
-    return os.environ.get("BERTLOTTERY_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
-
-
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--glue-dir", default=default_glue_dir(), help="GLUE folder (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repetitions (default: %(default)s)")
+    parser = benchmark_parser(__doc__, repeats=15)
     parser.add_argument("--batch-size", type=int, default=32)
-    # One thread by default, as in bench_masking.py: on a 2-core machine shared with other processes,
-    # OpenMP barriers with 2 threads make timings swing far more than any difference measured here.
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the head mask (default: %(default)s)")
     return parser.parse_args()
 
 
@@ -74,11 +63,7 @@ def run(model, batches) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    setup(args)
 
     # Set-up: the real RTE dev set in length-grouped batches, the model, the masks, the exported copy.
     task = get_task("RTE")

@@ -55,12 +55,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from _common import benchmark_parser, setup
 from bertlottery.data import make_loader, read_glue_split, tokenize
 from bertlottery.importance import normalize_heads_by_layer, structured_importance
 from bertlottery.models import adapter_for, load_model, load_tokenizer, model_layout
 from bertlottery.tasks import get_task
 
-REPO = Path(__file__).resolve().parents[1]
 ATTENTION = "eager_head_mask"
 SPEED_TARGET = 2.0
 AGREEMENT_TARGET = 1e-4
@@ -68,20 +68,8 @@ BATCH_SIZE = 64  # the paper's scoring batch (SPEC section 10)
 MAX_LENGTH = 128
 
 
-def default_glue_dir() -> str:
-    # Same convention as tests/conftest.py: $BERTLOTTERY_GLUE_DIR, else ../shared/data/glue.
-    return os.environ.get("BERTLOTTERY_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
-
-
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--glue-dir", default=default_glue_dir(), help="GLUE folder (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed repetitions, each one run of every variant (default: %(default)s)")
-    # One thread by default, as in bench_masking.py: on a 2-core machine shared with other processes,
-    # OpenMP's barriers make 2 threads slower and far noisier than 1.
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="classifier seed of the model (default: %(default)s)")
+    parser = benchmark_parser(__doc__, repeats=3)
     return parser.parse_args()
 
 
@@ -211,11 +199,7 @@ def shapes(batches: list[dict]) -> str:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    setup(args)
     register_head_mask_attention()
 
     # Set-up: RTE dev three ways, and two copies of one model (same weights, different attention).

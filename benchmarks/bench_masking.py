@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from _common import benchmark_parser, setup
 from bertlottery.data import make_loader, read_glue_split, tokenize
 from bertlottery.masking import WeightMaskKeeper, gated
 from bertlottery.masks import HeadMask, MlpMask, WeightMask
@@ -43,29 +44,15 @@ from bertlottery.models import adapter_for, load_model, load_tokenizer, model_la
 from bertlottery.tasks import get_task
 from bertlottery.training import build_adamw
 
-REPO = Path(__file__).resolve().parents[1]
 GATE_TARGET = 1.03
 WEIGHT_TARGET = 1.10
 
 
-def default_glue_dir() -> str:
-    # Same convention as tests/conftest.py: $BERTLOTTERY_GLUE_DIR, else ../shared/data/glue.
-    return os.environ.get("BERTLOTTERY_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
-
-
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--glue-dir", default=default_glue_dir(), help="GLUE folder (default: %(default)s)")
+    parser = benchmark_parser(__doc__, repeats=32)
     parser.add_argument("--task", default="CoLA", choices=["CoLA", "SST-2"])
-    parser.add_argument("--repeats", type=int, default=32,
-                        help="timed repetitions, each one step of every variant (default: %(default)s)")
     parser.add_argument("--batches", type=int, default=4, help="distinct batches, cycled (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
-    # One thread by default: with OpenMP, every elementwise op waits at a barrier for all threads, and
-    # on a 2-core machine shared with another process one of them is often descheduled; we measured
-    # 2 threads making a MiniLM forward ~10x slower than 1 thread then, which would swamp any ratio.
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
     # finetune() builds its AdamW with build_adamw (fused where torch has the kernel); the for-loop
     # kernel is offered to show how much of the weight-mask cost would be the optimiser's.
     parser.add_argument("--unfused-adamw", action="store_true",
@@ -100,12 +87,7 @@ def train_step(model, optimizer, batch) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    setup(args)
 
     # Set-up: one batch list shared by all variants.
     task = get_task(args.task)

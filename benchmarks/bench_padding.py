@@ -30,31 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import benchmark_parser, setup
 from bertlottery.data import make_loader, read_glue_split, tokenize
 from bertlottery.evaluation import predict
 from bertlottery.models import load_model, load_tokenizer
 from bertlottery.tasks import get_task
 
-REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"CoLA": 3.0}
 
 
-def default_glue_dir() -> str:
-    # Same convention as tests/conftest.py: $BERTLOTTERY_GLUE_DIR, else ../shared/data/glue.
-    return os.environ.get("BERTLOTTERY_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
-
-
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--glue-dir", default=default_glue_dir(), help="GLUE folder (default: %(default)s)")
+    parser = benchmark_parser(__doc__, repeats=3)
     parser.add_argument("--tasks", nargs="+", default=["CoLA", "RTE"])
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64)
-    # One thread by default: with OpenMP, every elementwise op waits at a barrier for all threads, and
-    # on a 2-core machine shared with another process one of them is often descheduled; we measured
-    # 2 threads making a MiniLM forward ~10x slower than 1 thread then, which would swamp any ratio.
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
 
@@ -70,11 +58,7 @@ def token_counts(loader) -> tuple[int, int]:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    setup(args)
 
     # Set-up: per task, the two loaders over the same tokenised dev split, and one model per label count.
     tokenizer = load_tokenizer("minilm-l6")
