@@ -130,7 +130,8 @@ def main() -> None:
     print(f"\n{'variant':<10} {'median time':>12} {'speed-up':>9} {'speed-up IQR':>14}")
     for name in names:
         ups = [f / t for f, t in zip(times["full"], times[name])]
-        q1, _, q3 = statistics.quantiles(ups, n=4)
+        # quartiles need two points; one repetition reports its single ratio as its own range
+        q1, _, q3 = statistics.quantiles(ups, n=4) if len(ups) > 1 else (ups[0], ups[0], ups[0])
         print(f"{name:<10} {statistics.median(times[name]) * 1e3:>10.1f}ms {statistics.median(ups):>9.3f} "
               f"{f'{q1:.3f}-{q3:.3f}':>14}")
     speed_up = statistics.median(f / t for f, t in zip(times["full"], times["exported"]))
