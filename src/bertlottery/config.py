@@ -1,0 +1,321 @@
+"""Experiment configs: typed, frozen, validated before anything runs. The only module that parses YAML.
+
+A config is a tree of frozen dataclasses. `load` reads a YAML file, applies ``key.path=value``
+overrides (values parsed as YAML: ``tasks=[RTE,MRPC]``, ``train.epochs=2``), and checks everything at
+once: unknown or misspelt keys (with a suggestion), wrong types, values out of range, unknown task,
+method or mode names. All problems are reported together in one `ConfigError`.
+
+Example:
+    >>> config = load("configs/smoke.yaml", ["seeds=[1]", "train.epochs=1"])   # doctest: +SKIP
+    >>> config.train.epochs                                                   # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import UserError, did_you_mean
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "StructuredConfig",
+    "MagnitudeConfig",
+    "PruningConfig",
+    "LongerRetrainingConfig",
+    "ExperimentConfig",
+    "load",
+    "from_dict",
+    "to_dict",
+    "METHODS",
+    "SUBNETWORKS",
+    "MODES",
+    "BASELINES",
+]
+
+METHODS = ("structured", "magnitude")
+SUBNETWORKS = ("good", "random", "bad")
+MODES = ("pruned", "retrained")
+BASELINES = ("majority", "random-init")
+
+
+class ConfigError(UserError):
+    """Every problem found in a config, one per line after the first."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        listed = "; ".join(problems)
+        super().__init__(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the config: {listed}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning hyper-parameters (SPEC section 10 defaults); ``per_task`` overrides them by task."""
+
+    learning_rate: float = 2e-5
+    epochs: int = 3
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    mixed_precision: str = "no"
+    max_train_examples: int | None = None
+    holdout_fraction: float = 0.0
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StructuredConfig:
+    mode: str = "heads+mlps"
+    scoring_split: str = "dev"
+    normalize_by_layer: bool = True
+    global_min_max: bool = False
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig:
+    scope: str = "global"
+    tensors: str = "paper"
+    step_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    threshold: float = 0.9
+    compat: str = "none"
+    structured: StructuredConfig = field(default_factory=StructuredConfig)
+    magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
+
+
+@dataclass(frozen=True)
+class LongerRetrainingConfig:
+    """The paper's appendix D: re-fine-tune some subnetworks longer, dev metric after every epoch."""
+
+    epochs: int = 6
+    methods: list[str] = field(default_factory=lambda: ["structured"])
+    subnetworks: list[str] = field(default_factory=lambda: ["bad"])
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One study: the grid of tasks x seeds x methods x subnetworks x modes, plus extras."""
+
+    name: str
+    model: str = "bert-base-uncased"
+    glue_dir: str | None = None  # None: GLUE from the Hugging Face hub
+    tasks: list[str] = field(default_factory=lambda: ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI",
+                                                      "RTE", "WNLI"])
+    seeds: list[int] = field(default_factory=lambda: [1337, 42, 86, 71, 166])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    subnetworks: list[str] = field(default_factory=lambda: list(SUBNETWORKS))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    super_survivors: bool = True
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    longer_retraining: LongerRetrainingConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """``value`` as type ``tp``, or record a problem and return None."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _convert(value, inner[0], where, problems) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{where} must be a mapping of its fields, got {value!r}")
+            return None
+        return _build(tp, value, where, problems)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{where} must be a list, got {value!r}")
+            return None
+        return [_convert(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where} must be a mapping, got {value!r}")
+            return None
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where} must be a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where} must be a whole number, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            path = f"{where}.{key}" if where else key
+            problems.append(f"unknown key '{path}'.{did_you_mean(str(key), fields)}".rstrip())
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], path, problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"missing key '{path}'")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+def _check_names(values: list[str], allowed: tuple[str, ...] | list[str], where: str, problems: list[str]) -> None:
+    for value in values or []:
+        if value not in allowed:
+            problems.append(f"{where}: unknown '{value}'.{did_you_mean(str(value), allowed)} "
+                            f"Known: {', '.join(allowed)}")
+
+
+def _validate(config: ExperimentConfig, problems: list[str]) -> None:
+    from .compat import COMPAT_MODES
+    from .importance import TENSOR_SETS
+    from .pruning import STRUCTURED_MODES
+    from .tasks import get_task
+
+    for task in config.tasks or []:
+        try:
+            get_task(task)
+        except UserError as error:
+            problems.append(f"tasks: {error}")
+    for name in ("tasks", "seeds", "methods", "subnetworks", "modes"):
+        if not getattr(config, name):
+            problems.append(f"{name} must not be empty")
+    if len(set(config.seeds or [])) != len(config.seeds or []):
+        problems.append(f"seeds must be distinct, got {config.seeds}")
+    _check_names(config.methods, METHODS, "methods", problems)
+    _check_names(config.subnetworks, SUBNETWORKS, "subnetworks", problems)
+    _check_names(config.modes, MODES, "modes", problems)
+    _check_names(config.baselines, BASELINES, "baselines", problems)
+    train = config.train
+    if train is not None:
+        for name in ("epochs", "batch_size", "max_length"):
+            if isinstance(getattr(train, name), int) and getattr(train, name) < 1:
+                problems.append(f"train.{name} must be at least 1, got {getattr(train, name)}")
+        if isinstance(train.learning_rate, float) and train.learning_rate <= 0:
+            problems.append(f"train.learning_rate must be positive, got {train.learning_rate}")
+        if isinstance(train.holdout_fraction, float) and not 0 <= train.holdout_fraction < 1:
+            problems.append(f"train.holdout_fraction must be in [0, 1), got {train.holdout_fraction}")
+        _check_names([train.mixed_precision], ("no", "fp16", "bf16"), "train.mixed_precision", problems)
+        train_keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "per_task"]
+        for task, overrides in (train.per_task or {}).items():
+            try:
+                get_task(task)
+            except UserError as error:
+                problems.append(f"train.per_task: {error}")
+            for key in overrides or {}:
+                if key not in train_keys:
+                    problems.append(f"unknown key 'train.per_task.{task}.{key}'.{did_you_mean(key, train_keys)}".rstrip())
+    pruning = config.pruning
+    if pruning is not None:
+        if isinstance(pruning.threshold, float) and not 0 < pruning.threshold <= 1:
+            problems.append(f"pruning.threshold must be in (0, 1], got {pruning.threshold}")
+        _check_names([pruning.compat], list(COMPAT_MODES), "pruning.compat", problems)
+        if pruning.structured is not None:
+            _check_names([pruning.structured.mode], STRUCTURED_MODES, "pruning.structured.mode", problems)
+            _check_names([pruning.structured.scoring_split], ("dev", "heldout"), "pruning.structured.scoring_split",
+                         problems)
+            if pruning.structured.scoring_split == "heldout" and train is not None and not train.holdout_fraction:
+                problems.append("pruning.structured.scoring_split is heldout but train.holdout_fraction is 0")
+        if pruning.magnitude is not None:
+            _check_names([pruning.magnitude.scope], ("global", "local"), "pruning.magnitude.scope", problems)
+            _check_names([pruning.magnitude.tensors], list(TENSOR_SETS), "pruning.magnitude.tensors", problems)
+    longer = config.longer_retraining
+    if longer is not None:
+        _check_names(longer.methods, METHODS, "longer_retraining.methods", problems)
+        _check_names(longer.subnetworks, SUBNETWORKS, "longer_retraining.subnetworks", problems)
+
+
+def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:
+    if "=" not in override:
+        problems.append(f"override '{override}' is not key=value (for example train.epochs=2)")
+        return
+    key, raw = override.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            problems.append(f"override '{override}': '{part}' is not a section")
+            return
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), *, source: str = "config") -> ExperimentConfig:
+    """Build and validate a config from plain data (what the YAML file holds)."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"the file must hold a mapping of keys, got {type(data).__name__}"])
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy that overrides can change freely
+    for override in overrides:
+        _apply_override(data, override, problems)
+    config = _build(ExperimentConfig, data, "", problems)
+    if config is not None:
+        _validate(config, problems)
+    if problems or config is None:
+        raise ConfigError(source, problems or ["the config could not be built"])
+    return config
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config; every problem is reported at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config {path} does not exist; give a YAML file such as configs/smoke.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"Config {path} is not valid YAML{where}; fix the syntax.") from None
+    return from_dict(data or {}, overrides, source=str(path))
+
+
+def to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """Plain data (for writing the resolved config beside a run)."""
+    return dataclasses.asdict(config)

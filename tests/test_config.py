@@ -1,0 +1,110 @@
+"""Experiment configs: typed, validated, every problem at once, overrides on the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertlottery.config import ConfigError, ExperimentConfig, from_dict, load, to_dict
+from bertlottery.errors import UserError
+
+SMALL = {
+    "name": "small",
+    "model": "minilm-l6",
+    "tasks": ["RTE", "MRPC"],
+    "seeds": [1, 2],
+    "train": {"learning_rate": 1e-4, "epochs": 2, "per_task": {"RTE": {"epochs": 4}}},
+    "pruning": {"threshold": 0.9, "structured": {"mode": "heads"}},
+}
+
+
+def test_a_valid_config_builds_typed_frozen_values_with_defaults():
+    config = from_dict(SMALL)
+    assert isinstance(config, ExperimentConfig)
+    assert config.train.learning_rate == 1e-4 and config.train.batch_size == 32  # default kept
+    assert config.pruning.structured.mode == "heads" and config.pruning.magnitude.scope == "global"
+    assert config.methods == ["structured", "magnitude"] and config.longer_retraining is None
+    with pytest.raises(AttributeError):
+        config.train.epochs = 5  # frozen
+    assert to_dict(config)["train"]["per_task"] == {"RTE": {"epochs": 4}}
+
+
+def test_the_papers_defaults_are_the_defaults():
+    config = from_dict({"name": "paper"})
+    assert config.model == "bert-base-uncased"
+    assert config.seeds == [1337, 42, 86, 71, 166]
+    assert len(config.tasks) == 9
+    assert (config.train.learning_rate, config.train.epochs, config.train.batch_size, config.train.max_length) == (
+        2e-5, 3, 32, 128)
+    assert config.pruning.threshold == 0.9 and config.pruning.structured.batch_size == 64
+
+
+def test_a_misspelt_key_fails_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.learnig_rate'. Did you mean 'learning_rate'\?"):
+        from_dict({**SMALL, "train": {"learnig_rate": 1e-4}})
+    with pytest.raises(ConfigError, match=r"unknown key 'sedes'. Did you mean 'seeds'\?"):
+        from_dict({**SMALL, "sedes": [1]})
+
+
+def test_every_problem_is_reported_at_once():
+    bad = {
+        "name": "x",
+        "tasks": ["RTEE"],
+        "methods": ["magntude"],
+        "train": {"epochs": 0, "batch_size": "big"},
+        "pruning": {"threshold": 1.5, "compat": "prasana2020"},
+    }
+    with pytest.raises(ConfigError) as info:
+        from_dict(bad)
+    problems = info.value.problems
+    text = " | ".join(problems)
+    assert "Did you mean 'RTE'" in text
+    assert "Did you mean 'magnitude'" in text
+    assert "train.epochs must be at least 1" in text
+    assert "train.batch_size must be a whole number" in text
+    assert "pruning.threshold must be in (0, 1]" in text
+    assert "Did you mean 'prasanna2020'" in text
+    assert len(problems) >= 6
+    assert isinstance(info.value, UserError)  # the CLI prints it on one line and exits 2
+    assert "\n" not in str(info.value)
+
+
+def test_missing_name_and_wrong_shapes():
+    with pytest.raises(ConfigError, match="missing key 'name'"):
+        from_dict({"tasks": ["RTE"]})
+    with pytest.raises(ConfigError, match="tasks must be a list"):
+        from_dict({"name": "x", "tasks": "RTE"})
+    with pytest.raises(ConfigError, match="per_task.RTE.epoch'. Did you mean 'epochs'"):
+        from_dict({"name": "x", "train": {"per_task": {"RTE": {"epoch": 2}}}})
+
+
+def test_heldout_scoring_needs_a_holdout_fraction():
+    with pytest.raises(ConfigError, match="holdout_fraction is 0"):
+        from_dict({"name": "x", "pruning": {"structured": {"scoring_split": "heldout"}}})
+    config = from_dict({"name": "x", "train": {"holdout_fraction": 0.1},
+                        "pruning": {"structured": {"scoring_split": "heldout"}}})
+    assert config.train.holdout_fraction == 0.1
+
+
+def test_overrides_from_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("# bertlottery run c.yaml\nname: c\nmodel: minilm-l6\ntasks: [CoLA]\ntrain:\n  epochs: 3\n")
+    config = load(path, ["tasks=[RTE, MRPC]", "seeds=[42]", "train.epochs=1", "pruning.structured.mode=mlps"])
+    assert config.tasks == ["RTE", "MRPC"] and config.seeds == [42]
+    assert config.train.epochs == 1 and config.pruning.structured.mode == "mlps"
+    with pytest.raises(ConfigError, match="unknown key 'train.epoks'"):
+        load(path, ["train.epoks=1"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load(path, ["train.epochs"])
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\ntasks: [RTE\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        load(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load(listing)
