@@ -1,0 +1,108 @@
+"""The results table: one row per (evaluation, metric), written so that nothing is ever lost or torn.
+
+Every stage writes its rows to a file of its own, ``RUN/rows/<stage id>.json``, atomically (a temporary
+file renamed into place). Several workers writing at once therefore never touch the same file, a
+crash leaves either the old file or the new one, and re-running a stage replaces exactly its rows.
+`write_table` gathers all row files into ``results.parquet`` and ``results.csv`` (also atomically),
+sorted so that the same rows always give byte-identical files.
+
+Columns: task, seed, method, subnetwork, mode, split, metric, value, fraction_kept, epochs, stage_id.
+
+Example:
+    >>> rows = rows_from_metrics(record, task="RTE", seed=42, method="structured", subnetwork="good",
+    ...                          mode="pruned", epochs=3, stage_id="evaluate-3f2a")   # doctest: +SKIP
+    >>> write_stage_rows(run_dir, "evaluate-3f2a", rows)                             # doctest: +SKIP
+    >>> table = write_table(run_dir)                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+__all__ = ["ResultRow", "COLUMNS", "ROWS_DIR", "rows_from_metrics", "write_stage_rows", "read_rows", "write_table"]
+
+ROWS_DIR = "rows"
+TABLE = "results"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    task: str
+    seed: int | None
+    method: str  # "none" for the full model, "structured", "magnitude", a baseline's name
+    subnetwork: str  # "full", "good", "random", "bad", "super-good", ...
+    mode: str  # "finetuned", "pruned", "retrained", "baseline"
+    split: str
+    metric: str
+    value: float
+    fraction_kept: float
+    epochs: int | None
+    stage_id: str
+
+
+COLUMNS = [f.name for f in fields(ResultRow)]
+
+
+def rows_from_metrics(record: dict[str, Any], **keys: Any) -> list[ResultRow]:
+    """Rows of a metrics record (``{"splits": {split: {"metrics": {...}}}, "body_fraction_kept": f}``)."""
+    keys.setdefault("task", record.get("task"))
+    fraction = float(record.get("body_fraction_kept", 1.0))
+    return [
+        ResultRow(split=split, metric=metric, value=float(value), fraction_kept=fraction, **keys)
+        for split, entry in record["splits"].items()
+        for metric, value in entry["metrics"].items()
+        if metric != "n_examples"
+    ]
+
+
+def write_stage_rows(run_dir: str | os.PathLike, stage_id: str, rows: list[ResultRow]) -> Path:
+    """Replace the rows of one stage, atomically."""
+    folder = Path(run_dir) / ROWS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stage_id}.json"
+    tmp = folder / f".{stage_id}.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"stage_id": stage_id, "rows": [asdict(r) for r in rows]}, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def read_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """All rows of a run; a damaged row file is refused by name (its stage must be run again)."""
+    folder = Path(run_dir) / ROWS_DIR
+    rows: list[dict[str, Any]] = []
+    damaged = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+            stage_rows = data["rows"]
+            if any(set(r) != set(COLUMNS) for r in stage_rows):
+                raise ValueError("wrong columns")
+        except (ValueError, KeyError, TypeError):
+            damaged.append(path.name)
+            continue
+        rows.extend(stage_rows)
+    if damaged:
+        raise UserError(f"Damaged result files in {folder}: {', '.join(damaged)}; delete them and run their stages again.")
+    return rows
+
+
+def write_table(run_dir: str | os.PathLike):
+    """Gather every stage's rows into ``results.parquet`` and ``results.csv``; returns the DataFrame."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    table = pd.DataFrame(read_rows(run_dir), columns=COLUMNS)
+    order = ["task", "seed", "method", "subnetwork", "mode", "epochs", "split", "metric", "stage_id"]
+    table = table.sort_values(order, na_position="first", kind="mergesort").reset_index(drop=True)
+    for name, write in ((f"{TABLE}.parquet", lambda p: table.to_parquet(p, index=False)),
+                        (f"{TABLE}.csv", lambda p: table.to_csv(p, index=False))):
+        tmp = run_dir / f".{name}.tmp-{os.getpid()}"
+        write(tmp)
+        os.replace(tmp, run_dir / name)
+    return table
