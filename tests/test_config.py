@@ -88,7 +88,9 @@ def test_heldout_scoring_needs_a_holdout_fraction():
 def test_overrides_from_the_command_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("# bertlottery run c.yaml\nname: c\nmodel: minilm-l6\ntasks: [CoLA]\ntrain:\n  epochs: 3\n")
-    config = load(path, ["tasks=[RTE, MRPC]", "seeds=[42]", "train.epochs=1", "pruning.structured.mode=mlps"])
+    config = load(path, ["tasks=[RTE, MRPC]", "seeds=[42]", "train.epochs=1", "pruning.structured.mode=mlps",
+                         "train.learning_rate=1e-4"])
+    assert config.train.learning_rate == 1e-4  # YAML 1.1 reads 1e-4 as a string; it is still a number
     assert config.tasks == ["RTE", "MRPC"] and config.seeds == [42]
     assert config.train.epochs == 1 and config.pruning.structured.mode == "mlps"
     with pytest.raises(ConfigError, match="unknown key 'train.epoks'"):

@@ -211,6 +211,66 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stages_of(run_dir: Path):
+    from . import runs
+    from .config import from_dict
+    from .pipeline import expand
+
+    config_file = run_dir / runs.CONFIG_FILE
+    if not config_file.is_file():
+        raise UserError(f"{run_dir} is not a study run directory (no {runs.CONFIG_FILE}); start one with bertlottery run.")
+    config = from_dict(runs.read_json(config_file), source=str(config_file))
+    return config, expand(config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load
+    from .pipeline import expand, run_local, stage_states
+
+    config = load(args.config, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    stages = expand(config)
+    before = stage_states(stages, run_dir) if run_dir.exists() else {}
+    left = sum(1 for s in stages if before.get(s.id) != "done")
+    print(f"{config.name}: {len(stages)} stages, {len(stages) - left} already done, {left} to run; run directory {run_dir}")
+    counter = {"n": len(stages) - left}
+
+    def report(stage, state: str) -> None:
+        if state == "start":
+            print(f"[{counter['n'] + 1}/{len(stages)}] {stage.id} ...", flush=True)
+        else:
+            counter["n"] += 1
+            if state != "done":
+                print(f"    {state}", flush=True)
+
+    states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report)
+    counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
+    print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
+          f"results in {run_dir / 'results.csv'}")
+    return 0 if not counts["failed"] and not counts["blocked"] else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import runs
+    from .pipeline import FAILED_DIR, stage_states
+
+    run_dir = Path(args.run_dir)
+    config, stages = _stages_of(run_dir)
+    states = stage_states(stages, run_dir)
+    order = ("done", "running", "failed", "left")
+    print(f"{config.name}: {len(stages)} stages: " + ", ".join(
+        f"{state} {sum(1 for v in states.values() if v == state)}" for state in order))
+    for stage in stages:
+        state = states[stage.id]
+        if state != "done" or args.all:
+            line = f"  {state:<8} {stage.id}"
+            if state == "failed":
+                error = runs.read_json(run_dir / FAILED_DIR / f"{stage.file_id}.json")["error"]
+                line += f"  ({error.splitlines()[0][:120]})"
+            print(line)
+    return 0
+
+
 def cmd_masks(args: argparse.Namespace) -> int:
     from .masks import import_prasanna2020, load_masks, save_masks
 
@@ -332,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _add_train_args(p)
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("run", help="run a whole study from a config; resumes, skipping finished stages")
+    p.add_argument("config", help="experiment YAML (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. tasks=[RTE] train.epochs=1")
+    p.add_argument("--run-dir", help="run directory (default runs/<config name>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="what is done, running, failed and left in a study run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--all", action="store_true", help="list finished stages too")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("masks", help="inspect mask files; import the paper's released masks")
     msub = p.add_subparsers(dest="masks_command", metavar="ACTION", required=True)

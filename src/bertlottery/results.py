@@ -72,12 +72,17 @@ def write_stage_rows(run_dir: str | os.PathLike, stage_id: str, rows: list[Resul
     return path
 
 
-def read_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All rows of a run; a damaged row file is refused by name (its stage must be run again)."""
+def read_rows(run_dir: str | os.PathLike, stage_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """All rows of a run (only those of ``stage_ids``' files, if given: a config that changed leaves
+    rows of stages no longer in its graph behind); a damaged row file is refused by name.
+    """
     folder = Path(run_dir) / ROWS_DIR
     rows: list[dict[str, Any]] = []
     damaged = []
+    wanted = None if stage_ids is None else {f"{i}.json" for i in stage_ids}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if wanted is not None and path.name not in wanted:
+            continue
         try:
             data = json.loads(path.read_text())
             stage_rows = data["rows"]
@@ -92,12 +97,12 @@ def read_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def write_table(run_dir: str | os.PathLike):
-    """Gather every stage's rows into ``results.parquet`` and ``results.csv``; returns the DataFrame."""
+def write_table(run_dir: str | os.PathLike, stage_ids: list[str] | None = None):
+    """Gather the stages' rows into ``results.parquet`` and ``results.csv``; returns the DataFrame."""
     import pandas as pd
 
     run_dir = Path(run_dir)
-    table = pd.DataFrame(read_rows(run_dir), columns=COLUMNS)
+    table = pd.DataFrame(read_rows(run_dir, stage_ids), columns=COLUMNS)
     order = ["task", "seed", "method", "subnetwork", "mode", "epochs", "split", "metric", "stage_id"]
     table = table.sort_values(order, na_position="first", kind="mergesort").reset_index(drop=True)
     for name, write in ((f"{TABLE}.parquet", lambda p: table.to_parquet(p, index=False)),

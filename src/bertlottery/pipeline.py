@@ -1,0 +1,306 @@
+"""Expand an experiment config into a graph of stages and run what is not done yet.
+
+A stage is one step of the study (fine-tune, prune, sample subnetworks, evaluate pruned, re-fine-tune,
+super-survivors, baselines). Its id ends in a hash of everything that determines its output: its
+kind, keys, settings and the ids of the stages it reads. Change a setting and the stage (and every
+stage downstream) gets a new id and runs again; change nothing and it is skipped.
+
+Layout of a run directory::
+
+    RUN/
+      config.json                 the resolved config
+      stages/<kind>/<task>/<name>-<hash>/
+        ...                       the stage's artifacts (a fine-tuning run, a prune directory, ...)
+        stage.json                written last: its presence marks the stage done
+      rows/<stage>.json           the stage's result rows (see bertlottery.results)
+      failed/<stage>.json         the error of a stage that failed (cleared when it succeeds)
+      results.parquet, results.csv
+
+A stage killed midway left no ``stage.json``: the next run starts it over from a clean folder.
+
+Example:
+    >>> stages = expand(load("configs/smoke.yaml"))          # doctest: +SKIP
+    >>> run_local(stages, Path("runs/smoke"), config)        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import runs
+from .config import ExperimentConfig, to_dict
+from .results import ResultRow, rows_from_metrics, write_stage_rows, write_table
+
+__all__ = ["Stage", "expand", "run_local", "stage_states", "STAGE_FILE", "FAILED_DIR"]
+
+STAGE_FILE = "stage.json"
+FAILED_DIR = "failed"
+RUNNING_DIR = "running"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the graph. ``inputs`` maps a role ("finetune", "prune", ...) to a stage id."""
+
+    kind: str
+    task: str
+    name: str
+    keys: dict[str, Any]  # what its result rows are labelled with: seed, method, subnetwork, mode
+    settings: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        payload = json.dumps({"kind": self.kind, "task": self.task, "name": self.name, "keys": self.keys,
+                              "settings": self.settings, "inputs": self.inputs}, sort_keys=True, default=str)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
+        return f"{self.kind}/{self.task}/{self.name}-{digest}"
+
+    @property
+    def file_id(self) -> str:
+        """The id as one file name (for rows/ and failed/)."""
+        return self.id.replace("/", "__")
+
+
+def _train_settings(config: ExperimentConfig, task: str, seed: int) -> dict[str, Any]:
+    train = {k: v for k, v in asdict(config.train).items() if k != "per_task"}
+    train.update(config.train.per_task.get(task, {}))
+    train["seed"] = seed
+    return train
+
+
+def expand(config: ExperimentConfig) -> list[Stage]:
+    """Every stage of the study, in an order where each stage comes after its inputs."""
+    from .tasks import get_task
+
+    stages: list[Stage] = []
+    pruning = asdict(config.pruning)
+    for task_name in config.tasks:
+        task = get_task(task_name).name
+        prunes: dict[str, list[Stage]] = {m: [] for m in config.methods}
+        per_seed: dict[int, dict[str, Stage]] = {}
+        for seed in config.seeds:
+            train = _train_settings(config, task, seed)
+            finetune = Stage("finetune", task, f"seed{seed}", {"seed": seed, "method": "none", "subnetwork": "full",
+                                                              "mode": "finetuned", "epochs": train["epochs"]},
+                             {"model": config.model, "train": train})
+            stages.append(finetune)
+            per_seed[seed] = {"finetune": finetune}
+            for method in config.methods:
+                method_settings = {"threshold": pruning["threshold"], "compat": pruning["compat"],
+                                   **pruning[method]}
+                prune = Stage("prune", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
+                              method_settings, {"finetune": finetune.id})
+                subs = Stage("subnetworks", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
+                             {"compat": pruning["compat"]}, {"prune": prune.id})
+                stages += [prune, subs]
+                prunes[method].append(prune)
+                per_seed[seed][method] = subs
+                stages += _evaluations(config, task, seed, method, finetune, subs, train)
+            if "random-init" in config.baselines and "structured" in config.methods:
+                stages.append(Stage("baseline", task, f"seed{seed}-random-init",
+                                    {"seed": seed, "method": "random-init", "subnetwork": "random", "mode": "baseline",
+                                     "epochs": train["epochs"]},
+                                    {"model": config.model, "train": train, "size_of": "bad"},
+                                    {"finetune": finetune.id, "subnetworks": per_seed[seed]["structured"].id}))
+        if config.super_survivors and "structured" in config.methods and len(config.seeds) > 1:
+            sup = Stage("super", task, "structured", {"method": "structured"}, {"seed": 0},
+                        {f"prune{i}": p.id for i, p in enumerate(prunes["structured"])})
+            stages.append(sup)
+            for seed in config.seeds:
+                train = _train_settings(config, task, seed)
+                stages += _evaluations(config, task, seed, "structured", per_seed[seed]["finetune"], sup, train,
+                                       prefix="super-")
+        if "majority" in config.baselines:
+            stages.append(Stage("baseline", task, "majority", {"seed": None, "method": "majority", "subnetwork": "none",
+                                                               "mode": "baseline", "epochs": None}, {}))
+    return stages
+
+
+def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str = "") -> list[Stage]:
+    stages = []
+    for subnetwork in config.subnetworks:
+        keys = {"seed": seed, "method": method, "subnetwork": prefix + subnetwork}
+        inputs = {"finetune": finetune.id, "subnetworks": subs.id}
+        if "pruned" in config.modes:
+            stages.append(Stage("evaluate", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
+                                {**keys, "mode": "pruned", "epochs": train["epochs"]}, {"subnetwork": subnetwork},
+                                inputs))
+        if "retrained" in config.modes:
+            stages.append(Stage("retrain", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
+                                {**keys, "mode": "retrained", "epochs": train["epochs"]},
+                                {"subnetwork": subnetwork, "epochs": None}, inputs))
+        longer = config.longer_retraining
+        if longer and not prefix and method in longer.methods and subnetwork in longer.subnetworks:
+            stages.append(Stage("retrain", task, f"seed{seed}-{method}-{subnetwork}-long",
+                                {**keys, "mode": "retrained-long", "epochs": longer.epochs},
+                                {"subnetwork": subnetwork, "epochs": longer.epochs}, inputs))
+    return stages
+
+
+# ---- running stages -----------------------------------------------------------------------------------
+
+def _stage_dir(run_dir: Path, stage: Stage) -> Path:
+    return run_dir / "stages" / stage.id
+
+
+def _execute(stage: Stage, out: Path, inputs: dict[str, Path], config: ExperimentConfig,
+             progress: bool) -> list[ResultRow]:
+    """Run one stage into ``out``; return its result rows."""
+    from . import lottery, recipes
+    from .training import TrainSettings
+
+    glue = Path(config.glue_dir) if config.glue_dir else None
+    row_keys = {k: v for k, v in stage.keys.items() if k in ("seed", "method", "subnetwork", "mode", "epochs")}
+    row_keys.update(task=stage.task, stage_id=stage.id)
+    if stage.kind == "finetune":
+        train = dict(stage.settings["train"])
+        cap, holdout = train.pop("max_train_examples"), train.pop("holdout_fraction")
+        record = recipes.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
+                                      settings=TrainSettings(**train), max_train_examples=cap,
+                                      holdout_fraction=holdout, overwrite=True, progress=progress)
+        return rows_from_metrics(record, **row_keys)
+    if stage.kind == "prune":
+        s = stage.settings
+        compat = None if s["compat"] == "none" else s["compat"]
+        if stage.keys["method"] == "structured":
+            lottery.prune_structured_run(inputs["finetune"], out, glue_dir=glue, mode=s["mode"],
+                                         threshold=s["threshold"], scoring_split=s["scoring_split"],
+                                         normalize_by_layer=s["normalize_by_layer"],
+                                         global_min_max=s["global_min_max"], compat=compat,
+                                         batch_size=s["batch_size"], overwrite=True, progress=progress)
+        else:
+            lottery.prune_magnitude_run(inputs["finetune"], out, glue_dir=glue, threshold=s["threshold"],
+                                        scope=s["scope"], tensor_set=s["tensors"], step_fraction=s["step_fraction"],
+                                        compat=compat, overwrite=True, progress=progress)
+        return []
+    if stage.kind == "subnetworks":
+        compat = None if stage.settings["compat"] == "none" else stage.settings["compat"]
+        lottery.make_subnetworks(inputs["prune"], out, seed=stage.keys["seed"], compat=compat, overwrite=True)
+        return []
+    if stage.kind == "super":
+        prunes = [inputs[k] for k in sorted(inputs, key=lambda k: int(k.removeprefix("prune")))]
+        lottery.make_super_survivors(prunes, out, seed=stage.settings["seed"], overwrite=True)
+        return []
+    if stage.kind == "evaluate":
+        mask = inputs["subnetworks"] / f"{stage.settings['subnetwork']}.safetensors"
+        record = recipes.evaluate_run(inputs["finetune"], task_name=stage.task, glue_dir=glue, masks_path=mask)
+        out.mkdir(parents=True, exist_ok=True)
+        runs.write_json(out / runs.METRICS_FILE, record)
+        return rows_from_metrics(record, **row_keys)
+    if stage.kind == "retrain":
+        mask = inputs["subnetworks"] / f"{stage.settings['subnetwork']}.safetensors"
+        record = lottery.retrain_run(inputs["finetune"], mask, out, glue_dir=glue, epochs=stage.settings["epochs"],
+                                     overwrite=True, progress=progress)
+        rows = rows_from_metrics(record, **row_keys)
+        if stage.keys["mode"] == "retrained-long":  # the metric after every epoch (appendix D)
+            history = runs.read_json(out / runs.HISTORY_FILE)
+            rows = [row for epoch in history["epochs"]
+                    for row in rows_from_metrics({"task": stage.task, "splits": {
+                        split: {"metrics": m} for split, m in epoch["dev"].items()},
+                        "body_fraction_kept": record["body_fraction_kept"]}, **{**row_keys, "epochs": epoch["epoch"]})]
+        return rows
+    if stage.kind == "baseline" and stage.keys["method"] == "majority":
+        record = lottery.majority_baseline_metrics(stage.task, glue)
+        out.mkdir(parents=True, exist_ok=True)
+        runs.write_json(out / runs.METRICS_FILE, record)
+        return rows_from_metrics(record, **row_keys)
+    if stage.kind == "baseline":
+        train = dict(stage.settings["train"])
+        cap, _ = train.pop("max_train_examples"), train.pop("holdout_fraction")
+        record = lottery.random_init_baseline_run(stage.settings["model"], stage.task,
+                                                  inputs["subnetworks"] / "bad.safetensors", out, glue_dir=glue,
+                                                  settings=TrainSettings(**train), max_train_examples=cap,
+                                                  overwrite=True, progress=progress)
+        return rows_from_metrics(record, **row_keys)
+    raise ValueError(f"unknown stage kind {stage.kind}")
+
+
+def stage_states(stages: list[Stage], run_dir: Path) -> dict[str, str]:
+    """``done``, ``failed``, ``running`` (a live process holds it) or ``left``, per stage id."""
+    states = {}
+    for stage in stages:
+        if (_stage_dir(run_dir, stage) / STAGE_FILE).is_file():
+            states[stage.id] = "done"
+        elif (run_dir / FAILED_DIR / f"{stage.file_id}.json").is_file():
+            states[stage.id] = "failed"
+        elif _running_pid(run_dir, stage) is not None:
+            states[stage.id] = "running"
+        else:
+            states[stage.id] = "left"
+    return states
+
+
+def _running_pid(run_dir: Path, stage: Stage) -> int | None:
+    marker = run_dir / RUNNING_DIR / stage.file_id
+    try:
+        pid = int(marker.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def run_local(
+    stages: list[Stage],
+    run_dir: Path,
+    config: ExperimentConfig,
+    *,
+    progress: bool = True,
+    on_stage: Callable[[Stage, str], None] | None = None,
+) -> dict[str, str]:
+    """Run every stage not done yet, in order, in this process; returns the final state per stage.
+
+    A stage that fails is recorded in ``failed/`` with its error and traceback; the stages that
+    depend on it are skipped (``blocked``) and everything else goes on.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+    by_id = {s.id: s for s in stages}
+    states: dict[str, str] = {}
+    for stage in stages:
+        folder = _stage_dir(run_dir, stage)
+        if (folder / STAGE_FILE).is_file():
+            states[stage.id] = "done"
+            continue
+        if any(states.get(i) in ("failed", "blocked") for i in stage.inputs.values()):
+            states[stage.id] = "blocked"
+            continue
+        if folder.exists():
+            shutil.rmtree(folder)  # a stage killed midway starts over from a clean folder
+        (run_dir / RUNNING_DIR).mkdir(exist_ok=True)
+        marker = run_dir / RUNNING_DIR / stage.file_id
+        marker.write_text(str(os.getpid()))
+        failure = run_dir / FAILED_DIR / f"{stage.file_id}.json"
+        inputs = {role: _stage_dir(run_dir, by_id[sid]) for role, sid in stage.inputs.items()}
+        if on_stage:
+            on_stage(stage, "start")
+        started = time.time()
+        try:
+            rows = _execute(stage, folder, inputs, config, progress)
+            write_stage_rows(run_dir, stage.file_id, rows)
+            folder.mkdir(parents=True, exist_ok=True)
+            runs.write_json(folder / STAGE_FILE, {"id": stage.id, "kind": stage.kind, "task": stage.task,
+                                                  "keys": stage.keys, "settings": stage.settings,
+                                                  "inputs": stage.inputs, "seconds": round(time.time() - started, 2)})
+            failure.unlink(missing_ok=True)
+            states[stage.id] = "done"
+        except Exception as error:  # noqa: BLE001 - a failed stage is recorded and the study goes on
+            runs.write_json(failure, {"id": stage.id, "error": f"{type(error).__name__}: {error}",
+                                      "traceback": traceback.format_exc()})
+            states[stage.id] = "failed"
+        finally:
+            marker.unlink(missing_ok=True)
+        if on_stage:
+            on_stage(stage, states[stage.id])
+    write_table(run_dir, stage_ids=[s.file_id for s in stages])
+    return states
