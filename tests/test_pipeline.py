@@ -10,6 +10,7 @@ import pytest
 from bertlottery import lottery
 from bertlottery.cli import main
 from bertlottery.config import load
+from bertlottery.masks import load_masks
 from bertlottery.pipeline import expand
 
 from tiny import write_rte
@@ -110,3 +111,79 @@ def test_a_bad_config_fails_before_anything_runs(env, capsys):
 def test_status_of_something_that_is_not_a_study(env, capsys, missing):
     assert main([missing, str(env)]) == 2
     assert "not a study run directory" in capsys.readouterr().err
+
+
+def _events(run_dir: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()[2:4]) for line in (run_dir / "events.log").read_text().splitlines()]
+
+
+def _run_and_kill(argv: list[str], run_dir: Path, after_done: int, env: dict) -> None:
+    """Start `bertlottery run` and SIGKILL it once ``after_done`` stages have finished."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "bertlottery.cli", *argv], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        events = (run_dir / "events.log").read_text().splitlines() if (run_dir / "events.log").exists() else []
+        if sum(" done " in line for line in events) >= after_done:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait()
+
+
+def test_killing_the_run_at_any_point_loses_and_repeats_nothing(tiny_model_dir, env, capsys):
+    import os
+
+    glue = write_rte(env / "glue", n_train=32, n_dev=16)
+    common = [str(SMOKE), *overrides(tiny_model_dir, glue), "longer_retraining=null", "--no-progress"]
+    straight = env / "straight"
+    assert main(["run", *common, "--run-dir", str(straight)]) == 0
+    capsys.readouterr()
+
+    killed = env / "killed"
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for after in (1, 7, 19, 30):  # during the fine-tunes, the prunes, the evaluations, the re-fine-tunes
+        _run_and_kill(["run", *common, "--run-dir", str(killed)], killed, after, environ)
+    assert main(["run", *common, "--run-dir", str(killed)]) == 0
+
+    events = _events(killed)
+    done = [stage for what, stage in events if what == "done"]
+    assert len(done) == len(set(done)), "a finished stage ran again"
+    assert set(done) == {stage for what, stage in _events(straight) if what == "done"}
+    assert any(what == "start" and events.count(("done", stage)) == 1 and events.count(("start", stage)) > 1
+               for what, stage in events), "no stage was interrupted midway: the kills came at the wrong moments"
+    a = pd.read_csv(straight / "results.csv").drop(columns=[])
+    b = pd.read_csv(killed / "results.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_a_damaged_artifact_is_detected_and_its_stage_redone(tiny_model_dir, env, capsys):
+    glue = write_rte(env / "glue", n_train=32, n_dev=16)
+    run_dir = env / "study"
+    argv = ["run", str(SMOKE), *overrides(tiny_model_dir, glue), "seeds=[1]", "methods=[magnitude]",
+            "modes=[pruned]", "baselines=[]", "longer_retraining=null", "--run-dir", str(run_dir), "--no-progress"]
+    assert main(argv) == 0
+    table = pd.read_csv(run_dir / "results.csv")
+    prune_dir = next((run_dir / "stages" / "prune").rglob("mask.safetensors")).parent
+    mask = prune_dir / "mask.safetensors"
+    original = load_masks(mask)
+    data = mask.read_bytes()
+    mask.write_bytes(data[: len(data) // 2])  # truncated
+    metrics = next((run_dir / "stages" / "finetune").rglob("metrics.json"))
+    metrics.write_text(metrics.read_text().replace('"RTE"', '"RTX"'))  # same size, changed content
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 to run" in out
+    redone = [stage for what, stage in _events(run_dir) if what == "done"]
+    assert sum(stage.startswith("prune/") for stage in redone) == 2
+    assert sum(stage.startswith("finetune/") for stage in redone) == 2
+    # redone exactly (bytes can differ: safetensors writes its metadata in hash-map order)
+    redone_mask = load_masks(mask)
+    assert redone_mask.weights == original.weights and redone_mask.params == original.params
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results.csv"), table, check_exact=True)

@@ -225,12 +225,12 @@ def _stages_of(run_dir: Path):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load
-    from .pipeline import expand, run_local, stage_states
+    from .pipeline import expand, prepare_run, run_local
 
     config = load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     stages = expand(config)
-    before = stage_states(stages, run_dir) if run_dir.exists() else {}
+    before = prepare_run(stages, run_dir, config)  # finished stages whose artifacts are intact
     left = sum(1 for s in stages if before.get(s.id) != "done")
     print(f"{config.name}: {len(stages)} stages, {len(stages) - left} already done, {left} to run; run directory {run_dir}")
     counter = {"n": len(stages) - left}
@@ -243,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if state != "done":
                 print(f"    {state}", flush=True)
 
-    states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report)
+    states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
           f"results in {run_dir / 'results.csv'}")

@@ -40,9 +40,22 @@ from . import runs
 from .config import ExperimentConfig, to_dict
 from .results import ResultRow, rows_from_metrics, write_stage_rows, write_table
 
-__all__ = ["Stage", "expand", "run_local", "stage_states", "STAGE_FILE", "FAILED_DIR"]
+__all__ = [
+    "Stage",
+    "expand",
+    "run_stage",
+    "run_local",
+    "prepare_run",
+    "verify_stage",
+    "stage_states",
+    "stage_dir",
+    "STAGE_FILE",
+    "FAILED_DIR",
+    "EVENTS_FILE",
+]
 
 STAGE_FILE = "stage.json"
+EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
 FAILED_DIR = "failed"
 RUNNING_DIR = "running"
 
@@ -149,7 +162,7 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
 
 # ---- running stages -----------------------------------------------------------------------------------
 
-def _stage_dir(run_dir: Path, stage: Stage) -> Path:
+def stage_dir(run_dir: Path, stage: Stage) -> Path:
     return run_dir / "stages" / stage.id
 
 
@@ -229,7 +242,7 @@ def stage_states(stages: list[Stage], run_dir: Path) -> dict[str, str]:
     """``done``, ``failed``, ``running`` (a live process holds it) or ``left``, per stage id."""
     states = {}
     for stage in stages:
-        if (_stage_dir(run_dir, stage) / STAGE_FILE).is_file():
+        if (stage_dir(run_dir, stage) / STAGE_FILE).is_file():
             states[stage.id] = "done"
         elif (run_dir / FAILED_DIR / f"{stage.file_id}.json").is_file():
             states[stage.id] = "failed"
@@ -250,6 +263,92 @@ def _running_pid(run_dir: Path, stage: Stage) -> int | None:
         return None
 
 
+def _checksums(folder: Path) -> dict[str, list]:
+    """[size, xxh3-128] of every file of a finished stage (relative path -> value)."""
+    import xxhash
+
+    sums = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAGE_FILE):
+        digest = xxhash.xxh3_128()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        sums[str(path.relative_to(folder))] = [path.stat().st_size, digest.hexdigest()]
+    return sums
+
+
+def verify_stage(run_dir: Path, stage: Stage) -> bool:
+    """Whether a stage is done and its artifacts are exactly what it wrote (none missing, truncated or changed)."""
+    folder = stage_dir(run_dir, stage)
+    try:
+        record = json.loads((folder / STAGE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    expected = record.get("files")
+    if expected is None or record.get("id") != stage.id:
+        return False
+    # sizes first: a truncated file is caught without reading anything
+    for name, (size, _) in expected.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return _checksums(folder) == expected
+
+
+def _event(run_dir: Path, what: str, stage: Stage) -> None:
+    # One short line in append mode: concurrent writers' lines never interleave (O_APPEND, < PIPE_BUF).
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()} {what} {stage.id}\n"
+    with (run_dir / EVENTS_FILE).open("a") as handle:
+        handle.write(line)
+
+
+def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: ExperimentConfig, *,
+              progress: bool = False) -> str:
+    """Run one stage into its folder and record it; returns ``done`` or ``failed``.
+
+    This is the unit every executor runs (in this process, or on a Ray worker): it never raises for a
+    failing stage, it records the error in ``failed/`` instead.
+    """
+    folder = stage_dir(run_dir, stage)
+    if folder.exists():
+        shutil.rmtree(folder)  # a stage killed midway (or found damaged) starts over from a clean folder
+    (run_dir / RUNNING_DIR).mkdir(parents=True, exist_ok=True)
+    marker = run_dir / RUNNING_DIR / stage.file_id
+    marker.write_text(str(os.getpid()))
+    failure = run_dir / FAILED_DIR / f"{stage.file_id}.json"
+    started = time.time()
+    _event(run_dir, "start", stage)
+    try:
+        rows = _execute(stage, folder, inputs, config, progress)
+        write_stage_rows(run_dir, stage.file_id, rows)
+        folder.mkdir(parents=True, exist_ok=True)
+        runs.write_json(folder / STAGE_FILE, {
+            "id": stage.id, "kind": stage.kind, "task": stage.task, "keys": stage.keys, "settings": stage.settings,
+            "inputs": stage.inputs, "seconds": round(time.time() - started, 2), "files": _checksums(folder),
+        })
+        failure.unlink(missing_ok=True)
+        _event(run_dir, "done", stage)
+        return "done"
+    except Exception as error:  # noqa: BLE001 - a failed stage is recorded and the study goes on
+        runs.write_json(failure, {"id": stage.id, "error": f"{type(error).__name__}: {error}",
+                                  "traceback": traceback.format_exc()})
+        _event(run_dir, "failed", stage)
+        return "failed"
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) -> dict[str, str]:
+    """Write the resolved config and check every finished stage's artifacts.
+
+    Returns the stages that are done and intact (``done``); a stage whose files were truncated,
+    changed or removed since it finished is not, and will run again.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+    return {stage.id: "done" for stage in stages if verify_stage(run_dir, stage)}
+
+
 def run_local(
     stages: list[Stage],
     run_dir: Path,
@@ -257,49 +356,26 @@ def run_local(
     *,
     progress: bool = True,
     on_stage: Callable[[Stage, str], None] | None = None,
+    states: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Run every stage not done yet, in order, in this process; returns the final state per stage.
 
     A stage that fails is recorded in ``failed/`` with its error and traceback; the stages that
-    depend on it are skipped (``blocked``) and everything else goes on.
+    depend on it are skipped (``blocked``) and everything else goes on. ``states`` is what
+    `prepare_run` found (computed here if not given).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
     by_id = {s.id: s for s in stages}
-    states: dict[str, str] = {}
+    states = dict(states) if states is not None else prepare_run(stages, run_dir, config)
     for stage in stages:
-        folder = _stage_dir(run_dir, stage)
-        if (folder / STAGE_FILE).is_file():
-            states[stage.id] = "done"
+        if states.get(stage.id) == "done":
             continue
         if any(states.get(i) in ("failed", "blocked") for i in stage.inputs.values()):
             states[stage.id] = "blocked"
             continue
-        if folder.exists():
-            shutil.rmtree(folder)  # a stage killed midway starts over from a clean folder
-        (run_dir / RUNNING_DIR).mkdir(exist_ok=True)
-        marker = run_dir / RUNNING_DIR / stage.file_id
-        marker.write_text(str(os.getpid()))
-        failure = run_dir / FAILED_DIR / f"{stage.file_id}.json"
-        inputs = {role: _stage_dir(run_dir, by_id[sid]) for role, sid in stage.inputs.items()}
+        inputs = {role: stage_dir(run_dir, by_id[sid]) for role, sid in stage.inputs.items()}
         if on_stage:
             on_stage(stage, "start")
-        started = time.time()
-        try:
-            rows = _execute(stage, folder, inputs, config, progress)
-            write_stage_rows(run_dir, stage.file_id, rows)
-            folder.mkdir(parents=True, exist_ok=True)
-            runs.write_json(folder / STAGE_FILE, {"id": stage.id, "kind": stage.kind, "task": stage.task,
-                                                  "keys": stage.keys, "settings": stage.settings,
-                                                  "inputs": stage.inputs, "seconds": round(time.time() - started, 2)})
-            failure.unlink(missing_ok=True)
-            states[stage.id] = "done"
-        except Exception as error:  # noqa: BLE001 - a failed stage is recorded and the study goes on
-            runs.write_json(failure, {"id": stage.id, "error": f"{type(error).__name__}: {error}",
-                                      "traceback": traceback.format_exc()})
-            states[stage.id] = "failed"
-        finally:
-            marker.unlink(missing_ok=True)
+        states[stage.id] = run_stage(stage, inputs, run_dir, config, progress=progress)
         if on_stage:
             on_stage(stage, states[stage.id])
     write_table(run_dir, stage_ids=[s.file_id for s in stages])
