@@ -187,3 +187,44 @@ def test_a_damaged_artifact_is_detected_and_its_stage_redone(tiny_model_dir, env
     redone_mask = load_masks(mask)
     assert redone_mask.weights == original.weights and redone_mask.params == original.params
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results.csv"), table, check_exact=True)
+
+
+def test_the_ray_executor_gives_the_same_table_as_the_local_one(tiny_model_dir, env, capsys):
+    import ray
+
+    glue = write_rte(env / "glue", n_train=32, n_dev=16)
+    common = [str(SMOKE), *overrides(tiny_model_dir, glue), "longer_retraining=null", "resources.cpus_per_stage=1",
+              "--no-progress"]
+    assert main(["run", *common, "--run-dir", str(env / "local")]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert main(["run", *common, "--run-dir", str(env / "ray"), "--executor", "ray"]) == 0
+        starts = [line.split()[1] for line in (env / "ray" / "events.log").read_text().splitlines()]
+    finally:
+        ray.shutdown()
+    assert len(set(starts)) > 1, "all stages ran in one process: Ray did not spread them over workers"
+    local = pd.read_csv(env / "local" / "results.csv")
+    remote = pd.read_csv(env / "ray" / "results.csv")
+    pd.testing.assert_frame_equal(local, remote, check_exact=True)
+    assert main(["status", str(env / "ray")]) == 0
+    assert "failed 0, left 0" in capsys.readouterr().out
+
+
+def test_ray_missing_or_misused_is_one_line(env, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    glue = write_rte(env / "glue", n_train=8, n_dev=4)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert main(["run", str(SMOKE), f"glue_dir={glue}", "--run-dir", str(env / "r"), "--executor", "ray"]) == 2
+    assert "pip install 'bertlottery[ray]'" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["run", str(SMOKE), f"glue_dir={glue}", "--run-dir", str(env / "r2"), "--address", "auto"]) == 2
+    assert "--executor ray" in capsys.readouterr().err
+    assert not (env / "r2").exists()

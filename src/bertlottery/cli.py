@@ -227,6 +227,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load
     from .pipeline import expand, prepare_run, run_local
 
+    if args.address and args.executor != "ray":
+        raise UserError("--address is for the Ray executor; add --executor ray.")
     config = load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     stages = expand(config)
@@ -243,7 +245,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             if state != "done":
                 print(f"    {state}", flush=True)
 
-    states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
+    if args.executor == "ray":
+        from .pipeline import run_ray
+
+        states = run_ray(stages, run_dir, config, address=args.address, on_stage=report, states=before)
+    else:
+        states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
           f"results in {run_dir / 'results.csv'}")
@@ -397,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment YAML (see configs/)")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. tasks=[RTE] train.epochs=1")
     p.add_argument("--run-dir", help="run directory (default runs/<config name>)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one stage at a time in this process (default); ray: independent stages in parallel")
+    p.add_argument("--address", help="ray: an existing cluster (e.g. auto or ray://host:10001); default: start one")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
 

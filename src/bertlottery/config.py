@@ -31,6 +31,7 @@ __all__ = [
     "MagnitudeConfig",
     "PruningConfig",
     "LongerRetrainingConfig",
+    "ResourcesConfig",
     "ExperimentConfig",
     "load",
     "from_dict",
@@ -106,6 +107,16 @@ class LongerRetrainingConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """What one stage may use. Both executors honour ``cpus_per_stage`` (torch threads), so a study
+    run locally and on Ray with the same value gives bitwise the same results table.
+    """
+
+    cpus_per_stage: int | None = None  # None: all cores locally, 1 on Ray
+    gpus_per_stage: float | None = None  # None: 1 if the Ray cluster has GPUs, else 0
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One study: the grid of tasks x seeds x methods x subnetworks x modes, plus extras."""
 
@@ -123,6 +134,7 @@ class ExperimentConfig:
     longer_retraining: LongerRetrainingConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -264,6 +276,9 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
         if pruning.magnitude is not None:
             _check_names([pruning.magnitude.scope], ("global", "local"), "pruning.magnitude.scope", problems)
             _check_names([pruning.magnitude.tensors], list(TENSOR_SETS), "pruning.magnitude.tensors", problems)
+    resources = config.resources
+    if resources is not None and isinstance(resources.cpus_per_stage, int) and resources.cpus_per_stage < 1:
+        problems.append(f"resources.cpus_per_stage must be at least 1, got {resources.cpus_per_stage}")
     longer = config.longer_retraining
     if longer is not None:
         _check_names(longer.methods, METHODS, "longer_retraining.methods", problems)

@@ -45,6 +45,7 @@ __all__ = [
     "expand",
     "run_stage",
     "run_local",
+    "run_ray",
     "prepare_run",
     "verify_stage",
     "stage_states",
@@ -364,8 +365,12 @@ def run_local(
     depend on it are skipped (``blocked``) and everything else goes on. ``states`` is what
     `prepare_run` found (computed here if not given).
     """
+    import torch
+
     by_id = {s.id: s for s in stages}
     states = dict(states) if states is not None else prepare_run(stages, run_dir, config)
+    if config.resources.cpus_per_stage:
+        torch.set_num_threads(config.resources.cpus_per_stage)
     for stage in stages:
         if states.get(stage.id) == "done":
             continue
@@ -378,5 +383,84 @@ def run_local(
         states[stage.id] = run_stage(stage, inputs, run_dir, config, progress=progress)
         if on_stage:
             on_stage(stage, states[stage.id])
+    write_table(run_dir, stage_ids=[s.file_id for s in stages])
+    return states
+
+
+def _ray_stage(stage: Stage, inputs: dict[str, str], run_dir: str, config: ExperimentConfig, threads: int) -> str:
+    """A Ray task: one stage, on whichever worker Ray picked."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return run_stage(stage, {role: Path(p) for role, p in inputs.items()}, Path(run_dir), config)
+
+
+def run_ray(
+    stages: list[Stage],
+    run_dir: Path,
+    config: ExperimentConfig,
+    *,
+    address: str | None = None,
+    on_stage: Callable[[Stage, str], None] | None = None,
+    states: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Run the stages not done yet on Ray: every stage whose inputs are done is submitted at once, with
+    ``cpus_per_stage`` CPUs (1 by default) and a GPU each where the cluster has GPUs.
+
+    ``address``: an existing cluster (``ray://host:10001`` or ``auto``); without it a local Ray
+    instance is started for the run and stopped after. Workers write into ``run_dir``, so on a
+    cluster it must be on storage every node sees, and bertlottery must be installed on every node.
+    """
+    try:
+        import ray
+    except ImportError:
+        from .errors import UserError
+
+        raise UserError("The Ray executor needs Ray: pip install 'bertlottery[ray]' (or pip install 'ray>=2.9').") from None
+    by_id = {s.id: s for s in stages}
+    states = dict(states) if states is not None else prepare_run(stages, run_dir, config)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 configure_logging=False)
+    try:
+        cpus = config.resources.cpus_per_stage or 1
+        gpus = config.resources.gpus_per_stage
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+        task = ray.remote(_ray_stage).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+        waiting = [s for s in stages if states.get(s.id) != "done"]
+        pending: dict[Any, Stage] = {}
+        while waiting or pending:
+            for stage in list(waiting):
+                inputs = [states.get(i) for i in stage.inputs.values()]
+                if any(state in ("failed", "blocked") for state in inputs):
+                    states[stage.id] = "blocked"
+                    waiting.remove(stage)
+                elif all(state == "done" for state in inputs):
+                    paths = {role: str(stage_dir(run_dir, by_id[sid])) for role, sid in stage.inputs.items()}
+                    pending[task.remote(stage, paths, str(run_dir.resolve()), config, cpus)] = stage
+                    waiting.remove(stage)
+                    if on_stage:
+                        on_stage(stage, "start")
+            if not pending:
+                break
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for ref in finished:
+                stage = pending.pop(ref)
+                try:
+                    states[stage.id] = ray.get(ref)
+                except Exception as error:  # noqa: BLE001 - the worker died (killed, out of memory)
+                    runs.write_json(run_dir / FAILED_DIR / f"{stage.file_id}.json",
+                                    {"id": stage.id, "error": f"worker lost: {type(error).__name__}: {error}"})
+                    states[stage.id] = "failed"
+                if on_stage:
+                    on_stage(stage, states[stage.id])
+    finally:
+        if started_here:
+            ray.shutdown()
     write_table(run_dir, stage_ids=[s.file_id for s in stages])
     return states
