@@ -228,3 +228,24 @@ def test_ray_missing_or_misused_is_one_line(env, capsys, monkeypatch):
     assert main(["run", str(SMOKE), f"glue_dir={glue}", "--run-dir", str(env / "r2"), "--address", "auto"]) == 2
     assert "--executor ray" in capsys.readouterr().err
     assert not (env / "r2").exists()
+
+
+def test_energy_is_recorded_per_stage_and_summed(tiny_model_dir, env, capsys):
+    import json
+
+    glue = write_rte(env / "glue", n_train=16, n_dev=8)
+    run_dir = env / "study"
+    argv = ["run", str(SMOKE), *overrides(tiny_model_dir, glue), "seeds=[1]", "methods=[magnitude]",
+            "modes=[pruned]", "baselines=[]", "longer_retraining=null", "energy.track=true",
+            "--run-dir", str(run_dir), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    records = [json.loads(p.read_text()) for p in (run_dir / "stages").rglob("stage.json")]
+    assert records and all(r["energy_kwh"] > 0 and r["emissions_kg"] > 0 for r in records)
+    total = sum(r["energy_kwh"] for r in records)
+    assert f"energy {total:.4f} kWh" in out and "codecarbon, 6 stages" in out
+    assert main(["status", str(run_dir)]) == 0
+    assert f"energy {total:.4f} kWh" in capsys.readouterr().out
+    off = env / "off"
+    assert main([*argv[:-4], "energy.track=false", "--run-dir", str(off), "--no-progress"]) == 0
+    assert not any("energy_kwh" in json.loads(p.read_text()) for p in (off / "stages").rglob("stage.json"))

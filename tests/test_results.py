@@ -81,3 +81,23 @@ def test_a_damaged_row_file_is_named(tmp_path):
     (tmp_path / "rows" / "stage-2.json").write_text('{"stage_id": "stage-2", "rows": [{"task": "RT')
     with pytest.raises(UserError, match="stage-2.json"):
         read_rows(tmp_path)
+
+
+def test_summary_gives_mean_and_std_over_seeds_of_the_watched_metric():
+    rows = []
+    for seed, value in ((1, 0.6), (2, 0.8)):
+        for metric, v in (("accuracy", value), ("f1", 0.1)):
+            rows.append(ResultRow(task="MRPC", seed=seed, method="structured", subnetwork="good", mode="pruned",
+                                  split="dev", metric=metric, value=v, fraction_kept=0.5 + seed / 10, epochs=3,
+                                  stage_id=f"s{seed}"))
+    rows.append(ResultRow(task="MRPC", seed=None, method="majority", subnetwork="none", mode="baseline", split="dev",
+                          metric="accuracy", value=0.68, fraction_kept=1.0, epochs=None, stage_id="m"))
+    table = pd.DataFrame([r.__dict__ for r in rows], columns=COLUMNS)
+    from bertlottery.results import summary
+
+    out = summary(table)
+    good = out[out["subnetwork"] == "good"].iloc[0]
+    assert good["metric"] == "accuracy" and good["n"] == 2
+    assert good["mean"] == pytest.approx(0.7) and good["std"] == pytest.approx(0.1414213, rel=1e-5)  # ddof=1
+    assert good["fraction_kept"] == pytest.approx(0.65)
+    assert out[out["method"] == "majority"].iloc[0]["mean"] == pytest.approx(0.68)

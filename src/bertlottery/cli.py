@@ -251,10 +251,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         states = run_ray(stages, run_dir, config, address=args.address, on_stage=report, states=before)
     else:
         states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
+    import pandas as pd
+
+    from .results import summary
+
+    table = summary(pd.read_parquet(run_dir / "results.parquet"))
+    if not table.empty:
+        shown = table.assign(mean=table["mean"].map("{:.4f}".format), std=table["std"].map("{:.4f}".format),
+                             fraction_kept=table["fraction_kept"].map("{:.3f}".format))
+        print("\n" + shown.to_string(index=False) + "\n")
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
           f"results in {run_dir / 'results.csv'}")
+    print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1
+
+
+def _cost_line(stages, run_dir: Path) -> str:
+    from .pipeline import run_summary
+
+    total = run_summary(stages, run_dir)
+    line = f"stage time {total['seconds'] / 3600:.2f} h"
+    if total["stages_with_energy"]:
+        line += (f", energy {total['energy_kwh']:.4f} kWh, {total['emissions_kg'] * 1000:.1f} g CO2-eq "
+                 f"(codecarbon, {total['stages_with_energy']} stages)")
+    return line
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -267,6 +288,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     order = ("done", "running", "failed", "left")
     print(f"{config.name}: {len(stages)} stages: " + ", ".join(
         f"{state} {sum(1 for v in states.values() if v == state)}" for state in order))
+    print(_cost_line(stages, run_dir))
     for stage in stages:
         state = states[stage.id]
         if state != "done" or args.all:

@@ -32,6 +32,7 @@ __all__ = [
     "PruningConfig",
     "LongerRetrainingConfig",
     "ResourcesConfig",
+    "EnergyConfig",
     "ExperimentConfig",
     "load",
     "from_dict",
@@ -117,6 +118,18 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class EnergyConfig:
+    """Energy and CO2 per stage through codecarbon, offline (the paper reports 249 kWh for its study).
+
+    ``track``: None records them if codecarbon is installed (``pip install 'bertlottery[energy]'``),
+    true requires it, false turns it off. ``country_iso_code`` sets the grid's carbon intensity.
+    """
+
+    track: bool | None = None
+    country_iso_code: str = "USA"
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One study: the grid of tasks x seeds x methods x subnetworks x modes, plus extras."""
 
@@ -135,6 +148,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
 
 
 # ---- reading -----------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ __all__ = [
     "run_stage",
     "run_local",
     "run_ray",
+    "run_summary",
+    "energy_tracking",
     "prepare_run",
     "verify_stage",
     "stage_states",
@@ -303,6 +305,68 @@ def _event(run_dir: Path, what: str, stage: Stage) -> None:
         handle.write(line)
 
 
+def energy_tracking(config: ExperimentConfig) -> bool:
+    """Whether to record energy; refuses ``energy.track: true`` without codecarbon."""
+    if config.energy.track is False:
+        return False
+    try:
+        import codecarbon  # noqa: F401
+    except ImportError:
+        if config.energy.track:
+            from .errors import UserError
+
+            raise UserError("energy.track is true but codecarbon is not installed: "
+                            "pip install 'bertlottery[energy]', or set energy.track=false.") from None
+        return False
+    return True
+
+
+class _EnergyMeter:
+    """codecarbon's offline tracker around one stage; a no-op when tracking is off."""
+
+    def __init__(self, config: ExperimentConfig):
+        self.tracker = None
+        if energy_tracking(config):
+            import logging
+
+            from codecarbon import OfflineEmissionsTracker
+
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
+            self.tracker = OfflineEmissionsTracker(country_iso_code=config.energy.country_iso_code,
+                                                   output_methods=[], log_level="error", tracking_mode="process")
+
+    def __enter__(self):
+        if self.tracker is not None:
+            self.tracker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tracker is not None:
+            self.emissions_kg = self.tracker.stop() or 0.0
+            self.energy_kwh = float(self.tracker.final_emissions_data.energy_consumed)
+
+    def record(self) -> dict[str, float]:
+        if self.tracker is None:
+            return {}
+        return {"energy_kwh": self.energy_kwh, "emissions_kg": float(self.emissions_kg)}
+
+
+def run_summary(stages: list[Stage], run_dir: Path) -> dict[str, float]:
+    """Seconds, kWh and kg CO2-eq summed over the finished stages of a run."""
+    total = {"seconds": 0.0, "energy_kwh": 0.0, "emissions_kg": 0.0, "stages_with_energy": 0}
+    for stage in stages:
+        try:
+            record = json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        total["seconds"] += record.get("seconds", 0.0)
+        if "energy_kwh" in record:
+            total["energy_kwh"] += record["energy_kwh"]
+            total["emissions_kg"] += record["emissions_kg"]
+            total["stages_with_energy"] += 1
+    return total
+
+
 def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: ExperimentConfig, *,
               progress: bool = False) -> str:
     """Run one stage into its folder and record it; returns ``done`` or ``failed``.
@@ -320,12 +384,14 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
     started = time.time()
     _event(run_dir, "start", stage)
     try:
-        rows = _execute(stage, folder, inputs, config, progress)
+        with _EnergyMeter(config) as meter:
+            rows = _execute(stage, folder, inputs, config, progress)
         write_stage_rows(run_dir, stage.file_id, rows)
         folder.mkdir(parents=True, exist_ok=True)
         runs.write_json(folder / STAGE_FILE, {
             "id": stage.id, "kind": stage.kind, "task": stage.task, "keys": stage.keys, "settings": stage.settings,
             "inputs": stage.inputs, "seconds": round(time.time() - started, 2), "files": _checksums(folder),
+            **meter.record(),
         })
         failure.unlink(missing_ok=True)
         _event(run_dir, "done", stage)
@@ -345,6 +411,7 @@ def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) ->
     Returns the stages that are done and intact (``done``); a stage whose files were truncated,
     changed or removed since it finished is not, and will run again.
     """
+    energy_tracking(config)  # refuses energy.track: true without codecarbon, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
     return {stage.id: "done" for stage in stages if verify_stage(run_dir, stage)}

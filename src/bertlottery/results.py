@@ -25,7 +25,16 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["ResultRow", "COLUMNS", "ROWS_DIR", "rows_from_metrics", "write_stage_rows", "read_rows", "write_table"]
+__all__ = [
+    "ResultRow",
+    "COLUMNS",
+    "ROWS_DIR",
+    "rows_from_metrics",
+    "write_stage_rows",
+    "read_rows",
+    "write_table",
+    "summary",
+]
 
 ROWS_DIR = "rows"
 TABLE = "results"
@@ -111,3 +120,30 @@ def write_table(run_dir: str | os.PathLike, stage_ids: list[str] | None = None):
         write(tmp)
         os.replace(tmp, run_dir / name)
     return table
+
+
+def summary(table):
+    """Per task, the metric the pruning watched on the main dev split: mean and sample std over seeds
+    of every (method, subnetwork, mode), with the mean fraction of encoder-body weights kept.
+
+    A pure function of the results table (a DataFrame), so a report can be rebuilt from the file.
+    """
+    import pandas as pd
+
+    from .tasks import get_task
+
+    if table.empty:
+        return pd.DataFrame(columns=["task", "method", "subnetwork", "mode", "epochs", "metric", "mean", "std",
+                                     "n", "fraction_kept"])
+    parts = []
+    for task_name, rows in table.groupby("task", sort=False):
+        task = get_task(task_name)
+        main = rows[(rows["split"] == task.eval_splits[0]) & (rows["metric"] == task.primary_metric)]
+        grouped = main.groupby(["method", "subnetwork", "mode", "epochs"], dropna=False, sort=True)
+        part = grouped["value"].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+        part["fraction_kept"] = grouped["fraction_kept"].mean()
+        part = part.reset_index()
+        part.insert(0, "task", task.name)
+        part.insert(5, "metric", task.primary_metric)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
