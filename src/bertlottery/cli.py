@@ -257,8 +257,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     table = summary(pd.read_parquet(run_dir / "results.parquet"))
     if not table.empty:
-        shown = table.assign(mean=table["mean"].map("{:.4f}".format), std=table["std"].map("{:.4f}".format),
-                             fraction_kept=table["fraction_kept"].map("{:.3f}".format))
+        shown = table.assign(
+            mean=table["mean"].map("{:.4f}".format),
+            std=table["std"].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}"),  # one seed has no spread
+            epochs=table["epochs"].map(lambda v: "-" if pd.isna(v) else str(int(v))),
+            fraction_kept=table["fraction_kept"].map("{:.3f}".format),
+        )
         print("\n" + shown.to_string(index=False) + "\n")
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
