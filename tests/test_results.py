@@ -101,3 +101,9 @@ def test_summary_gives_mean_and_std_over_seeds_of_the_watched_metric():
     assert good["mean"] == pytest.approx(0.7) and good["std"] == pytest.approx(0.1414213, rel=1e-5)  # ddof=1
     assert good["fraction_kept"] == pytest.approx(0.65)
     assert out[out["method"] == "majority"].iloc[0]["mean"] == pytest.approx(0.68)
+    from bertlottery.results import format_summary
+
+    text = format_summary(out)
+    assert "0.7000" in text and "0.1414" in text
+    majority_line = next(line for line in text.splitlines() if "majority" in line)
+    assert " - " in majority_line  # one value: no spread, no epochs

@@ -253,17 +253,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
     import pandas as pd
 
-    from .results import summary
+    from .results import format_summary, summary
 
     table = summary(pd.read_parquet(run_dir / "results.parquet"))
     if not table.empty:
-        shown = table.assign(
-            mean=table["mean"].map("{:.4f}".format),
-            std=table["std"].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}"),  # one seed has no spread
-            epochs=table["epochs"].map(lambda v: "-" if pd.isna(v) else str(int(v))),
-            fraction_kept=table["fraction_kept"].map("{:.3f}".format),
-        )
-        print("\n" + shown.to_string(index=False) + "\n")
+        print("\n" + format_summary(table) + "\n")
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
           f"results in {run_dir / 'results.csv'}")

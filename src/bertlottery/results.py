@@ -34,6 +34,7 @@ __all__ = [
     "read_rows",
     "write_table",
     "summary",
+    "format_summary",
 ]
 
 ROWS_DIR = "rows"
@@ -147,3 +148,16 @@ def summary(table):
         part.insert(5, "metric", task.primary_metric)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def format_summary(table) -> str:
+    """The summary as aligned text: 4 decimals, ``-`` where a cell has no spread (one seed) or no epochs."""
+    import pandas as pd
+
+    shown = table.assign(
+        mean=table["mean"].map("{:.4f}".format),
+        std=table["std"].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}"),
+        epochs=table["epochs"].map(lambda v: "-" if pd.isna(v) else str(int(v))),
+        fraction_kept=table["fraction_kept"].map("{:.3f}".format),
+    )
+    return shown.to_string(index=False)
