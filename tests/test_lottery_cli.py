@@ -158,7 +158,6 @@ def test_super_survivors_from_the_papers_released_masks(reference_dir, tmp_path)
     seeds = sorted((reference_dir / "masks/heads_mlps/CoLA").glob("seed_*"))
     assert cli("subnetworks", "--super", *seeds, "--out", tmp_path / "super", "--seed", "0") == 0
     good = load_masks(tmp_path / "super" / "good.safetensors")
-    released = load_masks  # noqa: F841 (clarity)
     from bertlottery.masks import import_prasanna2020
 
     stack = torch.stack([import_prasanna2020(s).heads.keep for s in seeds])

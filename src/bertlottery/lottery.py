@@ -356,19 +356,14 @@ def export_run(
     """
     from .export import PLAN_FILE, save_exported
 
-    _run_config(run_dir)
+    task = get_task(_run_config(run_dir)["task"])
     model_dir = runs.model_dir_of(run_dir)
     masks = load_masks(_mask_file(mask_path))
     if masks.weights is not None:
         raise UserError(f"{mask_path} holds a weight mask; only head and MLP masks can be exported as a smaller model.")
-    model = load_model(str(model_dir), _run_task(run_dir).num_labels)
+    model = load_model(str(model_dir), task.num_labels)
     masks.check_against(model_layout(model))
     save_exported(model, out, masks.heads, masks.mlps, tokenizer=load_tokenizer(str(model_dir)))
     # so `bertlottery evaluate OUT` finds the task like for any run directory
-    runs.write_json(Path(out) / runs.EXPORT_FILE, {"task": _run_task(run_dir).name, "run": str(run_dir),
-                                                   "mask": str(mask_path)})
+    runs.write_json(Path(out) / runs.EXPORT_FILE, {"task": task.name, "run": str(run_dir), "mask": str(mask_path)})
     return runs.read_json(Path(out) / PLAN_FILE)
-
-
-def _run_task(run_dir: str | os.PathLike):
-    return get_task(_run_config(run_dir)["task"])
