@@ -57,3 +57,21 @@ def env(tmp_path, monkeypatch):
     """A scratch folder with its own tokenisation cache."""
     monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A real headless-capable Chromium: $BERTLOTTERY_CHROMIUM, else `chromium` on PATH (Debian's
+    package, which the README's test command installs). Fails, never skips, when it is missing."""
+    import shutil
+
+    path = os.environ.get("BERTLOTTERY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path or not Path(path).exists():
+        pytest.fail("Chromium not found: install Debian's chromium package (apt-get install chromium) "
+                    "or set BERTLOTTERY_CHROMIUM to a Chromium binary")
+    return path
+
+
+# Flags for Chromium on a machine with a closed network and no screen (the browser tests use them).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]

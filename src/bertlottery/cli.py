@@ -443,7 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("seed_dir")
     q.add_argument("out", help="masks file to write (.safetensors)")
     p.set_defaults(func=cmd_masks)
+
+    # Commands that live with their package: each module has register(subparsers), importing nothing
+    # heavy at module level (the CLI starts fast).
+    import importlib
+
+    for module in _COMMAND_MODULES:
+        importlib.import_module(f".{module}", __package__).register(sub)
     return parser
+
+
+_COMMAND_MODULES = ("stability", "report.cli", "attention.cli", "annotate.cli", "gordon.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,6 +130,27 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
+class AttentionConfig:
+    """Attention-pattern analysis of the lottery study's heads (issue 6; SPEC section 7).
+
+    Owned by the attention package: its fields, defaults and validation (``_validate_attention``).
+    """
+
+    examples: int = 100
+
+
+@dataclass(frozen=True)
+class GordonConfig:
+    """The Compressing-BERT study (Gordon et al. 2020; SPEC section 8). When set, ``bertlottery run``
+    runs this study instead of the lottery grid.
+
+    Owned by the gordon package: its fields, defaults and validation (``_validate_gordon``).
+    """
+
+    sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.6, 0.9])
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One study: the grid of tasks x seeds x methods x subnetworks x modes, plus extras."""
 
@@ -149,6 +170,8 @@ class ExperimentConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    attention: AttentionConfig | None = None  # set: the lottery study also runs the attention analysis
+    gordon: GordonConfig | None = None  # set: this config is a Compressing-BERT study, not the lottery grid
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -293,10 +316,25 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
     resources = config.resources
     if resources is not None and isinstance(resources.cpus_per_stage, int) and resources.cpus_per_stage < 1:
         problems.append(f"resources.cpus_per_stage must be at least 1, got {resources.cpus_per_stage}")
+    if config.attention is not None:
+        _validate_attention(config.attention, problems)
+    if config.gordon is not None:
+        _validate_gordon(config.gordon, problems)
     longer = config.longer_retraining
     if longer is not None:
         _check_names(longer.methods, METHODS, "longer_retraining.methods", problems)
         _check_names(longer.subnetworks, SUBNETWORKS, "longer_retraining.subnetworks", problems)
+
+
+def _validate_attention(attention: AttentionConfig, problems: list[str]) -> None:
+    if isinstance(attention.examples, int) and attention.examples < 1:
+        problems.append(f"attention.examples must be at least 1, got {attention.examples}")
+
+
+def _validate_gordon(gordon: GordonConfig, problems: list[str]) -> None:
+    for sparsity in gordon.sparsities or []:
+        if isinstance(sparsity, float) and not 0 <= sparsity < 1:
+            problems.append(f"gordon.sparsities must be in [0, 1), got {sparsity}")
 
 
 def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:

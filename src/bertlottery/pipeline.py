@@ -98,6 +98,11 @@ def expand(config: ExperimentConfig) -> list[Stage]:
     """Every stage of the study, in an order where each stage comes after its inputs."""
     from .tasks import get_task
 
+    if config.gordon is not None:  # a Compressing-BERT study: its own graph
+        from .gordon.stages import expand as expand_gordon
+
+        return expand_gordon(config)
+
     stages: list[Stage] = []
     pruning = asdict(config.pruning)
     for task_name in config.tasks:
@@ -139,6 +144,10 @@ def expand(config: ExperimentConfig) -> list[Stage]:
         if "majority" in config.baselines:
             stages.append(Stage("baseline", task, "majority", {"seed": None, "method": "majority", "subnetwork": "none",
                                                                "mode": "baseline", "epochs": None}, {}))
+    if config.attention is not None:  # attention maps and patterns of the lottery's heads
+        from .attention.stages import expand as expand_attention
+
+        stages += expand_attention(config, list(stages))
     return stages
 
 
@@ -175,6 +184,13 @@ def _execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experimen
     from . import lottery, recipes
     from .training import TrainSettings
 
+    # Stage kinds that live with their experiment's package: "attention-..." and "gordon-...".
+    if stage.kind.startswith("attention"):
+        from .attention.stages import execute
+        return execute(stage, out, inputs, config, progress)
+    if stage.kind.startswith("gordon"):
+        from .gordon.stages import execute
+        return execute(stage, out, inputs, config, progress)
     glue = Path(config.glue_dir) if config.glue_dir else None
     row_keys = {k: v for k, v in stage.keys.items() if k in ("seed", "method", "subnetwork", "mode", "epochs")}
     row_keys.update(task=stage.task, stage_id=stage.id)

@@ -1,0 +1,1 @@
+"""bertlottery.report"""
