@@ -1,0 +1,177 @@
+"""Attention maps: raw maps are the model's probabilities, norm maps are Kobayashi et al.'s per-head
+norms (checked against a direct computation), masks, memory, and the on-disk format."""
+
+from __future__ import annotations
+
+import json
+import resource
+
+import numpy as np
+import pytest
+import torch
+
+from bertlottery.attention import maps_format as fmt
+from bertlottery.attention.maps import extract_maps, head_maps, sample_indices, transformed_values
+from bertlottery.errors import UserError
+from bertlottery.masking import gated
+from bertlottery.masks import HeadMask, Masks, MlpMask, save_masks
+from bertlottery.models import adapter_for, model_layout
+
+from tiny import tiny_batch, tiny_config, tiny_model, write_rte
+
+
+def _eager(family: str = "bert"):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    return model.double().eval()
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+def test_raw_maps_are_the_eager_attention_probabilities(family):
+    model = _eager(family)
+    batch = tiny_batch(batch=3, length=9)
+    if family == "distilbert":
+        batch.pop("token_type_ids", None)
+    batch = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        expected = model(**batch, output_attentions=True).attentions
+    ours = head_maps(model, batch)
+    assert len(ours) == len(expected)
+    real = batch["attention_mask"].bool()
+    for layer, probs in zip(ours, expected, strict=True):
+        for b in range(3):
+            keep = real[b]
+            got = layer["raw"][b][:, keep][:, :, keep]
+            want = probs[b][:, keep][:, :, keep]
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+            assert torch.all(layer["raw"][b][:, :, ~keep] < 1e-300)  # padding keys get nothing
+
+
+def _capture_layer_io(model):
+    """Every layer's value projection output and attention output projection's output (before its bias)."""
+    layers = adapter_for(model).layers(model)
+    store = [{} for _ in layers]
+    handles = []
+    for parts, slot in zip(layers, store, strict=True):
+        handles.append(parts.value.register_forward_hook(lambda m, a, o, s=slot: s.__setitem__("value", o.detach())))
+        handles.append(parts.attn_out.register_forward_hook(
+            lambda m, a, o, s=slot: s.__setitem__("out", (o - m.bias).detach())))
+    return store, handles
+
+
+def test_norm_maps_equal_a_direct_per_head_computation_and_the_vectors_add_up_to_the_layer_output():
+    model = tiny_model("bert").double()
+    layout = model_layout(model)
+    batch = {k: v for k, v in tiny_batch(batch=2, length=8).items() if k != "labels"}
+    store, handles = _capture_layer_io(model)
+    try:
+        ours = head_maps(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    layers = adapter_for(model).layers(model)
+    H, d = layout.num_heads, layout.head_dim
+    for index, (parts, slot) in enumerate(zip(layers, store, strict=True)):
+        alpha = ours[index]["raw"]  # checked against eager above
+        W_O = parts.attn_out.weight  # (hidden, H*d): out x in
+        value = slot["value"]  # (B, T, H*d) = x W_V + b_V
+        direct = torch.zeros_like(alpha)
+        summed = torch.zeros(value.shape[0], value.shape[1], W_O.shape[0], dtype=value.dtype)
+        for h in range(H):
+            f_h = value[:, :, h * d:(h + 1) * d] @ W_O[:, h * d:(h + 1) * d].T  # (B, T, hidden)
+            weighted = alpha[:, h, :, :, None] * f_h[:, None, :, :]  # (B, T, T, hidden): alpha_ij f(x_j)
+            direct[:, h] = weighted.norm(dim=-1)
+            summed += weighted.sum(dim=2)
+        torch.testing.assert_close(ours[index]["norm"], direct, rtol=1e-10, atol=1e-12)
+        # sum over heads and tokens of alpha_ij f_h(x_j) is the attention block's output: the split is right
+        torch.testing.assert_close(summed, slot["out"], rtol=1e-9, atol=1e-10)
+        f_all = transformed_values(value, parts.attn_out, H)
+        torch.testing.assert_close(f_all.sum(dim=1) + parts.attn_out.bias, parts.attn_out(value))
+    # slicing the weight by rows (its output axis, as the released code did) gives different maps
+    wrong = torch.stack([(value.view(2, 8, H, d)[:, :, h] @ W_O[h * d:(h + 1) * d, :]).norm(dim=-1)
+                         for h in range(H)], 1)
+    assert not torch.allclose(alpha * wrong[:, :, None, :], ours[-1]["norm"], rtol=0.05)
+
+
+def test_the_norm_map_stays_small_in_memory_for_long_inputs():
+    # T=256 with 8 heads and 256 hidden: a B x H x T x T x hidden tensor would be 4 x 8 x 256^2 x 256 x 4 B = 2 GiB
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=99, hidden_size=256, num_hidden_layers=1, num_attention_heads=8,
+                        intermediate_size=64, max_position_embeddings=256)
+    model = BertModel(config).eval()
+    batch = {"input_ids": torch.randint(5, 99, (4, 256)), "attention_mask": torch.ones(4, 256, dtype=torch.long)}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    maps = head_maps(model, batch)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert maps[0]["norm"].shape == (4, 8, 256, 256)
+    assert grown_mib < 300, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
+def test_masked_heads_have_zero_maps_and_the_rest_see_the_pruned_model():
+    model = tiny_model("bert")
+    batch = {k: v for k, v in tiny_batch(batch=2, length=7).items() if k != "labels"}
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    keep[0, 1] = keep[1, 3] = False
+    full = head_maps(model, batch)
+    with gated(model, heads=keep):
+        masked = head_maps(model, batch, heads=keep)
+    for kind in ("raw", "norm"):
+        assert torch.all(masked[0][kind][:, 1] == 0) and torch.all(masked[1][kind][:, 3] == 0)
+        torch.testing.assert_close(masked[0][kind][:, 0], full[0][kind][:, 0])  # layer 0 inputs unchanged
+    assert not torch.allclose(masked[1]["raw"][:, 0], full[1]["raw"][:, 0])  # layer 1 sees the pruned layer 0
+    with pytest.raises(UserError, match="Head mask has shape"):
+        head_maps(model, batch, heads=torch.ones(3, 4, dtype=torch.bool))
+
+
+def test_sample_indices_are_seeded_distinct_and_sorted():
+    a = sample_indices(277, 100, seed=3)
+    assert a == sample_indices(277, 100, seed=3) != sample_indices(277, 100, seed=4)
+    assert len(set(a)) == 100 and a == sorted(a) and max(a) < 277
+    assert sample_indices(5, 100, seed=0) == [0, 1, 2, 3, 4]
+
+
+def test_extract_writes_the_documented_format_under_a_mask(tiny_model_dir, env):
+    glue = write_rte(env / "glue", n_train=4, n_dev=12)
+    layout = (2, 4)
+    keep = torch.ones(layout, dtype=torch.bool)
+    keep[1, 2] = False
+    save_masks(env / "mask.safetensors", Masks(heads=HeadMask(keep), mlps=MlpMask(torch.tensor([True, False]))))
+    index = extract_maps(tiny_model_dir, "RTE", env / "maps", glue_dir=glue, n_examples=5, seed=1,
+                         mask=env / "mask.safetensors", batch_size=2)
+    raw_index = json.loads((env / "maps" / "index.json").read_text())
+    assert raw_index["format"] == fmt.FORMAT and raw_index["weights"] == "pretrained"
+    assert raw_index["head_mask"][1][2] is False and len(raw_index["examples"]) == 5
+    assert [e["dev_index"] for e in raw_index["examples"]] == sample_indices(12, 5, 1)
+    maps = fmt.load_maps(env / "maps")
+    assert maps.index == index
+    first = maps.index.examples[0]
+    assert first.tokens[0] == "[CLS]" and first.tokens[-1] == "[SEP]" and first.segments[-1] == 1
+    arrays = maps.example(first.id)
+    T = first.n_tokens
+    assert arrays["raw"].shape == arrays["norm"].shape == (2, 4, T, T)
+    np.testing.assert_allclose(arrays["raw"][0].sum(-1), 1, atol=2e-3)  # float16 rows still sum to 1
+    assert np.all(arrays["raw"][1, 2] == 0) and np.all(arrays["norm"][1, 2] == 0)
+    assert sum(1 for _ in maps.head_maps("raw")) == 5 * 7  # the masked head is skipped
+    key, m = next(maps.head_maps("norm"))
+    assert (key.layer, key.head) == (0, 0) and m.shape == (T, T)
+    assert index.extra["fraction_kept"] < 1
+
+
+def test_labels_round_trip_and_bad_labels_are_refused(tmp_path):
+    ex = fmt.Example("ex000", 0, ["[CLS]", "a", "[SEP]"], [0, 0, 0])
+    info = fmt.MapsIndex(model="m", task="RTE", weights="pretrained", layers=1, heads=1)
+    fmt.save_maps(tmp_path, info, [(ex, {"raw": np.eye(3)[None, None], "norm": np.eye(3)[None, None]})])
+    fmt.write_labels(tmp_path, {fmt.label_key("ex000", 0, 0, "raw"): "diagonal"})
+    fmt.write_labels(tmp_path, {"ex000/0/0/norm": "block"}, merge=True)
+    assert fmt.read_labels(tmp_path) == {"ex000/0/0/raw": "diagonal", "ex000/0/0/norm": "block"}
+    with pytest.raises(UserError, match="Did you mean 'diagonal'"):
+        fmt.write_labels(tmp_path, {"ex000/0/0/raw": "diagnal"})
+    with pytest.raises(UserError, match="not '<example_id>"):
+        fmt.write_labels(tmp_path, {"ex000/0/raw": "block"})
+    with pytest.raises(UserError, match="does not exist"):
+        fmt.load_maps(tmp_path / "nowhere")
