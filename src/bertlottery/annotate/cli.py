@@ -1,5 +1,72 @@
-"""Placeholder: the package's owner replaces this with its commands."""
+"""``bertlottery annotate MAPS_DIR``: label attention maps by hand in a local web page.
+
+Light at import time: the server, numpy and the page load only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register", "cmd_annotate"]
 
 
-def register(sub) -> None:  # noqa: ARG001 - filled in by the package's owner
-    return None
+def register(sub) -> None:
+    p = sub.add_parser(
+        "annotate",
+        help="label attention maps by hand (diagonal, block, vertical, vertical+diagonal, heterogeneous)",
+        description="Serve a local page (127.0.0.1 only) that shows one attention map at a time and saves "
+                    "each label to MAPS_DIR/labels.json at once; reloading resumes at the first unlabelled "
+                    "map. With --export, write the labelled set instead and exit.",
+    )
+    p.add_argument("maps_dir", metavar="MAPS_DIR", help="a folder written by `bertlottery attention maps`")
+    p.add_argument("--port", type=int, default=None,
+                   help="port on 127.0.0.1 (default 8765, or any free one if 8765 is taken; 0 = any free one)")
+    p.add_argument("--kind", action="append", dest="kinds", metavar="KIND",
+                   help="label only this map kind (raw or norm; repeatable; default all)")
+    p.add_argument("--shuffle-seed", type=int, default=None,
+                   help="visit the maps in this seed's fixed random order (default: example, layer, head, kind)")
+    p.add_argument("--export", metavar="OUT_DIR",
+                   help="write the labelled maps (toolkit and paper layouts) to OUT_DIR and exit")
+    p.add_argument("--export-dir", metavar="DIR",
+                   help="where the page's Export button writes (default MAPS_DIR/export; replaced each time)")
+    p.add_argument("--overwrite", action="store_true", help="with --export: replace OUT_DIR if it exists")
+    p.add_argument("--open", action="store_true", help="also open the page in the default browser")
+    p.set_defaults(func=cmd_annotate)
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from .export import export_labelled
+    from .server import DEFAULT_PORT, make_server
+    from .store import MapsStore
+
+    if args.export:
+        summary = export_labelled(args.maps_dir, args.export, overwrite=args.overwrite)
+        per_kind = ", ".join(f"{kind} {sum(counts.values())}" for kind, counts in summary["counts"].items())
+        print(f"wrote {summary['n_labelled']} labelled maps ({per_kind}) to {args.export}")
+        return 0
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}.")
+    store = MapsStore(args.maps_dir, kinds=args.kinds, shuffle_seed=args.shuffle_seed)
+    export_dir = Path(args.export_dir) if args.export_dir else store.root / "export"
+    if args.port is None:
+        try:
+            server = make_server(store, export_dir, DEFAULT_PORT)
+        except UserError:
+            server = make_server(store, export_dir, 0)
+    else:
+        server = make_server(store, export_dir, args.port)
+    print(f"{store.n_labelled()} of {len(store.items)} maps labelled in {store.root}")
+    print(f"annotate at {server.url}  (Ctrl-C to stop; labels are saved after every click)", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"stopped; labels are in {store.root / 'labels.json'}")
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,105 @@
+"""Write the labelled maps of a maps folder in two layouts.
+
+``OUT_DIR/``::
+
+    export.json                  where it came from; counts per kind and label; the layouts below
+    toolkit/                     a maps folder of its own (index.json, maps/<example>.npz) holding the
+                                 labelled examples only, plus labels.json: what the toolkit's pattern
+                                 classifier trains on
+    paper/<kind>/maps/<name>.npy one float32 [query, key] map per labelled item, cropped to its tokens
+    paper/<kind>/labels.txt      the paper's labels file: one line per label, ``label = name1, name2, ...``
+    paper/<kind>/labels.tsv      the same as ``name<TAB>label`` lines (the layout of the released code's
+                                 norm-based set)
+
+``<name>`` is ``<example>_L<layer>_H<head>`` (``ex017_L03_H05``). One folder per kind because the paper
+trained one classifier on raw maps and another on norm-based ones. The released code's reader of
+``labels.txt`` folds every label containing "vertical" into "vertical" (it merged the sub-types of
+vertical attention of Kovaleva et al.'s set); a reader that copies that rule would fold
+"vertical+diagonal" into "vertical" too, so read ``labels.tsv`` or keep the five labels apart.
+
+>>> summary = export_labelled("runs/attention/maps", "runs/attention/labelled")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import runs
+from ..attention import maps_format as fmt
+from ..errors import UserError
+from .store import LABELS, MapsStore
+
+__all__ = ["EXPORT_FORMAT", "export_labelled", "paper_name"]
+
+EXPORT_FORMAT = "bertlottery-labelled-attention/1"
+
+
+def paper_name(example: str, layer: int, head: int) -> str:
+    """File stem of one map in the paper layout: ``paper_name("ex017", 3, 5) == "ex017_L03_H05"``."""
+    return f"{example}_L{layer:02d}_H{head:02d}"
+
+
+def export_labelled(maps_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                    overwrite: bool = False) -> dict[str, Any]:
+    """Write every labelled map of ``maps_dir`` to ``out_dir`` (see the module docstring).
+
+    ``out_dir`` appears complete or not at all; an existing one is refused unless ``overwrite``.
+    Returns the summary also written to ``export.json``.
+    """
+    store = MapsStore(maps_dir)
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.resolve() == store.root or store.root.is_relative_to(out_dir.resolve()):
+        raise UserError(f"--export {out_dir} would replace the maps folder itself; choose another folder.")
+    labels = store.labels()
+    if not labels:
+        raise UserError(f"{store.root} has no labels yet; label some maps with `bertlottery annotate "
+                        f"{maps_dir}` first.")
+    by_example: dict[str, dict[str, str]] = defaultdict(dict)
+    for item_id, label in labels.items():
+        by_example[store.item(item_id).example][item_id] = label
+    examples = [e for e in store.index.examples if e.id in by_example]  # index order
+
+    counts: dict[str, Counter] = {kind: Counter() for kind in store.kinds}
+    with runs.staged_run_dir(out_dir, overwrite=overwrite) as scratch:
+        toolkit = scratch / "toolkit"
+        (toolkit / fmt.MAPS_SUBDIR).mkdir(parents=True)
+        for kind in store.kinds:
+            (scratch / "paper" / kind / "maps").mkdir(parents=True)
+        lines: dict[str, dict[str, list[str]]] = {kind: defaultdict(list) for kind in store.kinds}
+        for example in examples:
+            shutil.copyfile(store.map_file(example.id), toolkit / fmt.MAPS_SUBDIR / f"{example.id}.npz")
+            for item_id in by_example[example.id]:
+                item, label = store.item(item_id), labels[item_id]
+                name = paper_name(item.example, item.layer, item.head)
+                np.save(scratch / "paper" / item.kind / "maps" / f"{name}.npy", store.load_map(item))
+                lines[item.kind][label].append(name)
+                counts[item.kind][label] += 1
+        runs.write_json(toolkit / fmt.INDEX_FILE, replace(store.index, examples=tuple(examples)).to_json())
+        fmt.write_labels(toolkit, labels)
+        for kind in store.kinds:
+            folder = scratch / "paper" / kind
+            (folder / "labels.txt").write_text("".join(
+                f"{label} = {', '.join(lines[kind][label])}\n" for label in LABELS if lines[kind][label]))
+            (folder / "labels.tsv").write_text("".join(
+                f"{name}\t{label}\n" for label in LABELS for name in lines[kind][label]))
+        summary = {
+            "format": EXPORT_FORMAT,
+            "source": str(store.root),
+            "model": store.index.model,
+            "task": store.index.task,
+            "weights": store.index.weights,
+            "labels": list(LABELS),
+            "n_labelled": len(labels),
+            "n_examples": len(examples),
+            "counts": {kind: {label: counts[kind][label] for label in LABELS} for kind in store.kinds},
+            "layouts": {"toolkit": "toolkit/", "paper": {kind: f"paper/{kind}/" for kind in store.kinds}},
+        }
+        runs.write_json(scratch / "export.json", summary)
+    return summary

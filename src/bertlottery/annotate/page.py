@@ -1,0 +1,468 @@
+"""The annotation page: HTML, CSS and vanilla JavaScript, kept as strings so that they ship inside the
+package (no package-data entry, no build step) and load nothing from the network.
+
+The page asks the server (``server.py``) for one map at a time and draws it on a canvas as a
+heatmap, query tokens down the left, key tokens along the top. Keys 1-5 label, arrows move.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from .store import LABELS
+
+__all__ = ["HTML", "CSS", "JS", "LABEL_HINTS"]
+
+# What each of Kovaleva et al. (2019)'s types looks like, as the buttons explain it.
+LABEL_HINTS = {
+    "diagonal": "previous / next token",
+    "block": "uniform within a sentence",
+    "vertical": "[CLS], [SEP], punctuation",
+    "vertical+diagonal": "both at once",
+    "heterogeneous": "everything else",
+}
+
+_BUTTONS = "\n".join(
+    f'      <button type="button" class="label" data-label="{escape(label)}" data-key="{n}">'
+    f'<canvas class="icon" width="40" height="40" data-pattern="{escape(label)}"></canvas>'
+    f'<span class="name">{escape(label)}</span><span class="hint">{escape(LABEL_HINTS[label])}</span>'
+    f'<span class="count" data-count="{escape(label)}">0</span><kbd>{n}</kbd></button>'
+    for n, label in enumerate(LABELS, start=1)
+)
+
+HTML = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>bertlottery · attention patterns</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/app.css">
+<script src="/static/app.js" defer></script>
+</head>
+<body>
+<header>
+  <div class="title">
+    <h1>Attention patterns</h1>
+    <span id="source" class="muted"></span>
+  </div>
+  <div class="progress" title="maps labelled">
+    <div class="bar"><div id="bar-fill"></div></div>
+    <span id="progress-text">loading…</span>
+  </div>
+</header>
+<main>
+  <section class="card map-card">
+    <div class="map-head">
+      <span id="item-id" class="mono" data-item=""></span>
+      <span id="kind-badge" class="badge"></span>
+      <span id="position" class="muted"></span>
+    </div>
+    <div class="canvas-wrap"><canvas id="heatmap" aria-label="attention map"></canvas></div>
+    <div class="map-foot">
+      <div id="readout" class="mono muted">rows: query token · columns: key token</div>
+      <label class="toggle" title="divide each row by its sum (display only; key r)"><input type="checkbox" id="rownorm"> rows to 1</label>
+      <div class="scale"><span>0</span><canvas id="colorbar" width="160" height="10"></canvas><span id="scale-max"></span></div>
+    </div>
+  </section>
+  <aside class="card">
+    <dl class="facts">
+      <dt>example</dt><dd id="fact-example"></dd>
+      <dt>layer</dt><dd id="fact-layer"></dd>
+      <dt>head</dt><dd id="fact-head"></dd>
+      <dt>map</dt><dd id="fact-kind"></dd>
+    </dl>
+    <div id="current" class="current">not labelled yet</div>
+    <div id="labels" class="labels">
+{_BUTTONS}
+    </div>
+    <div class="nav">
+      <button type="button" id="back" title="previous map (←)">← Back</button>
+      <button type="button" id="skip" title="next map (→)">Skip →</button>
+      <button type="button" id="clear" title="remove this map's label (0)">Clear</button>
+    </div>
+    <p class="keys muted"><kbd>1</kbd>–<kbd>5</kbd> label &amp; next · <kbd>←</kbd> back · <kbd>→</kbd> skip · <kbd>0</kbd> clear · <kbd>r</kbd> rows to 1</p>
+    <div class="export">
+      <button type="button" id="export">Export labelled set</button>
+      <div id="export-result" class="muted"></div>
+    </div>
+    <div id="message" class="message" role="status"></div>
+  </aside>
+</main>
+</body>
+</html>
+"""
+
+CSS = r"""
+:root {
+  --bg: #f4f5f7; --card: #ffffff; --ink: #1d2330; --muted: #6b7385; --line: #dde1e8;
+  --accent: #3b5bdb; --accent-soft: #e7ecff; --good: #2f9e44; --bad: #c92a2a;
+}
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { display: flex; align-items: center; justify-content: space-between; gap: 24px;
+         padding: 12px 24px; background: var(--card); border-bottom: 1px solid var(--line); }
+.title { display: flex; align-items: baseline; gap: 14px; min-width: 0; }
+h1 { font-size: 18px; margin: 0; font-weight: 650; white-space: nowrap; }
+.muted { color: var(--muted); }
+.mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+.progress { display: flex; align-items: center; gap: 10px; min-width: 300px; }
+.bar { flex: 1; height: 8px; background: #e9ecef; border-radius: 4px; overflow: hidden; }
+#bar-fill { height: 100%; width: 0; background: var(--good); transition: width .2s; }
+#progress-text { white-space: nowrap; font-variant-numeric: tabular-nums; }
+main { display: grid; grid-template-columns: minmax(0, 1fr) 330px; gap: 18px; padding: 18px 24px;
+       max-width: 1240px; margin: 0 auto; align-items: start; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px; }
+.map-head { display: flex; align-items: center; gap: 10px; margin-bottom: 10px; }
+#item-id { font-size: 15px; font-weight: 600; }
+#position { margin-left: auto; font-variant-numeric: tabular-nums; }
+.badge { font-size: 12px; padding: 1px 8px; border-radius: 10px; background: var(--accent-soft); color: var(--accent); }
+.canvas-wrap { display: flex; justify-content: center; }
+#heatmap { display: block; max-width: 100%; cursor: crosshair; }
+.map-foot { display: flex; justify-content: space-between; align-items: center; margin-top: 8px; gap: 12px; }
+.toggle { font-size: 12px; color: var(--muted); white-space: nowrap; cursor: pointer; margin-left: auto; }
+.toggle input { vertical-align: -2px; margin: 0 3px 0 0; }
+#readout { min-height: 1.4em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.scale { display: flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); white-space: nowrap; }
+#colorbar { border: 1px solid var(--line); border-radius: 2px; }
+.facts { display: grid; grid-template-columns: auto 1fr; gap: 2px 14px; margin: 0 0 12px; }
+.facts dt { color: var(--muted); }
+.facts dd { margin: 0; font-weight: 600; }
+.current { padding: 8px 10px; border-radius: 8px; background: #f1f3f5; margin-bottom: 12px; color: var(--muted); }
+.current.set { background: var(--accent-soft); color: var(--accent); font-weight: 600; }
+.labels { display: flex; flex-direction: column; gap: 6px; }
+button { font: inherit; color: inherit; background: #f8f9fa; border: 1px solid var(--line); border-radius: 8px;
+         padding: 7px 12px; cursor: pointer; }
+button:hover:not(:disabled) { border-color: var(--accent); }
+button:disabled { opacity: .45; cursor: default; }
+button.label { display: grid; grid-template-columns: 40px 1fr auto auto; grid-template-rows: auto auto;
+               column-gap: 10px; align-items: center; text-align: left; padding: 6px 10px; background: var(--card); }
+button.label .icon { grid-row: 1 / span 2; width: 40px; height: 40px; border-radius: 4px; }
+button.label .name { font-weight: 600; }
+button.label .hint { grid-column: 2; grid-row: 2; font-size: 12px; color: var(--muted); }
+button.label .count { grid-column: 3; grid-row: 1 / span 2; font-size: 12px; color: var(--muted);
+                      font-variant-numeric: tabular-nums; }
+button.label kbd { grid-column: 4; grid-row: 1 / span 2; }
+button.label.chosen { border-color: var(--accent); background: var(--accent-soft); box-shadow: 0 0 0 1px var(--accent) inset; }
+kbd { display: inline-block; min-width: 20px; padding: 0 5px; text-align: center; font: 12px/18px ui-monospace, Menlo, monospace;
+      border: 1px solid #ced4da; border-bottom-width: 2px; border-radius: 4px; background: #fff; color: var(--ink); }
+.nav { display: flex; gap: 6px; margin-top: 12px; }
+.nav button { flex: 1; }
+.keys { font-size: 12px; margin: 10px 0 0; }
+.export { border-top: 1px solid var(--line); margin-top: 14px; padding-top: 12px; }
+#export { width: 100%; }
+#export-result { font-size: 12px; margin-top: 6px; word-break: break-all; }
+.message { font-size: 13px; margin-top: 10px; min-height: 1em; }
+.message.error { color: var(--bad); }
+@media (max-width: 900px) { main { grid-template-columns: 1fr; } }
+"""
+
+JS = r"""
+"use strict";
+
+// viridis, sampled at 9 points and interpolated: dark = 0, yellow = the map's largest value
+const STOPS = [[68, 1, 84], [72, 40, 120], [62, 73, 137], [49, 104, 142], [38, 130, 142],
+               [31, 158, 137], [53, 183, 121], [110, 206, 88], [253, 231, 37]];
+function colour(t) {
+  t = Math.min(1, Math.max(0, t)) * (STOPS.length - 1);
+  const i = Math.min(STOPS.length - 2, Math.floor(t)), f = t - i, a = STOPS[i], b = STOPS[i + 1];
+  return `rgb(${Math.round(a[0] + f * (b[0] - a[0]))},${Math.round(a[1] + f * (b[1] - a[1]))},${Math.round(a[2] + f * (b[2] - a[2]))})`;
+}
+
+const $ = (id) => document.getElementById(id);
+const HOVER_HINT = "rows: query token · columns: key token";
+let state = null;     // /api/state
+let current = null;   // /api/item/<id>
+let busy = false;     // one request at a time: a key pressed mid-request never labels an unseen map
+let geometry = null;  // where the heatmap's cells are, for the hover readout
+let shown = null;     // the values drawn: the map, or its rows scaled to sum to 1
+
+function displayed() {
+  if (!$("rownorm").checked) return { values: current.map, max: current.max };
+  const values = current.map.map((row) => {
+    const sum = row.reduce((a, b) => a + b, 0);
+    return sum > 0 ? row.map((v) => v / sum) : row;
+  });
+  return { values, max: Math.max(0, ...values.map((row) => Math.max(...row))) };
+}
+
+async function api(path, body) {
+  const options = body === undefined ? {} :
+    { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  const response = await fetch(path, options);
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function itemUrl(id) { return "/api/item/" + id.split("/").map(encodeURIComponent).join("/"); }
+
+function say(text, isError) {
+  const box = $("message");
+  box.textContent = text || "";
+  box.classList.toggle("error", !!isError);
+}
+
+function showProgress(p) {
+  $("progress-text").textContent = `${p.n_labelled} / ${p.total} labelled`;
+  $("bar-fill").style.width = p.total ? `${(100 * p.n_labelled) / p.total}%` : "0";
+  for (const label of state.labels) {
+    const cell = document.querySelector(`[data-count="${CSS.escape(label)}"]`);
+    if (cell) cell.textContent = String((p.counts && p.counts[label]) || 0);
+  }
+}
+
+async function show(id) {
+  current = await api(itemUrl(id));
+  render();
+}
+
+function render() {
+  const c = current, item = c.item;
+  const idBox = $("item-id");
+  idBox.textContent = item.id;
+  idBox.dataset.item = item.id;
+  $("kind-badge").textContent = item.kind === "norm" ? "norm-based ‖αf(x)‖" : "raw attention";
+  $("position").textContent = `map ${item.index + 1} of ${c.total}`;
+  $("fact-example").textContent = c.dev_index == null ? item.example : `${item.example} (dev #${c.dev_index}, ${c.tokens.length} tokens)`;
+  $("fact-layer").textContent = String(item.layer);
+  $("fact-head").textContent = String(item.head);
+  $("fact-kind").textContent = item.kind;
+  const box = $("current");
+  box.textContent = c.label ? `labelled: ${c.label}` : "not labelled yet";
+  box.classList.toggle("set", !!c.label);
+  box.dataset.label = c.label || "";
+  for (const button of document.querySelectorAll("button.label")) {
+    button.classList.toggle("chosen", button.dataset.label === c.label);
+  }
+  $("back").disabled = !c.prev;
+  $("skip").disabled = !c.next;
+  $("clear").disabled = !c.label;
+  showProgress(c);
+  $("readout").textContent = HOVER_HINT;
+  drawHeatmap();
+}
+
+function drawHeatmap() {
+  shown = displayed();
+  $("scale-max").textContent = shown.max.toPrecision(3);
+  const canvas = $("heatmap"), tokens = current.tokens, values = shown.values, n = tokens.length;
+  const room = Math.max(320, Math.min(720, canvas.parentElement.clientWidth));
+  const ratio = window.devicePixelRatio || 1;
+  const ctx = canvas.getContext("2d");
+
+  // token labels: as large as the cells allow; every k-th one when the cells are too small to read
+  const probe = Math.max(7, Math.min(12, Math.floor((room - 100) / Math.max(n, 1)) - 1));
+  const font = `${probe}px ui-monospace, Menlo, Consolas, monospace`;
+  ctx.font = font;
+  const widest = Math.min(110, Math.max(24, ...tokens.map((t) => ctx.measureText(t).width)));
+  const margin = Math.ceil(widest) + 10;
+  const cell = Math.max(1, Math.floor((room - margin - 4) / Math.max(n, 1)));
+  const every = Math.max(1, Math.ceil((probe + 1) / cell));
+  const top = margin, left = margin;
+  geometry = { left, top, cell, n };
+
+  const size = margin + n * cell + 4;  // the canvas fits the map: no empty band below or beside it
+  canvas.width = Math.round(size * ratio);
+  canvas.height = Math.round(size * ratio);
+  canvas.style.width = `${size}px`;
+  canvas.style.height = `${size}px`;
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, size, size);
+  ctx.font = font;  // resizing a canvas resets its state
+
+  const max = shown.max > 0 ? shown.max : 1;
+  for (let i = 0; i < n; i++) {
+    const row = values[i];
+    for (let j = 0; j < n; j++) {
+      ctx.fillStyle = colour(row[j] / max);
+      ctx.fillRect(left + j * cell, top + i * cell, cell, cell);
+    }
+  }
+  // sentence boundaries (segment ids change): thin white rules help to see blocks
+  const segments = current.segments;
+  if (segments) {
+    ctx.strokeStyle = "rgba(255, 255, 255, 0.55)";
+    ctx.lineWidth = 1;
+    for (let k = 1; k < n; k++) {
+      if (segments[k] === segments[k - 1]) continue;
+      const at = Math.round(top + k * cell) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(left, at); ctx.lineTo(left + n * cell, at);
+      ctx.moveTo(at - top + left, top); ctx.lineTo(at - top + left, top + n * cell);
+      ctx.stroke();
+    }
+  }
+  ctx.strokeStyle = "#adb5bd";
+  ctx.lineWidth = 1;
+  ctx.strokeRect(left - 0.5, top - 0.5, n * cell + 1, n * cell + 1);
+
+  ctx.fillStyle = "#1d2330";
+  ctx.textBaseline = "middle";
+  const clip = (t) => {
+    if (ctx.measureText(t).width <= widest) return t;
+    while (t.length > 1 && ctx.measureText(t + "…").width > widest) t = t.slice(0, -1);
+    return t + "…";
+  };
+  ctx.textAlign = "right";
+  for (let i = 0; i < n; i += every) ctx.fillText(clip(tokens[i]), left - 5, top + i * cell + cell / 2);
+  ctx.textAlign = "left";
+  for (let j = 0; j < n; j += every) {
+    ctx.save();
+    ctx.translate(left + j * cell + cell / 2, top - 5);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(clip(tokens[j]), 0, 0);
+    ctx.restore();
+  }
+}
+
+function drawColourbar() {
+  const bar = $("colorbar"), ctx = bar.getContext("2d");
+  for (let x = 0; x < bar.width; x++) {
+    ctx.fillStyle = colour(x / (bar.width - 1));
+    ctx.fillRect(x, 0, 1, bar.height);
+  }
+}
+
+// little 10 x 10 sketches of each pattern on its button
+function sketch(pattern, i, j) {
+  const vertical = j === 0 || j === 9 ? 1 : 0;
+  const diagonal = Math.abs(i - j) === 1 ? 1 : 0;
+  switch (pattern) {
+    case "diagonal": return diagonal;
+    case "block": return (i < 5) === (j < 5) ? 0.55 : 0;
+    case "vertical": return vertical;
+    case "vertical+diagonal": return Math.max(vertical * 0.9, diagonal * 0.8);
+    default: return ((i * 7 + j * 13 + i * j * 3) % 11) / 10;
+  }
+}
+
+function drawIcons() {
+  for (const canvas of document.querySelectorAll("canvas.icon")) {
+    const ctx = canvas.getContext("2d"), step = canvas.width / 10;
+    for (let i = 0; i < 10; i++) {
+      for (let j = 0; j < 10; j++) {
+        ctx.fillStyle = colour(sketch(canvas.dataset.pattern, i, j));
+        ctx.fillRect(j * step, i * step, step, step);
+      }
+    }
+  }
+}
+
+async function act(work) {
+  if (busy || !current) return;
+  busy = true;
+  try {
+    await work();
+    say("");
+  } catch (error) {
+    say(error.message, true);
+  } finally {
+    busy = false;
+  }
+}
+
+function choose(label) {
+  return act(async () => {
+    const saved = await api("/api/label", { id: current.item.id, label });
+    if (label !== null && saved.next_unlabelled) {
+      await show(saved.next_unlabelled);
+    } else {
+      current = { ...current, ...saved, label };
+      render();
+      if (label !== null) say("Every map is labelled: export the set when ready.");
+    }
+  });
+}
+
+function move(direction) {
+  return act(async () => {
+    const id = direction < 0 ? current.prev : current.next;
+    if (id) await show(id);
+  });
+}
+
+async function exportSet() {
+  const out = $("export-result");
+  out.textContent = "exporting…";
+  try {
+    const summary = await api("/api/export", {});
+    const kinds = Object.entries(summary.counts)
+      .map(([kind, counts]) => `${kind} ${Object.values(counts).reduce((a, b) => a + b, 0)}`).join(", ");
+    out.textContent = `wrote ${summary.n_labelled} labelled maps (${kinds}) to ${summary.out}`;
+  } catch (error) {
+    out.textContent = "";
+    say(error.message, true);
+  }
+}
+
+function onKey(event) {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const n = "12345".indexOf(event.key);
+  if (n >= 0 && state && n < state.labels.length) {
+    event.preventDefault();
+    choose(state.labels[n]);
+  } else if (event.key === "ArrowLeft") {
+    event.preventDefault();
+    move(-1);
+  } else if (event.key === "ArrowRight") {
+    event.preventDefault();
+    move(1);
+  } else if (event.key === "r") {
+    event.preventDefault();
+    $("rownorm").checked = !$("rownorm").checked;
+    if (current) drawHeatmap();
+  } else if (event.key === "0" || event.key === "Delete") {
+    event.preventDefault();
+    if (current && current.label) choose(null);
+  }
+}
+
+function onHover(event) {
+  if (!geometry || !current) return;
+  const rect = event.target.getBoundingClientRect();
+  const j = Math.floor((event.clientX - rect.left - geometry.left) / geometry.cell);
+  const i = Math.floor((event.clientY - rect.top - geometry.top) / geometry.cell);
+  const readout = $("readout");
+  if (i < 0 || j < 0 || i >= geometry.n || j >= geometry.n) {
+    readout.textContent = HOVER_HINT;
+    return;
+  }
+  const t = current.tokens;
+  const value = current.map[i][j].toPrecision(3);
+  const scaled = $("rownorm").checked ? ` (row-scaled ${shown.values[i][j].toPrecision(3)})` : "";
+  readout.textContent = `query ${i} ${t[i]} → key ${j} ${t[j]}: ${value}${scaled}`;
+}
+
+async function start() {
+  drawIcons();
+  drawColourbar();
+  for (const button of document.querySelectorAll("button.label")) {
+    button.addEventListener("click", () => choose(button.dataset.label));
+  }
+  $("back").addEventListener("click", () => move(-1));
+  $("skip").addEventListener("click", () => move(1));
+  $("clear").addEventListener("click", () => choose(null));
+  $("export").addEventListener("click", exportSet);
+  $("rownorm").addEventListener("change", () => { $("rownorm").blur(); if (current) drawHeatmap(); });
+  $("heatmap").addEventListener("mousemove", onHover);
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("resize", () => current && drawHeatmap());
+  try {
+    state = await api("/api/state");
+    const where = [state.model, state.task, state.weights].filter(Boolean).join(" · ");
+    $("source").textContent = `${state.folder}${where ? " — " + where : ""}`;
+    showProgress(state);
+    const first = state.first_unlabelled || state.first;
+    if (!first) { say("This folder has no maps.", true); return; }
+    await show(first);
+    if (!state.first_unlabelled) say("Every map is labelled: export the set when ready.");
+    document.body.dataset.ready = "1";
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);
+"""
