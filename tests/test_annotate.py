@@ -317,6 +317,7 @@ def test_bad_labels_ids_and_requests_are_refused_with_a_message(server, maps_dir
         assert request(server, "POST", "/api/label", raw, headers)[0] == status
     assert request(server, "POST", "/api/label", b"{not json", {"Content-Type": "application/json"})[0] == 400
     assert request(server, "GET", "/api/next?after=x")[0] == 400
+    assert request(server, "GET", "/api/items?limit=-3")[0] == 400
     assert request(server, "POST", "/api/nothing", raw, {"Content-Type": "application/json"})[0] == 404
     assert not (maps_dir / "labels.json").exists()  # nothing was written
     assert post_json(server, "/api/label", ok)[0] == 200

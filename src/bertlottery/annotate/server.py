@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,6 +66,7 @@ class AnnotateServer(ThreadingHTTPServer):
     def __init__(self, store: MapsStore, export_dir: Path, port: int) -> None:
         self.store = store
         self.export_dir = Path(export_dir)
+        self.export_lock = threading.Lock()  # two clicks at once would share one scratch folder
         super().__init__((HOST, port), _Handler)
 
     @property
@@ -252,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/export":
             self._body()
             try:
-                summary = export_labelled(store.root, self.server.export_dir, overwrite=True)
+                with self.server.export_lock:
+                    summary = export_labelled(store.root, self.server.export_dir, overwrite=True)
             except UserError as error:
                 raise HttpError(HTTPStatus.CONFLICT, str(error)) from None
             self._json({**summary, "out": str(self.server.export_dir)})
@@ -265,6 +268,9 @@ def _int_arg(query: dict[str, list[str]], name: str, default: int) -> int:
     if not values:
         return default
     try:
-        return int(values[0])
+        value = int(values[0])
     except ValueError:
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number, got {values[0]!r}") from None
+        value = None
+    if value is None or value < (-1 if name == "after" else 0):
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number >= 0, got {values[0]!r}")
+    return value
