@@ -37,6 +37,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -405,7 +406,7 @@ def _magnitude_task(mask_set: MaskSet, task: str) -> dict[str, Any]:
     per_seed = [stats.weight_survival_by_component(w.keep, mask_set.num_heads) for w in weights]
     head_mean, head_std = stats.survival_mean_std([h for h, _ in per_seed])
     mlp_mean, mlp_std = stats.survival_mean_std([m for _, m in per_seed])
-    always = {n: np.logical_and.reduce([w.keep[n].numpy() for w in weights]) for n in names}
+    always = {n: reduce(np.logical_and, (w.keep[n].numpy() for w in weights)) for n in names}  # one copy at a time
     n_always = int(sum(a.sum() for a in always.values()))
     layout = mask_set.layout
     total = weights[0].n_total
