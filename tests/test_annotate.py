@@ -231,11 +231,13 @@ def check_export(out: Path, maps_dir: Path, given: dict[str, str]) -> None:
         np.testing.assert_array_equal(toolkit.head_map(k.example_id, k.layer, k.head, k.kind),
                                       fmt.load_maps(maps_dir).head_map(k.example_id, k.layer, k.head, k.kind))
     # paper layout: one .npy per map, labels.txt "label = name1, name2", labels.tsv "name<TAB>label"
+    from bertlottery.attention.classifier import load_labelled
+
     for kind in ("raw", "norm"):
         expect = {f"{k.example_id}_L{k.layer:02d}_H{k.head:02d}": label
                   for key, label in given.items() if (k := fmt.parse_label_key(key)).kind == kind}
         folder = out / "paper" / kind
-        assert sorted(p.stem for p in (folder / "maps").iterdir()) == sorted(expect)
+        assert sorted(p.stem for p in folder.glob("*.npy")) == sorted(expect)
         from_txt = {}
         for line in (folder / "labels.txt").read_text().splitlines():
             label, names = (part.strip() for part in line.split("="))
@@ -243,10 +245,18 @@ def check_export(out: Path, maps_dir: Path, given: dict[str, str]) -> None:
         assert from_txt == expect
         assert dict(line.split("\t") for line in (folder / "labels.tsv").read_text().splitlines()) == expect
         for name in expect:
-            m = np.load(folder / "maps" / f"{name}.npy")
+            m = np.load(folder / f"{name}.npy")
             ex, layer, head = re.fullmatch(r"(ex\d+)_L(\d+)_H(\d+)", name).groups()
             assert m.dtype == np.float32 and m.shape == (len(SENTENCES[int(ex[2:])][0]),) * 2
             np.testing.assert_array_equal(m, fmt.load_maps(maps_dir).head_map(ex, int(layer), int(head), kind))
+        # the toolkit's classifier reads both layouts to the same maps and labels
+        if expect:
+            from_paper, from_toolkit = load_labelled([folder], kind), load_labelled([out / "toolkit"], kind)
+            assert sorted(from_paper.labels) == sorted(from_toolkit.labels) == sorted(expect.values())
+            by_name = dict(zip((Path(n).stem for n in from_paper.names), from_paper.maps, strict=True))
+            for name, m in zip(from_toolkit.names, from_toolkit.maps, strict=True):  # name: <folder>/<key>
+                k = fmt.parse_label_key("/".join(name.split("/")[-4:]))
+                np.testing.assert_array_equal(by_name[f"{k.example_id}_L{k.layer:02d}_H{k.head:02d}"], m)
 
 
 # --- the API -------------------------------------------------------------------------------------

@@ -6,10 +6,13 @@
     toolkit/                     a maps folder of its own (index.json, maps/<example>.npz) holding the
                                  labelled examples only, plus labels.json: what the toolkit's pattern
                                  classifier trains on
-    paper/<kind>/maps/<name>.npy one float32 [query, key] map per labelled item, cropped to its tokens
+    paper/<kind>/<name>.npy      one float32 [query, key] map per labelled item ([T, T], T its tokens)
     paper/<kind>/labels.txt      the paper's labels file: one line per label, ``label = name1, name2, ...``
     paper/<kind>/labels.tsv      the same as ``name<TAB>label`` lines (the layout of the released code's
                                  norm-based set)
+
+Both layouts are what ``bertlottery.attention.classifier.load_labelled`` reads: give it
+``OUT_DIR/toolkit`` or ``OUT_DIR/paper/<kind>`` (the maps beside their labels file, as it expects).
 
 ``<name>`` is ``<example>_L<layer>_H<head>`` (``ex017_L03_H05``). One folder per kind because the paper
 trained one classifier on raw maps and another on norm-based ones. The released code's reader of
@@ -71,14 +74,14 @@ def export_labelled(maps_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         toolkit = scratch / "toolkit"
         (toolkit / fmt.MAPS_SUBDIR).mkdir(parents=True)
         for kind in store.kinds:
-            (scratch / "paper" / kind / "maps").mkdir(parents=True)
+            (scratch / "paper" / kind).mkdir(parents=True)
         lines: dict[str, dict[str, list[str]]] = {kind: defaultdict(list) for kind in store.kinds}
         for example in examples:
             shutil.copyfile(store.map_file(example.id), toolkit / fmt.MAPS_SUBDIR / f"{example.id}.npz")
             for item_id in by_example[example.id]:
                 item, label = store.item(item_id), labels[item_id]
                 name = paper_name(item.example, item.layer, item.head)
-                np.save(scratch / "paper" / item.kind / "maps" / f"{name}.npy", store.load_map(item))
+                np.save(scratch / "paper" / item.kind / f"{name}.npy", store.load_map(item))
                 lines[item.kind][label].append(name)
                 counts[item.kind][label] += 1
         runs.write_json(toolkit / fmt.INDEX_FILE, replace(store.index, examples=tuple(examples)).to_json())
