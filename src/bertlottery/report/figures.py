@@ -1,0 +1,263 @@
+"""The report's figures: pure functions of tables and arrays that return a matplotlib ``Figure``.
+
+They use `matplotlib.figure.Figure` directly (no pyplot, no global state, no display: the Agg canvas
+renders them), with one colour per subnetwork kind everywhere (`COLOURS`). `save_figure` is the one
+function that writes files (PNG and PDF).
+
+Example:
+    >>> fig = lottery_bars(cells, full)                       # doctest: +SKIP
+    >>> png, pdf = save_figure(fig, Path("report/figures"), "figure2")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .tables import task_order
+
+__all__ = [
+    "COLOURS",
+    "METHOD_LABELS",
+    "save_figure",
+    "lottery_bars",
+    "component_heatmaps",
+    "importance_histograms",
+    "overlap_matrices",
+    "longer_lines",
+]
+
+# good / random / bad: the same colours in every figure (super-survivor variants share them).
+COLOURS = {"good": "#2f9e44", "random": "#868e96", "bad": "#e03131"}
+METHOD_LABELS = {"structured": "s-pruning", "magnitude": "m-pruning"}
+MODE_LABELS = {"pruned": "pruned", "retrained": "re-fine-tuned"}
+DPI = 110
+
+
+def _colour(subnetwork: str) -> str:
+    return COLOURS.get(subnetwork.removeprefix("super-"), "#1c7ed6")
+
+
+def save_figure(fig: Figure, folder: Path, name: str) -> tuple[Path, Path]:
+    """Write ``folder/name.png`` and ``folder/name.pdf``; returns both paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+    fig.savefig(png, dpi=DPI, bbox_inches="tight")
+    # no creation date: the same figure gives the same PDF bytes
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})
+    return png, pdf
+
+
+def _grid(n: int, per_row: int) -> tuple[int, int]:
+    cols = max(1, min(n, per_row))
+    return math.ceil(n / cols), cols
+
+
+def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
+                 methods: Sequence[str] = ("structured", "magnitude"),
+                 subnetworks: Sequence[str] = ("good", "random", "bad"),
+                 modes: Sequence[str] = ("pruned", "retrained"),
+                 metrics: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+    """The paper's Figure 2 (and, with ``subnetworks=("super-good", ...)``, Figure 17).
+
+    One panel per task and method; in each, the subnetworks' mean over seeds as bars (std as error
+    bars), grouped by mode (pruned, re-fine-tuned), and the full model's mean minus one std as a
+    dashed line. The title gives the subnetworks' size (% of encoder-body weights kept, mean and std
+    over seeds). ``cells``: `bertlottery.report.tables.cell_stats` output; ``full``: its rows of the
+    full model (method ``none``) or None.
+    """
+    tasks = task_order(cells["task"]) if not cells.empty else []
+    methods = [m for m in methods if not cells[cells["method"] == m].empty]
+    panels = [(t, m) for t in tasks for m in methods
+              if not cells[(cells["task"] == t) & (cells["method"] == m) & cells["subnetwork"].isin(subnetworks)].empty]
+    if not panels:
+        raise ValueError("no cells of the asked subnetworks to plot")
+    per_row = 4 if len(methods) > 1 else 3
+    rows, cols = _grid(len(panels), per_row)
+    fig = Figure(figsize=(3.3 * cols, 2.9 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    width = 0.8 / len(subnetworks)
+    for ax, (task, method) in zip(axes.flat, panels):
+        part = cells[(cells["task"] == task) & (cells["method"] == method)]
+        sizes = []
+        for i, sub in enumerate(subnetworks):
+            means, stds, xs = [], [], []
+            for j, mode in enumerate(modes):
+                cell = part[(part["subnetwork"] == sub) & (part["mode"] == mode)]
+                if cell.empty:
+                    continue
+                xs.append(j + (i - (len(subnetworks) - 1) / 2) * width)
+                means.append(float(cell["mean"].iloc[0]))
+                std = cell["std"].iloc[0]
+                stds.append(0.0 if pd.isna(std) else float(std))
+                sizes.append((float(cell["fraction_kept"].iloc[0]), cell["fraction_kept_std"].iloc[0]))
+            ax.bar(xs, means, width * 0.92, yerr=stds, color=_colour(sub), capsize=2.5, error_kw={"linewidth": 0.8},
+                   label=sub.replace("super-", "super-survivor "))
+        if full is not None and not full.empty:
+            reference = full[full["task"] == task]
+            if not reference.empty:
+                mean, std = float(reference["mean"].iloc[0]), reference["std"].iloc[0]
+                level = mean - (0.0 if pd.isna(std) else float(std))
+                ax.axhline(level, color="#343a40", linestyle="--", linewidth=1.0, label="full model − 1 std")
+        ax.set_xticks(range(len(modes)), [MODE_LABELS.get(m, m) for m in modes])
+        ax.set_xlim(-0.6, len(modes) - 0.4)
+        size = ""
+        if sizes:
+            kept, kept_std = sizes[0]
+            size = f"\n{100 * kept:.1f}% kept" + ("" if pd.isna(kept_std) else f" (std {100 * kept_std:.1f})")
+        ax.set_title(f"{task}, {METHOD_LABELS.get(method, method)}{size}", fontsize=9)
+        ax.set_ylabel((metrics or {}).get(task, "metric"), fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+        ax.set_axisbelow(True)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if full is not None and not full.empty and "full model − 1 std" not in labels:
+        for ax in axes.flat:  # the first panel's task may lack a full model; take the line from another
+            h, l_ = ax.get_legend_handles_labels()
+            if "full model − 1 std" in l_:
+                handles.append(h[l_.index("full model − 1 std")])
+                labels.append("full model − 1 std")
+                break
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _annotated(ax, mean: np.ndarray, std: np.ndarray | None, vmin: float, vmax: float, cmap: str,
+               fmt: str, row_label: str, col_label: str, rows_start: int = 0):
+    image = ax.imshow(mean, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    span = vmax - vmin or 1.0
+    many = mean.shape[1] > 12
+    size = 5.5 if many else 6.5 if mean.shape[1] > 6 else 9
+    for (r, c), value in np.ndenumerate(mean):
+        if np.isnan(value):
+            continue
+        text = format(value, fmt)
+        if std is not None and not np.isnan(std[r, c]) and not many:
+            text += "\n" + format(std[r, c], fmt)
+        # viridis runs from dark (low) to bright yellow (high): dark text on the bright half
+        shade = (value - vmin) / span
+        ax.text(c, r, text, ha="center", va="center", fontsize=size,
+                color="black" if shade > 0.55 else "white", linespacing=0.95)
+    ax.set_xticks(range(mean.shape[1]), [str(i + 1) for i in range(mean.shape[1])], fontsize=7)
+    ax.set_yticks(range(mean.shape[0]), [str(i + 1 + rows_start) for i in range(mean.shape[0])], fontsize=7)
+    ax.set_xlabel(col_label, fontsize=8)
+    ax.set_ylabel(row_label, fontsize=8)
+    return image
+
+
+def component_heatmaps(heads_mean, heads_std=None, mlps_mean=None, mlps_std=None, *, title: str = "",
+                       vmax: float | None = None, label: str = "survival over seeds", fmt: str = ".2f") -> Figure:
+    """Heads (layers x heads) and MLPs (1 x layers) as annotated heatmaps: the mean in each cell and
+    the std below it (the paper's Fig. 1 and appendix A; with ``vmax`` = the number of tasks, Fig. 15).
+    Missing values (``None``/nan) are left blank."""
+    heads_mean = np.asarray(heads_mean, dtype=float)
+    heads_std = None if heads_std is None else np.asarray(heads_std, dtype=float)
+    layers, heads = heads_mean.shape
+    has_mlps = mlps_mean is not None
+    vmax = vmax if vmax is not None else max(1.0, float(np.nanmax(heads_mean)) if heads_mean.size else 1.0)
+    width = max(4.5, 0.5 * heads + 1.6)
+    height = 0.42 * layers + (0.9 if has_mlps else 0) + 1.2
+    fig = Figure(figsize=(width, height), layout="constrained")
+    if has_mlps:
+        axes = fig.subplots(2, 1, height_ratios=[layers, 1.0])
+    else:
+        axes = [fig.subplots(1, 1)]
+    image = _annotated(axes[0], heads_mean, heads_std, 0.0, vmax, "viridis", fmt, "layer", "head")
+    axes[0].set_title(f"{title} — heads" if title else "heads", fontsize=9)
+    if has_mlps:
+        mlps_mean = np.asarray(mlps_mean, dtype=float).reshape(1, -1)
+        mlps_std = None if mlps_std is None else np.asarray(mlps_std, dtype=float).reshape(1, -1)
+        _annotated(axes[1], mlps_mean, mlps_std, 0.0, vmax, "viridis", fmt, "", "layer")
+        axes[1].set_yticks([])
+        axes[1].set_title("MLPs", fontsize=9)
+    colourbar = fig.colorbar(image, ax=list(axes), shrink=0.8, pad=0.02)
+    colourbar.set_label(label, fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
+    return fig
+
+
+def importance_histograms(panels: Sequence[tuple[str, Sequence[np.ndarray]]], *, title: str = "",
+                          bins: int = 20) -> Figure:
+    """Head importance scores at chosen iterations of the s-pruning search (the paper's Fig. 3): one
+    panel per ``(label, [scores of each seed])``, the seeds' scores pooled; nan (already pruned
+    heads) left out. The scores come from `bertlottery.stats.importance_at`."""
+    if not panels:
+        raise ValueError("no iterations to plot")
+    fig = Figure(figsize=(3.2 * len(panels), 2.7), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (label, scores) in zip(axes, panels):
+        values = np.concatenate([np.asarray(s, dtype=float).ravel() for s in scores]) if scores else np.array([])
+        values = values[~np.isnan(values)]
+        ax.hist(values, bins=bins, color="#1c7ed6", edgecolor="white", linewidth=0.4)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        seeds = f"{len(scores)} seed{'s' if len(scores) != 1 else ''}"
+        ax.set_title(f"{label}\n{len(values)} heads, {seeds}", fontsize=8)
+        ax.set_xlabel("head importance score", fontsize=8)
+        ax.set_ylabel("heads", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def overlap_matrices(matrices: Sequence[tuple[str, np.ndarray, np.ndarray | None]], tasks: Sequence[str], *,
+                     title: str = "") -> Figure:
+    """Task x task matrices of shared elements (the paper's Fig. 5 and appendix G): one panel per
+    ``(label, mean, std or None)``; each cell shows the mean (and std) of the shared count."""
+    n = len(tasks)
+    fig = Figure(figsize=(max(3.6, 0.75 * n + 1.6) * len(matrices), max(3.0, 0.6 * n + 1.3)), layout="constrained")
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    for ax, (label, mean, std) in zip(axes, matrices):
+        mean = np.asarray(mean, dtype=float)
+        std = None if std is None else np.asarray(std, dtype=float)
+        vmax = float(np.nanmax(mean)) if mean.size else 1.0
+        image = ax.imshow(mean, cmap="magma_r", vmin=0, vmax=vmax or 1.0)
+        for (r, c), value in np.ndenumerate(mean):
+            text = f"{value:.1f}" if std is not None else f"{value:.0f}"
+            if std is not None and not np.isnan(std[r, c]):
+                text += f"\n±{std[r, c]:.1f}"
+            ax.text(c, r, text, ha="center", va="center", fontsize=6.5,
+                    color="white" if value > 0.6 * (vmax or 1.0) else "black", linespacing=0.95)
+        ax.set_xticks(range(n), list(tasks), rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(n), list(tasks), fontsize=7)
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def longer_lines(cells: pd.DataFrame, *, metrics: Mapping[str, str] | None = None) -> Figure:
+    """The metric after each epoch of longer re-fine-tuning (appendix D): one panel per task, a
+    line per (method, subnetwork), mean over seeds with std as a band."""
+    tasks = task_order(cells["task"])
+    rows, cols = _grid(len(tasks), 4)
+    fig = Figure(figsize=(3.0 * cols, 2.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        part = cells[cells["task"] == task]
+        for (method, sub), line in part.groupby(["method", "subnetwork"], sort=False):
+            line = line.sort_values("epochs")
+            x, y = line["epochs"].astype(float).to_numpy(), line["mean"].to_numpy(dtype=float)
+            s = line["std"].fillna(0.0).to_numpy(dtype=float)
+            ax.plot(x, y, marker="o", color=_colour(sub), label=f"{METHOD_LABELS.get(method, method)} {sub}")
+            ax.fill_between(x, y - s, y + s, color=_colour(sub), alpha=0.15, linewidth=0)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel((metrics or {}).get(task, "metric"), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return fig

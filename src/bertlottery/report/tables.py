@@ -1,0 +1,453 @@
+"""The report's tables: pure functions of the results table (a DataFrame with `bertlottery.results`'
+columns) and of the stages' records. Nothing here reads a file.
+
+Every table is a `Table`: ``frame`` holds the numbers (unrounded; written as CSV), ``display`` the
+same cells as text for the page. Means and standard deviations are over seeds, the std the sample
+std (ddof=1, as the paper's Table 3), on each task's primary metric on its main dev split unless
+another metric is asked for.
+
+Example:
+    >>> rows, metrics = main_rows(results)               # doctest: +SKIP
+    >>> cells = cell_stats(rows)                         # doctest: +SKIP
+    >>> table = results_table(cells, TABLE3_ROWS)        # doctest: +SKIP
+    >>> table.frame.to_csv("table3.csv", index=False)    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .paper import PAPER_TASKS, QUOTED_LONGER, QUOTED_TABLE2, QUOTED_TABLE2_AVERAGE
+
+__all__ = [
+    "Table",
+    "RowSpec",
+    "TABLE3_ROWS",
+    "SUPER_ROWS",
+    "metric_of",
+    "main_rows",
+    "cell_stats",
+    "task_order",
+    "format_cell",
+    "results_table",
+    "bad_vs_baselines_table",
+    "sizes_table",
+    "longer_table",
+    "status_table",
+    "cost_tables",
+]
+
+
+@dataclass
+class Table:
+    """A table of the report. ``display`` has the row labels as its index and one or two column
+    levels; ``groups`` gives each display row's group (a header row is drawn where it changes);
+    ``row_classes`` marks rows (``"quoted"``: numbers quoted from the paper)."""
+
+    name: str
+    title: str
+    caption: str
+    frame: pd.DataFrame
+    display: pd.DataFrame
+    groups: list[str] | None = None
+    row_classes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.display.empty
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    group: str
+    method: str
+    subnetwork: str
+    mode: str
+    label: str
+
+
+def _lottery_rows(group: str, method: str, prefix: str = "") -> list[RowSpec]:
+    return [RowSpec(group, method, prefix + sub, mode, f"{quote}{sub}{quote} ({'re-fine-tuned' if mode == 'retrained' else mode})")
+            for sub, quote in (("good", "'"), ("random", ""), ("bad", "'"))
+            for mode in ("pruned", "retrained")]
+
+
+BASELINE_GROUP = "Full model and baselines"
+TABLE3_ROWS: list[RowSpec] = [
+    RowSpec(BASELINE_GROUP, "majority", "none", "baseline", "majority class"),
+    RowSpec(BASELINE_GROUP, "none", "full", "finetuned", "full model (fine-tuned)"),
+    *_lottery_rows("s-pruning subnetworks", "structured"),
+    *_lottery_rows("Super-survivor subnetworks (s-pruning)", "structured", "super-"),
+    *_lottery_rows("m-pruning subnetworks", "magnitude"),
+    RowSpec("Baseline: randomly initialised encoder", "random-init", "random", "baseline",
+            "random init + random s-mask of the 'bad' size (re-fine-tuned)"),
+]
+SUPER_ROWS = [r for r in TABLE3_ROWS if r.subnetwork.startswith("super-")]
+
+
+def metric_of(task: str, which: str = "primary") -> tuple[str | None, str | None]:
+    """``(split, metric)`` a table reports for ``task``: its first eval split and its primary (the
+    pruning threshold's) or reported (the paper's Table 1) metric; ``(None, None)`` for a task that
+    bertlottery does not know."""
+    from ..tasks import get_task
+
+    try:
+        spec = get_task(task)
+    except Exception:  # noqa: BLE001 - a foreign task name in a results table is shown, not refused
+        return None, None
+    return spec.eval_splits[0], spec.primary_metric if which == "primary" else spec.reported_metric
+
+
+def main_rows(results: pd.DataFrame, which: str = "primary") -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rows of each task's main split and metric, and ``{task: metric}``.
+
+    A task bertlottery does not know keeps its most common split and the first of its metrics in
+    alphabetical order (the table says which).
+    """
+    parts, metrics = [], {}
+    for task, rows in results.groupby("task", sort=False):
+        split, metric = metric_of(str(task), which)
+        if split is None:
+            split = rows["split"].mode().iloc[0]
+            metric = sorted(rows.loc[rows["split"] == split, "metric"].unique())[0]
+        chosen = rows[(rows["split"] == split) & (rows["metric"] == metric)]
+        if not chosen.empty:
+            parts.append(chosen)
+            metrics[str(task)] = metric
+    if not parts:
+        return results.iloc[0:0], metrics
+    return pd.concat(parts, ignore_index=True), metrics
+
+
+def cell_stats(rows: pd.DataFrame, *, by_epoch: bool = False) -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and count over seeds of every (task, method, subnetwork, mode) cell
+    (and epoch, with ``by_epoch``), with the mean and std of the fraction of body weights kept."""
+    keys = ["task", "method", "subnetwork", "mode"] + (["epochs"] if by_epoch else [])
+    columns = [*keys, "mean", "std", "n", "fraction_kept", "fraction_kept_std"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = rows.groupby(keys, sort=False, dropna=False)
+    cells = grouped["value"].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    cells["fraction_kept"] = grouped["fraction_kept"].mean()
+    cells["fraction_kept_std"] = grouped["fraction_kept"].std()
+    return cells.reset_index()[columns]
+
+
+def task_order(tasks) -> list[str]:
+    """The paper's task order (its Table 1), then any other task in order of appearance."""
+    tasks = list(dict.fromkeys(str(t) for t in tasks))
+    known = [t for t in PAPER_TASKS if t in tasks]
+    return known + [t for t in tasks if t not in known]
+
+
+def format_cell(mean: float, std: float | None = None, n: int | None = None, expected_n: int | None = None,
+                digits: int = 3) -> str:
+    """``0.512 ± 0.013``; the mean alone for one seed; ``(n=2)`` where fewer seeds than expected."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{mean:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)) and (n is None or n > 1):
+        text += f" ± {std:.{digits}f}"
+    if n is not None and expected_n is not None and n < expected_n:
+        text += f" (n={n})"
+    return text
+
+
+def _lookup(cells: pd.DataFrame, **keys: Any) -> pd.DataFrame:
+    mask = np.ones(len(cells), dtype=bool)
+    for name, value in keys.items():
+        mask &= (cells[name] == value).to_numpy()
+    return cells[mask]
+
+
+def _other_specs(cells: pd.DataFrame, specs: list[RowSpec], exclude_modes: tuple[str, ...]) -> list[RowSpec]:
+    """Specs for the cells no spec covers (nothing the run measured is left out of a table)."""
+    known = {(s.method, s.subnetwork, s.mode) for s in specs}
+    extra = []
+    for key in cells[["method", "subnetwork", "mode"]].drop_duplicates().itertuples(index=False):
+        key = tuple(map(str, key))
+        if key not in known and key[2] not in exclude_modes:
+            extra.append(RowSpec("Other", *key, f"{key[0]} / {key[1]} ({key[2]})"))
+    return sorted(extra, key=lambda s: s.label)
+
+
+def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.DataFrame | None = None,
+                  expected_n: int | None = None, metrics: dict[str, str] | None = None, name: str = "table3",
+                  title: str = "Mean and standard deviation over seeds (like the paper's Table 3)",
+                  caption: str = "", include_other: bool = True, model: str = "this run") -> Table:
+    """Rows = ``specs`` the run has (then, with ``include_other``, any other cell of the run except
+    longer re-fine-tuning), columns = tasks. ``reference`` (`bertlottery.report.paper.released_metrics`
+    of the same metrics) adds a "paper" column per task."""
+    tasks = task_order(cells["task"]) if not cells.empty else []
+    present = {tuple(map(str, k)) for k in cells[["method", "subnetwork", "mode"]].drop_duplicates().itertuples(index=False)}
+    rows = [s for s in specs if (s.method, s.subnetwork, s.mode) in present]
+    if include_other:
+        rows += _other_specs(cells, specs, exclude_modes=("retrained-long",))
+    with_ref = reference is not None and not reference.empty
+    if with_ref and metrics:
+        reference = reference[[metrics.get(t) == m for t, m in zip(reference["task"], reference["metric"])]]
+    frame_rows, display_rows = [], []
+    for spec in rows:
+        record: dict[str, Any] = {"group": spec.group, "row": spec.label, "method": spec.method,
+                                  "subnetwork": spec.subnetwork, "mode": spec.mode}
+        shown: dict[Any, str] = {}
+        for task in tasks:
+            cell = _lookup(cells, task=task, method=spec.method, subnetwork=spec.subnetwork, mode=spec.mode)
+            mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0])) if not cell.empty
+                            else (math.nan, math.nan, 0))
+            record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
+            key = (task, model) if with_ref else task
+            expected = 1 if spec.method == "majority" else expected_n  # the majority class has no seeds
+            shown[key] = format_cell(mean, std, n, expected) if n else "–"
+            if with_ref:
+                ref = _lookup(reference, task=task, method=spec.method, subnetwork=spec.subnetwork, mode=spec.mode)
+                r_mean, r_std = (ref["mean"].iloc[0], ref["std"].iloc[0]) if not ref.empty else (math.nan, math.nan)
+                record.update({f"{task} paper mean": r_mean, f"{task} paper std": r_std})
+                shown[(task, "paper")] = format_cell(r_mean, r_std)
+        frame_rows.append(record)
+        display_rows.append(shown)
+    columns = ([(t, s) for t in tasks for s in (model, "paper")] if with_ref else tasks)
+    display = pd.DataFrame(display_rows, columns=pd.MultiIndex.from_tuples(columns) if with_ref else columns,
+                           index=[s.label for s in rows])
+    notes = []
+    if metrics:
+        notes.append("Metric per task: " + ", ".join(f"{t} {metrics[t]}" for t in tasks if t in metrics) + ".")
+    if with_ref:
+        notes.append("'paper' columns: the paper's released metrics for bert-base-uncased over its 5 seeds "
+                     "(evaluate_masked/), std converted to the sample std (ddof=1) like the paper's Table 3.")
+    if expected_n:
+        notes.append(f"'(n=k)': only k of the configured {expected_n} seeds have a result yet.")
+    return Table(name, title, caption, pd.DataFrame(frame_rows), display, [s.group for s in rows], [], notes)
+
+
+_TABLE2_OURS = [
+    ("structured", "bad", "retrained", "'Bad' subnetwork (s-pruning), re-fine-tuned"),
+    ("magnitude", "bad", "retrained", "'Bad' subnetwork (m-pruning), re-fine-tuned"),
+    ("random-init", "random", "baseline", "Random init + random s-pruning"),
+    ("majority", "none", "baseline", "Majority class baseline"),
+]
+
+
+def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None, model: str = "this run",
+                           metrics: dict[str, str] | None = None) -> Table:
+    """The run's 'bad' subnetworks re-fine-tuned and its baselines, over the rows the paper's Table 2
+    prints (quoted, labelled as such). Columns: the run's tasks (the paper's nine when the run has
+    none yet); "mean" is over those columns' tasks, computed here (also for the quoted rows), and
+    "paper's average" the average the paper prints (over its nine tasks)."""
+    tasks = task_order(cells["task"]) if not cells.empty else list(PAPER_TASKS)
+    group_ours = f"This run ({model})"
+    group_quoted = "Quoted from the paper (its Table 2; bert-base-uncased; GLUE baselines by Wang et al. 2018)"
+    frame_rows, display_rows, labels, groups, classes = [], [], [], [], []
+    for method, subnetwork, mode, label in _TABLE2_OURS:
+        found = _lookup(cells, method=method, subnetwork=subnetwork, mode=mode) if not cells.empty else cells
+        if found.empty:
+            continue
+        record = {"source": "this run", "row": label}
+        shown = {}
+        means = []
+        for task in tasks:
+            cell = found[found["task"] == task]
+            mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0])) if not cell.empty
+                            else (math.nan, math.nan, 0))
+            record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
+            shown[task] = format_cell(mean, std, n, 1 if method == "majority" else expected_n) if n else "–"
+            means.append(mean)
+        average = float(np.mean(means)) if means and not any(math.isnan(m) for m in means) else math.nan
+        record["mean over these tasks"] = average
+        shown["mean over these tasks"] = format_cell(average)
+        shown["paper's average (9 tasks)"] = ""
+        frame_rows.append(record)
+        display_rows.append(shown)
+        labels.append(label)
+        groups.append(group_ours)
+        classes.append("")
+    for label, values in QUOTED_TABLE2.items():
+        record = {"source": "quoted from the paper", "row": label}
+        shown = {}
+        means = []
+        for task in tasks:
+            value = values.get(task, math.nan)
+            record[f"{task} mean"] = value
+            shown[task] = "–" if math.isnan(value) else f"{value:.2f}"
+            means.append(value)
+        average = float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
+        record["mean over these tasks"] = average
+        record["paper's average (9 tasks)"] = QUOTED_TABLE2_AVERAGE[label]
+        shown["mean over these tasks"] = format_cell(average, digits=2)
+        shown["paper's average (9 tasks)"] = f"{QUOTED_TABLE2_AVERAGE[label]:.2f}"
+        frame_rows.append(record)
+        display_rows.append(shown)
+        labels.append(f"{label} (quoted from the paper)")
+        groups.append(group_quoted)
+        classes.append("quoted")
+    columns = [*tasks, "mean over these tasks", "paper's average (9 tasks)"]
+    notes = ["Rows marked 'quoted from the paper' are copied from the paper's Table 2 as printed; "
+             "'mean over these tasks' is computed here over the columns shown, for every row."]
+    if metrics:
+        notes.append("Metric per task (this run): " + ", ".join(f"{t} {metrics[t]}" for t in tasks if t in metrics) + ".")
+    return Table("table2_bad_vs_baselines", "'Bad' subnetworks against baselines (like the paper's Table 2)",
+                 "How trainable the worst subnetworks are: the 'bad' masks re-fine-tuned, against a majority "
+                 "class, a randomly initialised encoder with a random s-mask of the 'bad' size, and the GLUE "
+                 "baselines the paper quotes.",
+                 pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=columns, index=labels),
+                 groups, classes, notes)
+
+
+def sizes_table(cells: pd.DataFrame) -> Table:
+    """Fraction of encoder-body weights each subnetwork keeps (mean ± std over seeds), in %."""
+    tasks = task_order(cells["task"]) if not cells.empty else []
+    lottery = cells[cells["mode"].isin(["pruned", "retrained"]) & ~cells["method"].isin(["none", "majority"])]
+    # the mask is the same whichever way it is evaluated: take the pruned cells where they exist
+    lottery = lottery.sort_values("mode").drop_duplicates(["task", "method", "subnetwork"], keep="first")
+    specs = []
+    for spec in TABLE3_ROWS:
+        if spec.mode == "pruned" and not _lookup(lottery, method=spec.method, subnetwork=spec.subnetwork).empty:
+            specs.append(spec)
+    frame_rows, display_rows = [], []
+    for spec in specs:
+        record = {"group": spec.group, "method": spec.method, "subnetwork": spec.subnetwork}
+        shown = {}
+        for task in tasks:
+            cell = _lookup(lottery, task=task, method=spec.method, subnetwork=spec.subnetwork)
+            mean, std = ((cell["fraction_kept"].iloc[0], cell["fraction_kept_std"].iloc[0]) if not cell.empty
+                         else (math.nan, math.nan))
+            record.update({f"{task} fraction_kept": mean, f"{task} fraction_kept std": std})
+            shown[task] = format_cell(100 * mean, 100 * std, digits=1) + ("%" if not math.isnan(mean) else "")
+        frame_rows.append(record)
+        display_rows.append(shown)
+    labels = [s.label.split(" (")[0] for s in specs]
+    return Table("sizes", "Size of the subnetworks: % of encoder-body weights kept",
+                 "Mean ± std over seeds of the fraction of encoder-body weights (embeddings excluded) each "
+                 "subnetwork keeps; good, random and bad of one method have the same size by construction.",
+                 pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=tasks, index=labels),
+                 [s.group for s in specs])
+
+
+def longer_table(rows: pd.DataFrame, *, expected_n: int | None = None) -> Table:
+    """The metric after every epoch of the longer re-fine-tuning (mode ``retrained-long``; appendix D),
+    mean ± std over seeds, with the paper's appendix D means quoted below."""
+    long = rows[rows["mode"] == "retrained-long"]
+    cells = cell_stats(long, by_epoch=True)
+    tasks = task_order(cells["task"]) if not cells.empty else []
+    frame_rows, display_rows, labels, groups, classes = [], [], [], [], []
+    if not cells.empty:
+        keys = cells[["method", "subnetwork"]].drop_duplicates().itertuples(index=False)
+        for method, subnetwork in keys:
+            part = cells[(cells["method"] == method) & (cells["subnetwork"] == subnetwork)]
+            for epoch in sorted(part["epochs"].dropna().unique()):
+                record = {"source": "this run", "method": method, "subnetwork": subnetwork, "epoch": int(epoch)}
+                shown, means = {}, []
+                for task in tasks:
+                    cell = part[(part["task"] == task) & (part["epochs"] == epoch)]
+                    mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0]))
+                                    if not cell.empty else (math.nan, math.nan, 0))
+                    record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
+                    shown[task] = format_cell(mean, std, n, expected_n) if n else "–"
+                    means.append(mean)
+                average = float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
+                record["average"] = average
+                shown["average"] = format_cell(average)
+                frame_rows.append(record)
+                display_rows.append(shown)
+                labels.append(f"epoch {int(epoch)}")
+                groups.append(f"This run: {method} / {subnetwork}, re-fine-tuned for longer")
+                classes.append("")
+    if tasks:
+        for epoch, values in QUOTED_LONGER.items():
+            record = {"source": "quoted from the paper", "method": "structured", "subnetwork": "bad", "epoch": epoch}
+            shown, means = {}, []
+            for task in tasks:
+                value = values.get(task, math.nan)
+                record[f"{task} mean"] = value
+                shown[task] = "–" if math.isnan(value) else f"{value:.3f}"
+                means.append(value)
+            average = float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
+            record["average"] = average
+            shown["average"] = format_cell(average)
+            frame_rows.append(record)
+            display_rows.append(shown)
+            labels.append(f"epoch {epoch} (quoted from the paper)")
+            groups.append("Quoted from the paper (appendix D: 'bad' s-pruned, bert-base-uncased, mean of 5 seeds)")
+            classes.append("quoted")
+    columns = [*tasks, "average"] if tasks else []
+    return Table("longer_retraining", "Longer re-fine-tuning (like the paper's appendix D)",
+                 "The dev metric after every epoch of re-fine-tuning for longer; 'average' is over the columns' "
+                 "tasks, computed here (also for the quoted rows).",
+                 pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=columns, index=labels),
+                 groups, classes)
+
+
+def status_table(stages) -> Table:
+    """Stages per kind and state (done, running, failed, left)."""
+    states = ("done", "running", "failed", "left")
+    kinds = list(dict.fromkeys(s.kind for s in stages))
+    records = [{"kind": kind, **{state: sum(1 for s in stages if s.kind == kind and s.state == state) for state in states}}
+               for kind in kinds]
+    if records:
+        records.append({"kind": "all", **{state: sum(r[state] for r in records) for state in states}})
+    frame = pd.DataFrame(records, columns=["kind", *states])
+    display = frame.set_index("kind").astype(str)
+    display.index.name = None
+    return Table("stages", "Stages of the run", "How many stages of each kind are done, running, failed or left "
+                 "(left: not started yet, or waiting for a failed input).", frame, display)
+
+
+def cost_tables(stages) -> tuple[Table, Table]:
+    """Time and energy of the finished stages: per stage kind (and summed), and per stage."""
+    done = [s for s in stages if s.state == "done"]
+    per_stage = pd.DataFrame(
+        [{"stage": s.id, "kind": s.kind, "task": s.task, "seconds": s.seconds, "energy_kwh": s.energy_kwh,
+          "emissions_kg": s.emissions_kg} for s in done],
+        columns=["stage", "kind", "task", "seconds", "energy_kwh", "emissions_kg"])
+    records = []
+    for kind, part in per_stage.groupby("kind", sort=False):
+        records.append({"kind": kind, "stages": len(part), "seconds": part["seconds"].sum(min_count=1),
+                        "energy_kwh": part["energy_kwh"].sum(min_count=1),
+                        "emissions_kg": part["emissions_kg"].sum(min_count=1),
+                        "stages_with_energy": int(part["energy_kwh"].notna().sum())})
+    if records:
+        records.append({"kind": "all", "stages": len(per_stage), "seconds": per_stage["seconds"].sum(min_count=1),
+                        "energy_kwh": per_stage["energy_kwh"].sum(min_count=1),
+                        "emissions_kg": per_stage["emissions_kg"].sum(min_count=1),
+                        "stages_with_energy": int(per_stage["energy_kwh"].notna().sum())})
+    by_kind = pd.DataFrame(records, columns=["kind", "stages", "seconds", "energy_kwh", "emissions_kg",
+                                             "stages_with_energy"])
+
+    def show(frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=frame.index)
+        for column in frame.columns:
+            values = frame[column]
+            if column == "seconds":
+                out["time"] = values.map(_duration)
+            elif column == "energy_kwh":
+                out["energy (kWh)"] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
+            elif column == "emissions_kg":
+                out["CO2-eq (g)"] = values.map(lambda v: "–" if pd.isna(v) else f"{1000 * v:.3g}")
+            else:
+                out[column] = values.astype(str)
+        return out
+
+    kind_display = show(by_kind).set_index("kind")
+    kind_display.index.name = None
+    stage_display = show(per_stage).set_index("stage")
+    stage_display.index.name = None
+    note = ["Energy and CO2-eq are codecarbon's estimates (offline mode), recorded per stage where tracking was on."]
+    return (Table("cost_by_kind", "Time and energy per stage kind", "Wall time, energy and emissions of the "
+                  "finished stages, summed per kind and over the run.", by_kind, kind_display, notes=note),
+            Table("cost_by_stage", "Time and energy per stage", "Every finished stage.", per_stage, stage_display))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
