@@ -47,7 +47,9 @@ __all__ = [
     "transformed_values",
     "sample_indices",
     "load_for_maps",
+    "mask_file",
     "read_mask",
+    "maps_index",
     "extract_maps",
     "iter_example_maps",
     "LoadedModel",
@@ -208,21 +210,24 @@ def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length:
     return LoadedModel(model, tokenizer, spec.name, weights, str(model_or_run), max_length or 128)
 
 
-def read_mask(path: str | os.PathLike | None, model: nn.Module) -> Masks | None:
-    """A masks file, or a folder holding one (``mask.safetensors`` of a prune step, ``good.safetensors``
-    of a super-survivor or subnetworks step), checked against the model."""
-    if path is None:
-        return None
+def mask_file(path: str | os.PathLike) -> Path:
+    """A masks file, or the one a folder holds (``mask.safetensors`` of a prune step, ``good.safetensors``
+    of a super-survivor or subnetworks step)."""
     path = Path(path)
     if path.is_dir():
         for name in (runs.MASK_FILE, "good.safetensors"):
             if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise UserError(f"{path} holds no mask.safetensors or good.safetensors; give the mask file itself.")
+                return path / name
+        raise UserError(f"{path} holds no mask.safetensors or good.safetensors; give the mask file itself.")
+    return path
+
+
+def read_mask(path: str | os.PathLike | None, model: nn.Module) -> Masks | None:
+    """The masks of `mask_file` (None for no path), checked against the model."""
+    if path is None:
+        return None
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    return load_masks(path, model_layout(model), shapes)
+    return load_masks(mask_file(path), model_layout(model), shapes)
 
 
 def iter_example_maps(
@@ -268,6 +273,21 @@ def iter_example_maps(
                 yield example, arrays
 
 
+def maps_index(loaded: LoadedModel, masks: Masks | None, mask_path: str | os.PathLike | None, *, seed: int,
+               extra: dict[str, Any] | None = None) -> MapsIndex:
+    """The index of the maps ``loaded`` gives under ``masks`` (examples are added as they are written)."""
+    from ..masking import fraction_kept
+
+    layout = model_layout(loaded.model)
+    return MapsIndex(
+        model=loaded.source, task=loaded.task, weights=loaded.weights, layers=layout.num_layers,
+        heads=layout.num_heads, mask=str(mask_path) if mask_path is not None else None,
+        head_mask=masks.heads.keep.tolist() if masks is not None and masks.heads is not None else None,
+        seed=seed, max_length=loaded.max_length,
+        extra={"fraction_kept": fraction_kept(loaded.model, masks), **(extra or {})},
+    )
+
+
 def extract_maps(
     model_or_run: str | os.PathLike,
     task: str | None,
@@ -291,18 +311,9 @@ def extract_maps(
         keep: which examples' maps to write (default all); ``on_example`` sees every example's maps
             (for example to classify them) whether or not they are written.
     """
-    from ..masking import fraction_kept
-
     loaded = load_for_maps(model_or_run, task, max_length)
     masks = read_mask(mask, loaded.model)
-    layout = model_layout(loaded.model)
-    index = MapsIndex(
-        model=loaded.source, task=loaded.task, weights=loaded.weights, layers=layout.num_layers,
-        heads=layout.num_heads, mask=str(mask) if mask is not None else None,
-        head_mask=masks.heads.keep.tolist() if masks is not None and masks.heads is not None else None,
-        seed=seed, max_length=loaded.max_length,
-        extra={"fraction_kept": fraction_kept(loaded.model, masks), **(extra or {})},
-    )
+    index = maps_index(loaded, masks, mask, seed=seed, extra=extra)
     with MapsWriter(out, index) as writer:
         for example, arrays in iter_example_maps(loaded, glue_dir, n_examples=n_examples, seed=seed, masks=masks,
                                                  batch_size=batch_size):
