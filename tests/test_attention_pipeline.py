@@ -97,3 +97,17 @@ def test_the_attention_stages_run_in_a_study(tiny_model_dir, env):
     assert set(attention["mode"]) == {"pretrained", "finetuned"}
     assert len(attention[attention.metric.str.startswith("pattern-")]) == len(shares)
     assert {c["weights"] for c in analysis["correlations"]} == {"pretrained", "finetuned"}
+
+    # the report section: the proportions table and figure, example maps, the correlation
+    from bertlottery.attention.report import report_section
+    from bertlottery.report import Section
+
+    section = report_section(run_dir, env / "report")
+    assert isinstance(section, Section) and section.missing == ([] if survivors else [
+        m for m in section.missing if "super" in m])
+    assert 'id="figure-attention-patterns"' in section.html_body and "data:image/png;base64," in section.html_body
+    assert 'id="figure-attention-examples"' in section.html_body
+    assert "0.015" in section.html_body  # the paper's correlation beside ours
+    written = pd.read_csv(env / "report" / "tables" / "attention-patterns-heads.csv")
+    assert len(written) == len(shares[(shares.level == "heads") & (shares.pattern == "diagonal")])
+    assert (env / "report" / "figures" / "attention-patterns.png").is_file()
