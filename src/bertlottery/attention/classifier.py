@@ -120,7 +120,7 @@ def _canonical_label(label: str, where: str) -> str:
     key = re.sub(r"[\s_\-]+", "", label.strip().lower())
     key = _ALIASES.get(key, key)
     if key not in PATTERNS:
-        raise UserError(f"{where}: unknown pattern {label!r}; the labels are {', '.join(PATTERNS)}.")
+        raise UserError(f"{where}: unknown pattern {label.strip()!r}; the labels are {', '.join(PATTERNS)}.")
     return key
 
 
