@@ -20,12 +20,19 @@ __all__ = ["main"]
 
 def _quiet_libraries() -> None:
     # transformers prints a load report and progress bars for every from_pretrained; a research CLI
-    # that loads dozens of models should print only its own progress.
-    import transformers
-    from transformers.utils import logging as hf_logging
+    # that loads dozens of models should print only its own progress. The environment variables do it
+    # without importing transformers (commands that load no model start fast); when transformers is
+    # already imported (main() called in-process), its settings are changed directly.
+    import os
 
-    transformers.logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        import transformers
+        from transformers.utils import logging as hf_logging
+
+        transformers.logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def _existing_dir(value: str) -> Path:
@@ -235,15 +242,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     before = prepare_run(stages, run_dir, config)  # finished stages whose artifacts are intact
     left = sum(1 for s in stages if before.get(s.id) != "done")
     print(f"{config.name}: {len(stages)} stages, {len(stages) - left} already done, {left} to run; run directory {run_dir}")
-    counter = {"n": len(stages) - left}
+    # The live view: a bar of stages done / total (with the stage now running), above the running
+    # stage's own progress bar; one line per finished stage with its time, kept in the scrollback.
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(stages), initial=len(stages) - left, desc="stages", unit="stage", position=0,
+               dynamic_ncols=True, disable=args.no_progress)
+    started: dict[str, float] = {}
+    finished = [len(stages) - left]
 
     def report(stage, state: str) -> None:
+        import time
+
         if state == "start":
-            print(f"[{counter['n'] + 1}/{len(stages)}] {stage.id} ...", flush=True)
-        else:
-            counter["n"] += 1
-            if state != "done":
-                print(f"    {state}", flush=True)
+            started[stage.id] = time.monotonic()
+            bar.set_postfix_str(stage.id, refresh=True)
+            return
+        bar.update(1)
+        finished[0] += 1
+        seconds = time.monotonic() - started.pop(stage.id, time.monotonic())
+        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({seconds:.0f} s)")
 
     if args.executor == "ray":
         from .pipeline import run_ray
@@ -251,6 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         states = run_ray(stages, run_dir, config, address=args.address, on_stage=report, states=before)
     else:
         states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
+    bar.close()
     import pandas as pd
 
     from .results import format_summary, summary
