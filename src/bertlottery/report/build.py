@@ -68,25 +68,42 @@ def parse_iterations(text: str) -> list[int | str]:
 # ---- what is missing ----------------------------------------------------------------------------------
 
 def _missing(ctx: Context, select: Callable[[StageInfo], bool], what: str) -> list[str]:
-    """One line per group of unfinished stages that a section needs: ``TASK kind keys: 2 left, 1 failed``."""
+    """What a section lacks, from the stages it needs that are not done: one line per task that has
+    nothing yet (``SST-2: nothing yet (57 stages: 56 left, 1 running)``), else one line per kind of
+    stage still missing (``CoLA retrain structured bad retrained: 2 left, 1 failed``)."""
     run = ctx.run
     if not run.graph_known:
         return [f"the stage graph could not be rebuilt from config.json, so the {what} stages that are missing "
                 "cannot be listed"]
-    groups: dict[str, dict[str, int]] = {}
+    needed: dict[str, list[StageInfo]] = {}
     for stage in run.stages:
-        if stage.state == "done" or not select(stage):
+        if select(stage):
+            needed.setdefault(stage.task, []).append(stage)
+    lines = []
+    for task, stages in needed.items():
+        open_ = [s for s in stages if s.state != "done"]
+        if not open_:
             continue
-        keys = stage.keys
-        label = " ".join(str(v) for v in (stage.task, stage.kind, keys.get("method"), keys.get("subnetwork"),
-                                          keys.get("mode")) if v not in (None, "none", "full"))
-        groups.setdefault(label, {}).setdefault(stage.state, 0)
-        groups[label][stage.state] += 1
-    lines = [f"{label}: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-             for label, states in groups.items()]
+        if len(open_) == len(stages):
+            lines.append(f"{task}: nothing yet ({len(stages)} stages: {_state_counts(open_)})")
+            continue
+        groups: dict[str, list[StageInfo]] = {}
+        for stage in open_:
+            keys = stage.keys
+            label = " ".join(str(v) for v in (task, stage.kind, keys.get("method"), keys.get("subnetwork"),
+                                              keys.get("mode")) if v not in (None, "none", "full"))
+            groups.setdefault(label, []).append(stage)
+        lines += [f"{label}: {_state_counts(group)}" for label, group in groups.items()]
     if len(lines) > MAX_LISTED:
-        lines = lines[:MAX_LISTED] + [f"... and {len(lines) - MAX_LISTED} more groups of {what} stages"]
+        lines = lines[:MAX_LISTED] + [f"... and {len(lines) - MAX_LISTED} more lines of {what} stages"]
     return lines
+
+
+def _state_counts(stages: Sequence[StageInfo]) -> str:
+    counts: dict[str, int] = {}
+    for stage in stages:
+        counts[stage.state] = counts.get(stage.state, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
 def _model_label(model: str | None) -> str:

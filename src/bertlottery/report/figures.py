@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .tables import task_order
@@ -95,16 +97,17 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
                 xs.append(j + (i - (len(subnetworks) - 1) / 2) * width)
                 means.append(float(cell["mean"].iloc[0]))
                 std = cell["std"].iloc[0]
-                stds.append(0.0 if pd.isna(std) else float(std))
+                stds.append(math.nan if pd.isna(std) else float(std))  # one seed: no error bar
                 sizes.append((float(cell["fraction_kept"].iloc[0]), cell["fraction_kept_std"].iloc[0]))
-            ax.bar(xs, means, width * 0.92, yerr=stds, color=_colour(sub), capsize=2.5, error_kw={"linewidth": 0.8},
-                   label=sub.replace("super-", "super-survivor "))
+            if xs:
+                ax.bar(xs, means, width * 0.92, yerr=stds, color=_colour(sub), capsize=2.5,
+                       error_kw={"linewidth": 0.8})
         if full is not None and not full.empty:
             reference = full[full["task"] == task]
             if not reference.empty:
                 mean, std = float(reference["mean"].iloc[0]), reference["std"].iloc[0]
                 level = mean - (0.0 if pd.isna(std) else float(std))
-                ax.axhline(level, color="#343a40", linestyle="--", linewidth=1.0, label="full model − 1 std")
+                ax.axhline(level, color="#343a40", linestyle="--", linewidth=1.0)
         ax.set_xticks(range(len(modes)), [MODE_LABELS.get(m, m) for m in modes])
         ax.set_xlim(-0.6, len(modes) - 0.4)
         size = ""
@@ -118,15 +121,12 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
         ax.set_axisbelow(True)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if full is not None and not full.empty and "full model − 1 std" not in labels:
-        for ax in axes.flat:  # the first panel's task may lack a full model; take the line from another
-            h, l_ = ax.get_legend_handles_labels()
-            if "full model − 1 std" in l_:
-                handles.append(h[l_.index("full model − 1 std")])
-                labels.append("full model − 1 std")
-                break
-    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=8, frameon=False)
+    # one legend for all panels, the same entries whatever a panel lacks
+    handles = [Patch(color=_colour(sub), label=sub.replace("super-", "super-survivor ")) for sub in subnetworks]
+    if full is not None and not full.empty:
+        handles.append(Line2D([], [], color="#343a40", linestyle="--", linewidth=1.0, label="full model − 1 std"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles) if cols > 1 else 2, fontsize=8,
+               frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -215,7 +215,7 @@ def overlap_matrices(matrices: Sequence[tuple[str, np.ndarray, np.ndarray | None
     """Task x task matrices of shared elements (the paper's Fig. 5 and appendix G): one panel per
     ``(label, mean, std or None)``; each cell shows the mean (and std) of the shared count."""
     n = len(tasks)
-    fig = Figure(figsize=(max(3.6, 0.75 * n + 1.6) * len(matrices), max(3.0, 0.6 * n + 1.3)), layout="constrained")
+    fig = Figure(figsize=(max(3.6, 0.62 * n + 1.6) * len(matrices), max(3.0, 0.6 * n + 1.3)), layout="constrained")
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
     for ax, (label, mean, std) in zip(axes, matrices):
         mean = np.asarray(mean, dtype=float)

@@ -44,12 +44,17 @@ def paragraph(text: str) -> Markup:
 def missing_list(lines: list[str]) -> Markup:
     if not lines:
         return Markup("")
-    return Markup(_ENV.from_string(_MISSING).render(lines=lines))
+    shown = len(lines) if len(lines) <= 8 else 6  # a long list folds after six lines
+    return Markup(_ENV.from_string(_MISSING).render(lines=lines, shown=shown))
 
 
 _MISSING = """<div class="missing"><strong>Not in this report yet:</strong><ul>
-{% for line in lines %}<li>{{ line }}</li>
-{% endfor %}</ul></div>"""
+{% for line in lines[:shown] %}<li>{{ line }}</li>
+{% endfor %}</ul>
+{% if lines|length > shown %}<details><summary>{{ lines|length - shown }} more</summary><ul>
+{% for line in lines[shown:] %}<li>{{ line }}</li>
+{% endfor %}</ul></details>{% endif %}
+</div>"""
 
 _TABLE = """<figure class="table" id="table-{{ name }}">
 <figcaption><strong>{{ title }}</strong>{% if caption %} {{ caption }}{% endif %}

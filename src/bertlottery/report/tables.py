@@ -279,7 +279,7 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
         average = float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
         record["mean over these tasks"] = average
         record["paper's average (9 tasks)"] = QUOTED_TABLE2_AVERAGE[label]
-        shown["mean over these tasks"] = format_cell(average, digits=2)
+        shown["mean over these tasks"] = format_cell(average)
         shown["paper's average (9 tasks)"] = f"{QUOTED_TABLE2_AVERAGE[label]:.2f}"
         frame_rows.append(record)
         display_rows.append(shown)

@@ -1,0 +1,394 @@
+"""The report: tables on a synthetic results table, escaping, a real smoke study rendered in headless
+Chromium, partial runs, the section-provider API and the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertlottery.cli import main
+from bertlottery.report import Section
+from bertlottery.report.paper import released_metrics
+from bertlottery.report.rundata import StageInfo
+from bertlottery.report.tables import (
+    TABLE3_ROWS,
+    bad_vs_baselines_table,
+    cell_stats,
+    cost_tables,
+    longer_table,
+    main_rows,
+    results_table,
+)
+from bertlottery.results import COLUMNS
+
+from conftest import CHROMIUM_ARGS
+from tiny import write_rte
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+# ---- a synthetic results table --------------------------------------------------------------------------
+
+def _row(task, seed, method, subnetwork, mode, value, *, metric=None, split="dev", fraction=1.0, epochs=3):
+    metric = metric or {"CoLA": "mcc", "STS-B": "pearson_spearman_mean"}.get(task, "accuracy")
+    return dict(task=task, seed=seed, method=method, subnetwork=subnetwork, mode=mode, split=split, metric=metric,
+                value=value, fraction_kept=fraction, epochs=epochs, stage_id=f"{task}-{seed}-{method}-{subnetwork}-{mode}")
+
+
+VALUES = {  # (task, method, subnetwork, mode) -> per seed
+    ("RTE", "none", "full", "finetuned"): [0.60, 0.64, 0.62],
+    ("RTE", "structured", "good", "pruned"): [0.55, 0.57, 0.59],
+    ("RTE", "structured", "bad", "retrained"): [0.50, 0.56],  # one seed has not finished
+    ("CoLA", "none", "full", "finetuned"): [0.40, 0.42, 0.47],
+    ("CoLA", "structured", "good", "pruned"): [0.30, 0.35, 0.31],
+    ("CoLA", "structured", "bad", "retrained"): [0.10, 0.20, 0.15],
+    ("CoLA", "magnitude", "bad", "retrained"): [0.05, 0.06, 0.07],
+}
+
+
+def synthetic_results() -> pd.DataFrame:
+    rows = []
+    for (task, method, sub, mode), values in VALUES.items():
+        for seed, value in zip((1, 2, 3), values):
+            rows.append(_row(task, seed, method, sub, mode, value, fraction=0.5 + 0.1 * seed if method != "none" else 1.0))
+            if task == "CoLA":  # a second metric that the tables must not mix in
+                rows.append(_row(task, seed, method, sub, mode, 0.99, metric="accuracy"))
+    rows.append(_row("RTE", None, "majority", "none", "baseline", 0.527, epochs=None))
+    rows.append(_row("RTE", 1, "none", "full", "finetuned", 0.11, split="heldout"))  # not the main split
+    for seed, per_epoch in ((1, [0.50, 0.52]), (2, [0.54, 0.58])):
+        for epoch, value in enumerate(per_epoch, start=1):
+            rows.append(_row("RTE", seed, "structured", "bad", "retrained-long", value, epochs=epoch))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_table3_has_the_known_means_and_sample_stds_per_cell():
+    rows, metrics = main_rows(synthetic_results())
+    assert metrics == {"RTE": "accuracy", "CoLA": "mcc"}
+    cells = cell_stats(rows[rows["mode"] != "retrained-long"])
+    table = results_table(cells, TABLE3_ROWS, expected_n=3, metrics=metrics)
+    frame = table.frame.set_index("row")
+    for (task, method, sub, mode), values in VALUES.items():
+        row = frame[(frame["method"] == method) & (frame["subnetwork"] == sub) & (frame["mode"] == mode)].iloc[0]
+        assert row[f"{task} mean"] == pytest.approx(np.mean(values))
+        assert row[f"{task} std"] == pytest.approx(np.std(values, ddof=1))
+        assert row[f"{task} n"] == len(values)
+    # columns in the paper's task order; rows in its Table 3 order
+    assert list(table.display.columns) == ["CoLA", "RTE"]
+    assert list(table.display.index) == ["majority class", "full model (fine-tuned)", "'good' (pruned)",
+                                         "'bad' (re-fine-tuned)", "'bad' (re-fine-tuned)"]
+    assert table.groups[3:] == ["s-pruning subnetworks", "m-pruning subnetworks"]
+    shown = table.display
+    assert shown.loc["full model (fine-tuned)", "RTE"] == f"{np.mean([0.60, 0.64, 0.62]):.3f} ± 0.020"
+    assert shown.iloc[3]["RTE"].endswith("(n=2)")  # 'bad' re-fine-tuned on RTE: 2 of 3 seeds
+    assert shown.loc["majority class", "RTE"] == "0.527"  # no seeds, no spread, no "(n=1)"
+    assert shown.loc["majority class", "CoLA"] == "–"
+    assert shown.iloc[4]["RTE"] == "–"  # m-pruning has no RTE result
+
+
+def test_the_reported_metric_can_replace_the_primary_one():
+    results = pd.DataFrame([_row("STS-B", 1, "none", "full", "finetuned", 0.8),
+                            _row("STS-B", 1, "none", "full", "finetuned", 0.7, metric="pearson")], columns=COLUMNS)
+    assert main_rows(results)[0]["value"].tolist() == [0.8]
+    assert main_rows(results, "reported")[0]["value"].tolist() == [0.7]
+
+
+def test_table2_puts_the_run_beside_the_rows_quoted_from_the_paper():
+    rows, metrics = main_rows(synthetic_results())
+    table = bad_vs_baselines_table(cell_stats(rows), expected_n=3, model="minilm-l6", metrics=metrics)
+    shown = table.display
+    quoted = [label for label in shown.index if label.endswith("(quoted from the paper)")]
+    assert len(quoted) == 7 and "CBOW (quoted from the paper)" in quoted
+    assert all(table.row_classes[list(shown.index).index(q)] == "quoted" for q in quoted)
+    assert shown.loc["CBOW (quoted from the paper)", "CoLA"] == "0.46"
+    assert shown.loc["BiLSTM + GloVe (quoted from the paper)", "RTE"] == "0.58"
+    assert shown.loc["BiLSTM + ELMo (quoted from the paper)", "paper's average (9 tasks)"] == "0.68"
+    # the mean over the columns shown is computed here, for the quoted rows too
+    assert shown.loc["CBOW (quoted from the paper)", "mean over these tasks"] == f"{(0.46 + 0.71) / 2:.3f}"
+    ours = shown.loc["'Bad' subnetwork (s-pruning), re-fine-tuned"]
+    assert ours["CoLA"] == "0.150 ± 0.050" and ours["RTE"] == "0.530 ± 0.042 (n=2)"
+    assert ours["mean over these tasks"] == f"{(0.15 + 0.53) / 2:.3f}"
+    assert "'Bad' subnetwork (m-pruning), re-fine-tuned" in shown.index
+    assert table.groups[0] == "This run (minilm-l6)" and table.groups[-1].startswith("Quoted from the paper")
+
+
+def test_longer_retraining_has_a_row_per_epoch_and_the_papers_appendix_d():
+    rows, _ = main_rows(synthetic_results())
+    table = longer_table(rows, expected_n=2)
+    shown = table.display
+    assert shown.loc["epoch 1", "RTE"] == "0.520 ± 0.028" and shown.loc["epoch 2", "RTE"] == "0.550 ± 0.042"
+    assert shown.loc["epoch 6 (quoted from the paper)", "RTE"] == "0.594"
+    assert list(table.frame["epoch"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_papers_released_metrics_match_its_table_3(reference_dir):
+    released = released_metrics(reference_dir)
+
+    def cell(task, method, sub, mode, metric):
+        hit = released[(released["task"] == task) & (released["method"] == method) & (released["subnetwork"] == sub)
+                       & (released["mode"] == mode) & (released["metric"] == metric)]
+        assert len(hit) == 1, (task, method, sub, mode, metric)
+        return round(hit["mean"].iloc[0], 2), round(hit["std"].iloc[0], 2)
+
+    # as printed in the paper's Table 3 (its std is the sample std; the files hold the population std)
+    assert cell("CoLA", "structured", "random", "pruned", "mcc") == (0.43, 0.11)
+    assert cell("MRPC", "structured", "random", "pruned", "accuracy") == (0.48, 0.23)
+    assert cell("WNLI", "none", "full", "finetuned", "accuracy") == (0.34, 0.06)
+    assert cell("STS-B", "structured", "good", "retrained", "pearson_spearman_mean") == (0.75, 0.23)
+    assert cell("CoLA", "structured", "bad", "retrained", "mcc") == (0.41, 0.11)
+    assert cell("QNLI", "structured", "super-bad", "retrained", "accuracy") == (0.57, 0.03)
+    assert cell("MNLI", "magnitude", "good", "retrained", "accuracy") == (0.84, 0.00)
+    assert cell("RTE", "majority", "none", "baseline", "accuracy") == (0.53, 0.00)
+
+
+def test_time_and_energy_are_summed_per_kind_and_over_the_run(tmp_path):
+    stages = [StageInfo("finetune/RTE/a", "finetune", "RTE", {}, "done", tmp_path, 10.0, 0.002, 0.001),
+              StageInfo("finetune/RTE/b", "finetune", "RTE", {}, "done", tmp_path, 20.0, 0.004, 0.002),
+              StageInfo("prune/RTE/c", "prune", "RTE", {}, "done", tmp_path, 5.0, None, None),
+              StageInfo("prune/RTE/d", "prune", "RTE", {}, "left", tmp_path)]
+    by_kind, by_stage = cost_tables(stages)
+    frame = by_kind.frame.set_index("kind")
+    assert frame.loc["finetune", "seconds"] == 30.0 and frame.loc["finetune", "energy_kwh"] == pytest.approx(0.006)
+    assert math.isnan(frame.loc["prune", "energy_kwh"]) and frame.loc["prune", "stages"] == 1
+    assert frame.loc["all", "seconds"] == 35.0 and frame.loc["all", "stages_with_energy"] == 2
+    assert frame.loc["all", "emissions_kg"] == pytest.approx(0.003)
+    assert len(by_stage.frame) == 3  # finished stages only
+    assert by_kind.display.loc["all", "time"] == "35.0 s"
+
+
+# ---- escaping and a synthetic run directory --------------------------------------------------------------
+
+EVIL = "<script>alert('x')</script>"
+
+
+def _synthetic_run(folder: Path, *, name: str = "synthetic", task: str | None = None) -> Path:
+    folder.mkdir(parents=True)
+    results = synthetic_results()
+    if task is not None:
+        results.loc[results["task"] == "RTE", "task"] = task
+    results.to_csv(folder / "results.csv", index=False)
+    (folder / "config.json").write_text(json.dumps({"name": name, "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                     "seeds": [1, 2, 3]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def _open(browser, html: Path) -> tuple[object, list[str]]:
+    """The report loaded from a file:// URL, and every console error, page error and dialog it caused."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("request", lambda r: problems.append(f"request: {r.url}") if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(html.resolve().as_uri())
+    page.wait_for_load_state("load")
+    return page, problems
+
+
+def test_names_from_the_data_and_the_config_are_escaped(tmp_path, browser, monkeypatch):
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = _synthetic_run(tmp_path / "run", name=EVIL, task=EVIL)
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html  # shown, as text
+    page, problems = _open(browser, tmp_path / "out" / "report.html")
+    assert problems == []
+    assert page.evaluate("document.scripts.length") == 0
+    assert EVIL in page.title() and EVIL in page.inner_text("table[data-table=table3]")
+    # no reference folder given: the page says the comparison is not there
+    assert "comparison with the paper's released metrics and masks: not included" in page.inner_text("body")
+    page.close()
+
+
+# ---- the smoke study, end to end -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """The smoke config run through the real CLI on the tiny model (about 40 s of CPU)."""
+    root = tmp_path_factory.mktemp("smoke")
+    glue = write_rte(root / "glue", n_train=16, n_dev=12)
+    run_dir = root / "study"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BERTLOTTERY_CACHE", str(root / "cache"))
+        assert main(["run", str(SMOKE), f"model={tiny_model_dir}", f"glue_dir={glue}", "train.learning_rate=1e-3",
+                     "train.batch_size=8", "train.max_train_examples=16", "energy.track=false",
+                     "--run-dir", str(run_dir), "--no-progress"]) == 0
+    return run_dir
+
+
+SMOKE_TABLES = ["stages", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors", "longer_retraining",
+                "stability", "cost_by_kind", "cost_by_stage", "environment"]
+SMOKE_FIGURES = ["figure2_subnetworks", "figure17_super_survivors", "appendixD_longer_retraining",
+                 "survival_structured_rte", "survival_magnitude_rte", "figure3_importance_rte",
+                 *[f"survival_paper_{t}" for t in ("cola", "sst-2", "mrpc", "qqp", "sts-b", "mnli", "qnli", "rte", "wnli")],
+                 "paper_overlap", "paper_overlap_super", "paper_tasks_per_element"]
+
+
+def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tmp_path, browser, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(smoke_run), "--out", str(out), "--reference", str(reference_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'report.html'} ({len(SMOKE_FIGURES)} figures, {len(SMOKE_TABLES)} tables" in printed
+    html = (out / "report.html").read_text()
+    assert "could not be built" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", html), "the page must not load anything external"
+
+    page, problems = _open(browser, out / "report.html")
+    assert problems == []
+    images = page.evaluate("Array.from(document.images).map(i => [i.dataset.figure, i.complete, i.naturalWidth,"
+                           " i.naturalHeight, i.src.slice(0, 22)])")
+    assert sorted(i[0] for i in images) == sorted(SMOKE_FIGURES)
+    for name, complete, width, height, src in images:
+        assert complete and width > 100 and height > 100, name
+        assert src == "data:image/png;base64,", name
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+        assert (out / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    tables = page.evaluate("Array.from(document.querySelectorAll('table[data-table]')).map(t => "
+                           "[t.dataset.table, t.querySelectorAll('tbody tr').length])")
+    assert sorted(t[0] for t in tables) == sorted(SMOKE_TABLES)
+    assert all(rows > 0 for _, rows in tables), tables
+    for name in SMOKE_TABLES:
+        assert (out / "tables" / f"{name}.csv").is_file()
+    assert "the paper's released masks" in page.inner_text("#stability-of-the-good-subnetworks-across-seeds-section-5-1-figure-1-appendix-a")
+    page.close()
+
+    # the CSV's numbers are the results table's, recomputed here
+    results = pd.read_csv(smoke_run / "results.csv")
+    main_split = results[(results["split"] == "dev") & (results["metric"] == "accuracy")]
+    table3 = pd.read_csv(out / "tables" / "table3.csv")
+    good = main_split[(main_split["method"] == "structured") & (main_split["subnetwork"] == "good")
+                      & (main_split["mode"] == "retrained")]["value"]
+    row = table3[(table3["method"] == "structured") & (table3["subnetwork"] == "good") & (table3["mode"] == "retrained")]
+    assert row["RTE mean"].iloc[0] == pytest.approx(good.mean()) and row["RTE n"].iloc[0] == 2
+    assert row["RTE paper mean"].iloc[0] == pytest.approx(0.5747, abs=1e-3)  # head_mlp_retrained, RTE
+    assert set(table3["subnetwork"]) >= {"full", "good", "random", "bad", "super-good", "super-random", "super-bad"}
+
+    # the default output folder is RUN_DIR/report; a second report replaces the first
+    assert main(["report", str(smoke_run)]) == 0
+    assert (smoke_run / "report" / "report.html").is_file()
+    assert main(["report", str(smoke_run)]) == 0
+    capsys.readouterr()
+
+
+def test_a_partial_run_reports_what_exists_and_what_is_missing(smoke_run, tmp_path, browser, monkeypatch):
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "partial"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("model", "report"))
+    # a study still going: no results table yet, some stages not run, one failed
+    (run / "results.csv").unlink()
+    (run / "results.parquet").unlink()
+    gone = sorted((run / "stages" / "retrain" / "RTE").glob("seed2-structured-*"))
+    gone += sorted((run / "stages" / "super").rglob("stage.json"))
+    assert gone
+    for path in gone:
+        folder = path if path.is_dir() else path.parent
+        stage_id = str(folder.relative_to(run / "stages"))
+        shutil.rmtree(folder)
+        (run / "rows" / f"{stage_id.replace('/', '__')}.json").unlink(missing_ok=True)
+    failed = next((run / "stages" / "prune" / "RTE").glob("seed2-magnitude-*"))
+    failed_id = str(failed.relative_to(run / "stages"))
+    shutil.rmtree(failed)
+    (run / "failed").mkdir()
+    (run / "failed" / f"{failed_id.replace('/', '__')}.json").write_text(json.dumps(
+        {"id": failed_id, "error": "RuntimeError: out of <memory>"}))
+
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    missing = json.loads((tmp_path / "out" / "missing.json").read_text())
+    status = missing["Status of the run"]
+    assert any("1 failed stage" in line for line in status)
+    assert any("not finished" in line for line in status)
+    lottery = missing["Good, random and bad subnetworks (Table 3, Figure 2)"]
+    assert "RTE prune magnitude: 1 failed" in lottery
+    assert "RTE retrain structured bad retrained: 1 left" in lottery
+    supers = missing["Super-survivor subnetworks (appendix E)"]
+    assert any(line.startswith("RTE super structured: 1 left") for line in supers)
+
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "results from rows/" in html
+    assert "out of &lt;memory&gt;" in html and failed_id in html
+    page, problems = _open(browser, tmp_path / "out" / "report.html")
+    assert problems == []
+    text = page.inner_text("table[data-table=table3]")
+    assert "(n=1)" in text  # seed 2's structured re-fine-tuning is gone
+    assert "super" not in page.inner_text("#figure-figure2_subnetworks")
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.close()
+
+
+def test_a_run_with_nothing_but_its_config_still_gets_a_report(tmp_path):
+    run = tmp_path / "fresh"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": "fresh", "model": "minilm-l6", "tasks": ["RTE"],
+                                                 "seeds": [1, 2]}))
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    missing = json.loads((tmp_path / "out" / "missing.json").read_text())
+    assert any(line.startswith("RTE: nothing yet") for line in missing["Good, random and bad subnetworks (Table 3, Figure 2)"])
+    assert "No results yet." in (tmp_path / "out" / "report.html").read_text()
+
+
+# ---- section providers ---------------------------------------------------------------------------------
+
+def provider_ok(run_dir: Path, out_dir: Path) -> Section:
+    from bertlottery.report.html import paragraph
+
+    return Section(f"Plugged in {EVIL}", paragraph(f"run {run_dir.name} {EVIL}"), missing=[f"later {EVIL}"])
+
+
+def provider_none(run_dir: Path, out_dir: Path) -> None:
+    return None
+
+
+def provider_raises(run_dir: Path, out_dir: Path) -> Section:
+    raise RuntimeError("plugin broke")
+
+
+def test_section_providers_plug_in_escaped_and_a_broken_one_is_reported(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    monkeypatch.setenv("BERTLOTTERY_REPORT_SECTIONS", "test_report:provider_none")
+    run = _synthetic_run(tmp_path / "run")
+    argv = ["report", str(run), "--out", str(tmp_path / "out"), "--section", "test_report:provider_ok",
+            "--section", "test_report:provider_raises", "--section", "no_such_package.report:section"]
+    assert main(argv) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in html.lower()
+    assert "Plugged in &lt;script&gt;" in html and "later &lt;script&gt;" in html
+    assert "Section test_report:provider_raises" in html and "RuntimeError: plugin broke" in html
+    assert "no_such_package" not in html  # a package without a report section is skipped
+    assert html.index("Plugged in") < html.index("Time and energy")  # before the costs, config, environment
+
+
+# ---- refusals ------------------------------------------------------------------------------------------
+
+def test_report_of_something_that_is_not_a_run_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a study run directory" in err
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    run = _synthetic_run(tmp_path / "run")
+    assert main(["report", str(run), "--out", str(tmp_path)]) == 2  # a folder that is no report: not replaced
+    assert "is not a report folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").is_file()
+    assert main(["report", str(run), "--iterations", "0,last"]) == 2
+    assert "--iterations" in capsys.readouterr().err
+    assert main(["report", str(run), "--reference", str(tmp_path / "run")]) == 2
+    assert "holds neither evaluate_masked/ nor masks/" in capsys.readouterr().err
