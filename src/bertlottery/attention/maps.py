@@ -207,6 +207,8 @@ def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length:
     spec = get_task(task)
     tokenizer = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), spec.num_labels).eval()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
     return LoadedModel(model, tokenizer, spec.name, weights, str(model_or_run), max_length or 128)
 
 
