@@ -242,7 +242,7 @@ SMOKE_FIGURES = ["figure2_subnetworks", "figure17_super_survivors", "appendixD_l
                  "paper_overlap", "paper_overlap_super", "paper_tasks_per_element"]
 
 
-def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tmp_path, browser, capsys):
+def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tmp_path, browser, capsys, monkeypatch):
     out = tmp_path / "report"
     assert main(["report", str(smoke_run), "--out", str(out), "--reference", str(reference_dir)]) == 0
     printed = capsys.readouterr().out
@@ -282,9 +282,13 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     assert set(table3["subnetwork"]) >= {"full", "good", "random", "bad", "super-good", "super-random", "super-bad"}
 
     # the default output folder is RUN_DIR/report; a second report replaces the first
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
     assert main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "report" / "report.html").is_file()
+    (smoke_run / "report" / "figures" / "stale.png").write_bytes(b"old")
     assert main(["report", str(smoke_run)]) == 0
+    assert not (smoke_run / "report" / "figures" / "stale.png").exists()
+    assert "released metrics and masks: not included" in (smoke_run / "report" / "report.html").read_text()
     capsys.readouterr()
 
 
