@@ -338,24 +338,24 @@ def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
                       "super-survivor body fraction": sup.get("body_fraction"),
                       "good body fraction": size.get("mean"), "good body fraction std": size.get("std")}
             records.append(record)
-            num = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+            q_text = "–" if record["Cochran Q heads"] is None else (
+                f"{_num(record['Cochran Q heads'], '.1f')} ({_num(record['Cochran Q heads p'], '.3g')})")
+            good = record["good body fraction"]
+            good_text = "–" if good is None else format_cell(
+                100 * good, None if record["good body fraction std"] is None else 100 * record["good body fraction std"],
+                digits=1)
             display.append({
                 "seeds": str(record["seeds"]),
-                "heads kept": f"{num(record['heads kept (mean)'], '.1f')} / {num(record['heads total'], 'd')}",
-                "MLPs kept": f"{num(record['MLPs kept (mean)'], '.1f')} / {num(record['MLPs total'], 'd')}",
-                "κ heads": num(record["kappa heads"], ".3f"),
-                "κ MLPs": num(record["kappa MLPs"], ".3f"),
-                "Cochran's Q heads (p)": (f"{num(record['Cochran Q heads'], '.1f')} ({num(record['Cochran Q heads p'], '.3g')})"
-                                          if record["Cochran Q heads"] is not None else "–"),
+                "heads kept": f"{_num(record['heads kept (mean)'], '.1f')} / {_num(record['heads total'], 'd')}",
+                "MLPs kept": f"{_num(record['MLPs kept (mean)'], '.1f')} / {_num(record['MLPs total'], 'd')}",
+                "κ heads": _num(record["kappa heads"], ".3f"),
+                "κ MLPs": _num(record["kappa MLPs"], ".3f"),
+                "Cochran's Q heads (p)": q_text,
                 "pairs differing": (f"{record['seed pairs differing (p<alpha)']} of {record['seed pairs']}"
-                                         if record["seed pairs"] else "–"),
-                "super-survivors heads, MLPs": f"{num(record['super-survivor heads'], 'd')}, "
-                                                 f"{num(record['super-survivor MLPs'], 'd')}",
-                "% body kept: good / super": (
-                    (format_cell(100 * record["good body fraction"], None if record["good body fraction std"] is None
-                                 else 100 * record["good body fraction std"], digits=1) if record["good body fraction"] is not None else "–")
-                    + " / " + ("–" if record["super-survivor body fraction"] is None
-                               else f"{100 * record['super-survivor body fraction']:.1f}")),
+                                    if record["seed pairs"] else "–"),
+                "super-survivors heads, MLPs": (f"{_num(record['super-survivor heads'], 'd')}, "
+                                                f"{_num(record['super-survivor MLPs'], 'd')}"),
+                "% body kept: good / super": f"{good_text} / {_num(record['super-survivor body fraction'], '.1%')}",
             })
             labels.append(task)
             groups.append(group)
@@ -370,6 +370,10 @@ def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
             notes.append(f"{group} — {note}")
     return Table("stability", "Stability of the good s-pruning masks across seeds",
                  "Agreement between the seeds' good masks, per task.", frame, shown, groups, [], notes)
+
+
+def _num(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _mean(values) -> float | None:
@@ -487,6 +491,7 @@ def _importance(ctx: Context) -> Section:
     figures = []
     for task in task_order({s.task for s in prunes}):
         panels: dict[str, list[Any]] = {}
+        last: list[int] = []  # which iteration "last" was, per seed
         for stage in sorted((s for s in prunes if s.task == task), key=lambda s: str(s.keys.get("seed"))):
             trace_path = stage.folder / "trace.json"
             try:
@@ -500,6 +505,8 @@ def _importance(ctx: Context) -> Section:
                 if wanted == "last":
                     chosen = rounds[-1] if rounds else None
                     label = "last iteration"
+                    if chosen is not None:
+                        last.append(chosen["iteration"])
                 else:
                     chosen = rounds[wanted - 1] if wanted <= len(rounds) else None
                     label = f"iteration {wanted}"
@@ -508,6 +515,10 @@ def _importance(ctx: Context) -> Section:
                                        f"iterations, not {wanted}")
                 if chosen is not None:
                     panels.setdefault(label, []).append(chosen["heads"])
+        if "last iteration" in panels:
+            span = f"{min(last)}" if min(last) == max(last) else f"{min(last)}-{max(last)}"
+            panels = {(f"last iteration ({span})" if label == "last iteration" else label): scores
+                      for label, scores in panels.items()}
         if panels:
             fig = importance_histograms(list(panels.items()), title=f"{task} ({ctx.model})")
             figures.append(figure_html(fig, ctx.out_dir, f"figure3_importance_{slug(task)}",

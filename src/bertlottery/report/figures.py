@@ -200,6 +200,7 @@ def importance_histograms(panels: Sequence[tuple[str, Sequence[np.ndarray]]], *,
         values = values[~np.isnan(values)]
         ax.hist(values, bins=bins, color="#1c7ed6", edgecolor="white", linewidth=0.4)
         ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         seeds = f"{len(scores)} seed{'s' if len(scores) != 1 else ''}"
         ax.set_title(f"{label}\n{len(values)} heads, {seeds}", fontsize=8)
         ax.set_xlabel("head importance score", fontsize=8)
