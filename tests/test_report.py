@@ -348,6 +348,38 @@ def test_a_run_with_nothing_but_its_config_still_gets_a_report(tmp_path):
     assert "No results yet." in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_a_two_task_run_gets_its_own_overlap_figures(tmp_path, browser, monkeypatch):
+    """Good masks of two tasks x two seeds (written here) go through the stability helper's
+    statistics into survival heatmaps, task-overlap matrices and the tasks-per-head map."""
+    import torch
+
+    from bertlottery.masks import HeadMask, Masks, MlpMask, save_masks
+
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "two"
+    generator = torch.Generator().manual_seed(0)
+    for task in ("RTE", "MRPC"):
+        for seed in (1, 2):
+            folder = run / "stages" / "prune" / task / f"seed{seed}-structured-0000000000"
+            heads = torch.rand(2, 4, generator=generator) > 0.4
+            save_masks(folder / "mask.safetensors", Masks(HeadMask(heads), MlpMask(torch.tensor([True, seed == 1]))))
+            (folder / "stage.json").write_text(json.dumps({
+                "id": f"prune/{task}/seed{seed}-structured-0000000000", "kind": "prune", "task": task,
+                "keys": {"seed": seed, "method": "structured"}, "inputs": {}, "seconds": 1.5}))
+    (run / "config.json").write_text(json.dumps({"name": "two", "model": "minilm-l6", "tasks": ["RTE", "MRPC"],
+                                                 "seeds": [1, 2], "methods": ["structured"]}))
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    page, problems = _open(browser, tmp_path / "out" / "report.html")
+    assert problems == []
+    figures = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0).map(i => i.dataset.figure)")
+    assert {"survival_structured_rte", "survival_structured_mrpc", "run_overlap", "run_overlap_super",
+            "run_tasks_per_element"} <= set(figures)
+    stability = json.loads((tmp_path / "out" / "tables" / "stability_run_structured.json").read_text())
+    assert stability["tasks"]["MRPC"]["mlps"]["kept_per_seed"] == [2, 1]
+    assert "MRPC" in page.inner_text("table[data-table=stability]")
+    page.close()
+
+
 # ---- section providers ---------------------------------------------------------------------------------
 
 def provider_ok(run_dir: Path, out_dir: Path) -> Section:
