@@ -411,6 +411,21 @@ def test_section_providers_plug_in_escaped_and_a_broken_one_is_reported(tmp_path
     assert html.index("Plugged in") < html.index("Time and energy")  # before the costs, config, environment
 
 
+def test_every_shipped_section_provider_names_a_function():
+    import importlib
+
+    from bertlottery.report import SECTION_PROVIDERS
+
+    for spec in SECTION_PROVIDERS:
+        module_name, _, function = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            assert error.name and module_name.startswith(error.name), spec  # only "not written yet" is fine
+            continue
+        assert callable(getattr(module, function, None)), f"{spec}: renamed? update SECTION_PROVIDERS"
+
+
 # ---- refusals ------------------------------------------------------------------------------------------
 
 def test_report_of_something_that_is_not_a_run_exits_2_with_one_line(tmp_path, capsys):

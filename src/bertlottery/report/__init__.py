@@ -69,7 +69,7 @@ class Section:
 
 # The packages' section providers, in the order their sections appear after the built-in results.
 SECTION_PROVIDERS: list[str] = [
-    "bertlottery.attention.report:report_section",  # attention pattern types (E10)
+    "bertlottery.attention.report:section",  # attention pattern types (E10)
     "bertlottery.gordon.report:report_section",  # Compressing BERT (E11-E13)
 ]
 
