@@ -347,6 +347,12 @@ def test_a_run_with_nothing_but_its_config_still_gets_a_report(tmp_path):
     assert any(line.startswith("RTE: nothing yet") for line in missing["Good, random and bad subnetworks (Table 3, Figure 2)"])
     assert "No results yet." in (tmp_path / "out" / "report.html").read_text()
 
+    # a Compressing-BERT study gets no lottery sections (its package brings its own)
+    (run / "config.json").write_text(json.dumps({"name": "gordon", "model": "minilm-l6", "gordon": {}}))
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Status of the run" in html and "Time and energy" in html and "Table 3" not in html
+
 
 def test_a_two_task_run_gets_its_own_overlap_figures(tmp_path, browser, monkeypatch):
     """Good masks of two tasks x two seeds (written here) go through the stability helper's

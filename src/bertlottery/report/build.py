@@ -673,7 +673,8 @@ def _environment(ctx: Context) -> Section:
 
 
 def builtin_sections() -> list[tuple[str, Callable[[Context], Section]]]:
-    """The report's own sections, in page order (the packages' sections come before the costs)."""
+    """The report's own sections, in page order (the packages' sections come before the costs); the
+    status first, then the lottery study's (left out for a Compressing-BERT study)."""
     return [
         ("status", _status),
         ("subnetworks", _subnetworks),
@@ -780,7 +781,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refe
             ctx = Context(run, scratch, ref, metric, list(iterations))
             _prepare(ctx)
             page_sections = []
-            for name, build in builtin_sections():
+            # a Compressing-BERT study has no lottery grid: its package's section stands in for those
+            lottery = run.config is None or run.config.get("gordon") is None
+            for name, build in builtin_sections()[:None if lottery else 1]:
                 try:
                     page_sections.append(build(ctx))
                 except Exception as error:  # noqa: BLE001 - one broken section must not lose the report
