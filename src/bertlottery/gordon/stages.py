@@ -1,9 +1,416 @@
-"""Placeholder: the package's pipeline stages (expand, execute); filled in by its owner."""
+"""The Compressing-BERT study as pipeline stages (``bertlottery run`` with a ``gordon:`` section).
+
+Per seed::
+
+    gordon-head        (only with pretrain.head_steps) train a new MLM head alone, encoder frozen
+    gordon-pretrain    per (method, sparsity): continued MLM pre-training, pruning on the cubic
+                       schedule; one unpruned run (method gmp, sparsity 0) serves every method
+    gordon-similarity  per pruned checkpoint: hidden-state cosine similarity to the unpruned one
+    per task:
+      gordon-finetune  per (variant, method, sparsity, learning rate): one downstream run
+      gordon-select    per (variant, method, sparsity): the learning rate with the best dev metric;
+                       writes the result rows (their mapping: `bertlottery.gordon.names`)
+
+Stage folders (``RUN/stages/<kind>/<task>/<name>-<hash>/``; pre-training stages use the task
+``pretrain``):
+
+- gordon-head, gordon-pretrain: ``model/`` (the encoder with its pooler, tokenizer and
+  ``mlm_head.safetensors``), ``metrics.json`` (``pretrain_dev_loss``, its value at the start, the
+  sparsity reached overall and per tensor), ``history.json`` (training loss, dev loss, the schedule's
+  mask updates), and for pre-training ``mask.safetensors`` (pruned runs), ``analysis.json``
+  (per-head prune rates, per-tensor weight mean/std at the start and end) and ``heatmaps.npz``
+  (|w| of layer 1's key matrix and of the word embeddings by subword length).
+- gordon-similarity: ``similarity.json`` (per layer, entry 0 the embeddings, and the mean over layers).
+- gordon-finetune: a `bertlottery.gordon.downstream` run directory.
+- gordon-select: ``selection.json`` (every learning rate's dev metric, training loss, sort-order
+  movement and mask difference; the one kept).
+
+Every setting that changes a stage's result is in its ``settings`` (and so in its id); the results
+of the stages it reads are in its ``inputs``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..config import ExperimentConfig
+from ..pipeline import Stage
+from ..results import ResultRow
+from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
+
+__all__ = ["expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
+           "ANALYSIS_FILE", "HEATMAPS_FILE"]
+
+PRETRAIN_TASK = "pretrain"
+DEV_MASK_SEED = 0  # every checkpoint's dev loss is taken on the same masked tokens, whatever the study seed
+SELECTION_FILE = "selection.json"
+SIMILARITY_FILE = "similarity.json"
+ANALYSIS_FILE = "analysis.json"
+HEATMAPS_FILE = "heatmaps.npz"
+SIMILARITY_BATCH = 16
 
 
-def expand(config, *args):
-    raise NotImplementedError("not built yet")
+# ---- the graph ----------------------------------------------------------------------------------------
+
+def _train_settings(config: ExperimentConfig, task: str, seed: int) -> dict[str, Any]:
+    train = {k: v for k, v in asdict(config.train).items() if k != "per_task"}
+    train.update(config.train.per_task.get(task, {}))
+    train["seed"] = seed
+    return train
 
 
-def execute(stage, out, inputs, config, progress):
-    raise NotImplementedError("not built yet")
+def _sort_order_settings(g) -> dict[str, Any]:
+    return {"bins": g.analysis.magnitude_bins, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
+
+
+def expand(config: ExperimentConfig) -> list[Stage]:
+    """Every stage of the study, each after its inputs."""
+    from ..tasks import get_task
+
+    g = config.gordon
+    corpus = asdict(g.corpus)
+    pretrain = {k: v for k, v in asdict(g.pretrain).items() if k not in ("methods", "head_steps", "head_learning_rate")}
+    sparsities = list(g.sparsities)
+    stages: list[Stage] = []
+    for seed in config.seeds:
+        start: dict[str, str] = {}
+        if g.pretrain.head_steps:
+            head = Stage("gordon-head", PRETRAIN_TASK, f"seed{seed}", {"seed": seed},
+                         {"model": config.model, "corpus": corpus, "seed": seed,
+                          "head": {"steps": g.pretrain.head_steps, "learning_rate": g.pretrain.head_learning_rate,
+                                   "batch_size": g.pretrain.batch_size, "max_length": g.pretrain.max_length,
+                                   "mlm_probability": g.pretrain.mlm_probability,
+                                   "weight_decay": g.pretrain.weight_decay}})
+            stages.append(head)
+            start = {"start": head.id}
+        checkpoints: dict[tuple[str, float], Stage] = {}
+        for method in g.pretrain.methods:
+            for sparsity in sparsities:
+                if sparsity == 0 and method != "gmp":
+                    continue  # unpruned is unpruned: one run serves every method
+                stage = Stage("gordon-pretrain", PRETRAIN_TASK, f"seed{seed}-{method}-{sparsity:g}",
+                              {"seed": seed, "method": method, "sparsity": sparsity},
+                              {"model": config.model, "corpus": corpus, "pretrain": pretrain, "method": method,
+                               "sparsity": sparsity, "seed": seed}, dict(start))
+                checkpoints[(method, sparsity)] = stage
+                stages.append(stage)
+        reference = checkpoints[("gmp", 0.0)]
+        for (method, sparsity), stage in checkpoints.items():
+            if sparsity > 0:
+                stages.append(Stage("gordon-similarity", PRETRAIN_TASK, f"seed{seed}-{method}-{sparsity:g}",
+                                    {"seed": seed, "method": method, "sparsity": sparsity},
+                                    {"sequences": g.analysis.similarity_sequences, "corpus": corpus,
+                                     "max_length": g.pretrain.max_length},
+                                    {"reference": reference.id, "pruned": stage.id}))
+        for task_name in config.tasks:
+            stages += _downstream(config, get_task(task_name).name, seed, checkpoints, sparsities)
+    return stages
+
+
+def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: list[float]) -> list[Stage]:
+    g = config.gordon
+    d = g.downstream
+    base = _train_settings(config, task, seed)
+    variants = d.variants
+    glue = config.glue_dir
+    stages: list[Stage] = []
+
+    def sweep(variant: str, method: str, sparsity: float, epochs: int, mode: str, inputs, extra: dict[str, Any],
+              total_epochs: int | None = None) -> list[Stage]:
+        """One fine-tuning stage per learning rate; ``inputs``: a dict, or a function of the rate."""
+        name = f"seed{seed}-{row_method(variant, method)}-{sparsity:g}"
+        keys = {"seed": seed, "method": row_method(variant, method), "subnetwork": subnetwork_name(sparsity),
+                "mode": mode, "epochs": total_epochs or epochs}
+        return [Stage("gordon-finetune", task, f"{name}-lr{lr:g}", {**keys, "learning_rate": lr},
+                      {"variant": variant, "sparsity": sparsity, "glue_dir": glue,
+                       "train": {**base, "learning_rate": lr, "epochs": epochs}, **extra},
+                      inputs(lr) if callable(inputs) else inputs)
+                for lr in d.learning_rates]
+
+    def select(runs: list[Stage], keys_from: Stage, inputs: dict[str, str]) -> Stage:
+        keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"}
+        name = keys_from.name.rsplit("-lr", 1)[0]
+        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in runs]},
+                     {**{f"lr{i}": r.id for i, r in enumerate(runs)}, **inputs})
+
+    unpruned = checkpoints[("gmp", 0.0)]
+    plain: list[Stage] = []
+    if "pruned" in variants or "after-downstream" in variants:
+        # the unpruned checkpoint fine-tuned plainly: the pruned variant at 0%, the start of
+        # after-downstream pruning, and where sort-order movement is measured (G Table 2)
+        plain = sweep("pruned", "gmp", 0.0, base["epochs"], "pruned", {"pretrain": unpruned.id},
+                      {"sort_order": _sort_order_settings(g), "save_model": True})
+        stages += plain
+        if "pruned" in variants:
+            stages.append(select(plain, plain[0], {"pretrain": unpruned.id}))
+    if "pruned" in variants:
+        for (method, sparsity), checkpoint in checkpoints.items():
+            if sparsity == 0:
+                continue
+            runs = sweep("pruned", method, sparsity, base["epochs"], "pruned", {"pretrain": checkpoint.id}, {})
+            stages += runs + [select(runs, runs[0], {"pretrain": checkpoint.id})]
+    if "information-deletion" in variants:
+        for sparsity in sparsities:
+            checkpoint = checkpoints[("gmp", sparsity)]
+            epochs = d.deletion_epochs_high if sparsity >= d.deletion_high_from else d.deletion_epochs
+            runs = sweep("information-deletion", "gmp", sparsity, epochs, "finetuned", {"pretrain": checkpoint.id}, {})
+            stages += runs + [select(runs, runs[0], {"pretrain": checkpoint.id})]
+    if "after-downstream" in variants:
+        prune = {"scope": g.pretrain.scope, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
+        start_of = {r.keys["learning_rate"]: r.id for r in plain}
+        for sparsity in sparsities:
+            more = d.after_epochs_high if sparsity >= d.after_high_from else d.after_epochs
+            reference = {"pretrain_mask": checkpoints[("gmp", sparsity)].id} if sparsity > 0 else {}
+            runs = sweep("after-downstream", "gmp", sparsity, more, "pruned",
+                         lambda lr: {"finetuned": start_of[lr], **reference}, {"prune": prune},
+                         total_epochs=base["epochs"] + more)
+            stages += runs + [select(runs, runs[0], {})]
+    return stages
+
+
+# ---- running a stage ----------------------------------------------------------------------------------
+
+def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: ExperimentConfig,
+            progress: bool) -> list[ResultRow]:
+    """Run one Gordon stage into ``out``; return its result rows (only gordon-select has any)."""
+    runners = {"gordon-head": _head, "gordon-pretrain": _pretrain, "gordon-similarity": _similarity,
+               "gordon-finetune": _finetune, "gordon-select": _select}
+    if stage.kind not in runners:
+        raise ValueError(f"unknown stage kind {stage.kind}")
+    return runners[stage.kind](stage, out, inputs, progress)
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _blocks(corpus: dict[str, Any], tokenizer, length: int, which: str):
+    from .mlm import corpus_blocks
+
+    cap = corpus["max_train_sequences"] if which == "train" else corpus["dev_sequences"]
+    return corpus_blocks(corpus[which], tokenizer, length, text_format=corpus["format"], max_blocks=cap)
+
+
+def _dev_set(corpus: dict[str, Any], tokenizer, length: int, probability: float):
+    from .mlm import masked_dev_set
+
+    return masked_dev_set(_blocks(corpus, tokenizer, length, "dev"), tokenizer, probability, seed=DEV_MASK_SEED)
+
+
+def _head(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    s = stage.settings
+    head_run(s["model"], out, corpus=s["corpus"], head=s["head"], seed=s["seed"], progress=progress)
+    return []
+
+
+def head_run(model_name: str | Path, out: Path, *, corpus: dict[str, Any], head: dict[str, Any], seed: int,
+             progress: bool = True) -> dict[str, Any]:
+    """Train a new MLM head alone and write the checkpoint to ``out`` (see the module docstring).
+
+    ``corpus``: the fields of `bertlottery.config.GordonCorpusConfig`; ``head``: steps, learning_rate,
+    batch_size, max_length, mlm_probability, weight_decay.
+    """
+    from .. import runs
+    from .mlm import PretrainSettings, dev_loss, load_mlm, save_mlm, train_head
+
+    s, h = {"corpus": corpus, "seed": seed}, head
+    model, tokenizer, info = load_mlm(model_name, seed=seed)
+    model.to(_device())
+    blocks = _blocks(s["corpus"], tokenizer, h["max_length"], "train")
+    dev = _dev_set(s["corpus"], tokenizer, h["max_length"], h["mlm_probability"])
+    before = dev_loss(model, dev)
+    settings = PretrainSettings(steps=h["steps"], batch_size=h["batch_size"], learning_rate=h["learning_rate"],
+                                weight_decay=h["weight_decay"], mlm_probability=h["mlm_probability"], seed=s["seed"])
+    history = train_head(model, tokenizer, blocks, settings, progress=progress)
+    after = dev_loss(model, dev)
+    record = {"pretrain_dev_loss": after, "pretrain_dev_loss_start": before, "new_head": info["new_head"],
+              "pooler": info["pooler"], "train_blocks": len(blocks), "dev_blocks": len(dev),
+              "dev_masked_tokens": dev.n_masked, "train_seconds": history.seconds}
+    with runs.staged_run_dir(out, overwrite=True) as scratch:
+        save_mlm(model, tokenizer, scratch / runs.MODEL_DIR)
+        runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
+        runs.write_json(scratch / runs.METRICS_FILE, record)
+    return record
+
+
+def _pretrain(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    s = stage.settings
+    start = inputs["start"] / "model" if "start" in inputs else s["model"]
+    pretrain_run(start, out, corpus=s["corpus"], pretrain=s["pretrain"], method=s["method"], sparsity=s["sparsity"],
+                 seed=s["seed"], progress=progress)
+    return []
+
+
+def pretrain_run(start: str | Path, out: Path, *, corpus: dict[str, Any], pretrain: dict[str, Any], method: str,
+                 sparsity: float, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Continue pre-training ``start`` with pruning and write the checkpoint and its analyses to ``out``.
+
+    ``corpus``, ``pretrain``: the fields of `bertlottery.config.GordonCorpusConfig` and
+    `bertlottery.config.GordonPretrainConfig` (without ``methods``). Returns the metrics record.
+    """
+    import numpy as np
+
+    from .. import runs
+    from ..masks import Masks, save_masks
+    from ..models import adapter_for
+    from .analysis import embedding_heatmap, head_prune_rates, key_heatmap, weight_statistics
+    from .mlm import Pruning, PretrainSettings, dev_loss, load_mlm, save_mlm
+    from .mlm import pretrain as continue_pretraining
+    from .pruning import mask_sparsity, pruned_parameters
+
+    s = {"corpus": corpus, "method": method, "sparsity": sparsity, "seed": seed}
+    p = pretrain
+    model, tokenizer, info = load_mlm(start, seed=seed)
+    model.to(_device())
+    blocks = _blocks(s["corpus"], tokenizer, p["max_length"], "train")
+    dev = _dev_set(s["corpus"], tokenizer, p["max_length"], p["mlm_probability"])
+
+    def statistics():  # G Table 3: every matrix Gordon prunes, embeddings and pooler included
+        return weight_statistics({n: t.detach().float().cpu() for n, t in pruned_parameters(model, "gordon", True).items()})
+
+    stats_start = statistics()
+    loss_start = dev_loss(model, dev)
+    settings = PretrainSettings(steps=p["steps"], batch_size=p["batch_size"], learning_rate=p["learning_rate"],
+                                warmup_steps=p["warmup_steps"], weight_decay=p["weight_decay"],
+                                mlm_probability=p["mlm_probability"], eval_every=p["eval_every"], seed=s["seed"],
+                                mixed_precision=p["mixed_precision"])
+    pruning = None
+    if s["sparsity"] > 0:
+        pruning = Pruning(method=s["method"], target=s["sparsity"], end=p["prune_steps"], every=p["prune_every"],
+                          scope=p["scope"], tensors=p["tensors"], embeddings=p["prune_embeddings"], seed=s["seed"])
+    history, mask = continue_pretraining(model, tokenizer, blocks, dev, settings, pruning=pruning, progress=progress)
+    model.cpu()
+
+    layers = adapter_for(model).layers(model)
+    key = layers[min(1, len(layers) - 1)].key.weight
+    embeddings = model.get_input_embeddings().weight
+    vocab = embeddings.shape[0]
+    tokens = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))]
+    tokens += [""] * (vocab - len(tokens))
+    heat, lengths = embedding_heatmap(embeddings, tokens)
+    analysis = {"weights_start": stats_start, "weights_end": statistics(),
+                "head_prune_rates": head_prune_rates(model, mask).tolist() if mask is not None else None}
+    record = {
+        "pretrain_dev_loss": history.dev[-1]["loss"],
+        "pretrain_dev_loss_start": loss_start,
+        "method": s["method"],
+        "target_sparsity": s["sparsity"],
+        "sparsity_reached": mask_sparsity(mask) if mask is not None else 0.0,
+        "per_tensor_sparsity": ({n: 1 - float(k.float().mean()) for n, k in mask.keep.items()}
+                                if mask is not None else {}),
+        "steps": settings.steps,
+        "train_blocks": len(blocks),
+        "dev_blocks": len(dev),
+        "dev_masked_tokens": dev.n_masked,
+        "new_head": info["new_head"],
+        "pooler": info["pooler"],
+        "train_seconds": history.seconds,
+    }
+    with runs.staged_run_dir(out, overwrite=True) as scratch:
+        save_mlm(model, tokenizer, scratch / runs.MODEL_DIR)
+        if mask is not None:
+            save_masks(scratch / runs.MASK_FILE, Masks(weights=mask, params={
+                "method": s["method"], "sparsity": s["sparsity"], "scope": p["scope"], "tensors": p["tensors"],
+                "embeddings": p["prune_embeddings"]}))
+        np.savez_compressed(scratch / HEATMAPS_FILE, key=key_heatmap(key).astype(np.float16),
+                            embeddings=heat.astype(np.float16), embedding_lengths=lengths)
+        runs.write_json(scratch / ANALYSIS_FILE, analysis)
+        runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
+        runs.write_json(scratch / runs.METRICS_FILE, record)
+    return record
+
+
+def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    from transformers import AutoModel
+
+    from .. import runs
+    from ..models import load_tokenizer
+    from .analysis import hidden_state_similarity
+    from .mlm import _quiet_transformers
+
+    s = stage.settings
+    device = _device()
+    with _quiet_transformers():
+        reference = AutoModel.from_pretrained(inputs["reference"] / runs.MODEL_DIR, attn_implementation="sdpa").to(device)
+        pruned = AutoModel.from_pretrained(inputs["pruned"] / runs.MODEL_DIR, attn_implementation="sdpa").to(device)
+    tokenizer = load_tokenizer(str(inputs["reference"] / runs.MODEL_DIR))
+    blocks = _blocks(s["corpus"], tokenizer, s["max_length"], "dev")[: s["sequences"]]
+    layers = hidden_state_similarity(reference, pruned, (blocks[i:i + SIMILARITY_BATCH]
+                                                         for i in range(0, len(blocks), SIMILARITY_BATCH)))
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / SIMILARITY_FILE, {"method": stage.keys["method"], "sparsity": stage.keys["sparsity"],
+                                            "layers": layers, "mean": sum(layers[1:]) / max(len(layers) - 1, 1),
+                                            "sequences": len(blocks)})
+    return []
+
+
+def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    from .. import runs
+    from ..masks import load_masks
+    from ..training import TrainSettings
+    from .downstream import AfterDownstream, run_downstream
+
+    s = stage.settings
+    train = dict(s["train"])
+    cap = train.pop("max_train_examples")
+    train.pop("holdout_fraction", None)
+    settings = TrainSettings(**train)
+    glue = Path(s["glue_dir"]) if s["glue_dir"] else None
+    mask = reference = after = None
+    if s["variant"] == "after-downstream":
+        checkpoint = inputs["finetuned"] / runs.MODEL_DIR
+        after = AfterDownstream(s["sparsity"], **s["prune"])
+        if "pretrain_mask" in inputs:
+            reference = load_masks(inputs["pretrain_mask"] / runs.MASK_FILE).weights
+    else:
+        checkpoint = inputs["pretrain"] / runs.MODEL_DIR
+        mask_file = inputs["pretrain"] / runs.MASK_FILE
+        mask = load_masks(mask_file).weights if mask_file.is_file() else None
+    run_downstream(checkpoint, stage.task, out, glue_dir=glue, settings=settings, variant=s["variant"], mask=mask,
+                   after=after, reference_mask=reference, max_train_examples=cap, sort_order=s.get("sort_order"),
+                   save_model=s.get("save_model", False), progress=progress)
+    return []
+
+
+def _select(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    from .. import runs
+    from ..tasks import get_task
+
+    task = get_task(stage.task)
+    main, metric = task.eval_splits[0], task.primary_metric
+    records = [runs.read_json(inputs[f"lr{i}"] / runs.METRICS_FILE) for i in range(len(stage.settings["order"]))]
+
+    def score(record: dict[str, Any]) -> float:
+        value = record["splits"][main]["metrics"][metric]
+        return -math.inf if value is None or math.isnan(value) else value
+
+    best = max(records, key=score)  # the first of equals: the lowest learning rate in the sweep's order
+    keys = {k: stage.keys[k] for k in ("seed", "method", "subnetwork", "mode", "epochs")}
+    row = dict(task=task.name, stage_id=stage.id, fraction_kept=float(best["fraction_kept"]), **keys)
+    rows = [ResultRow(split=split, metric=name, value=float(value), **row)
+            for split, entry in best["splits"].items() for name, value in entry["metrics"].items()
+            if name != "n_examples"]
+    rows.append(ResultRow(split=main, metric="learning_rate", value=float(best["learning_rate"]), **row))
+    rows.append(ResultRow(split=SPLIT_TRAIN, metric="train_loss", value=float(best["train_loss"]), **row))
+    pretrain_loss = None
+    if "pretrain" in inputs:
+        pretrain_loss = runs.read_json(inputs["pretrain"] / runs.METRICS_FILE)["pretrain_dev_loss"]
+        rows.append(ResultRow(split=SPLIT_PRETRAIN, metric="pretrain_dev_loss", value=float(pretrain_loss), **row))
+    if "mask_difference" in best:
+        rows.append(ResultRow(split=SPLIT_MASK, metric="mask_difference", value=float(best["mask_difference"]), **row))
+    selection = {
+        "task": task.name, "method": keys["method"], "mode": keys["mode"], "seed": keys["seed"],
+        "sparsity": float(keys["subnetwork"].removeprefix("sparsity-")), "metric": metric,
+        "learning_rate": best["learning_rate"], "pretrain_dev_loss": pretrain_loss,
+        "runs": [{"learning_rate": r["learning_rate"], "dev": r["splits"][main]["metrics"][metric],
+                  "train_loss": r["train_loss"], "epochs": r["epochs"], "sort_order": r.get("sort_order"),
+                  "mask_difference": r.get("mask_difference")} for r in records],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / SELECTION_FILE, selection)
+    return rows

@@ -1,0 +1,624 @@
+"""Continued masked-language-model pre-training with gradual magnitude pruning (G§3.2, SPEC section 8).
+
+Three pieces, each usable alone:
+
+1. Text: `read_texts` (plain text files, a folder of them, or ``hub:<dataset>[:<config>]:<split>``),
+   `make_blocks` (the token stream cut into ``[CLS] ... [SEP]`` blocks of a fixed length, as BERT's
+   pre-training packs text), `masked_dev_set` (a dev set masked once, with a fixed seed, so every
+   checkpoint's loss is measured on the very same masked tokens).
+2. The model: `load_mlm` gives the family's MaskedLM model. A checkpoint without an MLM head (the
+   packaged MiniLM is a bare encoder) gets one initialised from the seed, its decoder tied to the word
+   embeddings; the checkpoint's pooler, which a MaskedLM model has no place for, is kept alongside
+   (Gordon et al. prune it, and downstream classifiers use it). `save_mlm` writes the encoder with
+   its pooler as an ordinary checkpoint (``load_model`` fine-tunes it) plus ``mlm_head.safetensors``.
+3. Training: `pretrain` runs AdamW with linear warm-up and decay; with a `Pruning` it recomputes the
+   mask on the cubic schedule (`CubicSchedule`) and holds pruned weights at exactly zero in between
+   (`bertlottery.masking.WeightMaskKeeper`). `train_head` trains a new head alone, encoder frozen.
+
+Masking is transformers' ``DataCollatorForLanguageModeling`` (15% of tokens, 80/10/10
+mask/random/keep). The loss is computed on the masked positions only: the decoder over the whole
+vocabulary is about as costly as a small encoder, and the other 85% of its logits are thrown away.
+
+Example:
+    >>> model, tokenizer, info = load_mlm("minilm-l6", seed=42)                      # doctest: +SKIP
+    >>> blocks = make_blocks(read_texts(["wiki.txt"]), tokenizer, 128)               # doctest: +SKIP
+    >>> dev = masked_dev_set(blocks[:64], tokenizer, seed=0)                         # doctest: +SKIP
+    >>> history = pretrain(model, tokenizer, blocks, dev, PretrainSettings(steps=100),
+    ...                    pruning=Pruning("gmp", target=0.5, end=50))            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..masks import WeightMask
+from .pruning import full_mask, magnitude_mask, pruned_parameters, random_mask
+from .schedule import CubicSchedule
+
+__all__ = [
+    "HEAD_FILE",
+    "read_texts",
+    "clean_wikitext",
+    "make_blocks",
+    "corpus_blocks",
+    "MaskedSet",
+    "masked_dev_set",
+    "load_mlm",
+    "save_mlm",
+    "mlm_loss",
+    "dev_loss",
+    "PretrainSettings",
+    "Pruning",
+    "PretrainHistory",
+    "pretrain",
+    "train_head",
+]
+
+HEAD_FILE = "mlm_head.safetensors"
+
+
+# ---- text -------------------------------------------------------------------------------------------
+
+def read_texts(sources: Sequence[str | os.PathLike]) -> list[str]:
+    """The non-empty lines of every source, in order.
+
+    A source is a text file, a folder (its ``*.txt``, ``*.raw`` and ``*.tokens`` files, sorted), or
+    ``hub:<dataset>[:<config>]:<split>`` (a Hugging Face dataset with a ``text`` column).
+    """
+    lines: list[str] = []
+    for source in sources:
+        source = str(source)
+        if source.startswith("hub:"):
+            lines += _hub_texts(source)
+            continue
+        path = Path(source).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".txt", ".raw", ".tokens"))
+            if not files:
+                raise UserError(f"Text folder {path} has no .txt, .raw or .tokens files.")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise UserError(f"Text source {path} does not exist; give a text file, a folder of them, "
+                            "or hub:<dataset>[:<config>]:<split>.")
+        for file in files:
+            lines += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines
+
+
+def _hub_texts(source: str) -> list[str]:
+    parts = source.removeprefix("hub:").split(":")
+    if len(parts) not in (2, 3):
+        raise UserError(f"A hub corpus is hub:<dataset>[:<config>]:<split>, got {source}.")
+    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    try:
+        import datasets
+    except ImportError:
+        raise UserError("A hub corpus needs the datasets package: pip install datasets.") from None
+    try:
+        data = datasets.load_dataset(name, config, split=split)
+    except Exception as error:  # datasets raises many types for a missing name, config or network
+        raise UserError(f"Could not load {source} ({type(error).__name__}: {str(error).splitlines()[0][:160]}).") from None
+    if "text" not in data.column_names:
+        raise UserError(f"{source} has no 'text' column (it has {', '.join(data.column_names)}).")
+    return [t.strip() for t in data["text"] if t and t.strip()]
+
+
+def clean_wikitext(line: str, unk_token: str = "[UNK]") -> str:
+    """Undo WikiText's tokenisation: `` @-@ `` -> ``-``, `` @,@ `` -> ``,``, `` @.@ `` -> ``.``, and
+    ``<unk>`` -> the tokenizer's unknown token (WordPiece would cut ``<unk>`` into four pieces)."""
+    for marked, plain in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):
+        line = line.replace(marked, plain)
+    return line.replace("<unk>", unk_token)
+
+
+def make_blocks(
+    texts: Sequence[str],
+    tokenizer,
+    length: int = 128,
+    *,
+    max_blocks: int | None = None,
+    chunk: int = 2048,
+) -> torch.Tensor:
+    """``int32[blocks, length]``: the texts' tokens as one stream, cut into blocks of ``length - 2``
+    and framed as ``[CLS] ... [SEP]``; a last partial block is dropped. Stops once ``max_blocks`` are full."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if start is None or end is None:
+        raise UserError(f"Tokenizer {type(tokenizer).__name__} has no [CLS]/[SEP] (or <s>/</s>) tokens to frame blocks with.")
+    inner = length - 2
+    if inner < 1:
+        raise UserError(f"A block of {length} tokens has no room for text between [CLS] and [SEP].")
+    stream: list[int] = []
+    blocks: list[list[int]] = []
+    for i in range(0, len(texts), chunk):
+        for ids in tokenizer(list(texts[i:i + chunk]), add_special_tokens=False)["input_ids"]:
+            stream.extend(ids)
+        while len(stream) >= inner and (max_blocks is None or len(blocks) < max_blocks):
+            blocks.append([start, *stream[:inner], end])
+            del stream[:inner]
+        if max_blocks is not None and len(blocks) >= max_blocks:
+            break
+    if not blocks:
+        raise UserError(f"The text is shorter than one block of {length} tokens.")
+    return torch.tensor(blocks, dtype=torch.int32)
+
+
+def _source_identity(source: str) -> list:
+    if source.startswith("hub:"):
+        return [source]
+    path = Path(source).expanduser().resolve()
+    files = sorted(p for p in path.iterdir() if p.suffix in (".txt", ".raw", ".tokens")) if path.is_dir() else [path]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
+
+
+def corpus_blocks(
+    sources: Sequence[str],
+    tokenizer,
+    length: int = 128,
+    *,
+    text_format: str = "plain",
+    max_blocks: int | None = None,
+    cache_dir: Path | None = None,
+) -> torch.Tensor:
+    """`read_texts` + (WikiText clean-up) + `make_blocks`, cached on disk.
+
+    The cache file is keyed by the sources (path, size, modification time), the format, the
+    tokenizer, the block length and the cap, so a large corpus is tokenised once per study, not once
+    per stage.
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from ..data import _tokenizer_identity, default_cache_dir
+
+    key = json.dumps({"version": 1, "sources": [_source_identity(str(s)) for s in sources], "format": text_format,
+                      "tokenizer": _tokenizer_identity(tokenizer), "length": length, "max_blocks": max_blocks},
+                     sort_keys=True)
+    root = (cache_dir or default_cache_dir()) / "mlm-blocks"
+    path = root / f"{hashlib.sha256(key.encode()).hexdigest()}.npy"
+    if path.is_file():
+        try:
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except (OSError, ValueError):
+            pass  # a damaged cache file is rebuilt
+    texts = read_texts(sources)
+    if text_format == "wikitext":
+        unk = tokenizer.unk_token or "[UNK]"
+        texts = [clean_wikitext(t, unk) for t in texts]
+    blocks = make_blocks(texts, tokenizer, length, max_blocks=max_blocks)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{path.name}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as handle:
+            np.save(handle, blocks.numpy())
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no cache is slower, not wrong
+    return blocks
+
+
+@dataclass
+class MaskedSet:
+    """Blocks masked for MLM: ``input_ids`` and ``labels`` (``-100`` where no loss is taken), ``[N, T]``."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def n_masked(self) -> int:
+        return int((self.labels != -100).sum())
+
+
+def _collator(tokenizer, probability: float, seed: int):
+    from transformers import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(tokenizer, mlm_probability=probability, seed=seed)
+
+
+def _special_mask(blocks: torch.Tensor, tokenizer) -> torch.Tensor:
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=blocks.dtype)
+    return torch.isin(blocks, special).long()
+
+
+def _mask_batch(collator, blocks: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    special = _special_mask(blocks, tokenizer)
+    examples = [{"input_ids": b.long(), "special_tokens_mask": s} for b, s in zip(blocks, special)]
+    batch = collator(examples)
+    return batch["input_ids"], batch["labels"]
+
+
+def masked_dev_set(blocks: torch.Tensor, tokenizer, probability: float = 0.15, seed: int = 0) -> MaskedSet:
+    """The dev blocks masked once with ``seed``: the same blocks and seed always give the same masks."""
+    input_ids, labels = _mask_batch(_collator(tokenizer, probability, seed), blocks, tokenizer)
+    return MaskedSet(input_ids, labels)
+
+
+# ---- the model --------------------------------------------------------------------------------------
+
+@contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _base_prefix(model: nn.Module) -> str:
+    return model.base_model_prefix
+
+
+def _head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The MLM head's own parameters (a decoder tied to the word embeddings is the embeddings')."""
+    prefix = _base_prefix(model) + "."
+    return {n: p for n, p in model.named_parameters() if not n.startswith(prefix)}
+
+
+def _init_new_head(model: nn.Module, seed: int) -> None:
+    """Initialise a new head as BERT initialises its layers, from ``seed`` alone (a private generator:
+    whatever ran before, the same seed gives the same head)."""
+    generator = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    embedding = model.get_input_embeddings().weight
+    prefix = _base_prefix(model)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name == prefix or name.startswith(prefix + ".") or not name:
+                continue
+            if isinstance(module, nn.Linear) and module.weight is not embedding:
+                module.weight.copy_(torch.empty(module.weight.shape).normal_(0.0, std, generator=generator))
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        for name, param in _head_parameters(model).items():
+            if name.endswith("bias"):
+                param.zero_()
+
+
+def load_mlm(name_or_path: str | os.PathLike, *, seed: int = 0) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """``(model, tokenizer, info)``: the checkpoint as its family's MaskedLM model, in train mode.
+
+    ``info["new_head"]`` says whether the head was initialised here (from ``seed``); a head saved by
+    `save_mlm` is read back from ``mlm_head.safetensors``. ``info["pooler"]``: whether the
+    checkpoint's pooler was attached to the encoder.
+    """
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    from ..models import adapter_for, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(str(name_or_path))
+    with _quiet_transformers():
+        try:
+            model, loading = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True,
+                                                                  attn_implementation="sdpa")
+        except (OSError, ValueError) as error:
+            raise UserError(f"Could not load {name_or_path} as a masked language model ({str(error).splitlines()[0]}).") from None
+    adapter_for(model)  # refuse an unsupported family
+    head_file = Path(path) / HEAD_FILE
+    head = _head_parameters(model)
+    new_head = False
+    if head_file.is_file():
+        from safetensors.torch import load_file
+
+        saved = load_file(str(head_file))
+        if set(saved) != set(head):
+            raise UserError(f"{head_file} holds {sorted(saved)}, but the model's head is {sorted(head)}; re-create it.")
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                head[name].copy_(tensor)
+    elif any(not k.startswith(_base_prefix(model) + ".") for k in loading["missing_keys"]):
+        _init_new_head(model, seed)
+        new_head = True
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        raise UserError(f"{name_or_path}: the MLM decoder is not tied to the word embeddings.")
+    # A MaskedLM model is built without the pooler; keep the checkpoint's, if it has one.
+    base = model.base_model
+    pooler = False
+    if getattr(base, "pooler", "absent") is None:
+        with _quiet_transformers():
+            encoder, base_loading = AutoModel.from_pretrained(path, output_loading_info=True)
+        if getattr(encoder, "pooler", None) is not None and not any("pooler" in k for k in base_loading["missing_keys"]):
+            base.pooler = encoder.pooler
+            base.config.add_pooling_layer = True
+            pooler = True
+    model.train()
+    tokenizer = load_tokenizer(path)
+    return model, tokenizer, {"new_head": new_head, "pooler": pooler, "path": str(path)}
+
+
+def save_mlm(model: nn.Module, tokenizer, folder: str | os.PathLike) -> Path:
+    """Write the encoder (with its pooler) as a checkpoint ``load_model`` reads, the tokenizer, and the head."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.base_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    head = {n: p.detach().cpu().contiguous() for n, p in _head_parameters(model).items()}
+    save_file(head, str(folder / HEAD_FILE))
+    return folder
+
+
+def _fast_head(model: nn.Module) -> nn.Module | None:
+    # BERT: cls; RoBERTa family: lm_head. Both map hidden states of any leading shape to logits.
+    for name in ("cls", "lm_head"):
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    return None
+
+
+def mlm_loss(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, *,
+             reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the masked positions (``labels != -100``), the vocabulary scored only there."""
+    head = _fast_head(model)
+    if head is None:  # a family whose head is several loose modules: the model's own (full) forward
+        logits = model(input_ids=input_ids).logits
+        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction=reduction)
+    hidden = model.base_model(input_ids=input_ids)[0]  # (B, T, H); blocks have no padding
+    chosen = labels != -100
+    logits = head(hidden[chosen])  # (M, V)
+    return nn.functional.cross_entropy(logits.float(), labels[chosen], reduction=reduction)
+
+
+@torch.no_grad()
+def dev_loss(model: nn.Module, dev: MaskedSet, batch_size: int = 64) -> float:
+    """Mean cross-entropy per masked token of ``dev`` (eval mode: no dropout)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    try:
+        for i in range(0, len(dev), batch_size):
+            ids = dev.input_ids[i:i + batch_size].to(device)
+            labels = dev.labels[i:i + batch_size].to(device)
+            if (labels != -100).any():
+                total += float(mlm_loss(model, ids, labels, reduction="sum"))
+    finally:
+        model.train(was_training)
+    return total / max(dev.n_masked, 1)
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """One continued pre-training run (see `bertlottery.config.GordonPretrainConfig`)."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    mlm_probability: float = 0.15
+    eval_every: int | None = None
+    seed: int = 42
+    mixed_precision: str = "no"
+    log_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """How a run prunes: ``method`` (gmp, oneshot, random) to ``target`` on the cubic schedule that
+    reaches it at step ``end`` (one-shot: at step 0), the mask recomputed every ``every`` steps."""
+
+    method: str = "gmp"
+    target: float = 0.0
+    end: int = 0
+    every: int = 10
+    scope: str = "local"
+    tensors: str = "gordon"
+    embeddings: bool = False
+    seed: int = 0  # random pruning's draws
+
+    def schedule(self) -> CubicSchedule:
+        end = 0 if self.method == "oneshot" else self.end
+        return CubicSchedule(target=self.target, begin=0, end=end, every=self.every)
+
+
+@dataclass
+class PretrainHistory:
+    losses: list[float] = field(default_factory=list)  # mean training loss per logging window
+    dev: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss"}
+    sparsity: list[dict[str, float]] = field(default_factory=list)  # {"step", "target", "reached"}
+    seconds: float = 0.0
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _batches(blocks: torch.Tensor, batch_size: int, seed: int):
+    """Endless batches of blocks: a new seeded permutation every pass."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(blocks), generator=generator)
+        for i in range(0, len(order) - batch_size + 1, batch_size):  # full batches only
+            yield blocks[order[i:i + batch_size]]
+
+
+def _decay_groups(model: nn.Module, weight_decay: float, trainable: Callable[[str], bool] = lambda n: True):
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [(n, p) for n, p in model.named_parameters() if trainable(n)]
+    return [
+        {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": weight_decay},
+        {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+
+
+def pretrain(
+    model: nn.Module,
+    tokenizer,
+    blocks: torch.Tensor,
+    dev: MaskedSet | None,
+    settings: PretrainSettings,
+    *,
+    pruning: Pruning | None = None,
+    progress: bool = True,
+) -> tuple[PretrainHistory, WeightMask | None]:
+    """Continue MLM training of ``model`` in place for ``settings.steps`` steps, pruning as ``pruning`` says.
+
+    Before step t, when the schedule updates at t, the mask is recomputed from the current weights
+    (magnitude) or drawn (random) and the pruned weights are zeroed; from then on their gradients are
+    zeroed and they are multiplied by zero after every optimizer step, so they stay exactly zero.
+    Returns the history and the final mask (None without pruning).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from ..masking import WeightMaskKeeper
+    from ..training import TrainingDiverged, build_adamw
+
+    set_seed(settings.seed)
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+    optimizer = build_adamw(_decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=1e-6)
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    model = model.to(accelerator.device)
+    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    bare_optimizer = getattr(optimizer, "optimizer", optimizer)
+    collator = _collator(tokenizer, settings.mlm_probability, settings.seed)
+    batches = _batches(blocks, min(settings.batch_size, len(blocks)), settings.seed)
+
+    history = PretrainHistory()
+    schedule = pruning.schedule() if pruning is not None and pruning.target > 0 else None
+    targets = pruned_parameters(model, pruning.tensors, pruning.embeddings) if schedule else {}
+    generator = torch.Generator().manual_seed(pruning.seed) if pruning is not None else None
+    mask: WeightMask | None = None
+    keeper = None
+    started = time.time()
+    prepared.train()
+    running, window = 0.0, 0
+    bar = tqdm(range(settings.steps), desc="pre-training", disable=not progress, leave=False)
+    try:
+        for step in bar:
+            if schedule is not None and schedule.is_update(step):
+                sparsity = schedule.sparsity(step)
+                if pruning.method == "random":
+                    mask = random_mask({n: p.shape for n, p in targets.items()}, sparsity, generator, previous=mask)
+                else:
+                    mask = magnitude_mask(targets, sparsity, scope=pruning.scope, previous=mask)
+                if keeper is not None:
+                    keeper.detach()
+                keeper = WeightMaskKeeper(model, mask).attach(bare_optimizer)  # zeroes the newly pruned weights
+                history.sparsity.append({"step": step, "target": sparsity, "reached": mask.n_pruned / mask.n_total})
+            ids, labels = _mask_batch(collator, next(batches), tokenizer)
+            ids, labels = ids.to(accelerator.device), labels.to(accelerator.device)
+            with accelerator.autocast():
+                loss = mlm_loss(prepared, ids, labels)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"the MLM loss became {loss.item()} at step {step}")
+            accelerator.backward(loss)
+            if settings.max_grad_norm:
+                accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running, window = running + loss.item(), window + 1
+            if window == settings.log_every:
+                history.losses.append(running / window)
+                bar.set_postfix(loss=f"{running / window:.3f}")
+                running, window = 0.0, 0
+            if dev is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 and step + 1 < settings.steps:
+                history.dev.append({"step": step + 1, "loss": dev_loss(model, dev)})
+    finally:
+        if keeper is not None:
+            keeper.detach()
+    if window:
+        history.losses.append(running / window)
+    if dev is not None:
+        history.dev.append({"step": settings.steps, "loss": dev_loss(model, dev)})
+    history.seconds = round(time.time() - started, 2)
+    history.steps = settings.steps
+    if not all(math.isfinite(x) for x in history.losses):
+        raise TrainingDiverged("the MLM training loss was not finite")
+    if schedule is not None and mask is None:  # fewer steps than the first update: nothing was pruned
+        mask = full_mask(targets)
+    return history, mask
+
+
+def train_head(
+    model: nn.Module,
+    tokenizer,
+    blocks: torch.Tensor,
+    settings: PretrainSettings,
+    *,
+    progress: bool = True,
+) -> PretrainHistory:
+    """Train the MLM head alone (the encoder, word embeddings included, frozen): a new head learns to
+    read the encoder before the encoder itself is trained or pruned."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from ..training import build_adamw
+
+    head = _fast_head(model)
+    if head is None:
+        raise UserError(f"Training the head alone is not supported for {type(model).__name__}; set head_steps: 0.")
+    set_seed(settings.seed)
+    device = next(model.parameters()).device
+    trainable = {id(p) for p in _head_parameters(model).values()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    optimizer = build_adamw(_decay_groups(model, settings.weight_decay, lambda n: n in _head_parameters(model)),
+                            lr=settings.learning_rate, eps=1e-6)
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    collator = _collator(tokenizer, settings.mlm_probability, settings.seed)
+    batches = _batches(blocks, min(settings.batch_size, len(blocks)), settings.seed)
+    history = PretrainHistory()
+    started = time.time()
+    model.eval()  # the frozen encoder without dropout; the head has none
+    running, window = 0.0, 0
+    try:
+        for _ in tqdm(range(settings.steps), desc="MLM head", disable=not progress, leave=False):
+            ids, labels = _mask_batch(collator, next(batches), tokenizer)
+            ids, labels = ids.to(device), labels.to(device)
+            with torch.no_grad():
+                hidden = model.base_model(input_ids=ids)[0]
+            chosen = labels != -100
+            loss = nn.functional.cross_entropy(head(hidden[chosen]).float(), labels[chosen])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running, window = running + loss.item(), window + 1
+            if window == settings.log_every:
+                history.losses.append(running / window)
+                running, window = 0.0, 0
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+        model.train()
+    if window:
+        history.losses.append(running / window)
+    history.seconds = round(time.time() - started, 2)
+    history.steps = settings.steps
+    return history

@@ -1,0 +1,170 @@
+"""The Gordon study through the real CLI on a tiny model: the config, the stage graph, the result
+rows, resumption, the CLI steps, and the report section in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bertlottery.cli import main
+from bertlottery.config import ConfigError, load
+from bertlottery.pipeline import expand
+
+from conftest import CHROMIUM_ARGS
+from tiny import write_rte
+
+REPO = Path(__file__).resolve().parents[1]
+MINILM = REPO / "configs" / "gordon-minilm.yaml"
+PAPER = REPO / "configs" / "gordon.yaml"
+WIKI = REPO.parent / "shared" / "data" / "text" / "wikitext-2" / "valid.txt"
+
+
+def tiny_overrides(model_dir: Path, glue: Path, text: Path) -> list[str]:
+    return [f"model={model_dir}", f"glue_dir={glue}", "tasks=[RTE]", "train.per_task={}", "train.epochs=1",
+            "train.batch_size=8", "train.max_length=64", "energy.track=false", "gordon.sparsities=[0.0,0.5]",
+            f"gordon.corpus.train=[{text}]", f"gordon.corpus.dev=[{text}]", "gordon.corpus.max_train_sequences=16",
+            "gordon.corpus.dev_sequences=6", "gordon.pretrain.steps=4", "gordon.pretrain.prune_steps=2",
+            "gordon.pretrain.prune_every=1", "gordon.pretrain.batch_size=4", "gordon.pretrain.max_length=32",
+            "gordon.pretrain.warmup_steps=0", "gordon.pretrain.head_steps=2", "gordon.downstream.learning_rates=[1e-3]",
+            "gordon.downstream.deletion_epochs=1", "gordon.downstream.deletion_epochs_high=2",
+            "gordon.downstream.after_epochs=1", "gordon.downstream.after_epochs_high=1",
+            "gordon.analysis.similarity_sequences=4"]
+
+
+def test_config_problems_are_reported_together():
+    bad = ["gordon.sparsities=[0.3,1.0]", "gordon.pretrain.methods=[gmp,randm]", "gordon.pretrain.prune_steps=10",
+           "gordon.pretrain.steps=5", "gordon.pretrain.scope=loca", "gordon.downstream.variants=[pruned,deletion]",
+           "gordon.downstream.learning_rates=[]", "gordon.corpus.format=wiki", "gordon.pretrain.bacth_size=3"]
+    with pytest.raises(ConfigError) as error:
+        load(MINILM, bad)
+    text = str(error.value)
+    for needle in ("must be in [0, 1), got 1.0", "must include 0.0", "unknown 'randm'. Did you mean 'random'?",
+                   "prune_steps (10) must not exceed", "unknown 'loca'", "unknown 'deletion'",
+                   "learning_rates must not be empty", "unknown 'wiki'", "unknown key 'gordon.pretrain.bacth_size'"):
+        assert needle in text, needle
+
+
+def test_the_graphs_put_inputs_first_and_ids_follow_the_settings():
+    for path, pretrain_runs in ((MINILM, 7), (PAPER, 19)):  # 0% once, then every method x sparsity
+        stages = expand(load(path))
+        position = {s.id: i for i, s in enumerate(stages)}
+        assert len(position) == len(stages)
+        assert all(position[i] < position[s.id] for s in stages for i in s.inputs.values())
+        assert sum(s.kind == "gordon-pretrain" for s in stages) == pretrain_runs
+    stages = expand(load(MINILM))
+    config = load(MINILM)
+    selects = [s for s in stages if s.kind == "gordon-select"]
+    per_task = 4 + 3 + 4 + 4  # gmp 0-90%, random 30-90%, information deletion 0-90%, after downstream 0-90%
+    assert len(selects) == per_task * len(config.tasks)
+    assert sum(s.kind == "gordon-finetune" for s in stages) == per_task * len(config.tasks) * 2  # two rates
+    changed = expand(load(MINILM, ["gordon.downstream.deletion_epochs=3"]))
+    differ = {s.id for s in stages} ^ {s.id for s in changed}
+    assert differ and all("information-deletion" in i for i in differ)  # only the stages it changes
+    assert {s.id for s in changed if s.kind == "gordon-pretrain"} == {s.id for s in stages if s.kind == "gordon-pretrain"}
+
+
+@pytest.fixture(scope="module")
+def study(tiny_model_dir, tmp_path_factory):
+    """The gordon-minilm config cut down to seconds on the tiny model, run once through the CLI."""
+    import os
+
+    root = tmp_path_factory.mktemp("gordon")
+    old = os.environ.get("BERTLOTTERY_CACHE")
+    os.environ["BERTLOTTERY_CACHE"] = str(root / "cache")
+    try:
+        if not WIKI.is_file():
+            pytest.fail(f"WikiText-2 not found at {WIKI}")
+        text = root / "wiki.txt"
+        text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
+        glue = write_rte(root / "glue", n_train=24, n_dev=10)
+        argv = ["run", str(MINILM), *tiny_overrides(tiny_model_dir, glue, text), "--run-dir", str(root / "run"),
+                "--no-progress"]
+        assert main(argv) == 0
+        yield {"root": root, "run": root / "run", "argv": argv, "glue": glue, "text": text}
+    finally:
+        if old is None:
+            os.environ.pop("BERTLOTTERY_CACHE", None)
+        else:
+            os.environ["BERTLOTTERY_CACHE"] = old
+
+
+def test_the_study_writes_the_documented_rows_and_resumes_without_redoing_work(study, capsys):
+    table = pd.read_csv(study["run"] / "results.csv")
+    assert set(table["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
+    assert set(table["subnetwork"]) == {"sparsity-0", "sparsity-0.5"}
+    assert set(table["mode"]) == {"pruned", "finetuned"}
+    assert set(table.loc[table["method"] == "information-deletion", "mode"]) == {"finetuned"}
+    assert set(table["metric"]) == {"accuracy", "learning_rate", "train_loss", "pretrain_dev_loss", "mask_difference"}
+    pre = table[table["metric"] == "pretrain_dev_loss"]
+    assert set(pre["split"]) == {"pretrain-dev"} and "gmp-downstream" not in set(pre["method"])
+    assert set(table.loc[table["metric"] == "mask_difference", "subnetwork"]) == {"sparsity-0.5"}
+    assert (table.loc[table["metric"] == "learning_rate", "value"] == 1e-3).all()
+    half = table[(table["subnetwork"] == "sparsity-0.5") & (table["method"] == "gmp-pretrain")]
+    assert half["fraction_kept"].iloc[0] == pytest.approx(0.5, abs=1e-3)
+    epochs = table.groupby("method")["epochs"].first().to_dict()
+    assert epochs == {"gmp-pretrain": 1, "random-pretrain": 1, "information-deletion": 1, "gmp-downstream": 2}
+    # the same checkpoint's loss in every row that reads it
+    gmp_half = pre[pre["subnetwork"] == "sparsity-0.5"].groupby("method")["value"].first()
+    assert gmp_half["gmp-pretrain"] == gmp_half["information-deletion"] != gmp_half["random-pretrain"]
+
+    stages = list((study["run"] / "stages").rglob("stage.json"))
+    assert len(stages) == 20
+    before = {p: p.stat().st_mtime_ns for p in stages}
+    capsys.readouterr()
+    assert main(study["argv"]) == 0
+    assert "20 already done, 0 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_the_cli_steps_run_alone(study, tiny_model_dir, capsys):
+    out = study["root"] / "alone"
+    code = main(["gordon", "pretrain", "--model", str(tiny_model_dir), "--train", str(study["text"]), "--dev",
+                 str(study["text"]), "--sparsity", "0.5", "--steps", "2", "--prune-steps", "1", "--prune-every", "1",
+                 "--batch-size", "4", "--max-length", "32", "--max-train-sequences", "8", "--dev-sequences", "4",
+                 "--prune-embeddings", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert "at sparsity 0.500" in capsys.readouterr().out
+    code = main(["gordon", "finetune", str(out), "--task", "RTE", "--variant", "information-deletion", "--glue-dir",
+                 str(study["glue"]), "--epochs", "1", "--batch-size", "8", "--max-length", "64",
+                 "--out", str(study["root"] / "ft"), "--no-progress"])
+    assert code == 0
+    assert "information-deletion: RTE dev" in capsys.readouterr().out
+    assert main(["gordon", "pretrain", "--train", "nowhere.txt", "--dev", "x", "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_report_section_renders_in_headless_chromium(study, chromium):
+    from playwright.sync_api import sync_playwright
+
+    from bertlottery.report import build_report
+
+    page_path = build_report(study["run"])
+    assert main(["gordon", "analyse", str(study["run"])]) == 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            for path in (page_path, study["run"] / "gordon.html"):
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(path.resolve().as_uri())
+                section = page.locator("section#gordon")
+                assert section.count() == 1
+                text = section.inner_text()
+                assert "Table 1 (Gordon et al.)" in text and "Table 2" in text and "Table 3" in text
+                sizes = page.evaluate("Array.from(document.querySelectorAll('section#gordon img'))"
+                                      ".map(i => [i.dataset.figure, i.naturalWidth])")
+                names = {name for name, width in sizes if width > 100}
+                assert {"gordon-pretrain-loss", "gordon-figure1", "gordon-figure2-fits", "gordon-figure2-similarity",
+                        "gordon-figure3", "gordon-figure4-heads", "gordon-figure4-movement", "gordon-figure7",
+                        "gordon-heatmaps-0", "gordon-heatmaps-0.5"} <= names, sizes
+                assert not errors
+                page.close()
+        finally:
+            browser.close()
+    table1 = pd.read_csv(study["run"] / "report" / "tables" / "gordon-table1.csv")
+    assert set(table1["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
+    assert json.loads((study["run"] / "config.json").read_text())["gordon"]["sparsities"] == [0.0, 0.5]
