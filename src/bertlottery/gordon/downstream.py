@@ -16,6 +16,7 @@ mode, G Table 1), and optionally the sort-order movement of the pruned tensors a
       metrics.json      dev metrics, train_loss, learning_rate, sparsity reached, mask_difference
       history.json      training loss per logging window and per epoch (with sort-order movement)
       config.json       what was run
+      environment.json  package versions, platform, device
       mask.safetensors  the mask held fixed (pruned, after-downstream)
       model/            the fine-tuned model (only when asked: the input of after-downstream runs)
 
@@ -189,6 +190,7 @@ def run_downstream(
         if masks is not None:
             save_masks(scratch / runs.MASK_FILE, masks, model_layout(model))
         runs.write_json(scratch / runs.CONFIG_FILE, config)
+        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(next(model.parameters()).device)))
         runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
         runs.write_json(scratch / runs.METRICS_FILE, record)
     return record

@@ -338,8 +338,7 @@ def load_mlm(name_or_path: str | os.PathLike, *, seed: int = 0) -> tuple[nn.Modu
         with _quiet_transformers():
             encoder, base_loading = AutoModel.from_pretrained(path, output_loading_info=True)
         if getattr(encoder, "pooler", None) is not None and not any("pooler" in k for k in base_loading["missing_keys"]):
-            base.pooler = encoder.pooler
-            base.config.add_pooling_layer = True
+            base.pooler = encoder.pooler  # saved with the encoder by save_mlm; pruned with it
             pooler = True
     model.train()
     tokenizer = load_tokenizer(path)

@@ -17,7 +17,7 @@ Stage folders (``RUN/stages/<kind>/<task>/<name>-<hash>/``; pre-training stages 
 - gordon-head, gordon-pretrain: ``model/`` (the encoder with its pooler, tokenizer and
   ``mlm_head.safetensors``), ``metrics.json`` (``pretrain_dev_loss``, its value at the start, the
   sparsity reached overall and per tensor), ``history.json`` (training loss, dev loss, the schedule's
-  mask updates), and for pre-training ``mask.safetensors`` (pruned runs), ``analysis.json``
+  mask updates), ``environment.json``, and for pre-training ``mask.safetensors`` (pruned runs), ``analysis.json``
   (per-head prune rates, per-tensor weight mean/std at the start and end) and ``heatmaps.npz``
   (|w| of layer 1's key matrix and of the word embeddings by subword length).
 - gordon-similarity: ``similarity.json`` (per layer, entry 0 the embeddings, and the mean over layers).
@@ -233,6 +233,7 @@ def head_run(model_name: str | Path, out: Path, *, corpus: dict[str, Any], head:
               "dev_masked_tokens": dev.n_masked, "train_seconds": history.seconds}
     with runs.staged_run_dir(out, overwrite=True) as scratch:
         save_mlm(model, tokenizer, scratch / runs.MODEL_DIR)
+        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(_device())))
         runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
         runs.write_json(scratch / runs.METRICS_FILE, record)
     return record
@@ -320,6 +321,7 @@ def pretrain_run(start: str | Path, out: Path, *, corpus: dict[str, Any], pretra
         np.savez_compressed(scratch / HEATMAPS_FILE, key=key_heatmap(key).astype(np.float16),
                             embeddings=heat.astype(np.float16), embedding_lengths=lengths)
         runs.write_json(scratch / ANALYSIS_FILE, analysis)
+        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(_device())))
         runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
         runs.write_json(scratch / runs.METRICS_FILE, record)
     return record
