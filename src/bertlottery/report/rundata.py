@@ -174,7 +174,7 @@ def _environment(stages: list[StageInfo]) -> dict[str, Any] | None:
     from .. import runs
 
     for info in stages:
-        if info.state == "done" and info.kind in ("finetune", "retrain"):
+        if info.state == "done" and info.kind in ("finetune", "retrain", "gordon-finetune", "gordon-pretrain"):
             env = _read_json(info.folder / runs.ENVIRONMENT_FILE)
             if env:
                 return env
