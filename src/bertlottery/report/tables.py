@@ -159,6 +159,19 @@ def format_cell(mean: float, std: float | None = None, n: int | None = None, exp
     return text
 
 
+def _quoted_cells(values: dict[str, float], tasks: list[str], record: dict[str, Any], shown: dict[str, str], *,
+                  digits: int) -> float:
+    """Fill a quoted-from-the-paper row's per-task cells (``record``: numbers, ``shown``: text, '–' where
+    the paper gives none); return their mean over ``tasks`` (NaN when any is missing)."""
+    means = []
+    for task in tasks:
+        value = values.get(task, math.nan)
+        record[f"{task} mean"] = value
+        shown[task] = "–" if math.isnan(value) else f"{value:.{digits}f}"
+        means.append(value)
+    return float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
+
+
 def _lookup(cells: pd.DataFrame, **keys: Any) -> pd.DataFrame:
     mask = np.ones(len(cells), dtype=bool)
     for name, value in keys.items():
@@ -269,14 +282,8 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
         classes.append("")
     for label, values in QUOTED_TABLE2.items():
         record = {"source": "quoted from the paper", "row": label}
-        shown = {}
-        means = []
-        for task in tasks:
-            value = values.get(task, math.nan)
-            record[f"{task} mean"] = value
-            shown[task] = "–" if math.isnan(value) else f"{value:.2f}"
-            means.append(value)
-        average = float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
+        shown: dict[str, str] = {}
+        average = _quoted_cells(values, tasks, record, shown, digits=2)
         record["mean over these tasks"] = average
         record["paper's average (9 tasks)"] = QUOTED_TABLE2_AVERAGE[label]
         shown["mean over these tasks"] = format_cell(average)
@@ -361,13 +368,8 @@ def longer_table(rows: pd.DataFrame, *, expected_n: int | None = None) -> Table:
     if tasks:
         for epoch, values in QUOTED_LONGER.items():
             record = {"source": "quoted from the paper", "method": "structured", "subnetwork": "bad", "epoch": epoch}
-            shown, means = {}, []
-            for task in tasks:
-                value = values.get(task, math.nan)
-                record[f"{task} mean"] = value
-                shown[task] = "–" if math.isnan(value) else f"{value:.3f}"
-                means.append(value)
-            average = float(np.mean(means)) if not any(math.isnan(m) for m in means) else math.nan
+            shown = {}
+            average = _quoted_cells(values, tasks, record, shown, digits=3)
             record["average"] = average
             shown["average"] = format_cell(average)
             frame_rows.append(record)
