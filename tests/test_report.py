@@ -362,18 +362,18 @@ def test_a_two_task_run_gets_its_own_overlap_figures(tmp_path, browser, monkeypa
     from bertlottery.masks import HeadMask, Masks, MlpMask, save_masks
 
     monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    from bertlottery.pipeline import graph_of_config
+
     run = tmp_path / "two"
+    config = {"name": "two", "model": "minilm-l6", "tasks": ["RTE", "MRPC"], "seeds": [1, 2], "methods": ["structured"]}
     generator = torch.Generator().manual_seed(0)
-    for task in ("RTE", "MRPC"):
-        for seed in (1, 2):
-            folder = run / "stages" / "prune" / task / f"seed{seed}-structured-0000000000"
-            heads = torch.rand(2, 4, generator=generator) > 0.4
-            save_masks(folder / "mask.safetensors", Masks(HeadMask(heads), MlpMask(torch.tensor([True, seed == 1]))))
-            (folder / "stage.json").write_text(json.dumps({
-                "id": f"prune/{task}/seed{seed}-structured-0000000000", "kind": "prune", "task": task,
-                "keys": {"seed": seed, "method": "structured"}, "inputs": {}, "seconds": 1.5}))
-    (run / "config.json").write_text(json.dumps({"name": "two", "model": "minilm-l6", "tasks": ["RTE", "MRPC"],
-                                                 "seeds": [1, 2], "methods": ["structured"]}))
+    for stage in [s for s in graph_of_config(config) if s.kind == "prune"]:  # the run's own prune stages
+        folder = run / "stages" / stage.id
+        heads = torch.rand(2, 4, generator=generator) > 0.4
+        save_masks(folder / "mask.safetensors", Masks(HeadMask(heads), MlpMask(torch.tensor([True, stage.keys["seed"] == 1]))))
+        (folder / "stage.json").write_text(json.dumps({
+            "id": stage.id, "kind": "prune", "task": stage.task, "keys": stage.keys, "inputs": {}, "seconds": 1.5}))
+    (run / "config.json").write_text(json.dumps(config))
     assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
     page, problems = _open(browser, tmp_path / "out" / "report.html")
     assert problems == []

@@ -194,6 +194,47 @@ def test_run_directory_skips_unfinished_stages_and_takes_the_newest_of_duplicate
     assert any(newer.name in n for n in mask_set.notes)
 
 
+def test_run_directory_reads_only_the_stages_of_its_config(tmp_path):
+    """Stages a changed config left on disk (here: an older RTE run and a CoLA task no longer in the
+    config, both newer on disk) are not read; the run's own prune and super stages are."""
+    from bertlottery.config import from_dict, to_dict
+    from bertlottery.pipeline import expand
+
+    config = from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "seeds": [7, 3],
+                        "methods": ["structured"], "baselines": []})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(to_dict(config)))
+    graph = expand(config)
+    rng = np.random.default_rng(1)
+    own = {}
+    for stage in graph:
+        if stage.kind == "prune":
+            seed = stage.keys["seed"]
+            own[seed] = Masks(heads=HeadMask(torch.from_numpy(random_keep(rng, (2, 4)))),
+                              mlps=MlpMask(torch.from_numpy(random_keep(rng, (2,)))))
+            write_stage(run / "stages" / stage.id, {"id": stage.id, "task": "RTE", "keys": stage.keys,
+                                                    "inputs": stage.inputs}, {"mask.safetensors": own[seed]})
+            os.utime(run / "stages" / stage.id / "stage.json", (1_000_000, 1_000_000))
+    sup = next(s for s in graph if s.kind == "super")
+    good = own[7].heads & own[3].heads
+    write_stage(run / "stages" / sup.id, {"id": sup.id, "task": "RTE", "keys": sup.keys},
+                {"good.safetensors": Masks(heads=good, mlps=own[7].mlps & own[3].mlps)})
+    full = Masks(heads=HeadMask.full(2, 4), mlps=MlpMask.full(2))
+    for old in ("prune/RTE/seed7-structured-0123456789", "prune/CoLA/seed7-structured-0123456789"):
+        write_stage(run / "stages" / old, {"id": old, "task": old.split("/")[1],
+                                           "keys": {"method": "structured", "seed": 7}}, {"mask.safetensors": full})
+    write_stage(run / "stages" / "super/RTE/structured-0123456789", {"id": "super/RTE/structured-0123456789",
+                "task": "RTE", "keys": {"method": "structured"}}, {"good.safetensors": full})
+    mask_set = load_mask_sets(run)
+    assert mask_set.tasks == ["RTE"] and mask_set.seeds("RTE") == [3, 7]
+    assert mask_set.masks["RTE"][7].heads == own[7].heads
+    assert mask_set.super_survivors["RTE"].heads == good
+    assert any("2 finished prune stage(s) on disk are not in the run's config.json" in n for n in mask_set.notes)
+    (run / "config.json").write_text("{}")  # a config this version cannot rebuild: everything on disk counts
+    assert sorted(load_mask_sets(run).tasks) == ["CoLA", "RTE"]
+
+
 def test_run_directory_super_survivor_stage_is_checked_against_the_seeds(tmp_path):
     run = tmp_path / "run"
     truth = write_run(run, tasks=("RTE",), methods=("structured",))

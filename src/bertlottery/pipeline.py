@@ -151,6 +151,18 @@ def expand(config: ExperimentConfig) -> list[Stage]:
     return stages
 
 
+def graph_of_config(config_data: dict[str, Any]) -> list[Stage]:
+    """The stage graph of a run's resolved config (the dict in its ``config.json``).
+
+    Raises (``ConfigError``, ``ValueError``, ...) where it cannot be rebuilt, for example a config written
+    by another version. Readers of a run directory use it to tell the run's own stages from stages that a
+    changed config left behind: those stay on disk but are no longer part of the study.
+    """
+    from .config import from_dict
+
+    return expand(from_dict(config_data, source=runs.CONFIG_FILE))
+
+
 def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str = "") -> list[Stage]:
     stages = []
     for subnetwork in config.subnetworks:

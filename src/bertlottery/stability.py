@@ -10,8 +10,9 @@
     bert-base-uncased, so sizes are counted on bert-base's layout.
 (b) a bertlottery study run directory (``bertlottery run``): the good mask of every finished prune
     stage ``stages/prune/<task>/seed<s>-<method>-<hash>/mask.safetensors``, grouped by task and
-    method; super-survivor stages ``stages/super/<task>/...`` are read too. The model's size comes
-    from the fine-tuning stage's ``model/config.json``.
+    method; super-survivor stages ``stages/super/<task>/...`` are read too. Only the stages of the
+    run's ``config.json`` count: stages left on disk by an earlier config (changed caps, say) are not
+    read. The model's size comes from the fine-tuning stage's ``model/config.json``.
 (c) a plain folder of bertlottery masks files, one per task and seed::
 
         DIR/<task>/<seed>.safetensors            (also seed<s>.safetensors, seed_<s>.safetensors)
@@ -199,6 +200,18 @@ def _load_released(task_dirs: Mapping[str, Path], path: Path, method: str | None
                    num_heads=layout.num_heads if layout else None, notes=notes)
 
 
+def _run_stage_ids(path: Path) -> set[str] | None:
+    """Ids of the stages in the run's ``config.json``; None where there is none or it cannot be rebuilt
+    (then every finished stage on disk counts, the newest of duplicates winning)."""
+    from . import runs
+    from .pipeline import graph_of_config
+
+    try:
+        return {stage.id for stage in graph_of_config(runs.read_json(path / runs.CONFIG_FILE))}
+    except Exception:  # noqa: BLE001 - no config, or one this version cannot rebuild
+        return None
+
+
 def _newest(stage_dirs: Sequence[Path]) -> Path:
     return max(stage_dirs, key=lambda d: ((d / "stage.json").stat().st_mtime, d.name))
 
@@ -223,17 +236,25 @@ def _load_run(path: Path, method: str | None) -> MaskSet:
 
     found: dict[tuple[str, str, int], list[Path]] = {}
     records: dict[Path, dict[str, Any]] = {}
+    own = _run_stage_ids(path)
+    left_behind = 0
     for stage_file in sorted((path / "stages" / "prune").glob("*/*/stage.json")):
         folder = stage_file.parent
         if not (folder / runs.MASK_FILE).is_file():
             continue
         record = runs.read_json(stage_file)
+        if own is not None and record.get("id") not in own:
+            left_behind += 1
+            continue
         keys = record.get("keys", {})
         if keys.get("method") not in METHODS or keys.get("seed") is None:
             continue
         records[folder] = record
         found.setdefault((record.get("task") or folder.parent.name, keys["method"], int(keys["seed"])), []).append(folder)
     chosen, notes = _pick_method({m for _, m, _ in found}, method, path)
+    if left_behind:
+        notes.append(f"{left_behind} finished prune stage(s) on disk are not in the run's config.json (left by "
+                     "an earlier config) and were not read")
     masks: dict[str, dict[int, Masks]] = {}
     first_record = None
     for (task, m, seed), folders in sorted(found.items()):
@@ -258,6 +279,8 @@ def _load_run(path: Path, method: str | None) -> MaskSet:
     if chosen == "structured":
         by_task: dict[str, list[Path]] = {}
         for stage_file in (path / "stages" / "super").glob("*/*/stage.json"):
+            if own is not None and runs.read_json(stage_file).get("id") not in own:
+                continue
             if (stage_file.parent / "good.safetensors").is_file():
                 by_task.setdefault(stage_file.parent.parent.name, []).append(stage_file.parent)
         supers = {task: load_masks(_newest(folders) / "good.safetensors") for task, folders in sorted(by_task.items())}

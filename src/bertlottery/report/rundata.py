@@ -90,11 +90,10 @@ def _graph(config_data: dict[str, Any] | None, problems: list[str]):
     """The config's stage graph, or None where it cannot be rebuilt (an old or damaged config)."""
     if config_data is None:
         return None
-    from ..config import from_dict
-    from ..pipeline import expand
+    from ..pipeline import graph_of_config
 
     try:
-        return expand(from_dict(config_data, source="config.json"))
+        return graph_of_config(config_data)
     except Exception as error:  # noqa: BLE001 - the report still shows what is on disk
         problems.append(f"the stage graph could not be rebuilt from config.json ({type(error).__name__}: "
                         f"{str(error).splitlines()[0][:200]}); the report lists only the stages found on disk")
