@@ -25,6 +25,7 @@ from bertlottery.report.tables import (
     longer_table,
     main_rows,
     results_table,
+    uninformative_tasks,
 )
 from bertlottery.results import COLUMNS
 
@@ -91,6 +92,28 @@ def test_table3_has_the_known_means_and_sample_stds_per_cell():
     assert shown.loc["majority class", "RTE"] == "0.527"  # no seeds, no spread, no "(n=1)"
     assert shown.loc["majority class", "CoLA"] == "–"
     assert shown.iloc[4]["RTE"] == "–"  # m-pruning has no RTE result
+
+
+def test_tasks_the_run_did_not_learn_are_named_with_the_reason():
+    """RTE learnt (0.62 against a 0.527 majority, good masks of 60-80%): no line. MRPC above its majority
+    class but with an empty s-pruning good mask, WNLI below its majority class: one line each, saying why."""
+    rows = [r for r in synthetic_results().to_dict("records") if r["task"] == "RTE"]
+    for seed, (mrpc, wnli) in zip((1, 2, 3), ((0.70, 0.44), (0.72, 0.56), (0.71, 0.42))):
+        rows += [_row("MRPC", seed, "none", "full", "finetuned", mrpc),
+                 _row("MRPC", seed, "structured", "good", "pruned", 0.684, fraction=0.0),
+                 _row("MRPC", seed, "magnitude", "good", "pruned", 0.69, fraction=0.05),
+                 _row("WNLI", seed, "none", "full", "finetuned", wnli),
+                 _row("WNLI", seed, "structured", "good", "pruned", 0.56, fraction=0.3)]
+    rows += [_row("MRPC", None, "majority", "none", "baseline", 0.684, epochs=None),
+             _row("WNLI", None, "majority", "none", "baseline", 0.563, epochs=None)]
+    rows, metrics = main_rows(pd.DataFrame(rows, columns=COLUMNS))
+    lines = uninformative_tasks(cell_stats(rows), metrics)
+    assert [line.split(":")[0] for line in lines] == ["MRPC", "WNLI"]  # the paper's task order; RTE is not there
+    mrpc, wnli = lines
+    assert "s-pruning search kept 0.0% of the encoder-body weights" in mrpc
+    assert "m-pruning" not in mrpc and "majority" not in mrpc  # 5% kept, and 0.71 +- 0.01 is above 0.684
+    assert "accuracy (0.473 ± 0.076) is not above the majority class's (0.563)" in wnli
+    assert "pruning search" not in wnli
 
 
 def test_the_reported_metric_can_replace_the_primary_one():

@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from ..errors import UserError
 from . import SECTION_PROVIDERS, Section
-from .html import figure_html, paragraph, render_page, slug, table_html
+from .html import caution_list, figure_html, paragraph, render_page, slug, table_html
 from .rundata import RunData, StageInfo, load_run
 
 __all__ = ["Context", "build_report", "builtin_sections", "provider_sections", "parse_iterations"]
@@ -184,7 +184,7 @@ def _lottery_selected(stage: StageInfo, subnetworks: Callable[[str], bool]) -> b
 
 def _subnetworks(ctx: Context) -> Section:
     from .figures import lottery_bars
-    from .tables import TABLE3_ROWS, results_table, sizes_table
+    from .tables import TABLE3_ROWS, results_table, sizes_table, uninformative_tasks
 
     missing = _missing(ctx, lambda s: _lottery_selected(s, lambda sub: not sub.startswith("super-"))
                        or s.kind == "baseline", "fine-tuning, pruning, evaluation and baseline")
@@ -195,7 +195,9 @@ def _subnetworks(ctx: Context) -> Section:
     if cells.empty:
         return Section("Good, random and bad subnetworks (Table 3, Figure 2)",
                        paragraph("No results yet."), missing or ["no results rows yet"])
-    body = [paragraph("Every subnetwork evaluated pruned (the mask applied to the fine-tuned model) and "
+    body = [caution_list("Tasks this run did not learn (read their rows as such):",
+                         uninformative_tasks(cells, ctx.metrics)),
+            paragraph("Every subnetwork evaluated pruned (the mask applied to the fine-tuned model) and "
                       "re-fine-tuned (pre-trained weights, the mask held fixed, the same seed and data order), "
                       "mean and sample std over seeds on each task's dev set.")]
     table = results_table(cells, TABLE3_ROWS, reference=reference, expected_n=ctx.expected_n, metrics=ctx.metrics,

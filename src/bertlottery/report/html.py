@@ -11,7 +11,7 @@ Helpers for section providers (see `bertlottery.report`):
   ``out_dir/tables/``);
 - `figure_html(fig, out_dir, name, caption)`: a matplotlib figure saved as PNG and PDF in
   ``out_dir/figures/`` and embedded;
-- `escape(text)`, `paragraph(text)`, `missing_list(lines)`.
+- `escape(text)`, `paragraph(text)`, `missing_list(lines)`, `caution_list(title, lines)`.
 
 Example:
     >>> body = paragraph("Heads that survive in every seed.") + figure_html(fig, out, "heads", "Heads")  # doctest: +SKIP
@@ -27,7 +27,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-__all__ = ["escape", "paragraph", "table_html", "figure_html", "image_html", "missing_list", "render_page", "slug"]
+__all__ = ["escape", "paragraph", "table_html", "figure_html", "image_html", "missing_list", "caution_list",
+           "render_page", "slug"]
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
@@ -47,6 +48,17 @@ def missing_list(lines: list[str]) -> Markup:
     shown = len(lines) if len(lines) <= 8 else 6  # a long list folds after six lines
     return Markup(_ENV.from_string(_MISSING).render(lines=lines, shown=shown))
 
+
+def caution_list(title: str, lines: list[str]) -> Markup:
+    """A boxed list of what the reader must know before reading a section's numbers (escaped)."""
+    if not lines:
+        return Markup("")
+    return Markup(_ENV.from_string(_CAUTION).render(title=title, lines=lines))
+
+
+_CAUTION = """<div class="caution"><strong>{{ title }}</strong><ul>
+{% for line in lines %}<li>{{ line }}</li>
+{% endfor %}</ul></div>"""
 
 _MISSING = """<div class="missing"><strong>Not in this report yet:</strong><ul>
 {% for line in lines[:shown] %}<li>{{ line }}</li>
@@ -147,6 +159,8 @@ h3 { font-size: 1.05rem; margin-top: 1.6rem; }
 nav ol { columns: 2; margin: .3rem 0 0; }
 .missing { background: #fff9db; border-left: 4px solid #fab005; padding: .4rem .9rem; margin: .8rem 0; }
 .missing ul { margin: .3rem 0; padding-left: 1.2rem; }
+.caution { background: #fff0f0; border-left: 4px solid #e03131; padding: .4rem .9rem; margin: .8rem 0; }
+.caution ul { margin: .3rem 0; padding-left: 1.2rem; }
 .problems { background: #fff5f5; border-left: 4px solid #fa5252; padding: .4rem .9rem; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 12.5px; margin: .4rem 0; }

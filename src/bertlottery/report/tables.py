@@ -37,6 +37,7 @@ __all__ = [
     "results_table",
     "bad_vs_baselines_table",
     "sizes_table",
+    "uninformative_tasks",
     "longer_table",
     "status_table",
     "cost_tables",
@@ -304,6 +305,43 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
                  "baselines the paper quotes.",
                  pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=columns, index=labels),
                  groups, classes, notes)
+
+
+EMPTY_MASK = 0.02  # a good mask keeping less than this fraction of the body weights is (nearly) no network
+
+
+def uninformative_tasks(cells: pd.DataFrame, metrics: dict[str, str] | None = None) -> list[str]:
+    """One line per task whose good/random/bad comparison cannot say anything, and why.
+
+    The search keeps pruning while the score stays above 90% of the full model's. A fine-tuned model no
+    better than the majority class keeps that score with nothing left, so its good mask is (nearly) empty
+    and random and bad, drawn at the same size, are the same empty network. Both signs are checked: the
+    full model's mean not above the majority class's by more than its std over seeds (or 0.01), and a
+    good mask of either method keeping under 2% of the encoder-body weights.
+    """
+    metrics = metrics or {}
+    lines = []
+    for task in task_order(cells["task"]) if not cells.empty else []:
+        reasons = []
+        full = _lookup(cells, task=task, method="none", subnetwork="full", mode="finetuned")
+        majority = _lookup(cells, task=task, method="majority", mode="baseline")
+        metric = metrics.get(task, "score")
+        if not full.empty and not majority.empty:
+            mean, std, floor = full["mean"].iloc[0], full["std"].iloc[0], majority["mean"].iloc[0]
+            margin = max(0.01, 0.0 if pd.isna(std) else float(std))
+            if mean - floor <= margin:
+                reasons.append(f"the fine-tuned model's {metric} ({format_cell(mean, std)}) is not above the majority "
+                               f"class's ({floor:.3f}) by more than its spread over seeds")
+        for method, label in (("structured", "s-pruning"), ("magnitude", "m-pruning")):
+            good = _lookup(cells, task=task, method=method, subnetwork="good", mode="pruned")
+            if not good.empty and good["fraction_kept"].iloc[0] < EMPTY_MASK:
+                reasons.append(f"the {label} search kept {100 * good['fraction_kept'].iloc[0]:.1f}% of the "
+                               "encoder-body weights")
+        if reasons:
+            lines.append(f"{task}: {'; '.join(reasons)}. Any subnetwork passes the search's 90% criterion, so "
+                         "good, random and bad are (nearly) the same empty network and their comparison says "
+                         "nothing about this task; it needs more training data or epochs to be learnt first.")
+    return lines
 
 
 def sizes_table(cells: pd.DataFrame) -> Table:
