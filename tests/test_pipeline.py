@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -199,11 +201,18 @@ def test_the_ray_executor_gives_the_same_table_as_the_local_one(tiny_model_dir, 
     assert main(["run", *common, "--run-dir", str(env / "local")]) == 0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        capsys.readouterr()
         assert main(["run", *common, "--run-dir", str(env / "ray"), "--executor", "ray"]) == 0
         starts = [line.split()[1] for line in (env / "ray" / "events.log").read_text().splitlines()]
     finally:
         ray.shutdown()
     assert len(set(starts)) > 1, "all stages ran in one process: Ray did not spread them over workers"
+    # each finished stage's line gives the time it ran (its record), not the time since Ray was handed it
+    finished = re.findall(r"^\[\d+/\d+\] done +(\S+)  \((\d+) s\)$", capsys.readouterr().out, re.MULTILINE)
+    assert finished and len(finished) == len(starts) // 2
+    for stage_id, shown in finished:
+        record = json.loads((env / "ray" / "stages" / stage_id / "stage.json").read_text())
+        assert int(shown) == round(record["seconds"]), stage_id
     local = pd.read_csv(env / "local" / "results.csv")
     remote = pd.read_csv(env / "ray" / "results.csv")
     pd.testing.assert_frame_equal(local, remote, check_exact=True)

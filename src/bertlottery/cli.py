@@ -254,14 +254,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     def report(stage, state: str) -> None:
         import time
 
-        if state == "start":
+        if state in ("start", "queued"):  # queued: handed to Ray, which starts it when a worker is free
             started[stage.id] = time.monotonic()
-            bar.set_postfix_str(stage.id, refresh=True)
+            if state == "start":
+                bar.set_postfix_str(stage.id, refresh=True)
             return
         bar.update(1)
         finished[0] += 1
-        seconds = time.monotonic() - started.pop(stage.id, time.monotonic())
-        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({seconds:.0f} s)")
+        waited = time.monotonic() - started.pop(stage.id, time.monotonic())
+        bar.set_postfix_str(stage.id, refresh=False)
+        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({_stage_seconds(run_dir, stage, waited):.0f} s)")
 
     if args.executor == "ray":
         from .pipeline import run_ray
@@ -282,6 +284,18 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"results in {run_dir / 'results.csv'}")
     print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1
+
+
+def _stage_seconds(run_dir: Path, stage, fallback: float) -> float:
+    """How long a finished stage ran, from its record (on Ray the driver only sees it queued and done)."""
+    import json
+
+    from .pipeline import STAGE_FILE, stage_dir
+
+    try:
+        return float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return fallback
 
 
 def _cost_line(stages, run_dir: Path) -> str:

@@ -503,7 +503,8 @@ def run_ray(
     states: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Run the stages not done yet on Ray: every stage whose inputs are done is submitted at once, with
-    ``cpus_per_stage`` CPUs (1 by default) and a GPU each where the cluster has GPUs.
+    ``cpus_per_stage`` CPUs (1 by default) and a GPU each where the cluster has GPUs. ``on_stage`` hears
+    ``queued`` when a stage is submitted (Ray starts it when a worker is free) and its final state.
 
     ``address``: an existing cluster (``ray://host:10001`` or ``auto``); without it a local Ray
     instance is started for the run and stopped after. Workers write into ``run_dir``, so on a
@@ -540,7 +541,7 @@ def run_ray(
                     pending[task.remote(stage, paths, str(run_dir.resolve()), config, cpus)] = stage
                     waiting.remove(stage)
                     if on_stage:
-                        on_stage(stage, "start")
+                        on_stage(stage, "queued")
             if not pending:
                 break
             finished, _ = ray.wait(list(pending), num_returns=1)
