@@ -59,7 +59,8 @@ def test_the_graphs_put_inputs_first_and_ids_follow_the_settings():
     selects = [s for s in stages if s.kind == "gordon-select"]
     per_task = 4 + 3 + 4 + 4  # gmp 0-90%, random 30-90%, information deletion 0-90%, after downstream 0-90%
     assert len(selects) == per_task * len(config.tasks)
-    assert sum(s.kind == "gordon-finetune" for s in stages) == per_task * len(config.tasks) * 2  # two rates
+    rates = len(config.gordon.downstream.learning_rates)
+    assert sum(s.kind == "gordon-finetune" for s in stages) == per_task * len(config.tasks) * rates
     changed = expand(load(MINILM, ["gordon.downstream.deletion_epochs=3"]))
     differ = {s.id for s in stages} ^ {s.id for s in changed}
     assert differ and all("information-deletion" in i for i in differ)  # only the stages it changes

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ExperimentConfig
-from ..pipeline import Stage
+from ..pipeline import Stage, _train_settings
 from ..results import ResultRow
 from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
 
@@ -54,13 +54,6 @@ SIMILARITY_BATCH = 16
 
 
 # ---- the graph ----------------------------------------------------------------------------------------
-
-def _train_settings(config: ExperimentConfig, task: str, seed: int) -> dict[str, Any]:
-    train = {k: v for k, v in asdict(config.train).items() if k != "per_task"}
-    train.update(config.train.per_task.get(task, {}))
-    train["seed"] = seed
-    return train
-
 
 def _sort_order_settings(g) -> dict[str, Any]:
     return {"bins": g.analysis.magnitude_bins, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
