@@ -120,6 +120,7 @@ def test_gradual_magnitude_pruning_follows_the_schedule_and_keeps_pruned_weights
     keep = mask.keep["bert.encoder.layer.0.intermediate.dense.weight"]
     assert not torch.equal(moved.detach()[keep], start["bert.encoder.layer.0.intermediate.dense.weight"][keep])
     assert history.dev and history.dev[-1]["step"] == 7 and history.steps == 7
+    assert len(history.losses) == 4  # the mean loss of steps 0-1, 2-3, 4-5, and of the last, shorter window
 
 
 def test_global_one_shot_and_random_pruning(tiny_model_dir, text_file):

@@ -451,6 +451,27 @@ class PretrainHistory:
         return asdict(self)
 
 
+class _LossWindow:
+    """The mean training loss over each window of ``every`` steps, appended to ``losses``."""
+
+    def __init__(self, losses: list[float], every: int):
+        self.losses, self.every, self.total, self.count = losses, every, 0.0, 0
+
+    def add(self, loss: float) -> float | None:
+        """Count one step's loss; the window's mean when this step closes a window."""
+        self.total, self.count = self.total + loss, self.count + 1
+        return self.flush() if self.count == self.every else None
+
+    def flush(self) -> float | None:
+        """Close the window now (the last, shorter one at the end of training)."""
+        if not self.count:
+            return None
+        mean = self.total / self.count
+        self.losses.append(mean)
+        self.total, self.count = 0.0, 0
+        return mean
+
+
 def _batches(blocks: torch.Tensor, batch_size: int, seed: int):
     """Endless batches of blocks: a new seeded permutation every pass."""
     generator = torch.Generator().manual_seed(seed)
@@ -512,7 +533,7 @@ def pretrain(
     keeper = None
     started = time.time()
     prepared.train()
-    running, window = 0.0, 0
+    window = _LossWindow(history.losses, settings.log_every)
     bar = tqdm(range(settings.steps), desc="pre-training", disable=not progress, leave=False)
     try:
         for step in bar:
@@ -538,18 +559,15 @@ def pretrain(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            running, window = running + loss.item(), window + 1
-            if window == settings.log_every:
-                history.losses.append(running / window)
-                bar.set_postfix(loss=f"{running / window:.3f}")
-                running, window = 0.0, 0
+            mean = window.add(loss.item())
+            if mean is not None:
+                bar.set_postfix(loss=f"{mean:.3f}")
             if dev is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 and step + 1 < settings.steps:
                 history.dev.append({"step": step + 1, "loss": dev_loss(model, dev)})
     finally:
         if keeper is not None:
             keeper.detach()
-    if window:
-        history.losses.append(running / window)
+    window.flush()
     if dev is not None:
         history.dev.append({"step": settings.steps, "loss": dev_loss(model, dev)})
     history.seconds = round(time.time() - started, 2)
@@ -594,7 +612,7 @@ def train_head(
     history = PretrainHistory()
     started = time.time()
     model.eval()  # the frozen encoder without dropout; the head has none
-    running, window = 0.0, 0
+    window = _LossWindow(history.losses, settings.log_every)
     try:
         for _ in tqdm(range(settings.steps), desc="MLM head", disable=not progress, leave=False):
             ids, labels = _mask_batch(collator, next(batches), tokenizer)
@@ -608,16 +626,12 @@ def train_head(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            running, window = running + loss.item(), window + 1
-            if window == settings.log_every:
-                history.losses.append(running / window)
-                running, window = 0.0, 0
+            window.add(loss.item())
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
         model.train()
-    if window:
-        history.losses.append(running / window)
+    window.flush()
     history.seconds = round(time.time() - started, 2)
     history.steps = settings.steps
     return history
