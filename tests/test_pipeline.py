@@ -192,6 +192,34 @@ def test_a_damaged_artifact_is_detected_and_its_stage_redone(tiny_model_dir, env
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results.csv"), table, check_exact=True)
 
 
+def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_task(tmp_path, capsys):
+    """Finished: two RTE fine-tunings (100 s, 200 s), one s-prune (30 s). Left: the other fine-tuning
+    and prune count their kind's mean; re-fine-tunings and baselines count the fine-tuning's (they train
+    on the same data); evaluations have no finished stage of their kind and are not counted."""
+    from bertlottery.config import to_dict
+    from bertlottery.pipeline import estimate_left, stage_dir, stage_states
+
+    config = load(SMOKE, ["seeds=[1,2,3]", "longer_retraining=null"])
+    run_dir = tmp_path / "run"
+    stages = expand(config)
+    finetunes = [s for s in stages if s.kind == "finetune"]
+    prunes = [s for s in stages if s.kind == "prune" and s.keys["method"] == "structured"]
+    for stage, seconds in ((finetunes[0], 100), (finetunes[1], 200), (prunes[0], 30)):
+        stage_dir(run_dir, stage).mkdir(parents=True)
+        (stage_dir(run_dir, stage) / "stage.json").write_text(json.dumps({"id": stage.id, "seconds": seconds}))
+    states = stage_states(stages, run_dir)
+    left = estimate_left(stages, run_dir, states)
+    count = lambda kind: sum(1 for s in stages if s.kind == kind and states[s.id] != "done")  # noqa: E731
+    trains_like_finetune = count("retrain") + count("baseline") + count("finetune")
+    expected = 150 * trains_like_finetune + 30 * count("prune")
+    assert left["seconds"] == pytest.approx(expected)
+    unknown = sum(count(k) for k in {s.kind for s in stages} - {"retrain", "baseline", "finetune", "prune"})
+    assert (left["estimated"], left["unknown"]) == (trains_like_finetune + count("prune"), unknown) and unknown > 0
+    (run_dir / "config.json").write_text(json.dumps(to_dict(config)))
+    assert main(["status", str(run_dir)]) == 0
+    assert f"left: about {expected / 3600:.2f} h of stage time for {left['estimated']} stages" in capsys.readouterr().out
+
+
 def test_the_ray_executor_gives_the_same_table_as_the_local_one(tiny_model_dir, env, capsys):
     import ray
 

@@ -226,7 +226,7 @@ def _stages_of(run_dir: Path):
     config_file = run_dir / runs.CONFIG_FILE
     if not config_file.is_file():
         raise UserError(f"{run_dir} is not a study run directory (no {runs.CONFIG_FILE}); start one with bertlottery run.")
-    config = from_dict(runs.read_json(config_file), source=str(config_file))
+    config = from_dict(runs.read_json(config_file), source=str(config_file))  # its errors name the file
     return config, expand(config)
 
 
@@ -311,7 +311,7 @@ def _cost_line(stages, run_dir: Path) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from . import runs
-    from .pipeline import FAILED_DIR, stage_states
+    from .pipeline import FAILED_DIR, estimate_left, stage_states
 
     run_dir = Path(args.run_dir)
     config, stages = _stages_of(run_dir)
@@ -320,6 +320,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{config.name}: {len(stages)} stages: " + ", ".join(
         f"{state} {sum(1 for v in states.values() if v == state)}" for state in order))
     print(_cost_line(stages, run_dir))
+    left = estimate_left(stages, run_dir, states)
+    if left["estimated"]:
+        line = (f"left: about {left['seconds'] / 3600:.2f} h of stage time for {left['estimated']} stages (from the times "
+                "of finished stages of the same kind and task; divide by the stages that run at once)")
+        if left["unknown"]:
+            line += f"; {left['unknown']} stages of kinds not run yet not counted"
+        print(line)
     for stage in stages:
         state = states[stage.id]
         if state != "done" or args.all:

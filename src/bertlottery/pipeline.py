@@ -395,6 +395,40 @@ def run_summary(stages: list[Stage], run_dir: Path) -> dict[str, float]:
     return total
 
 
+_SAME_WORK = {"retrain": "finetune", "baseline": "finetune"}  # stages that train like a task's fine-tuning
+
+
+def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str]) -> dict[str, float]:
+    """Stage time the unfinished stages will take, from the finished ones: each counts the mean time of
+    the finished stages of its kind and task, else (re-fine-tuning and baselines train on the same data
+    as the fine-tuning) of the task's fine-tuning, else of its kind on any task. ``seconds`` sums those;
+    ``estimated`` is how many unfinished stages got an estimate and ``unknown`` how many did not (no
+    stage of their kind has finished yet)."""
+    by_kind_task: dict[tuple[str, str], list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    for stage in stages:
+        if states.get(stage.id) != "done":
+            continue
+        try:
+            seconds = float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        by_kind_task.setdefault((stage.kind, stage.task), []).append(seconds)
+        by_kind.setdefault(stage.kind, []).append(seconds)
+    total = {"seconds": 0.0, "estimated": 0, "unknown": 0}
+    for stage in stages:
+        if states.get(stage.id) == "done":
+            continue
+        known = (by_kind_task.get((stage.kind, stage.task)) or by_kind_task.get((_SAME_WORK.get(stage.kind), stage.task))
+                 or by_kind.get(stage.kind))
+        if known:
+            total["seconds"] += sum(known) / len(known)
+            total["estimated"] += 1
+        else:
+            total["unknown"] += 1
+    return total
+
+
 def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: ExperimentConfig, *,
               progress: bool = False) -> str:
     """Run one stage into its folder and record it; returns ``done`` or ``failed``.
