@@ -220,6 +220,44 @@ def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_ta
     assert f"left: about {expected / 3600:.2f} h of stage time for {left['estimated']} stages" in capsys.readouterr().out
 
 
+def test_markers_of_dead_processes_are_cleared_when_a_run_starts(tmp_path):
+    """A killed run leaves running/ markers; a dead process's id may later belong to a live one and make
+    its stage look running. prepare_run removes the markers of processes that are gone."""
+    import os
+    import subprocess
+    import sys
+
+    from bertlottery.pipeline import prepare_run
+
+    config = load(SMOKE)
+    running = tmp_path / "run" / "running"
+    running.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (running / "finetune__RTE__seed1-dead").write_text(str(gone.pid))
+    (running / "finetune__RTE__seed2-garbled").write_text("not a pid")
+    (running / "finetune__RTE__seed3-alive").write_text(str(os.getpid()))
+    prepare_run(expand(config), tmp_path / "run", config)
+    assert sorted(p.name for p in running.iterdir()) == ["finetune__RTE__seed3-alive"]
+
+
+def test_status_piped_into_head_stops_quietly(tmp_path):
+    """`bertlottery status RUN | head`: the reader leaves early; no traceback (the paper's graph has
+    thousands of stages, far more output than a pipe holds)."""
+    import subprocess
+    import sys
+
+    from bertlottery.config import to_dict
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(to_dict(load(REPO / "configs" / "paper.yaml"))))
+    done = subprocess.run(f"'{sys.executable}' -m bertlottery.cli status '{run_dir}' | head -2", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("paper: ") and len(done.stdout.splitlines()) == 2
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
 def test_the_ray_executor_gives_the_same_table_as_the_local_one(tiny_model_dir, env, capsys):
     import ray
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -508,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertlottery: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`bertlottery status RUN | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's final flush does not fail again
+        return 141
 
 
 if __name__ == "__main__":

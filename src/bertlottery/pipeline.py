@@ -476,7 +476,20 @@ def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) ->
     energy_tracking(config)  # refuses energy.track: true without codecarbon, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+    _clear_dead_markers(run_dir)
     return {stage.id: "done" for stage in stages if verify_stage(run_dir, stage)}
+
+
+def _clear_dead_markers(run_dir: Path) -> None:
+    """Remove the ``running/`` markers of processes that are gone (a killed run, or a stage of a config
+    that changed since): a dead process's id can be taken by a new one, which would make it look alive."""
+    for marker in (run_dir / RUNNING_DIR).glob("*") if (run_dir / RUNNING_DIR).is_dir() else []:
+        try:
+            os.kill(int(marker.read_text()), 0)
+        except (ProcessLookupError, ValueError):  # gone, or a damaged marker
+            marker.unlink(missing_ok=True)
+        except OSError:  # alive but not ours to signal, or removed meanwhile
+            continue
 
 
 def run_local(
