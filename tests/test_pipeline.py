@@ -215,6 +215,9 @@ def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_ta
     assert left["seconds"] == pytest.approx(expected)
     unknown = sum(count(k) for k in {s.kind for s in stages} - {"retrain", "baseline", "finetune", "prune"})
     assert (left["estimated"], left["unknown"]) == (trains_like_finetune + count("prune"), unknown) and unknown > 0
+    cache: dict[str, float] = {}
+    assert estimate_left(stages, run_dir, states, cache) == left and len(cache) == 3
+    assert estimate_left(stages, run_dir / "elsewhere", states, cache) == left  # read once, then from the cache
     (run_dir / "config.json").write_text(json.dumps(to_dict(config)))
     assert main(["status", str(run_dir)]) == 0
     assert f"left: about {expected / 3600:.2f} h of stage time for {left['estimated']} stages" in capsys.readouterr().out

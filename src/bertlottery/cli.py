@@ -247,10 +247,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     # stage's own progress bar; one line per finished stage with its time, kept in the scrollback.
     from tqdm.auto import tqdm
 
+    # tqdm's own estimate (stages left x mean time per stage) is meaningless when stages take 1 s to
+    # minutes; the bar shows the stage time left estimated per kind and task instead (as `status` does).
     bar = tqdm(total=len(stages), initial=len(stages) - left, desc="stages", unit="stage", position=0,
-               dynamic_ncols=True, disable=args.no_progress)
+               dynamic_ncols=True, disable=args.no_progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     started: dict[str, float] = {}
     finished = [len(stages) - left]
+    live, seconds_of = dict(before), {}
+    time_left = [_time_left(stages, run_dir, live, seconds_of)]
 
     def report(stage, state: str) -> None:
         import time
@@ -258,12 +263,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if state in ("start", "queued"):  # queued: handed to Ray, which starts it when a worker is free
             started[stage.id] = time.monotonic()
             if state == "start":
-                bar.set_postfix_str(stage.id, refresh=True)
+                bar.set_postfix_str(time_left[0] + stage.id, refresh=True)
             return
         bar.update(1)
         finished[0] += 1
+        live[stage.id] = state
+        time_left[0] = _time_left(stages, run_dir, live, seconds_of)
         waited = time.monotonic() - started.pop(stage.id, time.monotonic())
-        bar.set_postfix_str(stage.id, refresh=False)
+        bar.set_postfix_str(time_left[0] + stage.id, refresh=False)
         tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({_stage_seconds(run_dir, stage, waited):.0f} s)")
 
     if args.executor == "ray":
@@ -285,6 +292,14 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"results in {run_dir / 'results.csv'}")
     print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1
+
+
+def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, float]) -> str:
+    """The live view's estimate: "~1.2 h of stage time left, " ("" until a stage of some kind has run)."""
+    from .pipeline import estimate_left
+
+    left = estimate_left(stages, run_dir, states, cache)
+    return f"~{left['seconds'] / 3600:.1f} h of stage time left, " if left["estimated"] else ""
 
 
 def _stage_seconds(run_dir: Path, stage, fallback: float) -> float:

@@ -398,21 +398,27 @@ def run_summary(stages: list[Stage], run_dir: Path) -> dict[str, float]:
 _SAME_WORK = {"retrain": "finetune", "baseline": "finetune"}  # stages that train like a task's fine-tuning
 
 
-def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str]) -> dict[str, float]:
+def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
+                  seconds_of: dict[str, float] | None = None) -> dict[str, float]:
     """Stage time the unfinished stages will take, from the finished ones: each counts the mean time of
     the finished stages of its kind and task, else (re-fine-tuning and baselines train on the same data
     as the fine-tuning) of the task's fine-tuning, else of its kind on any task. ``seconds`` sums those;
     ``estimated`` is how many unfinished stages got an estimate and ``unknown`` how many did not (no
-    stage of their kind has finished yet)."""
+    stage of their kind has finished yet). ``seconds_of``: a cache of finished stages' times, filled as
+    they are read (a live view recomputes this after every stage)."""
     by_kind_task: dict[tuple[str, str], list[float]] = {}
     by_kind: dict[str, list[float]] = {}
     for stage in stages:
         if states.get(stage.id) != "done":
             continue
-        try:
-            seconds = float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        seconds = (seconds_of or {}).get(stage.id)
+        if seconds is None:
+            try:
+                seconds = float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if seconds_of is not None:
+                seconds_of[stage.id] = seconds
         by_kind_task.setdefault((stage.kind, stage.task), []).append(seconds)
         by_kind.setdefault(stage.kind, []).append(seconds)
     total = {"seconds": 0.0, "estimated": 0, "unknown": 0}
