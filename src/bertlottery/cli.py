@@ -260,6 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def report(stage, state: str) -> None:
         import time
 
+        from .pipeline import stage_seconds
+
         if state in ("start", "queued"):  # queued: handed to Ray, which starts it when a worker is free
             started[stage.id] = time.monotonic()
             if state == "start":
@@ -271,7 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         time_left[0] = _time_left(stages, run_dir, live, seconds_of)
         waited = time.monotonic() - started.pop(stage.id, time.monotonic())
         bar.set_postfix_str(time_left[0] + stage.id, refresh=False)
-        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({_stage_seconds(run_dir, stage, waited):.0f} s)")
+        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({stage_seconds(run_dir, stage) or waited:.0f} s)")
 
     if args.executor == "ray":
         from .pipeline import run_ray
@@ -300,18 +302,6 @@ def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, f
 
     left = estimate_left(stages, run_dir, states, cache)
     return f"~{left['seconds'] / 3600:.1f} h of stage time left, " if left["estimated"] else ""
-
-
-def _stage_seconds(run_dir: Path, stage, fallback: float) -> float:
-    """How long a finished stage ran, from its record (on Ray the driver only sees it queued and done)."""
-    import json
-
-    from .pipeline import STAGE_FILE, stage_dir
-
-    try:
-        return float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return fallback
 
 
 def _cost_line(stages, run_dir: Path) -> str:

@@ -395,6 +395,14 @@ def run_summary(stages: list[Stage], run_dir: Path) -> dict[str, float]:
     return total
 
 
+def stage_seconds(run_dir: Path, stage: Stage) -> float | None:
+    """How long a finished stage ran, from its record; None where there is no readable record."""
+    try:
+        return float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 _SAME_WORK = {"retrain": "finetune", "baseline": "finetune"}  # stages that train like a task's fine-tuning
 
 
@@ -413,9 +421,8 @@ def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
             continue
         seconds = (seconds_of or {}).get(stage.id)
         if seconds is None:
-            try:
-                seconds = float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
-            except (OSError, ValueError, KeyError, TypeError):
+            seconds = stage_seconds(run_dir, stage)
+            if seconds is None:
                 continue
             if seconds_of is not None:
                 seconds_of[stage.id] = seconds
