@@ -75,6 +75,36 @@ def build_adamw(groups, **kwargs) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, **kwargs)
 
 
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def decay_groups(model: nn.Module, weight_decay: float, trainable: Callable[[str], bool] = lambda name: True) -> list[dict]:
+    """AdamW parameter groups: weight decay on the (trainable) weights, none on biases and norms."""
+    params = [(n, p) for n, p in model.named_parameters() if trainable(n)]
+    return [
+        {"params": [p for n, p in params if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+        {"params": [p for n, p in params if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+
+
+def optimizer_step(accelerator, model: nn.Module, optimizer, scheduler, loss: torch.Tensor,
+                   max_grad_norm: float | None, *, where: str) -> float:
+    """One update from ``loss``: backward, clip, optimiser and schedule step, zeroed gradients.
+
+    Returns the loss as a float; a loss that is not finite raises TrainingDiverged naming ``where``
+    before it can touch the weights.
+    """
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the loss became {loss.item()} at {where}")
+    accelerator.backward(loss)
+    if max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def finetune(
     model: nn.Module,
     train_batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
@@ -103,12 +133,7 @@ def finetune(
     set_seed(settings.seed)  # dropout; the data order has its own generator, the classifier its own seed
     accelerator = Accelerator(mixed_precision=settings.mixed_precision)
     # Paper's optimiser: AdamW(eps 1e-8), no weight decay on anything.
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": settings.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = build_adamw(groups, lr=settings.learning_rate, eps=settings.adam_epsilon)
+    optimizer = build_adamw(decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=settings.adam_epsilon)
     if steps_per_epoch is None:
         steps_per_epoch = len(train_batches(1))  # type: ignore[arg-type]
     total = steps_per_epoch * settings.epochs
@@ -133,15 +158,8 @@ def finetune(
             for batch in bar:
                 batch = {k: v for k, v in batch.items() if k != "index"}
                 loss = prepared_model(**batch).loss
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {epoch_steps + 1}")
-                accelerator.backward(loss)
-                if settings.max_grad_norm:
-                    accelerator.clip_grad_norm_(prepared_model.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                value = loss.item()
+                value = optimizer_step(accelerator, prepared_model, optimizer, scheduler, loss, settings.max_grad_norm,
+                                       where=f"epoch {epoch}, step {epoch_steps + 1}")
                 running, window = running + value, window + 1
                 epoch_loss, epoch_steps = epoch_loss + value, epoch_steps + 1
                 if window == log_every:

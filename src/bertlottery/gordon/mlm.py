@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -481,15 +481,6 @@ def _batches(blocks: torch.Tensor, batch_size: int, seed: int):
             yield blocks[order[i:i + batch_size]]
 
 
-def _decay_groups(model: nn.Module, weight_decay: float, trainable: Callable[[str], bool] = lambda n: True):
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = [(n, p) for n, p in model.named_parameters() if trainable(n)]
-    return [
-        {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": weight_decay},
-        {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-
-
 def pretrain(
     model: nn.Module,
     tokenizer,
@@ -513,11 +504,11 @@ def pretrain(
     from transformers import get_linear_schedule_with_warmup
 
     from ..masking import WeightMaskKeeper
-    from ..training import TrainingDiverged, build_adamw
+    from ..training import TrainingDiverged, build_adamw, decay_groups, optimizer_step
 
     set_seed(settings.seed)
     accelerator = Accelerator(mixed_precision=settings.mixed_precision)
-    optimizer = build_adamw(_decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=1e-6)
+    optimizer = build_adamw(decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=1e-6)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
     model = model.to(accelerator.device)
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -551,15 +542,9 @@ def pretrain(
             ids, labels = ids.to(accelerator.device), labels.to(accelerator.device)
             with accelerator.autocast():
                 loss = mlm_loss(prepared, ids, labels)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"the MLM loss became {loss.item()} at step {step}")
-            accelerator.backward(loss)
-            if settings.max_grad_norm:
-                accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            mean = window.add(loss.item())
+            value = optimizer_step(accelerator, prepared, optimizer, scheduler, loss, settings.max_grad_norm,
+                                   where=f"pre-training step {step}")
+            mean = window.add(value)
             if mean is not None:
                 bar.set_postfix(loss=f"{mean:.3f}")
             if dev is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 and step + 1 < settings.steps:
@@ -593,7 +578,7 @@ def train_head(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from ..training import build_adamw
+    from ..training import build_adamw, decay_groups
 
     head = _fast_head(model)
     if head is None:
@@ -604,7 +589,7 @@ def train_head(
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    optimizer = build_adamw(_decay_groups(model, settings.weight_decay, lambda n: n in _head_parameters(model)),
+    optimizer = build_adamw(decay_groups(model, settings.weight_decay, lambda n: n in _head_parameters(model)),
                             lr=settings.learning_rate, eps=1e-6)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
     collator = _collator(tokenizer, settings.mlm_probability, settings.seed)
