@@ -221,6 +221,11 @@ def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_ta
     (run_dir / "config.json").write_text(json.dumps(to_dict(config)))
     assert main(["status", str(run_dir)]) == 0
     assert f"left: about {expected / 3600:.2f} h of stage time for {left['estimated']} stages" in capsys.readouterr().out
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.json").write_text(json.dumps(to_dict(config)))
+    assert main(["status", str(fresh)]) == 0
+    assert f"left: no estimate yet for {len(stages)} stages" in capsys.readouterr().out
 
 
 def test_markers_of_dead_processes_are_cleared_when_a_run_starts(tmp_path):

@@ -333,6 +333,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if left["unknown"]:
             line += f"; {left['unknown']} stages of kinds not run yet not counted"
         print(line)
+    elif left["unknown"]:
+        print(f"left: no estimate yet for {left['unknown']} stages (none of their kind has finished)")
     for stage in stages:
         state = states[stage.id]
         if state != "done" or args.all:
