@@ -146,7 +146,13 @@ def test_killing_the_run_at_any_point_loses_and_repeats_nothing(tiny_model_dir, 
     common = [str(SMOKE), *overrides(tiny_model_dir, glue), "longer_retraining=null", "--no-progress"]
     straight = env / "straight"
     assert main(["run", *common, "--run-dir", str(straight)]) == 0
-    capsys.readouterr()
+    from bertlottery.cli import unlearnt_task_warnings
+
+    # The tiny model does not learn the toy RTE: the run ends by saying so, as the report's caution box does.
+    warnings = unlearnt_task_warnings(pd.read_parquet(straight / "results.parquet"))
+    assert warnings and all(line.startswith("RTE: ") for line in warnings)
+    printed = capsys.readouterr().out
+    assert [line[len("warning: "):] for line in printed.splitlines() if line.startswith("warning: ")] == warnings
 
     killed = env / "killed"
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}

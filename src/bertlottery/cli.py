@@ -286,14 +286,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .results import format_summary, summary
 
-    table = summary(pd.read_parquet(run_dir / "results.parquet"))
+    results = pd.read_parquet(run_dir / "results.parquet")
+    table = summary(results)
     if not table.empty:
         print("\n" + format_summary(table) + "\n")
+    for line in unlearnt_task_warnings(results):
+        print(f"warning: {line}")
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
           f"results in {run_dir / 'results.csv'}")
     print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1
+
+
+def unlearnt_task_warnings(results) -> list[str]:
+    """The report's caution lines, for the end of a run: tasks whose fine-tuned model did not beat the
+    majority class, or whose searches pruned (nearly) everything, so good/random/bad say nothing."""
+    from .report.tables import cell_stats, main_rows, uninformative_tasks
+
+    if results.empty:
+        return []
+    rows, metrics = main_rows(results)
+    return uninformative_tasks(cell_stats(rows[rows["mode"] != "retrained-long"]), metrics)
 
 
 def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, float]) -> str:
