@@ -302,12 +302,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def unlearnt_task_warnings(results) -> list[str]:
     """The report's caution lines, for the end of a run: tasks whose fine-tuned model did not beat the
     majority class, or whose searches pruned (nearly) everything, so good/random/bad say nothing."""
-    from .report.tables import cell_stats, main_rows, uninformative_tasks
+    from .report.tables import final_cells, main_rows, uninformative_tasks
 
     if results.empty:
         return []
     rows, metrics = main_rows(results)
-    return uninformative_tasks(cell_stats(rows[rows["mode"] != "retrained-long"]), metrics)
+    return uninformative_tasks(final_cells(rows), metrics)
 
 
 def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, float]) -> str:

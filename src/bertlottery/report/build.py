@@ -150,11 +150,11 @@ def _join(parts: Sequence[Any]) -> Markup:
 
 
 def _prepare(ctx: Context) -> None:
-    from .tables import cell_stats, main_rows
+    from .tables import final_cells, main_rows
 
     rows, metrics = main_rows(ctx.run.results, ctx.metric)
     ctx.rows, ctx.metrics = rows, metrics
-    ctx.cells = cell_stats(rows[rows["mode"] != "retrained-long"])
+    ctx.cells = final_cells(rows)
     seeds = ctx.config_list("seeds")
     ctx.expected_n = len(seeds) or None
     ctx.model = _model_label((ctx.run.config or {}).get("model"))

@@ -32,6 +32,7 @@ __all__ = [
     "metric_of",
     "main_rows",
     "cell_stats",
+    "final_cells",
     "task_order",
     "format_cell",
     "results_table",
@@ -124,6 +125,12 @@ def main_rows(results: pd.DataFrame, which: str = "primary") -> tuple[pd.DataFra
     if not parts:
         return results.iloc[0:0], metrics
     return pd.concat(parts, ignore_index=True), metrics
+
+
+def final_cells(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cell_stats` of the final results: every row but the longer re-fine-tuning's per-epoch ones
+    (mode ``retrained-long``, appendix D), which have their own table."""
+    return cell_stats(rows[rows["mode"] != "retrained-long"])
 
 
 def cell_stats(rows: pd.DataFrame, *, by_epoch: bool = False) -> pd.DataFrame:
