@@ -420,12 +420,13 @@ def test_the_bootstrap_is_fleiss_kappa_without_repeats_and_needs_five_seeds():
     agreement = (keep[:, None, :] == keep[None, :, :]).mean(axis=2)
     value = stats._pairwise_kappa(agreement, keep.sum(axis=1), 50, np.arange(6))
     assert value == pytest.approx(_statsmodels_kappa(keep))
-    # a seed drawn twice is not compared with itself: draws 0,0,1 observe only seeds 0 and 1's
-    # agreement, against the chance agreement of the draws' keep rate (seed 0 counted twice)
+    # a seed drawn twice is not compared with itself: draws 0, 0, 1 compare seeds 0 and 1 (twice)
     pair = stats._pairwise_kappa(agreement, keep.sum(axis=1), 50, np.array([0, 0, 1]))
-    rate = (2 * keep[0].sum() + keep[1].sum()) / 150
-    chance = rate**2 + (1 - rate) ** 2
-    assert pair == pytest.approx((np.mean(keep[0] == keep[1]) - chance) / (1 - chance))
+    assert pair == pytest.approx(_statsmodels_kappa(keep[[0, 1]]))
+    # so kappa stays within Fleiss' range even for a seed that disagrees with all others
+    lopsided = np.zeros((5, 20), dtype=bool)
+    lopsided[2] = True
+    assert stats.kappa_bootstrap(lopsided, 500).low >= -1
     few = stats.kappa_bootstrap(keep[:4])
     assert math.isnan(few.low) and "at least 5 seeds, got 4" in few.reason
     assert few.value == pytest.approx(_statsmodels_kappa(keep[:4]))
@@ -449,3 +450,19 @@ def test_cochrans_q_tests_mask_sizes_not_which_elements_are_kept():
     nested = np.zeros((2, 24), dtype=bool)
     nested[0, :20], nested[1, :8] = True, True
     assert stats.cochran_q(nested).pvalue < 0.001  # one mask inside the other, yet "they differ"
+
+
+def test_the_papers_released_head_masks_agree_above_chance_and_below_their_ceiling(reference_dir):
+    from bertlottery.stability import keep_arrays, load_mask_sets
+
+    heads = keep_arrays(load_mask_sets(reference_dir / "masks/heads_mlps"), "heads")
+    assert len(heads) == 9
+    for task, keep in heads.items():
+        kappa, ceiling = stats.fleiss_kappa(keep).value, stats.max_fleiss_kappa(keep).value
+        null = stats.kappa_null(keep, n_permutations=500, seed=0)
+        assert kappa <= ceiling + 1e-12, task
+        if task != "WNLI":  # WNLI: four seeds pruned every head, one kept all (kappa = ceiling = null)
+            assert null.high < kappa < ceiling, task
+            assert 0.15 <= kappa <= 0.33, task  # the paper's "0.15-0.32" (section 5.1)
+    rte = heads["RTE"]  # sizes 116, 74, 74, 88 and 18: the ceiling is far below 1
+    assert stats.max_fleiss_kappa(rte).value == pytest.approx(0.416, abs=0.001)

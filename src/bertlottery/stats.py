@@ -296,14 +296,20 @@ def kappa_null(keep: Any, n_permutations: int = 2000, seed: int = 0, confidence:
 
 
 def _pairwise_kappa(agreement: np.ndarray, sizes: np.ndarray, n_elements: int, drawn: np.ndarray) -> float:
-    """Fleiss' kappa of the drawn seeds, from their pairwise agreement rates, skipping pairs of
-    the same seed drawn twice (it agrees with itself perfectly, which says nothing about seeds)."""
+    """Fleiss' kappa of the drawn seeds over the pairs of *different* seeds among them.
+
+    A seed drawn twice agrees with itself perfectly, which says nothing about seeds, so such pairs
+    are skipped; the observed agreement and the keep rate behind the chance agreement are both
+    taken over the pairs compared. Without repeats every seed is in ``n - 1`` pairs, and this is
+    exactly Fleiss' kappa.
+    """
     a, b = np.triu_indices(len(drawn), k=1)
     distinct = drawn[a] != drawn[b]
     if not distinct.any():
         return NAN
-    observed = agreement[drawn[a][distinct], drawn[b][distinct]].mean()
-    p = sizes[drawn].mean() / n_elements
+    first, second = drawn[a][distinct], drawn[b][distinct]
+    observed = agreement[first, second].mean()
+    p = (sizes[first] + sizes[second]).mean() / (2 * n_elements)
     chance = p**2 + (1 - p) ** 2
     return float((observed - chance) / (1 - chance)) if chance < 1 else NAN
 
