@@ -466,3 +466,14 @@ def test_the_papers_released_head_masks_agree_above_chance_and_below_their_ceili
             assert 0.15 <= kappa <= 0.33, task  # the paper's "0.15-0.32" (section 5.1)
     rte = heads["RTE"]  # sizes 116, 74, 74, 88 and 18: the ceiling is far below 1
     assert stats.max_fleiss_kappa(rte).value == pytest.approx(0.416, abs=0.001)
+
+
+def test_the_null_and_the_bootstrap_are_json_ready():
+    keep = np.array([[1, 1, 0, 0, 0, 0]] * 5, dtype=bool)
+    keep[1] = np.roll(keep[1], 1)
+    record = {"null": stats.kappa_null(keep, 100), "bootstrap": stats.kappa_bootstrap(keep, 100),
+              "undefined": stats.kappa_null(np.ones((5, 6), dtype=bool), 100)}
+    text = json.dumps(stats.jsonable(record), allow_nan=False)
+    back = json.loads(text)
+    assert back["null"]["n_permutations"] == 100 and back["bootstrap"]["n_resamples"] == 100
+    assert back["undefined"]["mean"] is None and back["undefined"]["reason"].startswith("every element")

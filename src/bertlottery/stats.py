@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any
 
@@ -260,8 +260,7 @@ class KappaNull:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n_permutations": self.n_permutations,
-                "confidence": self.confidence, "reason": self.reason}
+        return asdict(self)
 
 
 def kappa_null(keep: Any, n_permutations: int = 2000, seed: int = 0, confidence: float = 0.95) -> KappaNull:
@@ -327,8 +326,7 @@ class KappaInterval:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "low": self.low, "high": self.high, "n_resamples": self.n_resamples,
-                "confidence": self.confidence, "reason": self.reason}
+        return asdict(self)
 
 
 def kappa_bootstrap(keep: Any, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
