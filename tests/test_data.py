@@ -576,3 +576,16 @@ def test_loader_bad_arguments(cola_dev):
         make_loader(cola_dev, 0, 32, shuffle=False, seed=None, pad_to=8)
     with pytest.raises(UserError, match="batch_size must be at least 1, got 0"):
         make_loader(cola_dev, 0, 0, shuffle=True, seed=0)
+
+
+def test_real_sources_are_read_where_the_file_names_them(glue_dir):
+    stsb = read_glue_split(get_task("STS-B"), glue_dir, "train")
+    assert Counter(ex.source for ex in stsb) == {"main-captions": 2000, "main-forum": 450, "main-news": 3299}
+    cola = read_glue_split(get_task("CoLA"), glue_dir, "train")
+    assert cola[0].source == "gj04" and len({ex.source for ex in cola}) == 17
+    assert {ex.source for ex in read_glue_split(get_task("RTE"), glue_dir, "dev")} == {None}
+
+
+def test_the_source_is_metadata_not_part_of_an_examples_identity():
+    assert Example("a", None, 1, "gj04") == Example("a", None, 1)
+    assert Example("a", None, 1, "gj04").source == "gj04"

@@ -151,3 +151,43 @@ def test_compat_magnitude_search_saves_the_mask_before_the_last_step():
     a = magnitude_search(mags, evaluate, full_metric=1.0)
     b = magnitude_search(mags, evaluate, full_metric=1.0, compat=Compat(magnitude_mask_before_last_step=True))
     assert a.weights == b.weights
+
+
+# ---- the threshold criterion -------------------------------------------------------------------------
+
+def test_mrpcs_case_the_papers_threshold_is_below_the_majority_class_and_above_chance_is_not():
+    from bertlottery.pruning import criterion_threshold
+
+    paper = criterion_threshold(0.712, 0.9, "paper", chance=0.684)
+    assert paper == pytest.approx(0.6408) and paper < 0.684  # a one-class predictor passes
+    assert criterion_threshold(0.712, 0.9, "above_chance", chance=0.684) == pytest.approx(0.684 + 0.9 * 0.028)
+
+
+@pytest.mark.parametrize("metric_kind, full, chance, paper, above_chance", [
+    ("accuracy", 0.80, 0.509, 0.72, 0.509 + 0.9 * 0.291),
+    ("f1", 0.853, 0.812, 0.7677, 0.812 + 0.9 * 0.041),
+    ("mcc", 0.253, 0.0, 0.2277, 0.2277),
+    ("pearson/spearman mean", 0.775, 0.0, 0.6975, 0.6975),
+    ("mcc below 0 (paper: loses 10% of its size)", -0.03, 0.0, -0.033, None),
+])
+def test_criterion_arithmetic_for_each_metric_kind(metric_kind, full, chance, paper, above_chance):
+    from bertlottery.pruning import NotAboveChance, criterion_threshold
+
+    assert criterion_threshold(full, 0.9, "paper", chance=chance) == pytest.approx(paper)
+    if above_chance is None:
+        with pytest.raises(NotAboveChance, match="not above chance") as caught:
+            criterion_threshold(full, 0.9, "above_chance", chance=chance)
+        assert (caught.value.full_metric, caught.value.chance) == (full, chance)
+    else:
+        assert criterion_threshold(full, 0.9, "above_chance", chance=chance) == pytest.approx(above_chance)
+
+
+def test_above_chance_refuses_a_full_model_at_chance_and_names_unknown_criteria():
+    from bertlottery.pruning import NotAboveChance, criterion_threshold
+
+    with pytest.raises(NotAboveChance):
+        criterion_threshold(0.527, 0.9, "above_chance", chance=0.527)  # exactly chance: nothing learnt
+    with pytest.raises(NotAboveChance):
+        criterion_threshold(0.472, 0.9, "above_chance", chance=0.527)
+    with pytest.raises(UserError, match="Unknown pruning criterion 'abovechance'. Did you mean 'above_chance'?"):
+        criterion_threshold(0.8, 0.9, "abovechance")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import json
 import math
+from itertools import combinations as _combinations
+from itertools import product as _product
 
 import numpy as np
 import pytest
@@ -326,3 +328,152 @@ def test_jsonable_makes_strict_json():
              "d": stats.Kappa(float("nan"), "why")}
     text = json.dumps(stats.jsonable(value), allow_nan=False)
     assert json.loads(text) == {"a": [[1.0, None]], "b": 0.5, "c": [3, True], "d": {"value": None, "reason": "why"}}
+
+
+# ---- kappa's ceiling, null and bootstrap for masks of different sizes ---------------------------------
+
+def random_keep(rng, shape, p=0.5) -> np.ndarray:
+    return rng.random(shape) < p
+
+
+def _subsets(n_elements: int, size: int) -> np.ndarray:
+    """Every mask of ``size`` out of ``n_elements``: ``bool[C(n, size), n]``."""
+    rows = [np.isin(np.arange(n_elements), chosen) for chosen in _combinations(range(n_elements), size)]
+    return np.array(rows, dtype=bool).reshape(-1, n_elements)
+
+
+def _every_arrangement(sizes, n_elements: int) -> np.ndarray:
+    """``int[arrangements, element]``: seeds keeping each element, for every choice of each seed's mask."""
+    counts = np.zeros((1, n_elements), dtype=np.int64)
+    for size in sizes:
+        counts = (counts[:, None, :] + _subsets(n_elements, size)[None, :, :]).reshape(-1, n_elements)
+    return counts
+
+
+def test_kappa_from_counts_is_statsmodels_fleiss_kappa():
+    rng = np.random.default_rng(3)
+    for n_seeds in (2, 3, 5):
+        keep = random_keep(rng, (n_seeds, 40), p=0.4)
+        assert stats._kappa_from_counts(keep.sum(axis=0), n_seeds) == pytest.approx(_statsmodels_kappa(keep))
+
+
+SIZES_3x6 = [s for s in _product(range(7), repeat=3) if s[0] >= s[1] >= s[2] and 0 < sum(s) < 18]
+
+
+@pytest.mark.parametrize("sizes", SIZES_3x6, ids=[str(s) for s in SIZES_3x6])
+def test_max_kappa_is_the_best_of_every_arrangement_of_3_seeds_x_6_heads(sizes):
+    counts = _every_arrangement(sizes, 6)
+    brute = np.nanmax(stats._kappa_from_counts(counts, 3))
+    # any arrangement of these sizes will do (the ceiling depends on the sizes alone): shifted blocks
+    keep = np.array([np.roll(np.arange(6) < size, 2 * row) for row, size in enumerate(sizes)])
+    assert stats.max_fleiss_kappa(keep).value == pytest.approx(brute)
+    assert stats.fleiss_kappa(keep).value <= stats.max_fleiss_kappa(keep).value + 1e-12
+
+
+def test_max_kappa_of_issue_16s_sts_b_sizes_and_equal_sizes():
+    keep = np.zeros((3, 72), dtype=bool)
+    for row, size in enumerate((65, 54, 20)):
+        keep[row, -size:] = True
+    ceiling = stats.max_fleiss_kappa(keep).value
+    assert 0.08 < ceiling < 0.1  # "at most about 0.09"
+    same_sizes = np.array([np.roll(random_keep(np.random.default_rng(0), 30)[None], k) for k in range(4)])[:, 0]
+    assert stats.max_fleiss_kappa(same_sizes).value == 1.0  # rolled copies: one size, different heads
+    assert stats.max_fleiss_kappa(np.ones((3, 5), dtype=bool)).reason.startswith("every element was kept")
+    assert math.isnan(stats.max_fleiss_kappa(np.ones((1, 5), dtype=bool)).value)
+
+
+@pytest.mark.parametrize("sizes, n_elements", [((4, 3, 1), 6), ((2, 2, 2), 6), ((5, 1, 3), 6), ((2, 3, 1, 2), 5)])
+def test_the_permutation_null_matches_every_arrangement_enumerated(sizes, n_elements):
+    exact = stats._kappa_from_counts(_every_arrangement(sizes, n_elements), len(sizes))  # equally likely
+    keep = np.zeros((len(sizes), n_elements), dtype=bool)
+    for row, size in enumerate(sizes):
+        keep[row, :size] = True
+    null = stats.kappa_null(keep, n_permutations=20000, seed=5)
+    assert null.mean == pytest.approx(exact.mean(), abs=0.01)
+    # the interval holds about 95% of the exact distribution, about 2.5% on either side outside
+    assert ((exact >= null.low) & (exact <= null.high)).mean() >= 0.93
+    assert (exact < null.low).mean() <= 0.035 and (exact > null.high).mean() <= 0.035
+    # the exact mean from independent columns: E[k_i^2] = sum p_j (1 - p_j) + (sum p_j)^2, p_j = s_j / E
+    p = np.array(sizes) / n_elements
+    expected_square = (p * (1 - p)).sum() + p.sum() ** 2
+    n = len(sizes)
+    total = p.sum() / n
+    agreement = (2 * expected_square - 2 * n * p.sum() + n * n - n) / (n * (n - 1))
+    chance = total**2 + (1 - total) ** 2
+    assert exact.mean() == pytest.approx((agreement - chance) / (1 - chance))
+
+
+def test_the_permutation_null_is_seeded_and_below_zero_for_unequal_sizes():
+    keep = np.zeros((3, 72), dtype=bool)
+    for row, size in enumerate((65, 54, 20)):
+        keep[row, :size] = True
+    a, b = stats.kappa_null(keep, 500, seed=1), stats.kappa_null(keep, 500, seed=1)
+    assert a == b and a != stats.kappa_null(keep, 500, seed=2)
+    assert a.high < stats.max_fleiss_kappa(keep).value
+    assert a.mean < 0  # unequal sizes: random masks agree less than Fleiss' chance term assumes
+    assert stats.kappa_null(np.ones((3, 4), dtype=bool)).reason.startswith("every element was kept")
+
+
+def test_the_bootstrap_is_fleiss_kappa_without_repeats_and_needs_five_seeds():
+    rng = np.random.default_rng(4)
+    keep = random_keep(rng, (6, 50))
+    agreement = (keep[:, None, :] == keep[None, :, :]).mean(axis=2)
+    value = stats._pairwise_kappa(agreement, keep.sum(axis=1), 50, np.arange(6))
+    assert value == pytest.approx(_statsmodels_kappa(keep))
+    # a seed drawn twice is not compared with itself: draws 0, 0, 1 compare seeds 0 and 1 (twice)
+    pair = stats._pairwise_kappa(agreement, keep.sum(axis=1), 50, np.array([0, 0, 1]))
+    assert pair == pytest.approx(_statsmodels_kappa(keep[[0, 1]]))
+    # so kappa stays within Fleiss' range even for a seed that disagrees with all others
+    lopsided = np.zeros((5, 20), dtype=bool)
+    lopsided[2] = True
+    assert stats.kappa_bootstrap(lopsided, 500).low >= -1
+    few = stats.kappa_bootstrap(keep[:4])
+    assert math.isnan(few.low) and "at least 5 seeds, got 4" in few.reason
+    assert few.value == pytest.approx(_statsmodels_kappa(keep[:4]))
+
+
+def test_the_bootstrap_interval_separates_agreeing_seeds_from_random_ones():
+    rng = np.random.default_rng(6)
+    shared = rng.random(144) < 0.5
+    agreeing = np.array([shared ^ (rng.random(144) < 0.05) for _ in range(5)])
+    independent = random_keep(rng, (5, 144), p=0.5)
+    high, low = stats.kappa_bootstrap(agreeing, 1000, seed=0), stats.kappa_bootstrap(independent, 1000, seed=0)
+    assert high.low <= high.value <= high.high and low.low <= low.value <= low.high
+    assert high.low > 0.6 and low.high < 0.2 and low.low < 0 < low.high
+    assert stats.kappa_bootstrap(agreeing, 1000, seed=0) == high
+
+
+def test_cochrans_q_tests_mask_sizes_not_which_elements_are_kept():
+    disjoint_same_size = np.array([[1, 1, 1, 0, 0, 0] * 4, [0, 0, 0, 1, 1, 1] * 4], dtype=bool)
+    q = stats.cochran_q(disjoint_same_size)
+    assert q.statistic == 0.0 and q.pvalue == pytest.approx(1.0)  # no agreement at all, yet "no difference"
+    nested = np.zeros((2, 24), dtype=bool)
+    nested[0, :20], nested[1, :8] = True, True
+    assert stats.cochran_q(nested).pvalue < 0.001  # one mask inside the other, yet "they differ"
+
+
+def test_the_papers_released_head_masks_agree_above_chance_and_below_their_ceiling(reference_dir):
+    from bertlottery.stability import keep_arrays, load_mask_sets
+
+    heads = keep_arrays(load_mask_sets(reference_dir / "masks/heads_mlps"), "heads")
+    assert len(heads) == 9
+    for task, keep in heads.items():
+        kappa, ceiling = stats.fleiss_kappa(keep).value, stats.max_fleiss_kappa(keep).value
+        null = stats.kappa_null(keep, n_permutations=500, seed=0)
+        assert kappa <= ceiling + 1e-12, task
+        if task != "WNLI":  # WNLI: four seeds pruned every head, one kept all (kappa = ceiling = null)
+            assert null.high < kappa < ceiling, task
+            assert 0.15 <= kappa <= 0.33, task  # the paper's "0.15-0.32" (section 5.1)
+    rte = heads["RTE"]  # sizes 116, 74, 74, 88 and 18: the ceiling is far below 1
+    assert stats.max_fleiss_kappa(rte).value == pytest.approx(0.416, abs=0.001)
+
+
+def test_the_null_and_the_bootstrap_are_json_ready():
+    keep = np.array([[1, 1, 0, 0, 0, 0]] * 5, dtype=bool)
+    keep[1] = np.roll(keep[1], 1)
+    record = {"null": stats.kappa_null(keep, 100), "bootstrap": stats.kappa_bootstrap(keep, 100),
+              "undefined": stats.kappa_null(np.ones((5, 6), dtype=bool), 100)}
+    text = json.dumps(stats.jsonable(record), allow_nan=False)
+    back = json.loads(text)
+    assert back["null"]["n_permutations"] == 100 and back["bootstrap"]["n_resamples"] == 100
+    assert back["undefined"]["mean"] is None and back["undefined"]["reason"].startswith("every element")

@@ -31,7 +31,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,15 @@ class Example:
         text_a: First (or only) sentence, exactly as in the file.
         text_b: Second sentence, or ``None`` for single-sentence tasks.
         label: Class id in ``task.label_names`` order, or a float score for STS-B.
+        source: Where the example comes from, if the file says (``task.columns.source``: STS-B's
+            genre, CoLA's source publication), else ``None``. Metadata for stratified training
+            caps, so it takes no part in equality: the same text and label are the same example.
     """
 
     text_a: str
     text_b: str | None
     label: int | float
+    source: str | None = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +126,8 @@ def read_glue_split(task: TaskSpec, glue_dir: Path, split: str) -> list[Example]
         split: A key of ``task.splits``: ``"train"``, ``"dev"``, or MNLI's ``"dev_mismatched"``.
 
     Returns:
-        The examples in file order, labels as class ids (floats for STS-B).
+        The examples in file order, labels as class ids (floats for STS-B), each with its source
+        where the file names one (``task.columns.source``).
 
     Raises:
         UserError: Missing folder or file, empty file, missing header column, a row with the wrong
@@ -161,7 +166,7 @@ def read_glue_split(task: TaskSpec, glue_dir: Path, split: str) -> list[Example]
                 header = next(rows, None)
                 if header is None:
                     raise UserError(f"{path} is empty; expected {task.name}'s GLUE {split} file ({layout}).")
-                wanted = [c for c in (columns.text_a, columns.text_b, columns.label) if c is not None]
+                wanted = [c for c in (columns.text_a, columns.text_b, columns.label, columns.source) if c is not None]
                 missing = [c for c in wanted if c not in header]
                 if missing:
                     raise UserError(
@@ -171,9 +176,10 @@ def read_glue_split(task: TaskSpec, glue_dir: Path, split: str) -> list[Example]
                 width = len(header)
                 i_a, i_label = header.index(columns.text_a), header.index(columns.label)
                 i_b = header.index(columns.text_b) if columns.text_b is not None else None
+                i_source = header.index(columns.source) if columns.source is not None else None
             else:
                 width = columns.num_columns
-                i_a, i_b, i_label = columns.text_a, columns.text_b, columns.label
+                i_a, i_b, i_label, i_source = columns.text_a, columns.text_b, columns.label, columns.source
 
             for row in rows:
                 where = f"{path}:{reader.line_num}"
@@ -184,7 +190,8 @@ def read_glue_split(task: TaskSpec, glue_dir: Path, split: str) -> list[Example]
                         f"line break splits a row)."
                     )
                 label = _parse_label(task, row[i_label], where)
-                examples.append(Example(row[i_a], row[i_b] if i_b is not None else None, label))
+                examples.append(Example(row[i_a], row[i_b] if i_b is not None else None, label,
+                                        row[i_source] if i_source is not None else None))
         except csv.Error as e:
             raise UserError(f"{path}:{reader.line_num}: unreadable TSV row ({e}); fix this row.") from None
         except UnicodeDecodeError as e:

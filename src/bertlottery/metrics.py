@@ -27,7 +27,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 
 from bertlottery.tasks import TaskSpec
 
-__all__ = ["compute_metrics", "majority_baseline"]
+__all__ = ["CHANCE_IS_ZERO", "chance_level", "compute_metrics", "majority_baseline"]
 
 
 def _correlation(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
@@ -131,3 +131,28 @@ def majority_baseline(
         constant = int(np.argmax(np.bincount(train_labels.astype(np.int64), minlength=task.num_labels)))
     predictions = np.full(len(eval_labels), constant, dtype=np.float64 if task.is_regression else np.int64)
     return compute_metrics(task, predictions, eval_labels)
+
+
+CHANCE_IS_ZERO = ("mcc", "pearson", "spearman", "pearson_spearman_mean")
+"""Metrics whose chance level is 0 whatever the labels: a constant or random predictor has no
+correlation with them. For the others (accuracy, F1 and their mean) chance is what the majority
+class scores."""
+
+
+def chance_level(metric: str, majority: dict[str, float]) -> float:
+    """The score of a model that learnt nothing, on ``metric``.
+
+    0 for MCC and correlations; for accuracy, F1 and their mean, the majority class's score, from
+    :func:`majority_baseline` on the labels the model was trained on (its F1 is 0 when the
+    majority class is the negative one, and above accuracy when it is the positive one).
+
+    Raises:
+        KeyError: ``metric`` is not in ``majority``.
+
+    Example:
+        >>> chance_level("accuracy", {"accuracy": 0.684, "f1": 0.812})
+        0.684
+        >>> chance_level("mcc", {"mcc": 0.0, "accuracy": 0.691})
+        0.0
+    """
+    return 0.0 if metric in CHANCE_IS_ZERO else float(majority[metric])

@@ -261,3 +261,54 @@ def magnitude_search(
         good, good_metric = before_last, before_last_metric
     return MagnitudeResult(weights=good, full_metric=full_metric, threshold=limit, final_metric=good_metric,
                            trace=trace)
+
+
+# ---- the threshold criterion: the paper's, or measured from chance -----------------------------------
+
+CRITERIA = ("paper", "above_chance")
+"""``paper``: T = fraction x full (the paper's "90% of the full model"). ``above_chance``:
+T = chance + fraction x (full - chance), so the search keeps ``fraction`` of what the model learnt
+beyond chance rather than of its raw score."""
+
+
+class NotAboveChance(ValueError):
+    """The full model does not score above chance, so ``above_chance`` has nothing to keep.
+
+    The caller records the task as not learnt and runs no search (a search against a threshold at
+    or below chance accepts a model that predicts one class, and prunes everything).
+    """
+
+    def __init__(self, full_metric: float, chance: float) -> None:
+        super().__init__(f"the full model's {full_metric:.4f} is not above chance ({chance:.4f}): "
+                         "nothing to keep; mark the task not learnt")
+        self.full_metric, self.chance = full_metric, chance
+
+
+def criterion_threshold(full_metric: float, fraction: float, criterion: str = "paper", chance: float = 0.0) -> float:
+    """The metric a pruned model must keep, under the named criterion (see `CRITERIA`).
+
+    ``chance`` is `bertlottery.metrics.chance_level` of the watched metric: the majority class's
+    score for accuracy and F1, 0 for MCC and correlations. ``paper`` ignores it and is
+    `threshold_for` (with its rule for a full metric at or below 0).
+
+    Raises:
+        NotAboveChance: ``above_chance`` with ``full_metric <= chance``.
+        UserError: an unknown criterion.
+
+    Example (MRPC in issue 16: 90% of 0.712 is below the majority class's 0.684):
+        >>> round(criterion_threshold(0.712, 0.9, "paper", chance=0.684), 4)
+        0.6408
+        >>> round(criterion_threshold(0.712, 0.9, "above_chance", chance=0.684), 4)
+        0.7092
+    """
+    if criterion == "paper":
+        return threshold_for(full_metric, fraction)
+    if criterion == "above_chance":
+        if full_metric <= chance:
+            raise NotAboveChance(full_metric, chance)
+        return chance + fraction * (full_metric - chance)
+    raise UserError(f"Unknown pruning criterion '{criterion}'.{did_you_mean(criterion, CRITERIA)} "
+                    f"Known criteria: {', '.join(CRITERIA)}.")
+
+
+__all__ += ["CRITERIA", "NotAboveChance", "criterion_threshold"]

@@ -16,7 +16,12 @@ What the paper calls them:
   head or MLP was to survive pruning", and the standard deviation across runs).
 - `fleiss_kappa`: "Fleiss' kappa on head survival across 5 random seeds" (section 5.1; 0.15-0.32).
 - `cochran_q`, `pairwise_cochran_q`: "Cochran Q test ... (although masks obtained with some *pairs*
-  of seeds were)" (section 5.1).
+  of seeds were)" (section 5.1). Q compares the seeds' keep rates (mask sizes), not which elements
+  they keep; see its docstring.
+
+Not in the paper, and needed to read its kappa when masks differ in size: `max_fleiss_kappa` (the
+ceiling that masks of the seeds' sizes can reach), `kappa_null` (kappa of random masks of those
+sizes), `kappa_bootstrap` (an interval over seeds, for five or more).
 - `super_survivors`: "the heads and MLPs that consistently survived across all seeds" (section 4.2,
   appendix E); `body_fraction` gives their size as a fraction of the encoder body.
 - `weight_survival_by_component`: m-pruning's "percentage of surviving weights in BERT heads and
@@ -38,7 +43,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any
 
@@ -52,6 +57,11 @@ __all__ = [
     "survival_matrix",
     "survival_mean_std",
     "fleiss_kappa",
+    "KappaNull",
+    "max_fleiss_kappa",
+    "kappa_null",
+    "KappaInterval",
+    "kappa_bootstrap",
     "cochran_q",
     "pairwise_cochran_q",
     "super_survivors",
@@ -173,6 +183,189 @@ def fleiss_kappa(keep: Any) -> Kappa:
     return Kappa(float(statsmodels_kappa(table, method="fleiss")))
 
 
+def _kappa_from_counts(kept: np.ndarray, n_seeds: int) -> np.ndarray:
+    """Fleiss' kappa from ``kept: int[..., element]``, the number of seeds keeping each element.
+
+    Vectorised over leading axes (one kappa per permutation, say); ``nan`` where chance agreement
+    is 1. The same formula as statsmodels' (tests check): P_i = (k(k-1) + (n-k)(n-k-1)) / (n(n-1)),
+    P_e = p^2 + (1-p)^2 with p the overall keep rate.
+    """
+    kept = np.asarray(kept, dtype=np.float64)
+    n = n_seeds
+    agreement = (kept * (kept - 1) + (n - kept) * (n - kept - 1)).mean(axis=-1) / (n * (n - 1))
+    p = kept.mean(axis=-1) / n
+    chance = p**2 + (1 - p) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(chance < 1, (agreement - chance) / (1 - chance), NAN)
+
+
+def _sizes_or_reason(keep: Any) -> tuple[np.ndarray, int, str | None]:
+    """The seeds' mask sizes and the element count, or why kappa is undefined for them."""
+    x = _flat(keep)
+    n_seeds, n_elements = x.shape
+    sizes = x.sum(axis=1)
+    if n_seeds < 2:
+        return sizes, n_elements, f"needs at least two seeds, got {n_seeds}"
+    if n_elements == 0:
+        return sizes, n_elements, "no elements"
+    if (sizes == n_elements).all():
+        return sizes, n_elements, "every element was kept by every seed: kappa is 0/0"
+    if (sizes == 0).all():
+        return sizes, n_elements, "every element was pruned by every seed: kappa is 0/0"
+    return sizes, n_elements, None
+
+
+def max_fleiss_kappa(keep: Any) -> Kappa:
+    """The largest Fleiss' kappa that masks of these seeds' sizes can reach.
+
+    Masks of different sizes cannot agree perfectly, so a kappa has to be read against this ceiling
+    (STS-B's seeds in the minilm-glue study kept 65, 54 and 20 of 72 heads: however those masks
+    are arranged, kappa stays below 0.1).
+
+    Why nested masks give the maximum: the sizes fix the overall keep rate, hence the chance
+    agreement P_e, so kappa grows with the observed agreement, whose only varying part is
+    ``sum_i k_i^2`` (``k_i`` the number of seeds keeping element i, ``sum_i k_i`` fixed). Any 0/1
+    matrix with row sums ``s`` has column sums majorized by the conjugate partition
+    ``k*_i = #{seeds j : s_j > i}`` (Gale-Ryser), and a sum of squares is Schur-convex, so
+    ``sum k_i^2 <= sum k*_i^2``; the nested masks (every seed keeps the first ``s_j`` elements)
+    have exactly those column sums. Tests check the bound against every arrangement of small cases.
+
+    Undefined (``nan`` and a reason) where `fleiss_kappa` is.
+
+    >>> keep = np.zeros((3, 72), dtype=bool)
+    >>> for row, size in enumerate((65, 54, 20)):
+    ...     keep[row, :size] = True
+    >>> round(max_fleiss_kappa(keep).value, 3)
+    0.092
+    >>> max_fleiss_kappa(np.array([[1, 1, 0], [0, 1, 1]])).value    # same sizes: perfect agreement is possible
+    1.0
+    """
+    sizes, n_elements, reason = _sizes_or_reason(keep)
+    if reason:
+        return Kappa(NAN, reason)
+    nested = (sizes[:, None] > np.arange(n_elements)[None, :]).sum(axis=0)
+    return Kappa(float(_kappa_from_counts(nested, len(sizes))))
+
+
+@dataclass(frozen=True)
+class KappaNull:
+    """Kappa of random masks of the seeds' sizes: ``mean`` and the central ``confidence`` interval
+    ``[low, high]`` over ``n_permutations`` draws; ``nan`` and a ``reason`` when undefined."""
+
+    mean: float
+    low: float
+    high: float
+    n_permutations: int
+    confidence: float = 0.95
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kappa_null(keep: Any, n_permutations: int = 2000, seed: int = 0, confidence: float = 0.95) -> KappaNull:
+    """Fleiss' kappa when each seed's mask is a uniform random set of its own size (permutation null).
+
+    Each draw shuffles every seed's mask independently across elements, keeping its size. Kappa
+    near the null's mean is what masks of these sizes agree by chance; above ``high`` they agree
+    more than chance. (Fleiss' kappa is 0 at chance only when the seeds' sizes are equal; with unequal
+    sizes its null mean is below 0.) Seeded: the same arguments give the same interval.
+
+    >>> keep = np.array([[1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0]], dtype=bool)
+    >>> null = kappa_null(keep, n_permutations=500, seed=1)
+    >>> null.low < null.mean < null.high
+    True
+    """
+    sizes, n_elements, reason = _sizes_or_reason(keep)
+    if reason:
+        return KappaNull(NAN, NAN, NAN, n_permutations, confidence, reason)
+    rng = np.random.default_rng(seed)
+    base = np.arange(n_elements)[None, :] < sizes[:, None]  # (S, E): seed j keeps its first s_j
+    # draw in blocks of about a million cells so that weight-sized masks stay in memory
+    block = max(1, 1_000_000 // base.size)
+    kappas = []
+    for start in range(0, n_permutations, block):
+        count = min(block, n_permutations - start)
+        shuffled = rng.permuted(np.broadcast_to(base, (count, *base.shape)), axis=2)  # (P, S, E)
+        kappas.append(_kappa_from_counts(shuffled.sum(axis=1), len(sizes)))
+    values = np.concatenate(kappas)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return KappaNull(float(values.mean()), float(low), float(high), n_permutations, confidence)
+
+
+def _pairwise_kappa(agreement: np.ndarray, sizes: np.ndarray, n_elements: int, drawn: np.ndarray) -> float:
+    """Fleiss' kappa of the drawn seeds over the pairs of *different* seeds among them.
+
+    A seed drawn twice agrees with itself perfectly, which says nothing about seeds, so such pairs
+    are skipped; the observed agreement and the keep rate behind the chance agreement are both
+    taken over the pairs compared. Without repeats every seed is in ``n - 1`` pairs, and this is
+    exactly Fleiss' kappa.
+    """
+    a, b = np.triu_indices(len(drawn), k=1)
+    distinct = drawn[a] != drawn[b]
+    if not distinct.any():
+        return NAN
+    first, second = drawn[a][distinct], drawn[b][distinct]
+    observed = agreement[first, second].mean()
+    p = (sizes[first] + sizes[second]).mean() / (2 * n_elements)
+    chance = p**2 + (1 - p) ** 2
+    return float((observed - chance) / (1 - chance)) if chance < 1 else NAN
+
+
+@dataclass(frozen=True)
+class KappaInterval:
+    """Fleiss' kappa (``value``) with a bootstrap ``confidence`` interval ``[low, high]`` from
+    ``n_resamples`` resamples of the seeds; ``nan`` and a ``reason`` when undefined."""
+
+    value: float
+    low: float
+    high: float
+    n_resamples: int
+    confidence: float = 0.95
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kappa_bootstrap(keep: Any, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
+                    min_seeds: int = 5) -> KappaInterval:
+    """A percentile bootstrap interval of Fleiss' kappa over seeds (five or more seeds).
+
+    Seeds are resampled with replacement, seeded. Fleiss' observed agreement is
+    the mean agreement over pairs of seeds, so kappa is recomputed from the pairs of *different*
+    seeds among those drawn: a seed drawn twice would otherwise be counted as agreeing perfectly
+    with itself and push kappa up. Without repeats this is exactly `fleiss_kappa`. With fewer than
+    ``min_seeds`` seeds the interval is ``nan`` and the reason says so (three seeds give only a
+    handful of distinct resamples).
+
+    >>> rng = np.random.default_rng(0)
+    >>> keep = rng.random((6, 144)) < 0.5
+    >>> interval = kappa_bootstrap(keep, n_resamples=200)
+    >>> interval.low <= interval.value <= interval.high
+    True
+    """
+    x = _flat(keep)
+    observed = fleiss_kappa(x)
+    n_seeds = x.shape[0]
+    if n_seeds < min_seeds:
+        return KappaInterval(observed.value, NAN, NAN, n_resamples, confidence,
+                             f"a bootstrap over seeds needs at least {min_seeds} seeds, got {n_seeds}")
+    if observed.reason:
+        return KappaInterval(NAN, NAN, NAN, n_resamples, confidence, observed.reason)
+    agreement = (x[:, None, :] == x[None, :, :]).mean(axis=2)  # (S, S): share of elements two seeds agree on
+    sizes = x.sum(axis=1)
+    draws = np.random.default_rng(seed).integers(0, n_seeds, size=(n_resamples, n_seeds))
+    kappas = np.array([_pairwise_kappa(agreement, sizes, x.shape[1], drawn) for drawn in draws])
+    # by hand rather than scipy.stats.bootstrap, whose percentile interval turns nan when one resample
+    # is undefined: a resample that draws a single seed n times has no pair to compare, and is dropped
+    kappas = kappas[~np.isnan(kappas)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(kappas, [tail, 1 - tail])
+    return KappaInterval(observed.value, float(low), float(high), n_resamples, confidence)
+
+
 @dataclass(frozen=True)
 class CochranQ:
     """Cochran's Q test: ``statistic`` (chi-square with ``df`` degrees of freedom), ``pvalue``;
@@ -190,10 +383,16 @@ class CochranQ:
 def cochran_q(keep: Any) -> CochranQ:
     """Cochran's Q over the elements x seeds binary matrix (the paper, section 5.1).
 
-    The null hypothesis is that every seed keeps elements with the same probability (seeds are the
-    treatments, elements the blocks); a small p-value says that at least two seeds' masks differ.
-    Computed by `statsmodels.stats.contingency_tables.cochrans_q`; with two seeds it is McNemar's test
-    without continuity correction.
+    What it tests: the null hypothesis is that every seed keeps elements at the same *rate* (seeds
+    are the treatments, elements the blocks). It compares the seeds' keep rates, that is their mask
+    sizes, with the elements' own variation removed; it does not test whether the seeds keep the
+    same elements. Two masks of different sizes differ under Q however nested they are (a mask
+    and a subset of it), and two masks of equal size never differ however disjoint they are: with
+    two seeds Q is McNemar's ``(b - c)^2 / (b + c)``, and ``b = c`` for any two masks of one size.
+    So a small p-value says the seeds' masks have different sizes; for agreement on *which*
+    elements survive, read `fleiss_kappa` beside `max_fleiss_kappa` and `kappa_null`.
+    Computed by `statsmodels.stats.contingency_tables.cochrans_q`; with two seeds it is McNemar's
+    test without continuity correction.
 
     Undefined (``nan`` plus a reason) with fewer than two seeds, or when all seeds agree on every
     element (the statistic is 0/0; the masks are identical, so they certainly do not differ).

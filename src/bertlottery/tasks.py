@@ -34,6 +34,10 @@ class TsvLayout:
         text_b: Column of the second sentence, or ``None`` for single-sentence tasks.
         label: Column of the label (class name, ``0``/``1``, or a float score for STS-B).
         num_columns: Columns per row for headerless files; ``None`` means "as many as the header".
+        source: Column naming where each example comes from (STS-B's ``genre``, CoLA's source
+            publication), or ``None`` where the file has none. Training caps stratify by it
+            (:func:`bertlottery.caps.cap_examples`): the files are sorted by source, so the
+            first lines of a file are not a sample of it.
     """
 
     has_header: bool
@@ -41,6 +45,7 @@ class TsvLayout:
     text_b: str | int | None
     label: str | int
     num_columns: int | None = None
+    source: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,7 @@ _ALL = (
     # CoLA: no header; columns are source, label, original label (blank), sentence.
     _task(
         "CoLA",
-        TsvLayout(has_header=False, text_a=3, text_b=None, label=1, num_columns=4),
+        TsvLayout(has_header=False, text_a=3, text_b=None, label=1, num_columns=4, source=0),
         _BINARY,
         _hub("cola", "sentence", None, ("unacceptable", "acceptable")),
         metric_names=("mcc", "accuracy"),
@@ -188,7 +193,8 @@ _ALL = (
     ),
     _task(
         "STS-B",
-        _pair_layout(label="score"),
+        # genre: main-captions, main-forum or main-news
+        TsvLayout(has_header=True, text_a="sentence1", text_b="sentence2", label="score", source="genre"),
         (),
         _hub("stsb", "sentence1", "sentence2", ()),
         metric_names=("pearson", "spearman", "pearson_spearman_mean"),
