@@ -321,9 +321,11 @@ def save_masks(path: str | os.PathLike, masks: Masks, layout: Layout | None = No
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     except OSError as error:
-        raise UserError(f"Cannot write mask file {path} ({error.strerror or error}); choose a writable path.") from None
+        raise UserError(f"Cannot write mask file {path} ({error.strerror}: {error.filename}); "
+                        "choose a writable path.") from None
     finally:
-        tmp.unlink(missing_ok=True)  # after a failure: nothing half-written stays behind
+        if tmp.exists():  # after a failure: nothing half-written stays behind
+            tmp.unlink()
     return path
 
 
