@@ -62,6 +62,10 @@ class HttpError(Exception):
 
 class AnnotateServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen queue holds 5: a burst of saves (several tabs, a retrying page, a busy
+    # machine slow to accept) overflowed it and the kernel reset the connections beyond it, losing
+    # labels. The kernel caps this at net.core.somaxconn (4096 on current Linux).
+    request_queue_size = 1024
 
     def __init__(self, store: MapsStore, export_dir: Path, port: int) -> None:
         self.store = store
