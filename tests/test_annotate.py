@@ -355,6 +355,16 @@ def test_bad_labels_ids_and_requests_are_refused_with_a_message(server, maps_dir
         assert request(server, "POST", "/api/label", raw, headers)[0] == status
     assert request(server, "POST", "/api/label", b"{not json", {"Content-Type": "application/json"})[0] == 400
     assert request(server, "GET", "/api/next?after=x")[0] == 400
+    status, data = request(server, "GET", "/api/next?after=-5")
+    assert (status, json.loads(data)["error"]) == (400, "after must be a whole number >= -1, got '-5'")
+    assert get_json(server, "/api/next?after=-1")["item"]["id"] == expected_ids()[0]  # the range stated holds
+    assert json.loads(request(server, "GET", "/api/items?limit=-3")[1])["error"].startswith("limit must be a whole number >= 0")
+    for depth in (100, 5_000, 30_000):  # past the parser's recursion limit, within the 64 KiB body limit
+        nested = b"[" * depth + b"]" * depth
+        status, data = request(server, "POST", "/api/label", nested, {"Content-Type": "application/json"})
+        assert status == 400, depth
+        assert json.loads(data)["error"] in ("body must be a JSON object",
+                                             "body is nested too deeply; send one flat JSON object")
     assert request(server, "GET", "/api/items?limit=-3")[0] == 400
     assert request(server, "POST", "/api/nothing", raw, {"Content-Type": "application/json"})[0] == 404
     assert not (maps_dir / "labels.json").exists()  # nothing was written

@@ -184,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({**self._progress(), "offset": offset, "items": [
                 {**item.as_dict(), "label": labels.get(item.id)} for item in store.items[offset:offset + limit]]})
         elif path == "/api/next":
-            item = store.next_unlabelled(_int_arg(query, "after", -1))
+            item = store.next_unlabelled(_int_arg(query, "after", -1, minimum=-1))  # -1: from the start
             self._json({"item": item.as_dict() if item else None, **self._progress()})
         elif path.startswith("/api/item/"):
             self._json(self._item(self._lookup(path.removeprefix("/api/item/"))))
@@ -236,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(length)) or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({error})") from None
+        except RecursionError:  # json's parser recurses once per level: [[[[...]]]] exhausts the stack
+            raise HttpError(HTTPStatus.BAD_REQUEST, "body is nested too deeply; send one flat JSON object") from None
         if not isinstance(body, dict):
             raise HttpError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
         return body
@@ -267,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.NOT_FOUND, f"no action {path!r} here")
 
 
-def _int_arg(query: dict[str, list[str]], name: str, default: int) -> int:
+def _int_arg(query: dict[str, list[str]], name: str, default: int, *, minimum: int = 0) -> int:
     values = query.get(name)
     if not values:
         return default
@@ -275,6 +277,6 @@ def _int_arg(query: dict[str, list[str]], name: str, default: int) -> int:
         value = int(values[0])
     except ValueError:
         value = None
-    if value is None or value < (-1 if name == "after" else 0):
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number >= 0, got {values[0]!r}")
+    if value is None or value < minimum:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number >= {minimum}, got {values[0]!r}")
     return value
