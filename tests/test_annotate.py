@@ -221,6 +221,73 @@ def test_page_labels_by_click_and_key_saves_resumes_and_exports(server, maps_dir
     assert (tmp_path / "annotate.png").stat().st_size > 10_000
 
 
+def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_dir, chromium):
+    from playwright.sync_api import sync_playwright
+
+    ids = expected_ids()
+    labels_file = maps_dir / "labels.json"
+    seen: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready='1']")
+
+        def wait_for_item(item_id: str) -> None:
+            page.wait_for_function("id => document.querySelector('#item-id').dataset.item === id", arg=item_id)
+
+        def wait_for_message(start: str) -> str:
+            page.wait_for_function("s => document.querySelector('#message').textContent.startsWith(s)", arg=start,
+                                   timeout=30_000)
+            return page.inner_text("#message")
+
+        # the connection is reset twice, then the save goes through: the label lands, no error stays
+        def reset_twice(route) -> None:
+            seen.append(route.request.url)
+            route.abort("connectionreset") if len(seen) <= 2 else route.continue_()
+
+        page.route("**/api/label", reset_twice)
+        page.keyboard.press("1")
+        wait_for_item(ids[1])
+        assert len(seen) == 3 and json.loads(labels_file.read_text()) == {ids[0]: LABELS[0]}
+        assert page.inner_text("#message") == ""
+        page.unroute("**/api/label")
+
+        # a server that keeps failing: five tries, then a clear error; the page stays on the map
+        seen.clear()
+
+        def unavailable(route) -> None:
+            seen.append(route.request.url)
+            route.fulfill(status=503, content_type="application/json", body='{"error": "server busy"}')
+
+        page.route("**/api/label", unavailable)
+        page.keyboard.press("2")
+        message = wait_for_message("NOT SAVED")
+        assert len(seen) == 5 and "server busy; tried 5 times" in message and ids[1] in message, message
+        assert "error" in page.get_attribute("#message", "class")
+        assert page.get_attribute("#item-id", "data-item") == ids[1]
+        assert json.loads(labels_file.read_text()) == {ids[0]: LABELS[0]}
+        page.unroute("**/api/label")
+
+        # a refusal (4xx) is final: not repeated
+        seen.clear()
+
+        def refused(route) -> None:
+            seen.append(route.request.url)
+            route.fulfill(status=400, content_type="application/json", body='{"error": "unknown label"}')
+
+        page.route("**/api/label", refused)
+        page.keyboard.press("3")
+        assert "(unknown label)" in wait_for_message("NOT SAVED") and len(seen) == 1
+        page.unroute("**/api/label")
+
+        page.keyboard.press("2")  # the server answers again: the same key now saves
+        wait_for_item(ids[2])
+        assert page.inner_text("#message") == ""
+        browser.close()
+    assert json.loads(labels_file.read_text()) == {ids[0]: LABELS[0], ids[1]: LABELS[1]}
+
+
 def check_export(out: Path, maps_dir: Path, given: dict[str, str]) -> None:
     summary = json.loads((out / "export.json").read_text())
     assert summary["n_labelled"] == len(given)
