@@ -288,6 +288,50 @@ def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_
     assert json.loads(labels_file.read_text()) == {ids[0]: LABELS[0], ids[1]: LABELS[1]}
 
 
+def _a_run_directory(path: Path) -> dict[str, bytes]:
+    """A folder the export must never replace (a fine-tuning run), and its files' contents."""
+    files = {"config.json": b'{"task": "RTE"}', "model/model.safetensors": os.urandom(4096), "metrics.json": b"{}"}
+    for name, data in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return files
+
+
+def _contents(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_export_never_replaces_a_folder_it_did_not_write(maps_dir, tmp_path, capsys):
+    fmt.write_labels(maps_dir, {"ex000/0/0/raw": "diagonal", "ex001/0/1/norm": "block"})
+    run = tmp_path / "run"
+    files = _a_run_directory(run)
+    assert main(["annotate", str(maps_dir), "--export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} is not empty and was not written by bertlottery for annotate-export output; choose" in err
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert _contents(run) == files
+    # with --overwrite the export is written into it, and everything that was there stays
+    assert main(["annotate", str(maps_dir), "--export", str(run), "--overwrite"]) == 0
+    assert {name: data for name, data in _contents(run).items() if name in files} == files
+    check_export(run, maps_dir, {"ex000/0/0/raw": "diagonal", "ex001/0/1/norm": "block"})
+    assert not (run / ".bertlottery-annotate-export").exists()  # still not ours: the next export asks again
+    assert main(["annotate", str(maps_dir), "--export", str(run)]) == 2
+    capsys.readouterr()
+
+    # the page's Export button follows the same rule: a run directory named as --export-dir is refused
+    other = tmp_path / "other-run"
+    files = _a_run_directory(other)
+    srv = make_server(MapsStore(maps_dir), other, port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        status, answer = post_json(srv, "/api/export", {})
+        assert status == 409 and "was not written by bertlottery" in answer["error"] and "--overwrite" in answer["error"]
+        assert _contents(other) == files and not any(p.name.startswith(".") for p in other.iterdir())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def check_export(out: Path, maps_dir: Path, given: dict[str, str]) -> None:
     summary = json.loads((out / "export.json").read_text())
     assert summary["n_labelled"] == len(given)
@@ -524,9 +568,15 @@ def test_cli_export_writes_both_layouts_and_refuses_mistakes(maps_dir, tmp_path,
     assert "wrote 6 labelled maps (raw 4, norm 2)" in capsys.readouterr().out
     check_export(out, maps_dir, given)
     assert (out / "paper" / "raw" / "labels.txt").read_text().splitlines()[0] == "diagonal = ex000_L00_H00"
-    assert main(["annotate", str(maps_dir), "--export", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    # an earlier export is replaced by the next one, without --overwrite: a cleared label's map goes too
+    del given["ex000/0/0/raw"]
+    fmt.write_labels(maps_dir, given)
+    assert main(["annotate", str(maps_dir), "--export", str(out)]) == 0
+    check_export(out, maps_dir, given)
+    assert not (out / "paper" / "raw" / "ex000_L00_H00.npy").exists()
     assert main(["annotate", str(maps_dir), "--export", str(out), "--overwrite"]) == 0
+    check_export(out, maps_dir, given)
+    assert sorted(p.name for p in out.iterdir()) == [".bertlottery-annotate-export", "export.json", "paper", "toolkit"]
     assert main(["annotate", str(maps_dir), "--kind", "nrom"]) == 2
     assert "Did you mean 'norm'" in capsys.readouterr().err
     assert main(["annotate", str(tmp_path / "nowhere")]) == 2

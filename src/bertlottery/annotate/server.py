@@ -8,7 +8,7 @@ Routes (everything else is 404; request paths with ``..``, ``.``, backslashes or
     GET  /api/next?after=INDEX       the first unlabelled item after INDEX (wrapping), or null
     GET  /api/item/<ex>/<l>/<h>/<k>  one map: tokens, values [query][key], label, neighbours
     POST /api/label                  {"id": "ex000/3/5/raw", "label": "vertical" | null}
-    POST /api/export                 write the labelled set to the export folder (replaced)
+    POST /api/export                 write the labelled set to the export folder (`export_labelled`)
 
 No route turns a request path into a file path: map files are looked up from the folder's own
 index, so a request can only ever name an item the index lists. POSTs must be JSON (a cross-site
@@ -67,9 +67,10 @@ class AnnotateServer(ThreadingHTTPServer):
     # labels. The kernel caps this at net.core.somaxconn (4096 on current Linux).
     request_queue_size = 1024
 
-    def __init__(self, store: MapsStore, export_dir: Path, port: int) -> None:
+    def __init__(self, store: MapsStore, export_dir: Path, port: int, overwrite: bool = False) -> None:
         self.store = store
         self.export_dir = Path(export_dir)
+        self.overwrite = overwrite  # Export may write into a folder that is not an earlier export
         self.export_lock = threading.Lock()  # two clicks at once would share one scratch folder
         super().__init__((HOST, port), _Handler)
 
@@ -78,10 +79,14 @@ class AnnotateServer(ThreadingHTTPServer):
         return f"http://{HOST}:{self.server_address[1]}/"
 
 
-def make_server(store: MapsStore, export_dir: str | os.PathLike, port: int = DEFAULT_PORT) -> AnnotateServer:
-    """A server for ``store`` on 127.0.0.1:``port`` (0: any free port); call ``serve_forever()``."""
+def make_server(store: MapsStore, export_dir: str | os.PathLike, port: int = DEFAULT_PORT, *,
+                overwrite: bool = False) -> AnnotateServer:
+    """A server for ``store`` on 127.0.0.1:``port`` (0: any free port); call ``serve_forever()``.
+
+    The page's Export writes to ``export_dir`` by `export_labelled`'s rule (``overwrite`` as there).
+    """
     try:
-        return AnnotateServer(store, Path(export_dir), port)
+        return AnnotateServer(store, Path(export_dir), port, overwrite)
     except OSError as error:
         raise UserError(f"cannot listen on {HOST}:{port} ({error.strerror}); pass another --port, "
                         "or --port 0 for any free one.") from None
@@ -261,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._body()
             try:
                 with self.server.export_lock:
-                    summary = export_labelled(store.root, self.server.export_dir, overwrite=True)
+                    summary = export_labelled(store.root, self.server.export_dir, overwrite=self.server.overwrite)
             except UserError as error:
                 raise HttpError(HTTPStatus.CONFLICT, str(error)) from None
             self._json({**summary, "out": str(self.server.export_dir)})
