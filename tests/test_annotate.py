@@ -241,42 +241,34 @@ def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_
                                    timeout=30_000)
             return page.inner_text("#message")
 
-        # the connection is reset twice, then the save goes through: the label lands, no error stays
-        def reset_twice(route) -> None:
+        def answer(route, status: int, error: str) -> None:
             seen.append(route.request.url)
-            route.abort("connectionreset") if len(seen) <= 2 else route.continue_()
+            route.fulfill(status=status, content_type="application/json", body=json.dumps({"error": error}))
 
-        page.route("**/api/label", reset_twice)
+        def intercept(handler) -> None:
+            seen.clear()
+            page.unroute("**/api/label")
+            page.route("**/api/label", handler)
+
+        # the connection is reset twice, then the save goes through: the label lands, no error stays
+        intercept(lambda route: (seen.append(route.request.url),
+                                 route.abort("connectionreset") if len(seen) <= 2 else route.continue_()))
         page.keyboard.press("1")
         wait_for_item(ids[1])
         assert len(seen) == 3 and json.loads(labels_file.read_text()) == {ids[0]: LABELS[0]}
         assert page.inner_text("#message") == ""
-        page.unroute("**/api/label")
 
         # a server that keeps failing: five tries, then a clear error; the page stays on the map
-        seen.clear()
-
-        def unavailable(route) -> None:
-            seen.append(route.request.url)
-            route.fulfill(status=503, content_type="application/json", body='{"error": "server busy"}')
-
-        page.route("**/api/label", unavailable)
+        intercept(lambda route: answer(route, 503, "server busy"))
         page.keyboard.press("2")
         message = wait_for_message("NOT SAVED")
         assert len(seen) == 5 and "server busy; tried 5 times" in message and ids[1] in message, message
         assert "error" in page.get_attribute("#message", "class")
         assert page.get_attribute("#item-id", "data-item") == ids[1]
         assert json.loads(labels_file.read_text()) == {ids[0]: LABELS[0]}
-        page.unroute("**/api/label")
 
         # a refusal (4xx) is final: not repeated
-        seen.clear()
-
-        def refused(route) -> None:
-            seen.append(route.request.url)
-            route.fulfill(status=400, content_type="application/json", body='{"error": "unknown label"}')
-
-        page.route("**/api/label", refused)
+        intercept(lambda route: answer(route, 400, "unknown label"))
         page.keyboard.press("3")
         assert "(unknown label)" in wait_for_message("NOT SAVED") and len(seen) == 1
         page.unroute("**/api/label")
