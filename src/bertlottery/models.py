@@ -286,13 +286,13 @@ def _hub_problem(name: str) -> str | None:
 
 def _damaged_safetensors(folder: Path) -> Path | None:
     """The first ``*.safetensors`` file in ``folder`` whose header cannot be read, if any."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     for file in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(str(file), framework="pt"):
                 pass
-        except Exception:  # safetensors' own error type for a damaged or truncated file
+        except (SafetensorError, OSError):
             return file
     return None
 
