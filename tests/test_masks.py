@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from bertlottery.errors import UserError
 from bertlottery.masks import (
+    FORMAT,
     HeadMask,
     Masks,
     MlpMask,
@@ -155,3 +157,77 @@ def test_heads_only_mode_imports_without_an_mlp_mask(reference_dir, tmp_path):
     assert masks.heads is not None
     with pytest.raises(UserError, match="neither head_mask.npy nor mlp_mask.npy"):
         import_prasanna2020(tmp_path)
+
+
+# --- damaged or hand-made inputs: one line naming the file, never a traceback or a silent "kept" ---
+
+
+@pytest.mark.parametrize("bad", [0.5, float("nan"), float("inf"), -1.0, 2.0])
+def test_weight_masks_refuse_values_other_than_zero_and_one(tmp_path, bad):
+    values = torch.tensor([[1.0, 0.0], [1.0, bad]])
+    with pytest.raises(UserError, match=r"weight mask of w must hold 0/1"):
+        WeightMask({"w": values})
+    for mask_type, shape in ((HeadMask, (2, 2)), (MlpMask, (4,))):
+        with pytest.raises(UserError, match="must hold 0/1"):
+            mask_type(values.view(shape))
+    # the same values in a file (uint8 on disk: 2 stands for any damage) are refused when loaded
+    if bad == 2.0:
+        path = tmp_path / "w.safetensors"
+        save_file({"weights/w": values.to(torch.uint8)}, str(path), metadata={"format": FORMAT})
+        with pytest.raises(UserError, match=r"w.safetensors: The weight mask of w must hold 0/1 or booleans, found values \[2\]"):
+            load_masks(path)
+
+
+def test_mask_file_whose_params_are_not_json_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    for params in ("{not json", "[1, 2]"):
+        save_file({"mlps": torch.ones(2, dtype=torch.uint8)}, str(path), metadata={"format": FORMAT, "params": params})
+        with pytest.raises(UserError, match=r"m.safetensors: its metadata 'params' is not a JSON object"):
+            load_masks(path)
+
+
+def _seed_folder(root, name="seed_7", heads=None):
+    folder = root / name
+    folder.mkdir(parents=True)
+    np.save(folder / "head_mask.npy", np.ones((2, 4), np.float32) if heads is None else heads, allow_pickle=True)
+    return folder
+
+
+def test_import_paper_refuses_pickled_truncated_and_misnamed_inputs(tmp_path):
+    pickled = _seed_folder(tmp_path / "a", heads=np.array([[1, {"run": "code"}]], dtype=object))
+    with pytest.raises(UserError, match=r"head_mask.npy is not a readable .npy array.*download"):
+        import_prasanna2020(pickled)
+    truncated = _seed_folder(tmp_path / "b")
+    data = (truncated / "head_mask.npy").read_bytes()
+    (truncated / "head_mask.npy").write_bytes(data[: len(data) - 7])
+    with pytest.raises(UserError, match="not a readable .npy array"):
+        import_prasanna2020(truncated)
+    (truncated / "head_mask.npy").write_bytes(data[:40])  # cut inside the header
+    with pytest.raises(UserError, match="not a readable .npy array"):
+        import_prasanna2020(truncated)
+    text = _seed_folder(tmp_path / "c", heads=np.array([["1", "0"]]))
+    with pytest.raises(UserError, match="<U1 values, not a 0/1 mask"):
+        import_prasanna2020(text)
+    with pytest.raises(UserError, match="'abc' is not a seed; .* seed_<number>"):
+        import_prasanna2020(_seed_folder(tmp_path, "seed_abc"))
+    assert import_prasanna2020(_seed_folder(tmp_path, "seed_3")).params["seed"] == 3
+    assert "seed" not in import_prasanna2020(_seed_folder(tmp_path, "my_masks")).params
+
+
+def test_import_paper_into_a_folder_is_refused_and_leaves_nothing(tmp_path, capsys):
+    from bertlottery.cli import main
+
+    seed_dir = _seed_folder(tmp_path, "seed_1")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["masks", "import-paper", str(seed_dir), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; give a file name" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert list(out.iterdir()) == [] and not list(tmp_path.glob(".*"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="Cannot write mask file"):
+        save_masks(blocker / "m.safetensors", Masks(mlps=MlpMask.full(2)))
+    assert not list(tmp_path.glob(".*"))
+    assert main(["masks", "import-paper", str(seed_dir), str(out / "m.safetensors")]) == 0
+    assert load_masks(out / "m.safetensors").heads.n_kept == 8

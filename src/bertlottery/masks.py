@@ -48,6 +48,22 @@ __all__ = [
 FORMAT = "bertlottery.masks/1"
 
 
+def _keep_tensor(values: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
+    """``values`` as a bool tensor on the CPU; anything but booleans or exactly 0 and 1 is refused.
+
+    ``bool()`` would read 0.5, -1, inf and NaN as *kept*: a damaged or hand-made file would silently
+    keep weights its author meant to prune.
+    """
+    keep = torch.as_tensor(values)
+    if keep.dtype != torch.bool:
+        wrong = ~((keep == 0) | (keep == 1))  # NaN compares unequal to both, so it is wrong too
+        if bool(wrong.any()):
+            found = keep[wrong].unique().tolist()[:5]
+            raise UserError(f"{what} must hold 0/1 or booleans, found values {found}; re-create the mask.")
+        keep = keep.bool()
+    return keep.detach().cpu().clone()
+
+
 class _BoolMask:
     """Set algebra shared by the structured masks (a single bool tensor)."""
 
@@ -55,13 +71,7 @@ class _BoolMask:
     keep: torch.Tensor
 
     def __init__(self, keep: torch.Tensor | np.ndarray):
-        keep = torch.as_tensor(keep)
-        if keep.dtype != torch.bool:
-            values = torch.unique(keep)
-            if not bool(((values == 0) | (values == 1)).all()):
-                raise UserError(f"A {self.kind} mask must hold 0/1 or booleans, found values {values.tolist()[:5]}.")
-            keep = keep.bool()
-        self.keep = keep.detach().cpu().clone()
+        self.keep = _keep_tensor(keep, f"A {self.kind} mask")
 
     def _other(self, other: Self) -> torch.Tensor:
         if type(other) is not type(self):
@@ -152,7 +162,7 @@ class WeightMask:
     kind = "weights"
 
     def __init__(self, keep: Mapping[str, torch.Tensor]):
-        self.keep = {name: torch.as_tensor(t).detach().cpu().bool().clone() for name, t in keep.items()}
+        self.keep = {name: _keep_tensor(t, f"The weight mask of {name}") for name, t in keep.items()}
 
     def _other(self, other: WeightMask) -> dict[str, torch.Tensor]:
         if not isinstance(other, WeightMask):
@@ -303,10 +313,19 @@ def save_masks(path: str | os.PathLike, masks: Masks, layout: Layout | None = No
         metadata.update(layers=str(layout.num_layers), heads=str(layout.num_heads))
     elif masks.heads is not None:
         metadata.update(layers=str(masks.heads.shape[0]), heads=str(masks.heads.shape[1]))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UserError(f"Mask output {path} is a folder; give a file name such as {path / 'mask.safetensors'}.")
     tmp = _atomic_path(path)
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise UserError(f"Cannot write mask file {path} ({error.strerror}: {error.filename}); "
+                        "choose a writable path.") from None
+    finally:
+        if tmp.exists():  # after a failure: nothing half-written stays behind
+            tmp.unlink()
     return path
 
 
@@ -327,14 +346,23 @@ def load_masks(
         raise UserError(f"Mask file {path} is not a readable safetensors file ({error}); re-create it.") from None
     if metadata.get("format") != FORMAT:
         raise UserError(f"{path} is not a bertlottery mask file (no '{FORMAT}' in its metadata).")
+    try:
+        params = json.loads(metadata.get("params") or "{}")
+    except json.JSONDecodeError as error:
+        params = error
+    if not isinstance(params, dict):
+        raise UserError(f"Mask file {path}: its metadata 'params' is not a JSON object ({params}); re-create the file.")
     weights = {k.removeprefix("weights/"): t for k, t in tensors.items() if k.startswith("weights/")}
-    masks = Masks(
-        heads=HeadMask(tensors["heads"]) if "heads" in tensors else None,
-        mlps=MlpMask(tensors["mlps"]) if "mlps" in tensors else None,
-        weights=WeightMask(weights) if weights else None,
-        params=json.loads(metadata.get("params") or "{}"),
-        family=metadata.get("family") or None,
-    )
+    try:
+        masks = Masks(
+            heads=HeadMask(tensors["heads"]) if "heads" in tensors else None,
+            mlps=MlpMask(tensors["mlps"]) if "mlps" in tensors else None,
+            weights=WeightMask(weights) if weights else None,
+            params=params,
+            family=metadata.get("family") or None,
+        )
+    except UserError as error:
+        raise UserError(f"Mask file {path}: {error}") from None
     if layout is not None:
         masks.check_against(layout, parameter_shapes)
     return masks
@@ -357,13 +385,28 @@ def import_prasanna2020(seed_dir: str | os.PathLike, *, family: str = "bert") ->
     files = {name: seed_dir / f"{name}_mask.npy" for name in ("head", "mlp")}
     if not any(f.is_file() for f in files.values()):
         raise UserError(f"{seed_dir} has neither head_mask.npy nor mlp_mask.npy; is it a seed_<s> folder?")
-    arrays = {name: np.load(f) for name, f in files.items() if f.is_file()}
-    params = {"source": "prasanna2020", "path": str(seed_dir)}
+    params: dict[str, Any] = {"source": "prasanna2020", "path": str(seed_dir)}
     if seed_dir.name.startswith("seed_"):
-        params["seed"] = int(seed_dir.name.removeprefix("seed_"))
+        seed = seed_dir.name.removeprefix("seed_")
+        if not seed.isdigit():
+            raise UserError(f"Mask folder {seed_dir}: '{seed}' is not a seed; the paper's folders are "
+                            "seed_<number> (rename it, or drop the seed_ prefix).")
+        params["seed"] = int(seed)
+    arrays = {name: _load_npy(f) for name, f in files.items() if f.is_file()}
     return Masks(
         heads=HeadMask(arrays["head"]) if "head" in arrays else None,
         mlps=MlpMask(arrays["mlp"]) if "mlp" in arrays else None,
         params=params,
         family=family,
     )
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """One released mask array; pickled (object) arrays stay refused, as they could run code."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # numpy's errors for pickles and truncated files
+        raise UserError(f"{path} is not a readable .npy array ({error}); download the released masks again.") from None
+    if array.dtype.kind not in "biuf":
+        raise UserError(f"{path} holds {array.dtype} values, not a 0/1 mask; download the released masks again.")
+    return array

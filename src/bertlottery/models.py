@@ -227,14 +227,74 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
 
 
 def _from_hub(loader: Callable, name: str, **kwargs):
+    """``loader(name)``; what a user can mend (a wrong name, no network, a damaged file) as one line.
+
+    A local folder is read without asking the hub. A hub id that is neither cached nor reachable is
+    refused after one request, before transformers would retry it for half a minute, printing a line
+    per attempt.
+    """
+    from safetensors import SafetensorError
+
+    local = Path(name).is_dir()
+    problem = None if local else _hub_problem(name)
+    if problem:
+        raise UserError(f"Could not load model '{name}': {problem}; check the name and the network, or pass "
+                        "a local folder or the offline alias minilm-l6.")
     try:
         return loader(name, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except SafetensorError as error:
+        damaged = _damaged_safetensors(Path(name)) if local else None
         raise UserError(
-            f"Could not load model '{name}' ({first_line}); check the name, or pass a local folder "
+            f"Model weights {damaged or name} are damaged ({_first_line(error)}); "
+            + ("re-run the stage that wrote them, or copy the model again." if local else
+               "download the model again (delete it from the Hugging Face cache).")
+        ) from None
+    except (OSError, ValueError) as error:
+        if local:
+            raise UserError(f"Could not load the model in {name} ({_first_line(error)}); re-run the stage "
+                            "that wrote it, or point at a complete model folder.") from None
+        raise UserError(
+            f"Could not load model '{name}' ({_first_line(error)}); check the name, or pass a local folder "
             f"or the offline alias minilm-l6."
         ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _hub_problem(name: str) -> str | None:
+    """Why the hub cannot give ``name``'s files, learnt from one request without retries; None when
+    they are cached or the hub answers (transformers then loads them, with its own messages)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=10)
+    except ValueError:  # not a valid repository id: transformers says so without any request
+        return None
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        return f"the hub has no model of that name ({_first_line(error)})" if status in (401, 404) else None
+    except Exception as error:  # the transport's own errors (refused, DNS, timeout, offline mode)
+        return f"it is not in the local cache and the Hugging Face hub cannot be reached ({_first_line(error)})"
+    return None
+
+
+def _damaged_safetensors(folder: Path) -> Path | None:
+    """The first ``*.safetensors`` file in ``folder`` whose header cannot be read, if any."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError):
+            return file
+    return None
 
 
 def load_tokenizer(name_or_path: str):

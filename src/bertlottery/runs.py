@@ -144,3 +144,44 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "device": device,
         "argv": sys.argv,
     }
+
+
+def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False) -> Path:
+    """Check that a command may write its ``kind`` of output into folder ``path``; create it if needed.
+
+    The one rule for every command that writes a folder: the folder may be new, empty, or one that
+    this toolkit wrote before for the same ``kind`` (it holds the marker file ``.bertlottery-<kind>``,
+    written here into every folder this function creates or finds empty). Anything else, such as a
+    run directory named as an export target, is refused with one line, unless ``overwrite``: then the
+    command writes into it, replacing files of the names it writes, and the folder is not marked, so
+    the next command asks again. Nothing here deletes anything; a caller may replace the entries it
+    writes, never the folder.
+
+    Returns the folder's path.
+
+    Example:
+        >>> out = prepare_output_dir("runs/labelled", "annotate-export")      # doctest: +SKIP
+        >>> (out / "export.json").write_text("{}")                               # doctest: +SKIP
+    """
+    if not kind.replace("-", "").isalnum():
+        raise ValueError(f"an output kind is a plain name like 'report', got {kind!r}")
+    path = Path(path).expanduser()
+    marker = path / f".bertlottery-{kind}"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a folder; choose a folder path for the output.")
+    if marker.is_file():
+        return path
+    try:
+        if path.is_dir() and any(path.iterdir()):
+            if overwrite:
+                return path
+            others = sorted(p.name.removeprefix(".bertlottery-") for p in path.glob(".bertlottery-*"))
+            what = (f"holds bertlottery {' and '.join(others)} output, not {kind} output" if others
+                    else f"is not empty and was not written by bertlottery for {kind} output")
+            raise UserError(f"{path} {what}; choose another folder, or pass --overwrite to write into it "
+                            "(files of the same names are replaced, nothing else is deleted).")
+        path.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"written by bertlottery: a {kind} folder; the same command may replace its contents\n")
+    except OSError as error:
+        raise UserError(f"Cannot write to {path} ({error.strerror}: {error.filename}); choose a writable folder.") from None
+    return path

@@ -29,8 +29,11 @@ def register(sub) -> None:
     p.add_argument("--export", metavar="OUT_DIR",
                    help="write the labelled maps (toolkit and paper layouts) to OUT_DIR and exit")
     p.add_argument("--export-dir", metavar="DIR",
-                   help="where the page's Export button writes (default MAPS_DIR/export; replaced each time)")
-    p.add_argument("--overwrite", action="store_true", help="with --export: replace OUT_DIR if it exists")
+                   help="where the page's Export button writes (default MAPS_DIR/export; an earlier export "
+                        "there is replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --export (or the page's Export) write into a folder that is not an earlier export; "
+                        "its entries of the same names are replaced, nothing else in it is deleted")
     p.add_argument("--open", action="store_true", help="also open the page in the default browser")
     p.set_defaults(func=cmd_annotate)
 
@@ -52,11 +55,11 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     export_dir = Path(args.export_dir) if args.export_dir else store.root / "export"
     if args.port is None:
         try:
-            server = make_server(store, export_dir, DEFAULT_PORT)
+            server = make_server(store, export_dir, DEFAULT_PORT, overwrite=args.overwrite)
         except UserError:
-            server = make_server(store, export_dir, 0)
+            server = make_server(store, export_dir, 0, overwrite=args.overwrite)
     else:
-        server = make_server(store, export_dir, args.port)
+        server = make_server(store, export_dir, args.port, overwrite=args.overwrite)
     print(f"{store.n_labelled()} of {len(store.items)} maps labelled in {store.root}")
     print(f"annotate at {server.url}  (Ctrl-C to stop; labels are saved after every click)", flush=True)
     if args.open:

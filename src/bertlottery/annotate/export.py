@@ -11,6 +11,11 @@
     paper/<kind>/labels.tsv      the same as ``name<TAB>label`` lines (the layout of the released code's
                                  norm-based set)
 
+``OUT_DIR`` follows the toolkit's rule for output folders (`bertlottery.runs.prepare_output_dir`):
+new, empty, or an export written before; anything else only with ``overwrite``, which writes the three
+entries above into it and keeps everything else. An export replaces exactly those entries, each by a
+rename, and writes ``export.json`` last: a folder with ``export.json`` holds one whole export.
+
 Both layouts are what ``bertlottery.attention.classifier.load_labelled`` reads: give it
 ``OUT_DIR/toolkit`` or ``OUT_DIR/paper/<kind>`` (the maps beside their labels file, as it expects).
 
@@ -27,7 +32,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,8 @@ from .store import LABELS, MapsStore
 __all__ = ["EXPORT_FORMAT", "export_labelled", "paper_name"]
 
 EXPORT_FORMAT = "bertlottery-labelled-attention/1"
+SUMMARY_FILE = "export.json"
+KIND = "annotate-export"  # the kind of output folder an export is (`bertlottery.runs.prepare_output_dir`)
 
 
 def paper_name(example: str, layer: int, head: int) -> str:
@@ -53,24 +63,25 @@ def export_labelled(maps_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     overwrite: bool = False) -> dict[str, Any]:
     """Write every labelled map of ``maps_dir`` to ``out_dir`` (see the module docstring).
 
-    ``out_dir`` appears complete or not at all; an existing one is refused unless ``overwrite``.
+    ``out_dir`` must be new, empty or an earlier export, unless ``overwrite`` (see the module docstring).
     Returns the summary also written to ``export.json``.
     """
     store = MapsStore(maps_dir)
     out_dir = Path(out_dir).expanduser()
     if out_dir.resolve() == store.root or store.root.is_relative_to(out_dir.resolve()):
-        raise UserError(f"--export {out_dir} would replace the maps folder itself; choose another folder.")
+        raise UserError(f"--export {out_dir} would write into the maps folder itself; choose another folder.")
     labels = store.labels()
     if not labels:
         raise UserError(f"{store.root} has no labels yet; label some maps with `bertlottery annotate "
                         f"{maps_dir}` first.")
+    runs.prepare_output_dir(out_dir, KIND, overwrite=overwrite)
     by_example: dict[str, dict[str, str]] = defaultdict(dict)
     for item_id, label in labels.items():
         by_example[store.item(item_id).example][item_id] = label
     examples = [e for e in store.index.examples if e.id in by_example]  # index order
 
     counts: dict[str, Counter] = {kind: Counter() for kind in store.kinds}
-    with runs.staged_run_dir(out_dir, overwrite=overwrite) as scratch:
+    with _entries_replaced(out_dir) as scratch:
         toolkit = scratch / "toolkit"
         (toolkit / fmt.MAPS_SUBDIR).mkdir(parents=True)
         for kind in store.kinds:
@@ -104,5 +115,33 @@ def export_labelled(maps_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "counts": {kind: {label: counts[kind][label] for label in LABELS} for kind in store.kinds},
             "layouts": {"toolkit": "toolkit/", "paper": {kind: f"paper/{kind}/" for kind in store.kinds}},
         }
-        runs.write_json(scratch / "export.json", summary)
+        runs.write_json(scratch / SUMMARY_FILE, summary)
     return summary
+
+
+@contextmanager
+def _entries_replaced(out_dir: Path) -> Iterator[Path]:
+    """Yield an empty scratch folder inside ``out_dir``; at the end, each of its entries replaces the
+    entry of the same name in ``out_dir`` (``export.json`` last), and nothing else there is touched.
+
+    Written by hand because the folder itself may not be replaced (it may hold a user's files, see the
+    module docstring). An error while writing removes the scratch folder and leaves ``out_dir`` as it
+    was; one while replacing leaves no ``export.json`` (the folder never looks complete) and the old
+    entries in a hidden ``.old-*`` folder beside them.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        yield scratch
+        trash = Path(tempfile.mkdtemp(prefix=".old-", dir=out_dir))
+        names = sorted(p.name for p in scratch.iterdir())
+        names.sort(key=lambda name: name == SUMMARY_FILE)  # the summary last: it marks a whole export
+        if (out_dir / SUMMARY_FILE).exists():
+            os.replace(out_dir / SUMMARY_FILE, trash / SUMMARY_FILE)
+        for name in names:
+            target = out_dir / name
+            if target.exists() or target.is_symlink():
+                os.replace(target, trash / name)  # set aside, deleted only once every new entry is in
+            os.replace(scratch / name, target)
+        shutil.rmtree(trash)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -154,7 +154,9 @@ kbd { display: inline-block; min-width: 20px; padding: 0 5px; text-align: center
 #export { width: 100%; }
 #export-result { font-size: 12px; margin-top: 6px; word-break: break-all; }
 .message { font-size: 13px; margin-top: 10px; min-height: 1em; }
-.message.error { color: var(--bad); }
+.message.error { color: var(--bad); background: #fff5f5; border: 1px solid var(--bad); border-radius: 6px;
+                 padding: 6px 8px; font-weight: 600; }
+.message.retrying { color: var(--muted); }
 @media (max-width: 900px) { main { grid-template-columns: 1fr; } }
 """
 
@@ -187,21 +189,51 @@ function displayed() {
   return { values, max: Math.max(0, ...values.map((row) => Math.max(...row))) };
 }
 
+// A request that fails for a reason that may pass (no answer, or the server's 5xx: busy, restarting)
+// is tried again after these pauses; a refusal (4xx) is final. Saves are safe to repeat: a label is set,
+// not toggled.
+const RETRY_PAUSES_MS = [300, 600, 1200, 2400];
+
+class Refused extends Error {}
+
+async function once(path, options) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (error) {
+    throw new Error(`no answer from the server (${error.message})`);
+  }
+  let data = null;
+  try { data = await response.json(); } catch (error) { /* not JSON: report the status below */ }
+  if (response.ok && data) return data;
+  const message = (data && data.error) || `${response.status} ${response.statusText}`;
+  throw response.status >= 400 && response.status < 500 ? new Refused(message) : new Error(message);
+}
+
 async function api(path, body) {
   const options = body === undefined ? {} :
     { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const response = await fetch(path, options);
-  const data = await response.json();
-  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
-  return data;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await once(path, options);
+    } catch (error) {
+      if (error instanceof Refused) throw error;
+      if (attempt === RETRY_PAUSES_MS.length) {
+        throw new Error(`${error.message}; tried ${attempt + 1} times`);
+      }
+      say(`${error.message}; trying again (${attempt + 2} of ${RETRY_PAUSES_MS.length + 1})…`, false, "retrying");
+      await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSES_MS[attempt]));
+    }
+  }
 }
 
 function itemUrl(id) { return "/api/item/" + id.split("/").map(encodeURIComponent).join("/"); }
 
-function say(text, isError) {
+function say(text, isError, tone) {
   const box = $("message");
   box.textContent = text || "";
   box.classList.toggle("error", !!isError);
+  box.classList.toggle("retrying", tone === "retrying");
 }
 
 function showProgress(p) {
@@ -365,7 +397,14 @@ async function act(work) {
 
 function choose(label) {
   return act(async () => {
-    const saved = await api("/api/label", { id: current.item.id, label });
+    let saved;
+    try {
+      saved = await api("/api/label", { id: current.item.id, label });
+    } catch (error) {
+      const what = label === null ? "clearing the label" : `the label "${label}"`;
+      throw new Error(`NOT SAVED: ${what} of ${current.item.id} did not reach labels.json (${error.message}). ` +
+                      "Choose it again once the server answers.");
+    }
     if (label !== null && saved.next_unlabelled) {
       await show(saved.next_unlabelled);
     } else {

@@ -8,7 +8,7 @@ Routes (everything else is 404; request paths with ``..``, ``.``, backslashes or
     GET  /api/next?after=INDEX       the first unlabelled item after INDEX (wrapping), or null
     GET  /api/item/<ex>/<l>/<h>/<k>  one map: tokens, values [query][key], label, neighbours
     POST /api/label                  {"id": "ex000/3/5/raw", "label": "vertical" | null}
-    POST /api/export                 write the labelled set to the export folder (replaced)
+    POST /api/export                 write the labelled set to the export folder (`export_labelled`)
 
 No route turns a request path into a file path: map files are looked up from the folder's own
 index, so a request can only ever name an item the index lists. POSTs must be JSON (a cross-site
@@ -62,10 +62,15 @@ class HttpError(Exception):
 
 class AnnotateServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen queue holds 5: a burst of saves (several tabs, a retrying page, a busy
+    # machine slow to accept) overflowed it and the kernel reset the connections beyond it, losing
+    # labels. The kernel caps this at net.core.somaxconn (4096 on current Linux).
+    request_queue_size = 1024
 
-    def __init__(self, store: MapsStore, export_dir: Path, port: int) -> None:
+    def __init__(self, store: MapsStore, export_dir: Path, port: int, overwrite: bool = False) -> None:
         self.store = store
         self.export_dir = Path(export_dir)
+        self.overwrite = overwrite  # Export may write into a folder that is not an earlier export
         self.export_lock = threading.Lock()  # two clicks at once would share one scratch folder
         super().__init__((HOST, port), _Handler)
 
@@ -74,10 +79,14 @@ class AnnotateServer(ThreadingHTTPServer):
         return f"http://{HOST}:{self.server_address[1]}/"
 
 
-def make_server(store: MapsStore, export_dir: str | os.PathLike, port: int = DEFAULT_PORT) -> AnnotateServer:
-    """A server for ``store`` on 127.0.0.1:``port`` (0: any free port); call ``serve_forever()``."""
+def make_server(store: MapsStore, export_dir: str | os.PathLike, port: int = DEFAULT_PORT, *,
+                overwrite: bool = False) -> AnnotateServer:
+    """A server for ``store`` on 127.0.0.1:``port`` (0: any free port); call ``serve_forever()``.
+
+    The page's Export writes to ``export_dir`` by `export_labelled`'s rule (``overwrite`` as there).
+    """
     try:
-        return AnnotateServer(store, Path(export_dir), port)
+        return AnnotateServer(store, Path(export_dir), port, overwrite)
     except OSError as error:
         raise UserError(f"cannot listen on {HOST}:{port} ({error.strerror}); pass another --port, "
                         "or --port 0 for any free one.") from None
@@ -180,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({**self._progress(), "offset": offset, "items": [
                 {**item.as_dict(), "label": labels.get(item.id)} for item in store.items[offset:offset + limit]]})
         elif path == "/api/next":
-            item = store.next_unlabelled(_int_arg(query, "after", -1))
+            item = store.next_unlabelled(_int_arg(query, "after", -1, minimum=-1))  # -1: from the start
             self._json({"item": item.as_dict() if item else None, **self._progress()})
         elif path.startswith("/api/item/"):
             self._json(self._item(self._lookup(path.removeprefix("/api/item/"))))
@@ -232,6 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(length)) or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({error})") from None
+        except RecursionError:  # json's parser recurses once per level: [[[[...]]]] exhausts the stack
+            raise HttpError(HTTPStatus.BAD_REQUEST, "body is nested too deeply; send one flat JSON object") from None
         if not isinstance(body, dict):
             raise HttpError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
         return body
@@ -255,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._body()
             try:
                 with self.server.export_lock:
-                    summary = export_labelled(store.root, self.server.export_dir, overwrite=True)
+                    summary = export_labelled(store.root, self.server.export_dir, overwrite=self.server.overwrite)
             except UserError as error:
                 raise HttpError(HTTPStatus.CONFLICT, str(error)) from None
             self._json({**summary, "out": str(self.server.export_dir)})
@@ -263,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.NOT_FOUND, f"no action {path!r} here")
 
 
-def _int_arg(query: dict[str, list[str]], name: str, default: int) -> int:
+def _int_arg(query: dict[str, list[str]], name: str, default: int, *, minimum: int = 0) -> int:
     values = query.get(name)
     if not values:
         return default
@@ -271,6 +282,6 @@ def _int_arg(query: dict[str, list[str]], name: str, default: int) -> int:
         value = int(values[0])
     except ValueError:
         value = None
-    if value is None or value < (-1 if name == "after" else 0):
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number >= 0, got {values[0]!r}")
+    if value is None or value < minimum:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number >= {minimum}, got {values[0]!r}")
     return value
