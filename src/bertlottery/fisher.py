@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -399,56 +399,22 @@ def rearrange(scores: FisherScores, heads: torch.Tensor, neurons: torch.Tensor) 
 
 
 class _Stop(Exception):
-    """Raised by a hook once the layer being tuned has run: the rest of the model is not needed."""
+    """Raised by a hook once the part being tuned has run: the rest of the model is not needed."""
 
 
-@dataclass
-class _Capture:
-    """What one forward pass, stopped after layer ``layer``, saw there (non-padding tokens only)."""
-
-    attn_residual: list[torch.Tensor] = field(default_factory=list)  # query projection's input
-    context: list[torch.Tensor] = field(default_factory=list)  # heads' context vectors, ungated
-    attn_out: list[torch.Tensor] = field(default_factory=list)  # attention output projection's output
-    mlp_residual: list[torch.Tensor] = field(default_factory=list)  # MLP input projection's input
-    units: list[torch.Tensor] = field(default_factory=list)  # intermediate units, ungated
-    mlp_out: list[torch.Tensor] = field(default_factory=list)  # MLP output projection's output
-
-
-def _capture(model: nn.Module, batches: Sequence[dict], layer: int, heads, neurons) -> _Capture:
-    """Run ``model`` under ``heads``/``neurons`` gates up to layer ``layer``'s MLP and keep its activations."""
-    parts = adapter_for(model).layers(model)[layer]
+def _run_with_hooks(model: nn.Module, batches: Sequence[dict], hooks: list, heads, neurons,
+                    tokens: list[torch.Tensor]) -> None:
+    """Forward every batch under the gates with ``hooks`` (module, kind, fn) attached, recording each
+    batch's non-padding token positions in ``tokens`` first; a hook may end a pass early with `_Stop`."""
     device = _device(model)
-    seen = _Capture()
-    tokens: list[torch.Tensor] = []
-
-    def keep(store: list):
-        def take(tensor: torch.Tensor) -> None:
-            store.append(tensor.detach().reshape(-1, tensor.shape[-1])[tokens[-1]].double().cpu())
-        return take
-
-    def pre(store):
-        take = keep(store)
-        return lambda module, args: take(args[0])
-
-    def post(store, stop: bool = False):
-        take = keep(store)
-
-        def hook(module, args, output):
-            take(output)
-            if stop:
-                raise _Stop
-        return hook
-
-    # prepend: the captures see the context and units before any gate scales them
-    handles = [
-        parts.query.register_forward_pre_hook(pre(seen.attn_residual)),
-        parts.attn_out.register_forward_pre_hook(pre(seen.context), prepend=True),
-        parts.attn_out.register_forward_hook(post(seen.attn_out)),
-        parts.mlp_in.register_forward_pre_hook(pre(seen.mlp_residual)),
-        parts.mlp_out.register_forward_pre_hook(pre(seen.units), prepend=True),
-        parts.mlp_out.register_forward_hook(post(seen.mlp_out, stop=True)),
-    ]
+    handles = []
     try:
+        for module, kind, fn in hooks:
+            if kind == "pre":
+                # prepend: a capture sees its input before any gate scales it
+                handles.append(module.register_forward_pre_hook(fn, prepend=True))
+            else:
+                handles.append(module.register_forward_hook(fn))
         with torch.no_grad(), fisher_gated(model, heads, neurons):
             for batch in batches:
                 inputs = _inputs(batch, device)
@@ -460,7 +426,61 @@ def _capture(model: nn.Module, batches: Sequence[dict], layer: int, heads, neuro
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _flat(tensor: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T, n) -> (non-padding tokens, n), float64 on the CPU."""
+    return tensor.detach().reshape(-1, tensor.shape[-1])[tokens].double().cpu()
+
+
+def _teacher_targets(model: nn.Module, batches: Sequence[dict], residual: bool) -> list[dict[str, list[torch.Tensor]]]:
+    """One pass of the full model: each layer's attention and MLP sub-layer outputs before LayerNorm
+    (residual + projection output; the projection output alone without ``residual``), per batch."""
+    layers = adapter_for(model).layers(model)
+    tokens: list[torch.Tensor] = []
+    seen: list[dict[str, list[torch.Tensor]]] = [{"attention": [], "mlp": []} for _ in layers]
+    pending: dict[tuple[int, str], torch.Tensor] = {}
+
+    def residual_of(index: int, kind: str):
+        def hook(module, args):
+            pending[index, kind] = _flat(args[0], tokens[-1])
+        return hook
+
+    def output_of(index: int, kind: str):
+        def hook(module, args, output):
+            out = _flat(output, tokens[-1])
+            seen[index][kind].append(out + pending.pop((index, kind)) if residual else out)
+        return hook
+
+    hooks = []
+    for index, parts in enumerate(layers):
+        if residual:
+            hooks += [(parts.query, "pre", residual_of(index, "attention")), (parts.mlp_in, "pre", residual_of(index, "mlp"))]
+        hooks += [(parts.attn_out, "post", output_of(index, "attention")), (parts.mlp_out, "post", output_of(index, "mlp"))]
+    _run_with_hooks(model, batches, hooks, None, None, tokens)
     return seen
+
+
+def _student_inputs(model: nn.Module, batches: Sequence[dict], layer: int, kind: str, heads, neurons,
+                    residual: bool) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """What the pruned model feeds layer ``layer``'s attention (``kind="heads"``: the heads' context
+    vectors, ungated) or MLP output projection (``"neurons"``: the intermediate units, ungated), and
+    that sub-layer's residual, per batch; the pass stops right after."""
+    parts = adapter_for(model).layers(model)[layer]
+    into, residual_module = (parts.attn_out, parts.query) if kind == "heads" else (parts.mlp_out, parts.mlp_in)
+    tokens: list[torch.Tensor] = []
+    inputs: list[torch.Tensor] = []
+    residuals: list[torch.Tensor | None] = []
+
+    def take_input(module, args):
+        inputs.append(_flat(args[0], tokens[-1]))
+        raise _Stop
+
+    hooks = [(into, "pre", take_input)]
+    if residual:
+        hooks.append((residual_module, "pre", lambda module, args: residuals.append(_flat(args[0], tokens[-1]))))
+    _run_with_hooks(model, batches, hooks, heads, neurons, tokens)
+    return inputs, residuals if residual else [None] * len(inputs)
 
 
 @dataclass
@@ -475,46 +495,47 @@ class _Normal:
         return float(x @ self.ata @ x - 2 * x @ self.atb + self.btb)
 
     def solve(self) -> torch.Tensor:
-        # gelsd: the minimum-norm solution when A's columns are dependent (two units that always agree)
-        return torch.linalg.lstsq(self.ata, self.atb.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+        # gelsy (QR with column pivoting): a solution also when A's columns are dependent (two units that
+        # always agree), and several times faster than the SVD on a thousand neurons
+        return torch.linalg.lstsq(self.ata, self.atb.unsqueeze(1), driver="gelsy").solution.squeeze(1)
 
 
-def _head_system(teacher: _Capture, student: _Capture, parts: LayerParts, kept: torch.Tensor, num_heads: int,
-                 residual: bool) -> _Normal:
+def _target(teacher: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
+    target = teacher.double()
+    if bias is not None:
+        target = target - bias.detach().double().cpu()
+    return target - residual if residual is not None else target
+
+
+def _head_system(targets: list[torch.Tensor], contexts: list[torch.Tensor], residuals: list, parts: LayerParts,
+                 kept: torch.Tensor, num_heads: int) -> _Normal:
     weight = parts.attn_out.weight.detach().double().cpu()  # (d, H*dh)
-    d = weight.shape[0]
-    per_head = weight.view(d, num_heads, -1)[:, kept]  # (d, k, dh)
-    bias = parts.attn_out.bias.detach().double().cpu() if parts.attn_out.bias is not None else 0.0
+    per_head = weight.view(weight.shape[0], num_heads, -1)[:, kept]  # (d, k, dh)
     n = int(kept.sum())
     ata, atb, btb = torch.zeros(n, n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64), 0.0
-    for i, context in enumerate(student.context):
+    for teacher, context, residual in zip(targets, contexts, residuals):
         context = context.view(context.shape[0], num_heads, -1)[:, kept]  # (N, k, dh)
         outputs = torch.einsum("nkh,dkh->nkd", context, per_head)  # each kept head's share of the output
-        target = teacher.attn_out[i] - bias
-        if residual:
-            target = target + teacher.attn_residual[i] - student.attn_residual[i]
+        target = _target(teacher, parts.attn_out.bias, residual)
         ata += torch.einsum("nkd,njd->kj", outputs, outputs)
         atb += torch.einsum("nkd,nd->k", outputs, target)
         btb += float(target.pow(2).sum())
     return _Normal(ata, atb, btb)
 
 
-def _neuron_system(teacher: _Capture, student: _Capture, parts: LayerParts, kept: torch.Tensor,
-                   residual: bool) -> _Normal:
-    weight = parts.mlp_out.weight.detach().double().cpu()[:, kept]  # (d, n)
-    bias = parts.mlp_out.bias.detach().double().cpu() if parts.mlp_out.bias is not None else 0.0
-    gram = weight.T @ weight
+def _neuron_system(targets: list[torch.Tensor], units: list[torch.Tensor], residuals: list, parts: LayerParts,
+                   kept: torch.Tensor) -> _Normal:
+    weight = parts.mlp_out.weight.detach().double().cpu()[:, kept]  # (d, n); unit j's share: units[:, j] * weight[:, j]
     n = int(kept.sum())
-    ata, atb, btb = torch.zeros(n, n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64), 0.0
-    for i, units in enumerate(student.units):
-        units = units[:, kept]  # (N, n); unit j's share of the output is units[:, j] * weight[:, j]
-        target = teacher.mlp_out[i] - bias
-        if residual:
-            target = target + teacher.mlp_residual[i] - student.mlp_residual[i]
-        ata += gram * (units.T @ units)
-        atb += (units * (target @ weight)).sum(0)
+    moments, atb, btb = torch.zeros(n, n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64), 0.0
+    for teacher, active, residual in zip(targets, units, residuals):
+        active = active[:, kept]  # (N, n)
+        target = _target(teacher, parts.mlp_out.bias, residual)
+        moments += active.T @ active
+        atb += (active * (target @ weight)).sum(0)
         btb += float(target.pow(2).sum())
-    return _Normal(ata, atb, btb)
+    # sum_t <a_tj w_j, a_tk w_k> = (w_j . w_k) (sum_t a_tj a_tk)
+    return _Normal((weight.T @ weight) * moments, atb, btb)
 
 
 def tune_scales(
@@ -528,13 +549,13 @@ def tune_scales(
     """Real-valued gates for the kept heads and neurons that restore each layer's output.
 
     Layer by layer, first its heads then its neurons: the pruned model (with the scales found so far)
-    and the full model run on the calibration ``batches``; the kept units' scales solve the linear
-    least-squares problem ``min ||sum_i s_i out_i - target||^2`` over all non-padding tokens, where
-    ``out_i`` is unit i's share of the sub-layer's output projection in the pruned model and
-    ``target`` is the full model's sub-layer output before its LayerNorm, less the pruned model's
-    residual and the projection's bias (for a pre-norm family the residual, which the layer parts
-    do not expose, is left out: the target is the full model's branch output). A solution with a
-    scale outside ``[-max_scale, max_scale]`` is refused, and those units stay at 1 (the paper's guard).
+    runs on the calibration ``batches``, and the kept units' scales solve the linear least-squares
+    problem ``min ||sum_i s_i out_i - target||^2`` over all non-padding tokens, where ``out_i`` is unit
+    i's share of the sub-layer's output projection in the pruned model and ``target`` is the full
+    model's sub-layer output before its LayerNorm, less the pruned model's residual and the
+    projection's bias (for a pre-norm family the residual, which the layer parts do not expose, is
+    left out: the target is the full model's branch output). A solution with a scale outside
+    ``[-max_scale, max_scale]`` is refused, and those units stay at 1 (the paper's guard).
 
     Returns ``(head scales float[layer, head], neuron scales float[layer, unit], trace)``: pruned units
     are 0, and the trace gives each sub-layer's error before and after.
@@ -547,17 +568,18 @@ def tune_scales(
     neuron_scales = neurons.bool().to(torch.float64).clone()
     trace: list[dict[str, Any]] = []
     with _frozen(model):
+        teacher = _teacher_targets(model, batches, residual)
         for layer, parts in enumerate(layers):
-            teacher = _capture(model, batches, layer, None, None)
             for kind, scales in (("heads", head_scales), ("neurons", neuron_scales)):
                 kept = scales[layer] != 0
                 if not bool(kept.any()):
                     continue
-                student = _capture(model, batches, layer, head_scales.float(), neuron_scales.float())
+                inputs, residuals = _student_inputs(model, batches, layer, kind, head_scales.float(),
+                                                    neuron_scales.float(), residual)
                 if kind == "heads":
-                    system = _head_system(teacher, student, parts, kept, layout.num_heads, residual)
+                    system = _head_system(teacher[layer]["attention"], inputs, residuals, parts, kept, layout.num_heads)
                 else:
-                    system = _neuron_system(teacher, student, parts, kept, residual)
+                    system = _neuron_system(teacher[layer]["mlp"], inputs, residuals, parts, kept)
                 before = system.error(torch.ones(int(kept.sum()), dtype=torch.float64))
                 solution = system.solve()
                 accepted = bool(torch.isfinite(solution).all()) and float(solution.abs().max()) <= max_scale
