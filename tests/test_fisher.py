@@ -12,6 +12,7 @@ from bertlottery.data import TokenizedSplit
 from bertlottery.errors import UserError
 from bertlottery.export import body_macs_per_token
 from bertlottery.fisher import (
+    budget_from_masks,
     fisher_gated,
     fisher_sample,
     fisher_scores,
@@ -314,3 +315,17 @@ def test_bad_arguments_are_refused_with_the_fix():
     with pytest.raises(UserError, match=r"layers x intermediate"):
         with neuron_gated(model, torch.ones(2, 5)):
             pass
+
+
+def test_the_default_budget_is_the_cost_of_an_s_pruning_mask():
+    model = tiny_model(dtype=torch.float64)
+    layout = model_layout(model)
+    heads = HeadMask(torch.tensor([[True, False, True, False], [True, True, False, True]]))
+    s_mask = Masks(heads=heads, mlps=MlpMask(torch.tensor([True, False])))
+    budget = budget_from_masks(model, s_mask, seq_len=64)
+    # written out: 5 heads and one whole MLP, at 64 tokens
+    assert budget == 5 * (4 * 32 * 8 + 2 * 8 * 64) + 2 * 32 * 37
+    result = fisher_search(model, batches(), budget=budget, seq_len=64, tune=False)
+    assert result.cost <= budget and result.full_cost == body_macs_per_token(layout, 64)
+    with pytest.raises(UserError, match="single weights"):
+        budget_from_masks(model, result.masks(model))

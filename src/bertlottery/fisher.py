@@ -113,6 +113,15 @@ def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
     return hook
 
 
+def _check_neurons(model: nn.Module, neurons: torch.Tensor) -> None:
+    layout = model_layout(model)
+    if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
+        raise UserError(
+            f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
+            f"{(layout.num_layers, layout.intermediate_size)} (layers x intermediate units); use a mask made for it."
+        )
+
+
 @contextmanager
 def neuron_gated(model: nn.Module, neurons: torch.Tensor | None) -> Iterator[None]:
     """Scale every MLP's intermediate units by ``neurons: float or bool[layer, intermediate]`` inside the block.
@@ -126,12 +135,7 @@ def neuron_gated(model: nn.Module, neurons: torch.Tensor | None) -> Iterator[Non
     if neurons is None:
         yield
         return
-    layout = model_layout(model)
-    if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
-        raise UserError(
-            f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
-            f"{(layout.num_layers, layout.intermediate_size)} (layers x intermediate units); use a mask made for it."
-        )
+    _check_neurons(model, neurons)
     gates = neurons.to(_device(model), torch.float32 if not neurons.is_floating_point() else neurons.dtype)
     handles = []
     try:
@@ -159,12 +163,7 @@ def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
     Zeroing the row and bias makes the unit's pre-activation 0, and every activation of the supported
     families maps 0 to 0, so the masked model computes what the gated one does.
     """
-    layout = model_layout(model)
-    if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
-        raise UserError(
-            f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
-            f"{(layout.num_layers, layout.intermediate_size)}; use a mask made for this model."
-        )
+    _check_neurons(model, neurons)
     names = {id(p): n for n, p in model.named_parameters()}
     keep: dict[str, torch.Tensor] = {}
     for index, parts in enumerate(adapter_for(model).layers(model)):
