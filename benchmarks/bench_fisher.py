@@ -98,8 +98,14 @@ def main() -> None:
         with gated(model, heads=heads, mlps=mlps):
             return accuracy()
 
+    def show(step) -> None:
+        steps.append(step)
+        print(f"  s-search step {len(steps)} ({time.perf_counter() - started:.0f} s): {step.phase}, "
+              f"{step.heads_kept} heads, {step.mlps_kept} MLPs, accuracy {step.metric:.4f}, "
+              f"{'accepted' if step.accepted else 'reverted'}", flush=True)
+
     s_result = structured_search(score, evaluate_mask, num_layers=layout.num_layers, num_heads=layout.num_heads,
-                                 full_metric=full, on_step=steps.append)
+                                 full_metric=full, on_step=show)
     s_seconds = time.perf_counter() - started
     s_masks = Masks(heads=s_result.heads, mlps=s_result.mlps)
     budget = budget_from_masks(layout, s_masks, seq_len=SEQ_LEN)
