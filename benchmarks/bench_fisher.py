@@ -19,7 +19,8 @@ It prints the wall times and their ratio (target: Fisher >= 10x faster to a mask
 of the full model, the s-mask, and the Fisher mask pruned without rearrangement, rearranged, and
 rearranged with least-squares tuning (no retraining anywhere), with each mask's MACs. The machine is
 shared, so absolute times are indicative; the ratio is what to read. About 10 minutes on one thread
-(the first run adds the fine-tuning, about 5).
+(the first run adds the fine-tuning, about 5). ``--smaller-samples`` adds the Fisher search's time and
+accuracy on smaller samples (the same seed: each a subset of the larger ones).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "bertlottery" / "bench_fisher")
     parser.add_argument("--fisher-examples", type=int, default=2048)
     parser.add_argument("--tune-examples", type=int, default=512)
+    parser.add_argument("--smaller-samples", default="512,1024",
+                        help="also time the Fisher search (to the mask, rearranged) on these sample sizes")
     args = parser.parse_args()
     setup(args)
 
@@ -147,6 +150,20 @@ def main() -> None:
     print(f"\n{'mask':26s} {'dev acc':>8s} {'MACs/token':>12s} {'of full':>8s}  kept")
     for name, metric, macs, kept in rows:
         print(f"{name:26s} {metric:8.4f} {macs:12,d} {macs / full_macs:8.3f}  {kept}")
+    print(f"\nFisher sample size (to the rearranged mask, untuned; the s-search took {s_seconds:.0f} s):")
+    print(f"{'examples':>8s} {'seconds':>8s} {'faster':>7s} {'dev acc':>8s}")
+    sweep = [(int(n), None) for n in args.smaller_samples.split(",") if n] + [(args.fisher_examples, f_result)]
+    for n, found in sweep:
+        if found is None:
+            started = time.perf_counter()
+            smaller = list(fisher_sample(data.train, data.pad_id, n_examples=n, seed=args.seed))
+            found = fisher_search(model, smaller, budget=budget, seq_len=SEQ_LEN, tune=False)
+            seconds = time.perf_counter() - started
+        else:
+            seconds = mask_seconds
+        with fisher_gated(model, found.heads, found.neurons):
+            metric = accuracy()
+        print(f"{n:8d} {seconds:8.1f} {s_seconds / seconds:6.1f}x {metric:8.4f}")
     changed = [e for e in tuning if e["accepted"]]
     print(f"\nLS tuning: {len(changed)}/{len(tuning)} sub-layers tuned; layer-output error "
           f"{sum(e['error_before'] for e in tuning):.4g} -> {sum(e['error_after'] for e in tuning):.4g}")
