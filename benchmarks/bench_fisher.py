@@ -18,8 +18,8 @@ and kept in ``--cache`` for later runs. Then, in one process, from the loaded mo
 It prints the wall times and their ratio (target: Fisher >= 10x faster to a mask), then the dev accuracy
 of the full model, the s-mask, and the Fisher mask pruned without rearrangement, rearranged, and
 rearranged with least-squares tuning (no retraining anywhere), with each mask's MACs. The machine is
-shared, so absolute times are indicative; the ratio is what to read. About 10 minutes on one thread
-(the first run adds the fine-tuning, about 5). ``--smaller-samples`` adds the Fisher search's time and
+shared, so absolute times are indicative; the ratio is what to read. About 17 minutes on one thread
+of the shared 2-core machine, 10 of them the s-search (the first run adds the fine-tuning, about 8). ``--smaller-samples`` adds the Fisher search's time and
 accuracy on smaller samples (the same seed: each a subset of the larger ones).
 """
 
