@@ -24,7 +24,7 @@ Example:
     >>> sample = fisher_sample(data, n_examples=2048, seed=0)                   # doctest: +SKIP
     >>> budget = budget_from_masks(model, s_pruning_masks)                      # doctest: +SKIP
     >>> result = fisher_search(model, sample, budget=budget)                    # doctest: +SKIP
-    >>> masks = result.masks(model)          # HeadMask + a WeightMask over the MLP neurons
+    >>> masks = result.masks(model)          # HeadMask + neurons as a WeightMask  # doctest: +SKIP
     >>> with fisher_gated(model, result.head_scales, result.neuron_scales):    # doctest: +SKIP
     ...     metrics = evaluate(model, task, dev)                                # the tuned, unretrained model
 """
