@@ -24,7 +24,7 @@ LABEL_HINTS = {
     "vertical": "[CLS], [SEP], punctuation",
     "vertical+diagonal": "both at once",
     "heterogeneous": "everything else",
-    "unsure": "can't tell: saved, never exported",
+    "unsure": "can't tell; never exported",
 }
 
 _BUTTONS = "\n".join(
@@ -80,7 +80,7 @@ HTML = f"""<!doctype html>
   <aside class="card side">
     <dl class="facts">
       <dt>example</dt><dd id="fact-example"></dd>
-      <dt>layer · head</dt><dd><span id="fact-layer"></span> · <span id="fact-head"></span> · <span id="fact-kind"></span></dd>
+      <dt>layer</dt><dd><span id="fact-layer"></span> <span class="muted">head</span> <span id="fact-head"></span> <span class="muted">map</span> <span id="fact-kind"></span></dd>
     </dl>
     <div id="current" class="current">not labelled yet</div>
     <div id="labels" class="labels">
@@ -98,7 +98,7 @@ HTML = f"""<!doctype html>
         <button type="button" id="accept" title="label the map as the rules say">Accept</button>
       </div>
     </div>
-    <p class="keys muted"><kbd>1</kbd>–<kbd>5</kbd> label &amp; next · <kbd>6</kbd> unsure · <kbd>←</kbd><kbd>→</kbd> back, skip · <kbd>0</kbd> clear · <kbd>r</kbd> rows to 1 · <kbd>g</kbd> colours · <kbd>s</kbd> suggestion</p>
+    <p class="keys muted"><kbd>1</kbd>–<kbd>6</kbd> label &amp; next · <kbd>←</kbd><kbd>→</kbd> move · <kbd>0</kbd> clear · <kbd>r</kbd> rows to 1 · <kbd>g</kbd> colours · <kbd>s</kbd> rules</p>
     <div class="export">
       <button type="button" id="export">Export labelled set</button>
       <div id="export-result" class="muted"></div>
@@ -154,7 +154,7 @@ main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(0, 1
 #colorbar { border: 1px solid var(--line); border-radius: 2px; }
 .facts { display: grid; grid-template-columns: auto 1fr; gap: 0 12px; margin: 0 0 8px; }
 .facts dt { color: var(--muted); }
-.facts dd { margin: 0; font-weight: 600; }
+.facts dd { margin: 0; font-weight: 600; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .current { padding: 5px 10px; border-radius: 8px; background: #f1f3f5; margin-bottom: 8px; color: var(--muted); }
 .current.set { background: var(--accent-soft); color: var(--accent); font-weight: 600; }
 .labels { display: flex; flex-direction: column; gap: 4px; }
@@ -180,7 +180,8 @@ kbd { display: inline-block; min-width: 18px; padding: 0 4px; text-align: center
 .nav button { flex: 1; }
 .suggest { margin-top: 8px; }
 #suggest { width: 100%; }
-#suggestion { display: flex; align-items: center; gap: 8px; margin-top: 6px; font-size: 13px; color: var(--hint); }
+#suggestion { display: flex; align-items: center; gap: 8px; margin-top: 4px; font-size: 13px; color: var(--hint); }
+#accept { padding: 2px 10px; }
 #suggestion[hidden] { display: none; }
 #suggestion-text { flex: 1; }
 .keys { font-size: 12px; margin: 8px 0 0; line-height: 1.7; }
@@ -311,7 +312,7 @@ function render() {
   idBox.dataset.item = item.id;
   $("kind-badge").textContent = item.kind === "norm" ? "norm-based ‖αf(x)‖" : "raw attention";
   $("position").textContent = `map ${item.index + 1} of ${c.total}`;
-  $("fact-example").textContent = c.dev_index == null ? item.example : `${item.example} (dev #${c.dev_index}, ${c.tokens.length} tokens)`;
+  $("fact-example").textContent = `${item.example}${c.dev_index == null ? "" : ` · dev #${c.dev_index}`} · ${c.tokens.length} tok.`;
   $("fact-layer").textContent = String(item.layer);
   $("fact-head").textContent = String(item.head);
   $("fact-kind").textContent = item.kind;
@@ -357,12 +358,15 @@ function drawHeatmap() {
   ctx.font = font;
   const widest = Math.min(n > 64 ? 70 : 110, Math.max(24, ...tokens.map((t) => ctx.measureText(t).width)));
   const margin = Math.ceil(widest) + 10;
-  const cell = Math.max(1, Math.floor((room - margin - 4) / Math.max(n, 1)));
+  // cells may be a fraction of a pixel wide so that the map fills its room; each cell's edges are
+  // rounded to whole pixels (crisp, no seams), so neighbouring cells differ by at most one pixel
+  const cell = Math.max(1, (room - margin - 4) / Math.max(n, 1));
+  const edge = (k) => Math.round(k * cell);
   const every = Math.max(1, Math.ceil((probe + 1) / cell));
   const top = margin, left = margin;
   geometry = { left, top, cell, n };
 
-  const size = margin + n * cell + 4;  // the canvas fits the map: no empty band below or beside it
+  const size = margin + edge(n) + 4;  // the canvas fits the map: no empty band below or beside it
   canvas.width = Math.round(size * ratio);
   canvas.height = Math.round(size * ratio);
   canvas.style.width = `${size}px`;
@@ -375,7 +379,7 @@ function drawHeatmap() {
     const row = values[i];
     for (let j = 0; j < n; j++) {
       ctx.fillStyle = colour(scale.of(row[j]));
-      ctx.fillRect(left + j * cell, top + i * cell, cell, cell);
+      ctx.fillRect(left + edge(j), top + edge(i), edge(j + 1) - edge(j), edge(i + 1) - edge(i));
     }
   }
   // sentence boundaries (segment ids change): thin white rules help to see blocks
@@ -385,16 +389,16 @@ function drawHeatmap() {
     ctx.lineWidth = 1;
     for (let k = 1; k < n; k++) {
       if (segments[k] === segments[k - 1]) continue;
-      const at = Math.round(top + k * cell) + 0.5;
+      const at = top + edge(k) + 0.5;
       ctx.beginPath();
-      ctx.moveTo(left, at); ctx.lineTo(left + n * cell, at);
-      ctx.moveTo(at - top + left, top); ctx.lineTo(at - top + left, top + n * cell);
+      ctx.moveTo(left, at); ctx.lineTo(left + edge(n), at);
+      ctx.moveTo(at - top + left, top); ctx.lineTo(at - top + left, top + edge(n));
       ctx.stroke();
     }
   }
   ctx.strokeStyle = "#adb5bd";
   ctx.lineWidth = 1;
-  ctx.strokeRect(left - 0.5, top - 0.5, n * cell + 1, n * cell + 1);
+  ctx.strokeRect(left - 0.5, top - 0.5, edge(n) + 1, edge(n) + 1);
 
   ctx.fillStyle = "#1d2330";
   ctx.textBaseline = "middle";
@@ -514,8 +518,9 @@ function toggleSuggestion() {
     if (!current || current.item.id !== id) return;  // moved on meanwhile
     suggested = answer;
     const s = answer.scores, key = state.labels.indexOf(answer.label) + 1;
-    $("suggestion-text").textContent = `rules say ${answer.label} (key ${key}) · vertical ${s.vertical.toFixed(2)}, ` +
-      `diagonal ${s.diagonal.toFixed(2)}, block ${s.block.toFixed(2)}`;
+    $("suggestion-text").textContent = `rules say ${answer.label} (key ${key})`;
+    $("suggestion-text").title = `scores: vertical ${s.vertical.toFixed(2)}, diagonal ${s.diagonal.toFixed(2)}, ` +
+      `block ${s.block.toFixed(2)}`;
     $("suggestion").hidden = false;
     $("suggestion").dataset.label = answer.label;
     $("suggest").textContent = "Hide suggestion";
@@ -578,8 +583,9 @@ function onKey(event) {
 function onHover(event) {
   if (!geometry || !current) return;
   const rect = event.target.getBoundingClientRect();
-  const j = Math.floor((event.clientX - rect.left - geometry.left) / geometry.cell);
-  const i = Math.floor((event.clientY - rect.top - geometry.top) / geometry.cell);
+  // the cell whose rounded edges hold the pointer (see drawHeatmap)
+  const at = (offset) => Math.floor((offset + 0.5) / geometry.cell);
+  const j = at(event.clientX - rect.left - geometry.left), i = at(event.clientY - rect.top - geometry.top);
   const readout = $("readout");
   if (i < 0 || j < 0 || i >= geometry.n || j >= geometry.n) {
     readout.textContent = HOVER_HINT;
