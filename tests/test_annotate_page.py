@@ -153,7 +153,7 @@ def test_the_colour_scale_toggle_lifts_the_cells_a_hot_one_darkened(long_server,
         browser.close()
 
 
-def test_unsure_is_saved_counted_and_never_exported_as_a_pattern(maps_dir, tmp_path, chromium):
+def test_unsure_is_saved_counted_and_never_exported_as_a_pattern(maps_dir, tmp_path, chromium, capsys):
     from playwright.sync_api import sync_playwright
 
     from bertlottery.attention.classifier import load_labelled
@@ -177,6 +177,7 @@ def test_unsure_is_saved_counted_and_never_exported_as_a_pattern(maps_dir, tmp_p
             page.click("#export")
             page.wait_for_function("() => document.querySelector('#export-result').textContent.startsWith('wrote')")
             assert page.inner_text("#export-result").startswith("wrote 1 labelled maps")
+            assert page.inner_text("#export-result").endswith("; 2 marked unsure left out")
             browser.close()
         assert problems == []
     finally:
@@ -198,6 +199,8 @@ def test_unsure_is_saved_counted_and_never_exported_as_a_pattern(maps_dir, tmp_p
         assert "unsure" not in (out / "paper" / kind / "labels.txt").read_text()
         assert "unsure" not in (out / "paper" / kind / "labels.tsv").read_text()
     assert sorted(p.stem for p in (out / "paper").rglob("*.npy")) == ["ex000_L00_H01"]
+    assert main(["annotate", str(maps_dir), "--export", str(tmp_path / "cli-export")]) == 0
+    assert f"wrote 1 labelled maps (raw 1, norm 0) to {tmp_path / 'cli-export'}; 2 marked unsure left out" in capsys.readouterr().out
     # a merge keeps the person's unsure answers; a folder of unsure answers only has nothing to export
     fmt.write_labels(maps_dir, {ids[2]: "block"}, merge=True)
     assert fmt.read_labels(maps_dir, unsure=True)[ids[0]] == "unsure"
@@ -286,6 +289,12 @@ def test_the_default_seed_is_drawn_once_recorded_and_reused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["annotate", str(maps_dir), "--file-order", "--shuffle-seed", "3"])
     assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    # a folder where the record cannot be written: one line naming it
+    (maps_dir / ORDER_FILE).unlink()
+    (maps_dir / ORDER_FILE).mkdir()
+    with pytest.raises(UserError, match=f"cannot record the order in {re.escape(str(maps_dir / ORDER_FILE))}"):
+        order_seed(maps_dir, 3)
+    assert not list(maps_dir.glob(".*.tmp"))
     # a folder that is not a maps folder gets no order file
     assert main(["annotate", str(tmp_path / "nowhere")]) == 2
     assert not (tmp_path / "nowhere").exists()

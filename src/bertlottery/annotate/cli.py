@@ -55,7 +55,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.export:
         summary = export_labelled(args.maps_dir, args.export, overwrite=args.overwrite)
         per_kind = ", ".join(f"{kind} {sum(counts.values())}" for kind, counts in summary["counts"].items())
-        print(f"wrote {summary['n_labelled']} labelled maps ({per_kind}) to {args.export}")
+        unsure = f"; {summary['n_unsure']} marked unsure left out" if summary["n_unsure"] else ""
+        print(f"wrote {summary['n_labelled']} labelled maps ({per_kind}) to {args.export}{unsure}")
         return 0
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}.")

@@ -543,7 +543,8 @@ async function exportSet() {
     const summary = await api("/api/export", {});
     const kinds = Object.entries(summary.counts)
       .map(([kind, counts]) => `${kind} ${Object.values(counts).reduce((a, b) => a + b, 0)}`).join(", ");
-    out.textContent = `wrote ${summary.n_labelled} labelled maps (${kinds}) to ${summary.out}`;
+    const unsure = summary.n_unsure ? `; ${summary.n_unsure} marked unsure left out` : "";
+    out.textContent = `wrote ${summary.n_labelled} labelled maps (${kinds}) to ${summary.out}${unsure}`;
   } catch (error) {
     out.textContent = "";
     say(error.message, true);

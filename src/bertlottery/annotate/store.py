@@ -243,5 +243,10 @@ def order_seed(maps_dir: str | os.PathLike, requested: int | None = None) -> int
 
 def _write_order(path: Path, seed: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"shuffle_seed": seed}, indent=2) + "\n")
-    os.replace(tmp, path)  # the old record or the new one, never half of one
+    try:
+        tmp.write_text(json.dumps({"shuffle_seed": seed}, indent=2) + "\n")
+        os.replace(tmp, path)  # the old record or the new one, never half of one
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot record the order in {path} ({error.strerror}); the page saves labels in "
+                        "this folder too, so make it writable (or copy the maps folder somewhere writable).") from None
