@@ -283,9 +283,11 @@ def test_the_default_seed_is_drawn_once_recorded_and_reused(tmp_path, capsys):
     assert json.loads((maps_dir / ORDER_FILE).read_text()) == {"shuffle_seed": seed}
     assert order_seed(maps_dir) == seed  # every later start shows the same order
     assert order_seed(maps_dir, 7) == 7 and order_seed(maps_dir) == 7  # --shuffle-seed still works, and sticks
-    (maps_dir / ORDER_FILE).write_text("not json")
-    with pytest.raises(UserError, match="delete it to draw a new order, or pass --shuffle-seed"):
-        order_seed(maps_dir)
+    for damaged in ("not json", "[7]", '{"shuffle_seed": "7"}', '{"seed": 7}'):
+        (maps_dir / ORDER_FILE).write_text(damaged)
+        with pytest.raises(UserError, match="delete it to draw a new order, or pass --shuffle-seed"):
+            order_seed(maps_dir)
+    assert order_seed(maps_dir, 9) == 9 == order_seed(maps_dir)  # a chosen seed replaces a damaged record
     with pytest.raises(SystemExit) as stop:
         main(["annotate", str(maps_dir), "--file-order", "--shuffle-seed", "3"])
     assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

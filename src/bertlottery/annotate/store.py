@@ -228,12 +228,12 @@ def order_seed(maps_dir: str | os.PathLike, requested: int | None = None) -> int
     seed = requested
     if seed is None and path.is_file():
         try:
-            recorded = json.loads(path.read_text()).get("shuffle_seed")
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            seed = json.loads(path.read_text())["shuffle_seed"]
+        except (ValueError, KeyError, TypeError):  # not JSON, not UTF-8, not an object with the key
+            seed = None
+        if not isinstance(seed, int) or isinstance(seed, bool):
             raise UserError(f"{path} is not the annotator's record of its order; delete it to draw a new "
-                            "order, or pass --shuffle-seed.") from None
-        if isinstance(recorded, int) and not isinstance(recorded, bool):
-            seed = recorded
+                            "order, or pass --shuffle-seed.")
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     if not path.is_file() or requested is not None:
