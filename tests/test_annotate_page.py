@@ -6,6 +6,7 @@ shuffled order by default. Real headless Chromium; maps built in code."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from pathlib import Path
@@ -115,6 +116,14 @@ def test_a_128_token_map_and_its_colour_bar_fit_the_window_without_scrolling(lon
         scroll = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight,"
                                " window.innerWidth, window.innerHeight, window.scrollY]")
         assert scroll[0] <= scroll[2] and scroll[1] <= scroll[3] and scroll[4] == 0, scroll
+        # cells are a fraction of a pixel wide, their edges rounded: hovering a cell's first or last
+        # pixel still names that cell
+        tokens = long_tokens()[0]
+        edge = lambda k: math.floor(k * geometry["cell"] + 0.5)  # noqa: E731 - JavaScript's Math.round
+        for i, j in [(0, 127), (100, 37), (127, 0)]:
+            for x in (edge(j) + 0.5, edge(j + 1) - 0.5):
+                page.mouse.move(canvas["x"] + geometry["left"] + x, canvas["y"] + geometry["top"] + edge(i) + 0.5)
+                assert page.inner_text("#readout").startswith(f"query {i} {tokens[i]} → key {j} {tokens[j]}: "), (i, j, x)
         page.mouse.wheel(0, 600)  # nothing to scroll to
         assert page.evaluate("window.scrollY") == 0
         page.screenshot(path=str(tmp_path / f"page-{width}x{height}.png"))

@@ -553,7 +553,7 @@ async function exportSet() {
 
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
-  if (event.target instanceof HTMLSelectElement) return;  // its own arrow keys choose the scale
+  if (event.target instanceof HTMLSelectElement && event.key.startsWith("Arrow")) return;  // they choose the scale
   const n = "123456".indexOf(event.key);
   if (n >= 0 && state && n < state.labels.length) {
     event.preventDefault();
@@ -584,8 +584,14 @@ function onKey(event) {
 function onHover(event) {
   if (!geometry || !current) return;
   const rect = event.target.getBoundingClientRect();
-  // the cell whose rounded edges hold the pointer (see drawHeatmap)
-  const at = (offset) => Math.floor((offset + 0.5) / geometry.cell);
+  // the cell whose rounded edges hold the pointer: cell k covers [round(k * cell), round((k + 1) * cell))
+  const at = (offset) => {
+    const edge = (k) => Math.round(k * geometry.cell);
+    let k = Math.floor(offset / geometry.cell);
+    if (edge(k + 1) <= offset) k += 1;
+    else if (edge(k) > offset) k -= 1;
+    return k;
+  };
   const j = at(event.clientX - rect.left - geometry.left), i = at(event.clientY - rect.top - geometry.top);
   const readout = $("readout");
   if (i < 0 || j < 0 || i >= geometry.n || j >= geometry.n) {
