@@ -155,6 +155,7 @@ main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(0, 1
 .facts { display: grid; grid-template-columns: auto 1fr; gap: 0 12px; margin: 0 0 8px; }
 .facts dt { color: var(--muted); }
 .facts dd { margin: 0; font-weight: 600; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.facts dd .muted { font-weight: 400; }
 .current { padding: 5px 10px; border-radius: 8px; background: #f1f3f5; margin-bottom: 8px; color: var(--muted); }
 .current.set { background: var(--accent-soft); color: var(--accent); font-weight: 600; }
 .labels { display: flex; flex-direction: column; gap: 4px; }
