@@ -533,17 +533,21 @@ def test_cli_serves_on_127_0_0_1_and_prints_the_url(maps_dir):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 60
-        url = None
+        url, printed = None, []
         while url is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, proc.stderr.read()
+            printed.append(line)
             found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
             url = found and found.group(0)
         assert url, "no URL printed"
         conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
         conn.request("GET", "/api/state")
         state = json.loads(conn.getresponse().read())
-        assert state["total"] == 20 and state["first_unlabelled"] == expected_ids()[0]
+        # issue 17 made the shuffled order the default: the first map is the first of the recorded seed's order
+        seed = json.loads((maps_dir / "annotate.json").read_text())["shuffle_seed"]
+        assert f"order: shuffled with seed {seed}" in "".join(printed) and state["shuffle_seed"] == seed
+        assert state["total"] == 20 and state["first_unlabelled"] == MapsStore(maps_dir, shuffle_seed=seed).items[0].id
     finally:
         proc.terminate()
         proc.wait(timeout=10)

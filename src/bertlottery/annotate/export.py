@@ -19,6 +19,9 @@ rename, and writes ``export.json`` last: a folder with ``export.json`` holds one
 Both layouts are what ``bertlottery.attention.classifier.load_labelled`` reads: give it
 ``OUT_DIR/toolkit`` or ``OUT_DIR/paper/<kind>`` (the maps beside their labels file, as it expects).
 
+Maps labelled "unsure" are in neither layout (they are no pattern: no classifier trains on them and
+no agreement counts them); ``export.json`` gives their number as ``n_unsure``.
+
 ``<name>`` is ``<example>_L<layer>_H<head>`` (``ex017_L03_H05``). One folder per kind because the paper
 trained one classifier on raw maps and another on norm-based ones. The released code's reader of
 ``labels.txt`` folds every label containing "vertical" into "vertical" (it merged the sub-types of
@@ -70,9 +73,11 @@ def export_labelled(maps_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out_dir = Path(out_dir).expanduser()
     if out_dir.resolve() == store.root or store.root.is_relative_to(out_dir.resolve()):
         raise UserError(f"--export {out_dir} would write into the maps folder itself; choose another folder.")
-    labels = store.labels()
+    answered = store.labels()
+    labels = {item_id: label for item_id, label in answered.items() if label != fmt.UNSURE}
     if not labels:
-        raise UserError(f"{store.root} has no labels yet; label some maps with `bertlottery annotate "
+        unsure = f" ({len(answered)} marked unsure, which are not exported)" if answered else ""
+        raise UserError(f"{store.root} has no labels yet{unsure}; label some maps with `bertlottery annotate "
                         f"{maps_dir}` first.")
     runs.prepare_output_dir(out_dir, KIND, overwrite=overwrite)
     by_example: dict[str, dict[str, str]] = defaultdict(dict)
@@ -111,6 +116,7 @@ def export_labelled(maps_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "weights": store.index.weights,
             "labels": list(LABELS),
             "n_labelled": len(labels),
+            "n_unsure": len(answered) - len(labels),
             "n_examples": len(examples),
             "counts": {kind: {label: counts[kind][label] for label in LABELS} for kind in store.kinds},
             "layouts": {"toolkit": "toolkit/", "paper": {kind: f"paper/{kind}/" for kind in store.kinds}},

@@ -2,14 +2,18 @@
 package (no package-data entry, no build step) and load nothing from the network.
 
 The page asks the server (``server.py``) for one map at a time and draws it on a canvas as a
-heatmap, query tokens down the left, key tokens along the top. Keys 1-5 label, arrows move.
+heatmap, query tokens down the left, key tokens along the top, sized to the window so that a map of
+128 tokens and its colour bar fit 1280x720 without scrolling. Keys 1-5 label, 6 marks "unsure", arrows
+move, g changes the colour scale (linear, gamma 0.5, clipped at the 99th percentile: one hot cell then
+no longer darkens the rest), s asks the server for the rule labeller's suggestion (never shown unasked,
+so it cannot anchor the person's own reading).
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from .store import LABELS
+from .store import CHOICES
 
 __all__ = ["HTML", "CSS", "JS", "LABEL_HINTS"]
 
@@ -20,6 +24,7 @@ LABEL_HINTS = {
     "vertical": "[CLS], [SEP], punctuation",
     "vertical+diagonal": "both at once",
     "heterogeneous": "everything else",
+    "unsure": "can't tell; never exported",
 }
 
 _BUTTONS = "\n".join(
@@ -27,7 +32,7 @@ _BUTTONS = "\n".join(
     f'<canvas class="icon" width="40" height="40" data-pattern="{escape(label)}"></canvas>'
     f'<span class="name">{escape(label)}</span><span class="hint">{escape(LABEL_HINTS[label])}</span>'
     f'<span class="count" data-count="{escape(label)}">0</span><kbd>{n}</kbd></button>'
-    for n, label in enumerate(LABELS, start=1)
+    for n, label in enumerate(CHOICES, start=1)
 )
 
 HTML = f"""<!doctype html>
@@ -46,9 +51,10 @@ HTML = f"""<!doctype html>
     <h1>Attention patterns</h1>
     <span id="source" class="muted"></span>
   </div>
-  <div class="progress" title="maps labelled">
+  <div class="progress" title="maps answered (a pattern or unsure)">
     <div class="bar"><div id="bar-fill"></div></div>
     <span id="progress-text">loading…</span>
+    <span id="order" class="muted"></span>
   </div>
 </header>
 <main>
@@ -58,19 +64,23 @@ HTML = f"""<!doctype html>
       <span id="kind-badge" class="badge"></span>
       <span id="position" class="muted"></span>
     </div>
-    <div class="canvas-wrap"><canvas id="heatmap" aria-label="attention map"></canvas></div>
+    <div class="canvas-wrap" id="canvas-wrap"><canvas id="heatmap" aria-label="attention map"></canvas></div>
+    <div id="readout" class="mono muted">rows: query token · columns: key token</div>
     <div class="map-foot">
-      <div id="readout" class="mono muted">rows: query token · columns: key token</div>
       <label class="toggle" title="divide each row by its sum (display only; key r)"><input type="checkbox" id="rownorm"> rows to 1</label>
-      <div class="scale"><span>0</span><canvas id="colorbar" width="160" height="10"></canvas><span id="scale-max"></span></div>
+      <label class="toggle" title="how values map to colours (key g)">colours
+        <select id="scale">
+          <option value="linear">linear</option>
+          <option value="gamma">gamma 0.5</option>
+          <option value="clip">clip at 99th pct</option>
+        </select></label>
+      <div class="scale" id="scale-box" title="colour bar: the map's values from 0 to the top of the scale"><span>0</span><canvas id="colorbar" width="160" height="10"></canvas><span id="scale-max"></span><span id="scale-note"></span></div>
     </div>
   </section>
-  <aside class="card">
+  <aside class="card side">
     <dl class="facts">
       <dt>example</dt><dd id="fact-example"></dd>
-      <dt>layer</dt><dd id="fact-layer"></dd>
-      <dt>head</dt><dd id="fact-head"></dd>
-      <dt>map</dt><dd id="fact-kind"></dd>
+      <dt>layer</dt><dd><span id="fact-layer"></span> <span class="muted">head</span> <span id="fact-head"></span> <span class="muted">map</span> <span id="fact-kind"></span></dd>
     </dl>
     <div id="current" class="current">not labelled yet</div>
     <div id="labels" class="labels">
@@ -81,7 +91,14 @@ HTML = f"""<!doctype html>
       <button type="button" id="skip" title="next map (→)">Skip →</button>
       <button type="button" id="clear" title="remove this map's label (0)">Clear</button>
     </div>
-    <p class="keys muted"><kbd>1</kbd>–<kbd>5</kbd> label &amp; next · <kbd>←</kbd> back · <kbd>→</kbd> skip · <kbd>0</kbd> clear · <kbd>r</kbd> rows to 1</p>
+    <div class="suggest">
+      <button type="button" id="suggest" title="ask the rule labeller (s); hidden again on the next map">Rule labeller's suggestion</button>
+      <div id="suggestion" hidden>
+        <span id="suggestion-text"></span>
+        <button type="button" id="accept" title="label the map as the rules say">Accept</button>
+      </div>
+    </div>
+    <p class="keys muted"><kbd>1</kbd>–<kbd>6</kbd> label &amp; next · <kbd>←</kbd><kbd>→</kbd> move · <kbd>0</kbd> clear · <kbd>r</kbd> rows to 1 · <kbd>g</kbd> colours · <kbd>s</kbd> rules</p>
     <div class="export">
       <button type="button" id="export">Export labelled set</button>
       <div id="export-result" class="muted"></div>
@@ -96,68 +113,88 @@ HTML = f"""<!doctype html>
 CSS = r"""
 :root {
   --bg: #f4f5f7; --card: #ffffff; --ink: #1d2330; --muted: #6b7385; --line: #dde1e8;
-  --accent: #3b5bdb; --accent-soft: #e7ecff; --good: #2f9e44; --bad: #c92a2a;
+  --accent: #3b5bdb; --accent-soft: #e7ecff; --good: #2f9e44; --bad: #c92a2a; --hint: #e8590c;
 }
 * { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--ink);
-       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-header { display: flex; align-items: center; justify-content: space-between; gap: 24px;
-         padding: 12px 24px; background: var(--card); border-bottom: 1px solid var(--line); }
+/* The page is exactly one window tall: the map takes the room that is left and is drawn to fit it,
+   so no map ever needs a scroll (the side panel scrolls on its own in a very short window). */
+html, body { height: 100%; }
+body { margin: 0; background: var(--bg); color: var(--ink); display: flex; flex-direction: column;
+       font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { display: flex; align-items: center; justify-content: space-between; gap: 24px; flex: none;
+         padding: 8px 20px; background: var(--card); border-bottom: 1px solid var(--line); }
 .title { display: flex; align-items: baseline; gap: 14px; min-width: 0; }
-h1 { font-size: 18px; margin: 0; font-weight: 650; white-space: nowrap; }
+h1 { font-size: 17px; margin: 0; font-weight: 650; white-space: nowrap; }
+#source { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .muted { color: var(--muted); }
 .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 .progress { display: flex; align-items: center; gap: 10px; min-width: 300px; }
-.bar { flex: 1; height: 8px; background: #e9ecef; border-radius: 4px; overflow: hidden; }
+.bar { flex: 1; min-width: 120px; height: 8px; background: #e9ecef; border-radius: 4px; overflow: hidden; }
 #bar-fill { height: 100%; width: 0; background: var(--good); transition: width .2s; }
-#progress-text { white-space: nowrap; font-variant-numeric: tabular-nums; }
-main { display: grid; grid-template-columns: minmax(0, 1fr) 330px; gap: 18px; padding: 18px 24px;
-       max-width: 1240px; margin: 0 auto; align-items: start; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px; }
-.map-head { display: flex; align-items: center; gap: 10px; margin-bottom: 10px; }
+#progress-text, #order { white-space: nowrap; font-variant-numeric: tabular-nums; }
+#order { font-size: 12px; }
+main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(0, 1fr) 320px;
+       grid-template-rows: minmax(0, 1fr); gap: 14px; padding: 12px 20px; width: 100%; max-width: 1500px;
+       margin: 0 auto; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; min-height: 0; }
+.map-card { display: flex; flex-direction: column; }
+.side { overflow-y: auto; }
+.map-head { display: flex; align-items: center; gap: 10px; margin-bottom: 6px; flex: none; }
 #item-id { font-size: 15px; font-weight: 600; }
 #position { margin-left: auto; font-variant-numeric: tabular-nums; }
 .badge { font-size: 12px; padding: 1px 8px; border-radius: 10px; background: var(--accent-soft); color: var(--accent); }
-.canvas-wrap { display: flex; justify-content: center; }
-#heatmap { display: block; max-width: 100%; cursor: crosshair; }
-.map-foot { display: flex; justify-content: space-between; align-items: center; margin-top: 8px; gap: 12px; }
-.toggle { font-size: 12px; color: var(--muted); white-space: nowrap; cursor: pointer; margin-left: auto; }
+.canvas-wrap { flex: 1 1 0; min-height: 0; display: flex; justify-content: center; align-items: flex-start; overflow: hidden; }
+#heatmap { display: block; cursor: crosshair; }
+#readout { flex: none; min-height: 1.4em; margin-top: 4px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.map-foot { flex: none; display: flex; align-items: center; margin-top: 4px; gap: 14px; flex-wrap: wrap; }
+.toggle { font-size: 12px; color: var(--muted); white-space: nowrap; cursor: pointer; }
 .toggle input { vertical-align: -2px; margin: 0 3px 0 0; }
-#readout { min-height: 1.4em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.scale { display: flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); white-space: nowrap; }
+.toggle select { font: inherit; font-size: 12px; margin-left: 3px; }
+.scale { display: flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); white-space: nowrap; margin-left: auto; }
 #colorbar { border: 1px solid var(--line); border-radius: 2px; }
-.facts { display: grid; grid-template-columns: auto 1fr; gap: 2px 14px; margin: 0 0 12px; }
+.facts { display: grid; grid-template-columns: auto 1fr; gap: 0 12px; margin: 0 0 8px; }
 .facts dt { color: var(--muted); }
-.facts dd { margin: 0; font-weight: 600; }
-.current { padding: 8px 10px; border-radius: 8px; background: #f1f3f5; margin-bottom: 12px; color: var(--muted); }
+.facts dd { margin: 0; font-weight: 600; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.facts dd .muted { font-weight: 400; }
+.current { padding: 5px 10px; border-radius: 8px; background: #f1f3f5; margin-bottom: 8px; color: var(--muted); }
 .current.set { background: var(--accent-soft); color: var(--accent); font-weight: 600; }
-.labels { display: flex; flex-direction: column; gap: 6px; }
+.labels { display: flex; flex-direction: column; gap: 4px; }
 button { font: inherit; color: inherit; background: #f8f9fa; border: 1px solid var(--line); border-radius: 8px;
-         padding: 7px 12px; cursor: pointer; }
+         padding: 5px 10px; cursor: pointer; }
 button:hover:not(:disabled) { border-color: var(--accent); }
 button:disabled { opacity: .45; cursor: default; }
-button.label { display: grid; grid-template-columns: 40px 1fr auto auto; grid-template-rows: auto auto;
-               column-gap: 10px; align-items: center; text-align: left; padding: 6px 10px; background: var(--card); }
-button.label .icon { grid-row: 1 / span 2; width: 40px; height: 40px; border-radius: 4px; }
+button.label { display: grid; grid-template-columns: 32px 1fr auto auto; grid-template-rows: auto auto;
+               column-gap: 10px; align-items: center; text-align: left; padding: 4px 10px; background: var(--card);
+               line-height: 1.25; }
+button.label .icon { grid-row: 1 / span 2; width: 32px; height: 32px; border-radius: 4px; }
 button.label .name { font-weight: 600; }
 button.label .hint { grid-column: 2; grid-row: 2; font-size: 12px; color: var(--muted); }
 button.label .count { grid-column: 3; grid-row: 1 / span 2; font-size: 12px; color: var(--muted);
                       font-variant-numeric: tabular-nums; }
 button.label kbd { grid-column: 4; grid-row: 1 / span 2; }
 button.label.chosen { border-color: var(--accent); background: var(--accent-soft); box-shadow: 0 0 0 1px var(--accent) inset; }
-kbd { display: inline-block; min-width: 20px; padding: 0 5px; text-align: center; font: 12px/18px ui-monospace, Menlo, monospace;
+button.label.suggested { outline: 2px dashed var(--hint); outline-offset: -3px; }
+button.label[data-label="unsure"] .name { font-weight: 500; font-style: italic; }
+kbd { display: inline-block; min-width: 18px; padding: 0 4px; text-align: center; font: 11px/16px ui-monospace, Menlo, monospace;
       border: 1px solid #ced4da; border-bottom-width: 2px; border-radius: 4px; background: #fff; color: var(--ink); }
-.nav { display: flex; gap: 6px; margin-top: 12px; }
+.nav { display: flex; gap: 6px; margin-top: 8px; }
 .nav button { flex: 1; }
-.keys { font-size: 12px; margin: 10px 0 0; }
-.export { border-top: 1px solid var(--line); margin-top: 14px; padding-top: 12px; }
+.suggest { margin-top: 8px; }
+#suggest { width: 100%; }
+#suggestion { display: flex; align-items: center; gap: 8px; margin-top: 4px; font-size: 13px; color: var(--hint); }
+#accept { padding: 2px 10px; }
+#suggestion[hidden] { display: none; }
+#suggestion-text { flex: 1; }
+.keys { font-size: 12px; margin: 8px 0 0; line-height: 1.7; }
+.export { border-top: 1px solid var(--line); margin-top: 8px; padding-top: 8px; }
 #export { width: 100%; }
-#export-result { font-size: 12px; margin-top: 6px; word-break: break-all; }
-.message { font-size: 13px; margin-top: 10px; min-height: 1em; }
+#export-result { font-size: 12px; margin-top: 4px; word-break: break-all; }
+.message { font-size: 13px; margin-top: 8px; min-height: 1em; }
 .message.error { color: var(--bad); background: #fff5f5; border: 1px solid var(--bad); border-radius: 6px;
                  padding: 6px 8px; font-weight: 600; }
 .message.retrying { color: var(--muted); }
-@media (max-width: 900px) { main { grid-template-columns: 1fr; } }
+@media (max-width: 900px) { html, body { height: auto; } main { grid-template-columns: 1fr; grid-template-rows: auto; }
+                            .canvas-wrap { flex: none; } }
 """
 
 JS = r"""
@@ -179,6 +216,24 @@ let current = null;   // /api/item/<id>
 let busy = false;     // one request at a time: a key pressed mid-request never labels an unseen map
 let geometry = null;  // where the heatmap's cells are, for the hover readout
 let shown = null;     // the values drawn: the map, or its rows scaled to sum to 1
+let suggested = null; // the rule labeller's answer for the current map, once asked for
+
+// How values become colours. Linear puts the map's largest value at the top of the bar, so one hot
+// cell can leave every other one near the bottom; gamma 0.5 lifts the small values; clipping at the
+// 99th percentile of the map's cells draws the few above it in the top colour.
+const GAMMA = 0.5, CLIP_QUANTILE = 0.99, SCALE_KEY = "bertlottery-annotate-scale";
+function colourScale(values, max) {
+  const mode = $("scale").value;
+  const top = max > 0 ? max : 1;
+  if (mode === "gamma") return { mode, top, of: (v) => Math.pow(Math.max(0, v) / top, GAMMA), above: 0 };
+  if (mode === "clip") {
+    const cells = values.flat().sort((a, b) => a - b);
+    const at = cells.length ? cells[Math.floor(CLIP_QUANTILE * (cells.length - 1))] : 0;
+    const clip = at > 0 ? at : top;
+    return { mode, top: clip, of: (v) => Math.min(1, v / clip), above: cells.filter((v) => v > clip).length };
+  }
+  return { mode, top, of: (v) => v / top, above: 0 };
+}
 
 function displayed() {
   if (!$("rownorm").checked) return { values: current.map, max: current.max };
@@ -237,7 +292,8 @@ function say(text, isError, tone) {
 }
 
 function showProgress(p) {
-  $("progress-text").textContent = `${p.n_labelled} / ${p.total} labelled`;
+  const unsure = (p.counts && p.counts.unsure) || 0;
+  $("progress-text").textContent = `${p.n_labelled} / ${p.total} labelled` + (unsure ? ` (${unsure} unsure)` : "");
   $("bar-fill").style.width = p.total ? `${(100 * p.n_labelled) / p.total}%` : "0";
   for (const label of state.labels) {
     const cell = document.querySelector(`[data-count="${CSS.escape(label)}"]`);
@@ -257,7 +313,7 @@ function render() {
   idBox.dataset.item = item.id;
   $("kind-badge").textContent = item.kind === "norm" ? "norm-based ‖αf(x)‖" : "raw attention";
   $("position").textContent = `map ${item.index + 1} of ${c.total}`;
-  $("fact-example").textContent = c.dev_index == null ? item.example : `${item.example} (dev #${c.dev_index}, ${c.tokens.length} tokens)`;
+  $("fact-example").textContent = `${item.example}${c.dev_index == null ? "" : ` · dev #${c.dev_index}`} · ${c.tokens.length} tok.`;
   $("fact-layer").textContent = String(item.layer);
   $("fact-head").textContent = String(item.head);
   $("fact-kind").textContent = item.kind;
@@ -268,6 +324,7 @@ function render() {
   for (const button of document.querySelectorAll("button.label")) {
     button.classList.toggle("chosen", button.dataset.label === c.label);
   }
+  hideSuggestion();
   $("back").disabled = !c.prev;
   $("skip").disabled = !c.next;
   $("clear").disabled = !c.label;
@@ -276,11 +333,23 @@ function render() {
   drawHeatmap();
 }
 
+// The side of the square the map may take: the room left in the window (the page never scrolls), or,
+// in a narrow window where the panels stack, the width and the window's height.
+function roomForMap() {
+  const wrap = $("canvas-wrap");
+  const height = window.matchMedia("(max-width: 900px)").matches ? window.innerHeight - 40 : wrap.clientHeight;
+  return Math.max(160, Math.min(1000, wrap.clientWidth, height));
+}
+
 function drawHeatmap() {
   shown = displayed();
-  $("scale-max").textContent = shown.max.toPrecision(3);
+  const scale = colourScale(shown.values, shown.max);
+  $("scale-max").textContent = (shown.max > 0 ? scale.top : 0).toPrecision(3);
+  $("scale-note").textContent = scale.mode === "gamma" ? `γ ${GAMMA}: mid colour = ${(scale.top * 0.25).toPrecision(2)}`
+    : scale.mode === "clip" ? `${scale.above} cell${scale.above === 1 ? "" : "s"} above, in the top colour` : "";
+  $("scale-box").dataset.mode = scale.mode;
   const canvas = $("heatmap"), tokens = current.tokens, values = shown.values, n = tokens.length;
-  const room = Math.max(320, Math.min(720, canvas.parentElement.clientWidth));
+  const room = roomForMap();
   const ratio = window.devicePixelRatio || 1;
   const ctx = canvas.getContext("2d");
 
@@ -288,14 +357,17 @@ function drawHeatmap() {
   const probe = Math.max(7, Math.min(12, Math.floor((room - 100) / Math.max(n, 1)) - 1));
   const font = `${probe}px ui-monospace, Menlo, Consolas, monospace`;
   ctx.font = font;
-  const widest = Math.min(110, Math.max(24, ...tokens.map((t) => ctx.measureText(t).width)));
+  const widest = Math.min(n > 64 ? 70 : 110, Math.max(24, ...tokens.map((t) => ctx.measureText(t).width)));
   const margin = Math.ceil(widest) + 10;
-  const cell = Math.max(1, Math.floor((room - margin - 4) / Math.max(n, 1)));
+  // cells may be a fraction of a pixel wide so that the map fills its room; each cell's edges are
+  // rounded to whole pixels (crisp, no seams), so neighbouring cells differ by at most one pixel
+  const cell = Math.max(1, (room - margin - 4) / Math.max(n, 1));
+  const edge = (k) => Math.round(k * cell);
   const every = Math.max(1, Math.ceil((probe + 1) / cell));
   const top = margin, left = margin;
   geometry = { left, top, cell, n };
 
-  const size = margin + n * cell + 4;  // the canvas fits the map: no empty band below or beside it
+  const size = margin + edge(n) + 4;  // the canvas fits the map: no empty band below or beside it
   canvas.width = Math.round(size * ratio);
   canvas.height = Math.round(size * ratio);
   canvas.style.width = `${size}px`;
@@ -304,12 +376,11 @@ function drawHeatmap() {
   ctx.clearRect(0, 0, size, size);
   ctx.font = font;  // resizing a canvas resets its state
 
-  const max = shown.max > 0 ? shown.max : 1;
   for (let i = 0; i < n; i++) {
     const row = values[i];
     for (let j = 0; j < n; j++) {
-      ctx.fillStyle = colour(row[j] / max);
-      ctx.fillRect(left + j * cell, top + i * cell, cell, cell);
+      ctx.fillStyle = colour(scale.of(row[j]));
+      ctx.fillRect(left + edge(j), top + edge(i), edge(j + 1) - edge(j), edge(i + 1) - edge(i));
     }
   }
   // sentence boundaries (segment ids change): thin white rules help to see blocks
@@ -319,16 +390,16 @@ function drawHeatmap() {
     ctx.lineWidth = 1;
     for (let k = 1; k < n; k++) {
       if (segments[k] === segments[k - 1]) continue;
-      const at = Math.round(top + k * cell) + 0.5;
+      const at = top + edge(k) + 0.5;
       ctx.beginPath();
-      ctx.moveTo(left, at); ctx.lineTo(left + n * cell, at);
-      ctx.moveTo(at - top + left, top); ctx.lineTo(at - top + left, top + n * cell);
+      ctx.moveTo(left, at); ctx.lineTo(left + edge(n), at);
+      ctx.moveTo(at - top + left, top); ctx.lineTo(at - top + left, top + edge(n));
       ctx.stroke();
     }
   }
   ctx.strokeStyle = "#adb5bd";
   ctx.lineWidth = 1;
-  ctx.strokeRect(left - 0.5, top - 0.5, n * cell + 1, n * cell + 1);
+  ctx.strokeRect(left - 0.5, top - 0.5, edge(n) + 1, edge(n) + 1);
 
   ctx.fillStyle = "#1d2330";
   ctx.textBaseline = "middle";
@@ -373,6 +444,16 @@ function sketch(pattern, i, j) {
 function drawIcons() {
   for (const canvas of document.querySelectorAll("canvas.icon")) {
     const ctx = canvas.getContext("2d"), step = canvas.width / 10;
+    if (canvas.dataset.pattern === "unsure") {  // no pattern: a question mark on grey
+      ctx.fillStyle = "#dee2e6";
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.fillStyle = "#495057";
+      ctx.font = `bold ${canvas.width * 0.7}px system-ui, sans-serif`;
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText("?", canvas.width / 2, canvas.height / 2 + 1);
+      continue;
+    }
     for (let i = 0; i < 10; i++) {
       for (let j = 0; j < 10; j++) {
         ctx.fillStyle = colour(sketch(canvas.dataset.pattern, i, j));
@@ -422,6 +503,40 @@ function move(direction) {
   });
 }
 
+function hideSuggestion() {
+  suggested = null;
+  $("suggestion").hidden = true;
+  $("suggest").textContent = "Rule labeller's suggestion";
+  for (const button of document.querySelectorAll("button.label")) button.classList.remove("suggested");
+}
+
+// Asked for by the person, for the map on screen only; hidden again when they move on.
+function toggleSuggestion() {
+  if (suggested) { hideSuggestion(); return; }
+  return act(async () => {
+    const id = current.item.id;
+    const answer = await api("/api/suggest/" + id.split("/").map(encodeURIComponent).join("/"));
+    if (!current || current.item.id !== id) return;  // moved on meanwhile
+    suggested = answer;
+    const s = answer.scores, key = state.labels.indexOf(answer.label) + 1;
+    $("suggestion-text").textContent = `rules say ${answer.label} (key ${key})`;
+    $("suggestion-text").title = `scores: vertical ${s.vertical.toFixed(2)}, diagonal ${s.diagonal.toFixed(2)}, ` +
+      `block ${s.block.toFixed(2)}`;
+    $("suggestion").hidden = false;
+    $("suggestion").dataset.label = answer.label;
+    $("suggest").textContent = "Hide suggestion";
+    for (const button of document.querySelectorAll("button.label")) {
+      button.classList.toggle("suggested", button.dataset.label === answer.label);
+    }
+  });
+}
+
+function setScale(mode) {
+  $("scale").value = mode;
+  try { localStorage.setItem(SCALE_KEY, mode); } catch (error) { /* private window: not remembered */ }
+  if (current) drawHeatmap();
+}
+
 async function exportSet() {
   const out = $("export-result");
   out.textContent = "exporting…";
@@ -429,7 +544,8 @@ async function exportSet() {
     const summary = await api("/api/export", {});
     const kinds = Object.entries(summary.counts)
       .map(([kind, counts]) => `${kind} ${Object.values(counts).reduce((a, b) => a + b, 0)}`).join(", ");
-    out.textContent = `wrote ${summary.n_labelled} labelled maps (${kinds}) to ${summary.out}`;
+    const unsure = summary.n_unsure ? `; ${summary.n_unsure} marked unsure left out` : "";
+    out.textContent = `wrote ${summary.n_labelled} labelled maps (${kinds}) to ${summary.out}${unsure}`;
   } catch (error) {
     out.textContent = "";
     say(error.message, true);
@@ -438,7 +554,8 @@ async function exportSet() {
 
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
-  const n = "12345".indexOf(event.key);
+  if (event.target instanceof HTMLSelectElement && event.key.startsWith("Arrow")) return;  // they choose the scale
+  const n = "123456".indexOf(event.key);
   if (n >= 0 && state && n < state.labels.length) {
     event.preventDefault();
     choose(state.labels[n]);
@@ -452,6 +569,13 @@ function onKey(event) {
     event.preventDefault();
     $("rownorm").checked = !$("rownorm").checked;
     if (current) drawHeatmap();
+  } else if (event.key === "g") {
+    event.preventDefault();
+    const options = Array.from($("scale").options, (o) => o.value);
+    setScale(options[(options.indexOf($("scale").value) + 1) % options.length]);
+  } else if (event.key === "s") {
+    event.preventDefault();
+    if (current) toggleSuggestion();
   } else if (event.key === "0" || event.key === "Delete") {
     event.preventDefault();
     if (current && current.label) choose(null);
@@ -461,8 +585,15 @@ function onKey(event) {
 function onHover(event) {
   if (!geometry || !current) return;
   const rect = event.target.getBoundingClientRect();
-  const j = Math.floor((event.clientX - rect.left - geometry.left) / geometry.cell);
-  const i = Math.floor((event.clientY - rect.top - geometry.top) / geometry.cell);
+  // the cell whose rounded edges hold the pointer: cell k covers [round(k * cell), round((k + 1) * cell))
+  const at = (offset) => {
+    const edge = (k) => Math.round(k * geometry.cell);
+    let k = Math.floor(offset / geometry.cell);
+    if (edge(k + 1) <= offset) k += 1;
+    else if (edge(k) > offset) k -= 1;
+    return k;
+  };
+  const j = at(event.clientX - rect.left - geometry.left), i = at(event.clientY - rect.top - geometry.top);
   const readout = $("readout");
   if (i < 0 || j < 0 || i >= geometry.n || j >= geometry.n) {
     readout.textContent = HOVER_HINT;
@@ -484,6 +615,11 @@ async function start() {
   $("skip").addEventListener("click", () => move(1));
   $("clear").addEventListener("click", () => choose(null));
   $("export").addEventListener("click", exportSet);
+  $("suggest").addEventListener("click", () => { $("suggest").blur(); if (current) toggleSuggestion(); });
+  $("accept").addEventListener("click", () => suggested && choose(suggested.label));
+  try { const kept = localStorage.getItem(SCALE_KEY); if (kept) $("scale").value = kept; } catch (error) { /* none */ }
+  if (!$("scale").value) $("scale").value = "linear";
+  $("scale").addEventListener("change", () => { $("scale").blur(); setScale($("scale").value); });
   $("rownorm").addEventListener("change", () => { $("rownorm").blur(); if (current) drawHeatmap(); });
   $("heatmap").addEventListener("mousemove", onHover);
   document.addEventListener("keydown", onKey);
@@ -492,6 +628,7 @@ async function start() {
     state = await api("/api/state");
     const where = [state.model, state.task, state.weights].filter(Boolean).join(" · ");
     $("source").textContent = `${state.folder}${where ? " — " + where : ""}`;
+    $("order").textContent = state.shuffle_seed == null ? "folder order" : `shuffled · seed ${state.shuffle_seed}`;
     showProgress(state);
     const first = state.first_unlabelled || state.first;
     if (!first) { say("This folder has no maps.", true); return; }

@@ -7,7 +7,9 @@ Routes (everything else is 404; request paths with ``..``, ``.``, backslashes or
     GET  /api/items?offset=&limit=   items in the store's stable order, with their labels
     GET  /api/next?after=INDEX       the first unlabelled item after INDEX (wrapping), or null
     GET  /api/item/<ex>/<l>/<h>/<k>  one map: tokens, values [query][key], label, neighbours
-    POST /api/label                  {"id": "ex000/3/5/raw", "label": "vertical" | null}
+    GET  /api/suggest/<ex>/<l>/<h>/<k>  the rule labeller's label and scores for one map (asked for
+                                     only when the person asks: shown unasked, it would anchor them)
+    POST /api/label                  {"id": "ex000/3/5/raw", "label": "vertical" | "unsure" | null}
     POST /api/export                 write the labelled set to the export folder (`export_labelled`)
 
 No route turns a request path into a file path: map files are looked up from the folder's own
@@ -32,10 +34,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
+from ..attention.rules import label_map
 from ..errors import UserError
 from . import page
 from .export import export_labelled
-from .store import LABELS, Item, MapsStore, OutsideFolder
+from .store import CHOICES, Item, MapsStore, OutsideFolder
 
 __all__ = ["HOST", "DEFAULT_PORT", "AnnotateServer", "make_server"]
 
@@ -178,7 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({
                 "folder": store.root.name, "model": store.index.model, "task": store.index.task,
                 "weights": store.index.weights, "layers": store.layers, "heads": store.heads,
-                "kinds": store.kinds, "labels": list(LABELS), "export_dir": str(self.server.export_dir),
+                "kinds": store.kinds, "labels": list(CHOICES), "export_dir": str(self.server.export_dir),
+                "shuffle_seed": store.shuffle_seed,
                 **self._progress(), "first_unlabelled": first.id if first else None,
                 "first": store.items[0].id if store.items else None,
             })
@@ -193,12 +197,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({"item": item.as_dict() if item else None, **self._progress()})
         elif path.startswith("/api/item/"):
             self._json(self._item(self._lookup(path.removeprefix("/api/item/"))))
+        elif path.startswith("/api/suggest/"):
+            item = self._lookup(path.removeprefix("/api/suggest/"))
+            rules = label_map(store.load_map(item), store.tokens(item.example))
+            self._json({"id": item.id, "label": rules.label, "scores": rules.scores})
         else:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no page {path!r} here; open {self.server.url}")
 
     def _progress(self) -> dict[str, Any]:
         labels = self.server.store.labels()
-        counts = dict.fromkeys(LABELS, 0)
+        counts = dict.fromkeys(CHOICES, 0)
         for label in labels.values():
             counts[label] += 1
         return {"n_labelled": len(labels), "total": len(self.server.store.items), "counts": counts}
@@ -255,9 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(item_id, str):
                 raise HttpError(HTTPStatus.BAD_REQUEST, 'give the map as "id": "<example>/<layer>/<head>/<kind>"')
             item = self._lookup(item_id)
-            if label is not None and label not in LABELS:
+            if label is not None and label not in CHOICES:
                 raise HttpError(HTTPStatus.BAD_REQUEST,
-                                f"unknown label {label!r}; use one of {', '.join(LABELS)} (or null to clear)")
+                                f"unknown label {label!r}; use one of {', '.join(CHOICES)} (or null to clear)")
             store.set_label(item.id, label)
             following = store.next_unlabelled(item.index)
             self._json({"id": item.id, "label": label, "next_unlabelled": following.id if following else None,

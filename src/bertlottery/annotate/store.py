@@ -13,6 +13,7 @@ and are not items (there is no pattern to label).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -27,10 +28,14 @@ import numpy as np
 from ..attention import maps_format as fmt
 from ..errors import UserError, did_you_mean
 
-__all__ = ["LABELS", "Item", "MapsStore", "OutsideFolder"]
+__all__ = ["LABELS", "CHOICES", "ORDER_FILE", "Item", "MapsStore", "OutsideFolder", "order_seed", "spread_heads"]
 
 # Kovaleva et al. (2019)'s five pattern types, in the order of the page's keys 1-5.
 LABELS = fmt.PATTERNS
+# What a person may answer: a pattern, or "unsure" (key 6), which is saved but is no pattern.
+CHOICES = (*LABELS, fmt.UNSURE)
+# Where the annotator records the seed of the folder's shuffled order, so every start shows the same one.
+ORDER_FILE = "annotate.json"
 
 # Example ids become file names (maps/<id>.npz, the exported .npy names): letters, digits, _ . -
 # only, never a leading dot, so no id can name a path outside the folder.
@@ -98,11 +103,13 @@ class MapsStore:
                  for head in range(self.heads) if self.index.head_kept(layer, head) for kind in self.kinds]
         if shuffle_seed is not None:
             random.Random(shuffle_seed).shuffle(items)
+            items = spread_heads(items)
+        self.shuffle_seed = shuffle_seed
         self.items = [Item(i, *fields) for i, fields in enumerate(items)]
         self._by_id = {item.id: item for item in self.items}
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()  # last few examples read
-        self._labels = fmt.read_labels(self.root)
+        self._labels = fmt.read_labels(self.root, unsure=True)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -150,7 +157,7 @@ class MapsStore:
     # --- labels ----------------------------------------------------------------------------------
 
     def labels(self) -> dict[str, str]:
-        """Labels of the selected items, by item id."""
+        """Labels of the selected items, by item id ("unsure" included: those maps were answered)."""
         with self._lock:
             return {k: v for k, v in self._labels.items() if k in self._by_id}
 
@@ -175,7 +182,7 @@ class MapsStore:
         """Label one item (``None`` removes its label) and write ``labels.json`` atomically."""
         self.item(item_id)
         if label is not None:
-            fmt.check_pattern(label)
+            fmt.check_pattern(label, unsure=True)
         with self._lock:
             labels = dict(self._labels)
             if label is None:
@@ -184,3 +191,62 @@ class MapsStore:
                 labels[item_id] = label
             fmt.write_labels(self.root, labels)  # temp file + os.replace: old file or new, never half
             self._labels = labels
+
+
+def spread_heads(items: list[tuple[str, int, int, str]]) -> list[tuple[str, int, int, str]]:
+    """``items`` (example, layer, head, kind) reordered as little as needed so that no two maps of one
+    head of one example (its raw and norm maps) are next to each other: seen one after the other, the
+    second would be labelled by memory of the first.
+
+    Left to right, a map next to its twin is swapped with the first later map of another head; the
+    last map, with no later one to swap with, moves to the first place between two other heads. (A
+    head has at most two maps, raw and norm, so that place's neighbours never meet.) Only a folder of
+    a single head has no such order; it is returned as it is.
+    """
+    out = list(items)
+    head = [fields[:3] for fields in out]
+    for i in range(1, len(out)):
+        if head[i] != head[i - 1]:
+            continue
+        later = next((j for j in range(i + 1, len(out)) if head[j] != head[i - 1]), None)
+        if later is not None:
+            out[i], out[later] = out[later], out[i]
+            head[i], head[later] = head[later], head[i]
+            continue
+        moved, its_head = out.pop(i), head.pop(i)
+        gap = next((g for g in range(len(out) + 1)
+                    if (g == 0 or head[g - 1] != its_head) and (g == len(out) or head[g] != its_head)), i)
+        out.insert(gap, moved)
+        head.insert(gap, its_head)
+    return out
+
+
+def order_seed(maps_dir: str | os.PathLike, requested: int | None = None) -> int:
+    """The seed of the folder's shuffled order: ``requested`` if given, else the one recorded in
+    ``ORDER_FILE`` by an earlier start, else a new random one; recorded for the next start either way."""
+    path = Path(maps_dir) / ORDER_FILE
+    seed = requested
+    if seed is None and path.is_file():
+        try:
+            seed = json.loads(path.read_text())["shuffle_seed"]
+        except (ValueError, KeyError, TypeError):  # not JSON, not UTF-8, not an object with the key
+            seed = None
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UserError(f"{path} is not the annotator's record of its order; delete it to draw a new "
+                            "order, or pass --shuffle-seed.")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    if not path.is_file() or requested is not None:
+        _write_order(path, seed)
+    return seed
+
+
+def _write_order(path: Path, seed: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps({"shuffle_seed": seed}, indent=2) + "\n")
+        os.replace(tmp, path)  # the old record or the new one, never half of one
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot record the order in {path} ({error.strerror}); the page saves labels in "
+                        "this folder too, so make it writable (or copy the maps folder somewhere writable).") from None

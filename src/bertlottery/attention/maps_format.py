@@ -35,7 +35,9 @@ padding excluded):
   and ``head_mask[layer][head]`` is false. Label nothing for it; :func:`iter_head_maps` skips it.
 
 ``labels.json`` is a flat object ``{"<example_id>/<layer>/<head>/<kind>": "<pattern>"}`` with layer and
-head 0-based and pattern one of :data:`PATTERNS`. A missing key means "not labelled".
+head 0-based and pattern one of :data:`PATTERNS`, or :data:`UNSURE` (a person looked and could not
+tell; kept so the annotator does not ask again, never a pattern). A missing key means "not labelled".
+:func:`read_labels` leaves "unsure" out unless asked, so no classifier, count or agreement sees it.
 
 Example:
     >>> import numpy as np, tempfile
@@ -71,6 +73,7 @@ __all__ = [
     "FORMAT",
     "KINDS",
     "PATTERNS",
+    "UNSURE",
     "INDEX_FILE",
     "LABELS_FILE",
     "MAPS_SUBDIR",
@@ -97,6 +100,8 @@ FORMAT = "bertlottery-attention-maps/1"
 KINDS = ("raw", "norm")
 # Kovaleva et al. (2019)'s five types, in the order figures and tables list them.
 PATTERNS = ("diagonal", "block", "vertical", "vertical+diagonal", "heterogeneous")
+# A hand label that is no pattern: the map was seen and could not be told apart.
+UNSURE = "unsure"
 INDEX_FILE = "index.json"
 LABELS_FILE = "labels.json"
 MAPS_SUBDIR = "maps"
@@ -198,9 +203,11 @@ def parse_label_key(key: str) -> HeadKey:
         raise UserError(f"Label key {key!r} has a non-integer layer or head.") from None
 
 
-def check_pattern(label: str) -> str:
-    if label not in PATTERNS:
-        raise UserError(f"Unknown attention pattern {label!r}; one of {', '.join(PATTERNS)}.{did_you_mean(label, PATTERNS)}")
+def check_pattern(label: str, *, unsure: bool = False) -> str:
+    """``label`` if it is a pattern (or, with ``unsure``, :data:`UNSURE`); UserError otherwise."""
+    allowed = (*PATTERNS, UNSURE) if unsure else PATTERNS
+    if label not in allowed:
+        raise UserError(f"Unknown attention pattern {label!r}; one of {', '.join(allowed)}.{did_you_mean(label, allowed)}")
     return label
 
 
@@ -356,8 +363,11 @@ def iter_head_maps(
                     yield HeadKey(example.id, layer, head, kind), arr[layer, head]
 
 
-def read_labels(maps_dir: str | os.PathLike) -> dict[str, str]:
-    """``labels.json`` as a dict (empty if there is none); every key and label is checked."""
+def read_labels(maps_dir: str | os.PathLike, *, unsure: bool = False) -> dict[str, str]:
+    """``labels.json`` as a dict (empty if there is none); every key and label is checked.
+
+    Maps labelled :data:`UNSURE` are left out unless ``unsure`` (the annotator's own view).
+    """
     path = Path(maps_dir) / LABELS_FILE
     if not path.is_file():
         return {}
@@ -366,16 +376,16 @@ def read_labels(maps_dir: str | os.PathLike) -> dict[str, str]:
         raise UserError(f"{path} must hold an object {{'<example_id>/<layer>/<head>/<kind>': pattern}}.")
     for key, label in labels.items():
         parse_label_key(key)
-        check_pattern(label)
-    return dict(labels)
+        check_pattern(label, unsure=True)
+    return {key: label for key, label in labels.items() if unsure or label != UNSURE}
 
 
 def write_labels(maps_dir: str | os.PathLike, labels: Mapping[str, str], merge: bool = False) -> None:
     """Write ``labels.json`` atomically; ``merge=True`` keeps existing labels not in ``labels``."""
     for key, label in labels.items():
         parse_label_key(key)
-        check_pattern(label)
-    out = {**read_labels(maps_dir), **labels} if merge else dict(labels)
+        check_pattern(label, unsure=True)
+    out = {**read_labels(maps_dir, unsure=True), **labels} if merge else dict(labels)
     _write_json(Path(maps_dir) / LABELS_FILE, out)
 
 
