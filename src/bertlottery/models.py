@@ -17,6 +17,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import torch
@@ -258,82 +259,56 @@ def _encoder_blocks(model: nn.Module) -> nn.ModuleList:
     return _base(model).encoder.layer
 
 
-def _bert_like_layers(model: nn.Module) -> list[LayerParts]:
-    return [
-        LayerParts(
-            query=layer.attention.self.query,
-            key=layer.attention.self.key,
-            value=layer.attention.self.value,
-            attn_out=layer.attention.output.dense,
-            mlp_in=layer.intermediate.dense,
-            mlp_out=layer.output.dense,
-        )
-        for layer in _encoder_blocks(model)
-    ]
-
-
 def _distilbert_blocks(model: nn.Module) -> nn.ModuleList:
     return _base(model).transformer.layer
-
-
-def _distilbert_layers(model: nn.Module) -> list[LayerParts]:
-    return [
-        LayerParts(
-            query=block.attention.q_lin,
-            key=block.attention.k_lin,
-            value=block.attention.v_lin,
-            attn_out=block.attention.out_lin,
-            mlp_in=block.ffn.lin1,
-            mlp_out=block.ffn.lin2,
-        )
-        for block in _distilbert_blocks(model)
-    ]
 
 
 def _modernbert_blocks(model: nn.Module) -> nn.ModuleList:
     return _base(model).layers
 
 
-def _modernbert_layers(model: nn.Module) -> list[LayerParts]:
-    # Pre-norm: the residual adds Wo's output and the MLP's directly, so gates on them scale the branches.
-    return [
-        LayerParts(qkv=block.attn.Wqkv, attn_out=block.attn.Wo, mlp_in=block.mlp.Wi, mlp_out=block.mlp.Wo, gated_mlp=True)
-        for block in _modernbert_blocks(model)
-    ]
+def _parts_at(blocks: Callable[[nn.Module], nn.ModuleList], gated_mlp: bool = False, **paths: str):
+    """An adapter's ``layers``: each LayerParts field read from every block at a dotted attribute path."""
+    getters = {field: attrgetter(path) for field, path in paths.items()}
 
+    def layers(model: nn.Module) -> list[LayerParts]:
+        return [LayerParts(gated_mlp=gated_mlp, **{f: get(block) for f, get in getters.items()}) for block in blocks(model)]
 
-def _deberta_v2_layers(model: nn.Module) -> list[LayerParts]:
-    layers = []
-    for block in _encoder_blocks(model):
-        attention = block.attention.self
-        # Without share_att_key each layer projects the relative-position embeddings with maps of its own;
-        # with it (DeBERTa-v3) the query and key projections do it, and they are already per head.
-        relative = tuple(getattr(attention, name) for name in ("pos_key_proj", "pos_query_proj") if hasattr(attention, name))
-        layers.append(
-            LayerParts(
-                query=attention.query_proj,
-                key=attention.key_proj,
-                value=attention.value_proj,
-                relative=relative,
-                attn_out=block.attention.output.dense,
-                mlp_in=block.intermediate.dense,
-                mlp_out=block.output.dense,
-            )
-        )
     return layers
 
 
-def _mpnet_layers(model: nn.Module) -> list[LayerParts]:
+_bert_like_layers = _parts_at(
+    _encoder_blocks, query="attention.self.query", key="attention.self.key", value="attention.self.value",
+    attn_out="attention.output.dense", mlp_in="intermediate.dense", mlp_out="output.dense",
+)
+_distilbert_layers = _parts_at(
+    _distilbert_blocks, query="attention.q_lin", key="attention.k_lin", value="attention.v_lin",
+    attn_out="attention.out_lin", mlp_in="ffn.lin1", mlp_out="ffn.lin2",
+)
+# Pre-norm: the residual adds Wo's output and the MLP's directly, so gates on them scale the branches.
+_modernbert_layers = _parts_at(
+    _modernbert_blocks, qkv="attn.Wqkv", attn_out="attn.Wo", mlp_in="mlp.Wi", mlp_out="mlp.Wo", gated_mlp=True,
+)
+_mpnet_layers = _parts_at(
+    _encoder_blocks, query="attention.attn.q", key="attention.attn.k", value="attention.attn.v",
+    attn_out="attention.attn.o", mlp_in="intermediate.dense", mlp_out="output.dense",
+)
+_deberta_v2_plain_layers = _parts_at(
+    _encoder_blocks, query="attention.self.query_proj", key="attention.self.key_proj",
+    value="attention.self.value_proj", attn_out="attention.output.dense", mlp_in="intermediate.dense",
+    mlp_out="output.dense",
+)
+
+
+def _deberta_v2_layers(model: nn.Module) -> list[LayerParts]:
+    # Without share_att_key each layer projects the relative-position embeddings with maps of its own;
+    # with it (DeBERTa-v3) the query and key projections do it, and they are already per head.
     return [
-        LayerParts(
-            query=block.attention.attn.q,
-            key=block.attention.attn.k,
-            value=block.attention.attn.v,
-            attn_out=block.attention.attn.o,
-            mlp_in=block.intermediate.dense,
-            mlp_out=block.output.dense,
-        )
-        for block in _encoder_blocks(model)
+        dataclasses.replace(parts, relative=tuple(
+            getattr(block.attention.self, name) for name in ("pos_key_proj", "pos_query_proj")
+            if hasattr(block.attention.self, name)
+        ))
+        for parts, block in zip(_deberta_v2_plain_layers(model), _encoder_blocks(model))
     ]
 
 
