@@ -2,17 +2,22 @@
 
 `gated` multiplies masked heads and MLPs by zero, so a pruned model costs as much as the full one.
 `export_pruned` returns a copy in which they are gone: each layer's query, key and value projections
-keep only the rows of its kept heads, the attention output projection only their input columns, and a
-masked MLP does no matrix multiplication at all. Its outputs are the gated model's (SPEC section 2):
+(each of the Q, K and V blocks of ModernBERT's fused map; DeBERTa-v2's relative-position projections
+too) keep only the rows of its kept heads, the attention output projection only their input columns,
+and a masked MLP does no matrix multiplication at all (a GeGLU MLP loses both halves of its input
+map). Its outputs are the gated model's (SPEC section 2):
 
-- a layer that keeps no heads computes no attention; its attention sub-layer gives LayerNorm(x + b_O),
-  because a gate scales the heads' context vectors and the output projection's bias survives;
-- a layer whose MLP is masked gives LayerNorm(z) for its feed-forward sub-layer (the gate scales the
-  MLP branch bias included).
+- a layer that keeps no heads computes no attention; its attention branch gives the output projection's
+  bias b_O, because a gate scales the heads' context vectors and the bias survives: LayerNorm(x + b_O)
+  in the post-norm families, x + b_O in ModernBERT's pre-norm layers;
+- a layer whose MLP is masked adds nothing in its feed-forward branch (the gate scales the MLP branch
+  bias included): LayerNorm(z), or z in ModernBERT.
 
 Transformers 5 has no ``prune_heads``; its self-attention modules reshape with ``view(..., -1, head_dim)``,
-so slicing their Linear maps is enough for a layer that keeps some heads. The two degenerate cases
-replace a module with a small one of ours that returns what the gated module would. Every tensor of the
+so slicing their Linear maps is enough for a layer that keeps some heads, except in MPNet, whose
+relative-position bias is computed once for all layers and all original heads: its layers take their
+kept heads' slices. The degenerate cases replace a module with a small one of ours that returns what
+the gated module would. Every tensor of the
 original keeps its name in the exported model; removed parts are zero-width (a masked MLP's output
 projection also loses its bias), so ``adapter_for(model).layers(model)`` still works on it.
 
