@@ -95,6 +95,26 @@ def test_structured_weight_mask_zeroes_exactly_what_the_gates_remove(family):
         torch.testing.assert_close(logits(model, batch), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_task_head_is_a_function_of_the_seed_alone(family):
+    """`init_classifier` re-draws every linear map of the task head (ModernBERT's head.dense, DeBERTa's
+    ContextPooler, which its checkpoints do not hold, too) and nothing of the encoder."""
+    from bertlottery.models import init_classifier
+
+    first, second = tiny_model(family, seed=1), tiny_model(family, seed=2)
+    head = adapter_for(first).classifier(first)
+    assert len(head) == (1 if family == "bert" else 2)
+    encoder_before = {n: p.clone() for n, p in second.named_parameters()}
+    for model in (first, second):
+        init_classifier(model, seed=5)
+    for a, b in zip(head, adapter_for(second).classifier(second)):
+        assert torch.equal(a.weight, b.weight)
+    head_names = {n for n, p in second.named_parameters() if any(p is q for m in adapter_for(second).classifier(second)
+                                                                  for q in m.parameters())}
+    changed = {n for n, p in second.named_parameters() if not torch.equal(p, encoder_before[n])}
+    assert changed and changed <= head_names
+
+
 D, DH, F, H, L = 32, 8, 37, 4, 2  # tiny_config's hidden size, head size, MLP width, heads, layers
 
 
