@@ -162,7 +162,7 @@ def test_sizes_and_costs_match_a_count_by_hand(family):
 def test_layout_from_a_config_alone_is_the_models(family):
     from bertlottery.models import layout_from_config
 
-    assert layout_from_config(tiny_config(family).to_dict()) == model_layout(tiny_model(family))
+    assert layout_from_config(tiny_config(family).to_dict()).measured() == model_layout(tiny_model(family)).measured()
 
 
 def test_modernbert_without_biases_counts_none():
@@ -357,3 +357,19 @@ def test_smoke_study_runs_end_to_end_on_a_tiny_model_of_the_family(family, env, 
     assert set(table["method"]) >= {"structured", "magnitude"}
     assert set(table["mode"]) >= {"finetuned", "pruned", "retrained"}
     assert (table["fraction_kept"] < 1).any()
+
+
+def test_an_export_written_before_the_measured_counts_still_loads(tmp_path):
+    import json
+
+    from bertlottery.export import exported_plan, load_exported, save_exported
+
+    model = tiny_model("bert", dtype=torch.float64)
+    out = save_exported(model, tmp_path / "small", HEADS, MLPS)
+    record = json.loads((out / "pruning.json").read_text())
+    for key in ("head_params", "mlp_params", "head_macs", "mlp_macs", "relative_positions"):
+        del record["layout"][key]
+    (out / "pruning.json").write_text(json.dumps(record))
+    loaded = load_exported(out)
+    assert exported_plan(loaded).layout.measured() == model_layout(model).measured()
+    assert torch.equal(logits(loaded, tiny_batch()), logits(export_pruned(model, HEADS, MLPS), tiny_batch()))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
@@ -200,11 +200,15 @@ class Layout:
     hidden_size: int
     intermediate_size: int
     body_params: int  # every parameter of the encoder layers: embeddings, pooler, classifier excluded
-    head_params: int | None = None  # parameters one head owns, biases included
-    mlp_params: int | None = None  # parameters one MLP owns, biases included
-    head_macs: int | None = None  # multiply-accumulates per token of one head's projections
-    mlp_macs: int | None = None  # multiply-accumulates per token of one MLP
-    relative_positions: int = 0  # relative positions each query is scored against besides the keys (DeBERTa)
+    # Counts measured by `model_layout`. They do not take part in ==, so that a layout read from a
+    # config.json alone, or an older export's, equals the measured one of the same architecture;
+    # `measured` writes them out where they must be compared.
+    head_params: int | None = field(default=None, compare=False)  # parameters one head owns, biases included
+    mlp_params: int | None = field(default=None, compare=False)  # parameters one MLP owns, biases included
+    head_macs: int | None = field(default=None, compare=False)  # multiply-accumulates per token of a head's projections
+    mlp_macs: int | None = field(default=None, compare=False)  # multiply-accumulates per token of one MLP
+    # relative positions each query is scored against besides the keys (DeBERTa-v2)
+    relative_positions: int = field(default=0, compare=False)
 
     @property
     def params_per_head(self) -> int:
@@ -229,12 +233,12 @@ class Layout:
     def macs_per_mlp(self) -> int:
         return self.mlp_macs if self.mlp_macs is not None else 2 * self.hidden_size * self.intermediate_size
 
-    def measured(self) -> Layout:
-        """This layout with the per-unit counts written out (what a BERT-shaped layout implies)."""
-        return dataclasses.replace(
-            self, head_params=self.params_per_head, mlp_params=self.params_per_mlp,
-            head_macs=self.macs_per_head, mlp_macs=self.macs_per_mlp,
-        )
+    def measured(self) -> tuple:
+        """Every field, the per-unit counts written out (what a BERT-shaped layout implies): compare
+        these to tell two layouts apart by their counts too."""
+        return (self.family, self.num_layers, self.num_heads, self.head_dim, self.hidden_size, self.intermediate_size,
+                self.body_params, self.params_per_head, self.params_per_mlp, self.macs_per_head, self.macs_per_mlp,
+                self.relative_positions)
 
 
 @dataclass(frozen=True)
