@@ -23,7 +23,7 @@ from bertlottery.models import adapter_for, model_layout
 
 from tiny import tiny_batch, tiny_model
 
-FAMILIES = ["bert", "roberta", "electra", "distilbert"]
+FAMILIES = ["bert", "roberta", "electra", "distilbert", "modernbert", "deberta-v2", "deberta-v3", "mpnet"]
 
 
 def logits(model, batch):
@@ -95,10 +95,15 @@ def test_exported_model_trains_like_the_gated_one(family):
     with gated(model, heads=heads, mlps=mlps):
         model(**batch).loss.backward()
     exported(**batch).loss.backward()
-    kept = adapter_for(model).layers(model)[0].query  # layer 0 keeps heads 0, 2, 3
-    cut = adapter_for(exported).layers(exported)[0].query
+    # layer 0 keeps heads 0, 2, 3: in every per-head block (Q, K, V, a fused map's three, DeBERTa's
+    # relative-position maps) the exported rows are those heads' rows, in order
     rows = torch.tensor([h * 8 + i for h in (0, 2, 3) for i in range(8)])
-    torch.testing.assert_close(cut.weight.grad, kept.weight.grad[rows], rtol=0, atol=1e-10)
+    full_blocks = adapter_for(model).layers(model)[0].head_blocks
+    cut_blocks = adapter_for(exported).layers(exported)[0].head_blocks
+    assert len(full_blocks) == len(cut_blocks) >= 3
+    for (kept, first), (cut, cut_first) in zip(full_blocks, cut_blocks):
+        assert cut_first == first // 4 * 3
+        torch.testing.assert_close(cut.weight.grad[cut_first : cut_first + 24], kept.weight.grad[first + rows], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -112,9 +117,12 @@ def test_exported_model_has_exactly_the_removed_parameters_fewer(family):
     assert n_params(model) - n_params(exported) == removed
     # and the projections have the kept sizes: 3 heads x dh = 24 in layer 0, nothing in layer 1
     parts = adapter_for(exported).layers(exported)
-    assert [p.query.out_features for p in parts] == [24, 0]
+    query_rows = 24 * (3 if parts[0].qkv is not None else 1)  # a fused map keeps 24 rows in each of Q, K, V
+    assert [p.head_blocks[0][0].out_features for p in parts] == [query_rows, 0]
+    assert [sum(linear.out_features for linear in p.attention_inputs) for p in parts] == [24 * len(parts[0].head_blocks), 0]
     assert [p.attn_out.in_features for p in parts] == [24, 0]
-    assert [p.mlp_in.out_features for p in parts] == [37, 0]
+    assert [p.mlp_in.out_features for p in parts] == [37 * (2 if parts[0].gated_mlp else 1), 0]
+    assert [p.mlp_out.in_features for p in parts] == [37, 0]
     assert parts[1].mlp_out.bias is None
     plan = exported_plan(exported)
     assert plan.heads == ((0, 2, 3), ()) and plan.mlps == (True, False)

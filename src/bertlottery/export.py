@@ -2,17 +2,22 @@
 
 `gated` multiplies masked heads and MLPs by zero, so a pruned model costs as much as the full one.
 `export_pruned` returns a copy in which they are gone: each layer's query, key and value projections
-keep only the rows of its kept heads, the attention output projection only their input columns, and a
-masked MLP does no matrix multiplication at all. Its outputs are the gated model's (SPEC section 2):
+(each of the Q, K and V blocks of ModernBERT's fused map; DeBERTa-v2's relative-position projections
+too) keep only the rows of its kept heads, the attention output projection only their input columns,
+and a masked MLP does no matrix multiplication at all (a GeGLU MLP loses both halves of its input
+map). Its outputs are the gated model's (SPEC section 2):
 
-- a layer that keeps no heads computes no attention; its attention sub-layer gives LayerNorm(x + b_O),
-  because a gate scales the heads' context vectors and the output projection's bias survives;
-- a layer whose MLP is masked gives LayerNorm(z) for its feed-forward sub-layer (the gate scales the
-  MLP branch bias included).
+- a layer that keeps no heads computes no attention; its attention branch gives the output projection's
+  bias b_O, because a gate scales the heads' context vectors and the bias survives: LayerNorm(x + b_O)
+  in the post-norm families, x + b_O in ModernBERT's pre-norm layers;
+- a layer whose MLP is masked adds nothing in its feed-forward branch (the gate scales the MLP branch
+  bias included): LayerNorm(z), or z in ModernBERT.
 
 Transformers 5 has no ``prune_heads``; its self-attention modules reshape with ``view(..., -1, head_dim)``,
-so slicing their Linear maps is enough for a layer that keeps some heads. The two degenerate cases
-replace a module with a small one of ours that returns what the gated module would. Every tensor of the
+so slicing their Linear maps is enough for a layer that keeps some heads, except in MPNet, whose
+relative-position bias is computed once for all layers and all original heads: its layers take their
+kept heads' slices. The degenerate cases replace a module with a small one of ours that returns what
+the gated module would. Every tensor of the
 original keeps its name in the exported model; removed parts are zero-width (a masked MLP's output
 projection also loses its bias), so ``adapter_for(model).layers(model)`` still works on it.
 
@@ -38,7 +43,7 @@ from torch import nn
 
 from .errors import UserError
 from .masks import HeadMask, Masks, MlpMask
-from .models import Layout, adapter_for, model_layout
+from .models import LayerParts, Layout, adapter_for, attention_implementation, model_layout
 
 __all__ = [
     "FORMAT",
@@ -122,20 +127,27 @@ def _coerce(mask, kind):
 
 
 # ---------------------------------------------------------------------------------------------
-# Replacement modules for the two degenerate cases. Each keeps the zero-width Linear maps under their
-# original attribute names, so parameter names (and the adapter) stay those of the full model.
+# Replacement modules for the degenerate cases. Each takes over the children of the module it replaces
+# under their original attribute names, so parameter names (and the adapter) stay those of the full model.
 
 
-class _NoHeadsContext(nn.Module):
-    """BERT-like self-attention with no heads: an empty context, (B, T, 0), and no attention weights.
+class _Replacement(nn.Module):
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        for name, child in original.named_children():
+            setattr(self, name, child)
+
+
+class _NoHeadsContext(_Replacement):
+    """Self-attention with no heads, whose output projection lives outside it (BERT-like, DeBERTa-v2):
+    an empty context, (B, T, 0), and no attention weights.
 
     The attention output projection (zero input columns) then yields its bias alone, so the sub-layer
     gives LayerNorm(x + b_O), as a gated layer with every head at 0 does.
     """
 
-    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear):
-        super().__init__()
-        self.query, self.key, self.value = query, key, value
+    def __init__(self, original: nn.Module):
+        super().__init__(original)
         self.num_attention_heads = 0
         self.all_head_size = 0
 
@@ -143,48 +155,61 @@ class _NoHeadsContext(nn.Module):
         return hidden_states[..., :0], None  # a view: no Q/K/V projection, no attention
 
 
-class _NoHeadsDistilAttention(nn.Module):
-    """DistilBERT self-attention (its output projection included) with no heads: the output bias."""
+class _NoHeadsAttention(_Replacement):
+    """Self-attention with no heads that holds its output projection ``out`` (DistilBERT ``out_lin``,
+    MPNet ``o``, ModernBERT ``Wo``): the projection of an empty context, i.e. its bias (zero without one),
+    through ``after`` (ModernBERT's output dropout), as a gated layer with every head at 0 gives.
+    """
 
-    def __init__(self, q_lin: nn.Linear, k_lin: nn.Linear, v_lin: nn.Linear, out_lin: nn.Linear):
-        super().__init__()
-        self.q_lin, self.k_lin, self.v_lin, self.out_lin = q_lin, k_lin, v_lin, out_lin
-        self.n_heads = 0
-        self.dim = 0
+    def __init__(self, original: nn.Module, out: str, after: str | None = None):
+        super().__init__(original)
+        self._out, self._after = out, after
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
-        return self.out_lin.bias.expand_as(hidden_states), None
+        output = getattr(self, self._out)(hidden_states[..., :0])  # zero input columns: no matrix product
+        if self._after is not None:
+            output = getattr(self, self._after)(output)
+        return output, None
 
 
-class _NoMlpIntermediate(nn.Module):
+class _KeptHeadsMPNetAttention(_Replacement):
+    """MPNet self-attention that keeps some heads.
+
+    MPNet's relative-position bias is computed once by the encoder with one slice per original head
+    and shared by every layer, so each layer takes its kept heads' slices before the (unchanged)
+    attention of transformers runs.
+    """
+
+    def __init__(self, original: nn.Module, kept: Sequence[int]):
+        super().__init__(original)
+        self._attention = type(original).forward
+        self.attention_head_size = original.attention_head_size
+        self.num_attention_heads, self.all_head_size = len(kept), len(kept) * original.attention_head_size
+        self.register_buffer("kept", torch.tensor(kept, dtype=torch.long), persistent=False)
+
+    def forward(self, hidden_states, attention_mask=None, position_bias=None, *args, **kwargs):
+        if position_bias is not None:  # (B, H, T, T)
+            position_bias = position_bias[:, self.kept.to(position_bias.device)]
+        return self._attention(self, hidden_states, attention_mask, position_bias, *args, **kwargs)
+
+
+class _NoMlpIntermediate(_Replacement):
     """BERT-like MLP input half, removed: an empty activation, (B, T, 0)."""
-
-    def __init__(self, dense: nn.Linear):
-        super().__init__()
-        self.dense = dense
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states[..., :0]
 
 
-class _NoMlpOutput(nn.Module):
+class _NoMlpOutput(_Replacement):
     """BERT-like MLP output half, removed: LayerNorm(z) of the sub-layer's input z."""
-
-    def __init__(self, dense: nn.Linear, layer_norm: nn.LayerNorm):
-        super().__init__()
-        self.dense = dense
-        self.LayerNorm = layer_norm  # the original attribute name, so the parameter names stay
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(input_tensor)
 
 
-class _NoMlpFFN(nn.Module):
-    """DistilBERT FFN, removed: the block adds its output to z, so a scalar zero leaves LayerNorm(z)."""
-
-    def __init__(self, lin1: nn.Linear, lin2: nn.Linear):
-        super().__init__()
-        self.lin1, self.lin2 = lin1, lin2
+class _NoMlp(_Replacement):
+    """A whole MLP module, removed (DistilBERT ``ffn``, ModernBERT ``mlp``): the block adds its output
+    to the residual stream z, so a scalar zero leaves z (then DistilBERT's LayerNorm(z))."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return input.new_zeros(())
@@ -208,52 +233,69 @@ def _slice_linear(linear: nn.Linear, *, rows: torch.Tensor | None = None, cols: 
     linear.out_features, linear.in_features = weight.shape
 
 
-def _rows_of(heads: Sequence[int], head_dim: int, device: torch.device) -> torch.Tensor:
-    # head h owns rows h*dh:(h+1)*dh of Q, K, V and the same input columns of the output projection
-    index = [h * head_dim + i for h in heads for i in range(head_dim)]
+def _rows_of(heads: Sequence[int], head_dim: int, device: torch.device, first: int = 0) -> torch.Tensor:
+    # head h owns rows first + h*dh : first + (h+1)*dh of a per-head block and the same input columns
+    # (first = 0) of the output projection
+    index = [first + h * head_dim + i for h in heads for i in range(head_dim)]
     return torch.tensor(index, dtype=torch.long, device=device)
 
 
-def _encoder_layers(model: nn.Module, family: str) -> nn.ModuleList:
-    base = getattr(model, "base_model", model)
-    return base.transformer.layer if family == "distilbert" else base.encoder.layer
+def _cut_heads(parts: LayerParts, kept: Sequence[int], head_dim: int) -> None:
+    """Slice every attention input to the kept heads' rows (a fused map keeps them in each of its Q, K and
+    V blocks, in that order) and the output projection to their columns."""
+    device = parts.attn_out.weight.device
+    rows: dict[int, list[torch.Tensor]] = {}
+    for linear, first in parts.head_blocks:
+        rows.setdefault(id(linear), []).append(_rows_of(kept, head_dim, device, first))
+    for linear in parts.attention_inputs:
+        _slice_linear(linear, rows=torch.cat(rows[id(linear)]))
+    _slice_linear(parts.attn_out, cols=_rows_of(kept, head_dim, device))
 
 
 def _restructure(model: nn.Module, plan: ExportPlan) -> None:
-    """Cut ``model`` (a full model of ``plan.layout``) down to ``plan``, in place."""
+    """Cut ``model`` (a full model of ``plan.layout``) down to ``plan``, in place.
+
+    The family decides which module gives way when a layer keeps no heads or no MLP, and which
+    attributes describe a narrower attention (transformers' modules reshape with -1 and take the head
+    size from their config, so the maps' shapes are what counts; these attributes keep the modules'
+    description right, as the old ``prune_heads`` did).
+    """
     adapter = adapter_for(model)
     family, dh = adapter.family, plan.layout.head_dim
-    blocks = _encoder_layers(model, family)
-    for index, (parts, block) in enumerate(zip(adapter.layers(model), blocks)):
+    for index, (parts, block) in enumerate(zip(adapter.layers(model), adapter.blocks(model))):
         kept, mlp_kept = plan.heads[index], plan.mlps[index]
         if len(kept) < plan.layout.num_heads:
-            rows = _rows_of(kept, dh, parts.query.weight.device)
-            for linear in (parts.query, parts.key, parts.value):
-                _slice_linear(linear, rows=rows)
-            _slice_linear(parts.attn_out, cols=rows)
+            _cut_heads(parts, kept, dh)
             if family == "distilbert":
-                attention = block.attention
                 if kept:
-                    # the forward reshapes with -1; these two describe the module (old prune_heads kept them so)
-                    attention.n_heads, attention.dim = len(kept), len(kept) * dh
+                    block.attention.n_heads, block.attention.dim = len(kept), len(kept) * dh
                 else:
-                    block.attention = _NoHeadsDistilAttention(parts.query, parts.key, parts.value, parts.attn_out)
-            else:
+                    block.attention = _NoHeadsAttention(block.attention, out="out_lin")
+            elif family == "modernbert":
+                if not kept:  # with some heads the fused map's reshape to (3, -1, dh) finds them itself
+                    block.attn = _NoHeadsAttention(block.attn, out="Wo", after="out_drop")
+            elif family == "mpnet":
+                attention = block.attention
+                attention.attn = (_KeptHeadsMPNetAttention(attention.attn, kept) if kept
+                                  else _NoHeadsAttention(attention.attn, out="o"))
+            else:  # BERT, RoBERTa, ELECTRA, DeBERTa-v2 (its relative-position maps were cut with Q and K)
                 attention = block.attention.self
                 if kept:
                     attention.num_attention_heads, attention.all_head_size = len(kept), len(kept) * dh
                 else:
-                    block.attention.self = _NoHeadsContext(parts.query, parts.key, parts.value)
+                    block.attention.self = _NoHeadsContext(attention)
         if not mlp_kept:
             empty = torch.empty(0, dtype=torch.long, device=parts.mlp_in.weight.device)
-            _slice_linear(parts.mlp_in, rows=empty)
+            _slice_linear(parts.mlp_in, rows=empty)  # a GeGLU map loses both halves, input and gate
             _slice_linear(parts.mlp_out, cols=empty)
             parts.mlp_out.bias = None  # the MLP gate scales the branch bias included: it goes too
             if family == "distilbert":
-                block.ffn = _NoMlpFFN(parts.mlp_in, parts.mlp_out)
+                block.ffn = _NoMlp(block.ffn)
+            elif family == "modernbert":
+                block.mlp = _NoMlp(block.mlp)
             else:
-                block.intermediate = _NoMlpIntermediate(parts.mlp_in)
-                block.output = _NoMlpOutput(parts.mlp_out, block.output.LayerNorm)
+                block.intermediate = _NoMlpIntermediate(block.intermediate)
+                block.output = _NoMlpOutput(block.output)
     setattr(model, _PLAN_ATTR, plan)
 
 
@@ -300,9 +342,14 @@ def body_macs_per_token(
 ) -> int:
     """Multiply-accumulates per token of the encoder layers at sequence length ``seq_len``.
 
-    Per layer with k heads of size dh, hidden d, MLP width f: Q, K, V and output projections
-    4*d*k*dh; attention scores and the weighted sum of values 2*k*dh*seq_len (one query against
-    ``seq_len`` keys); the MLP 2*d*f if kept. Embeddings, LayerNorms, softmax, activations and the
+    Per layer with k heads of size dh: the heads' projections, k times `Layout.macs_per_head` (Q, K,
+    V and output, 4*d*dh for hidden size d; a fused QKV map costs the same); attention scores and the
+    weighted sum of values 2*k*dh*seq_len (one query against ``seq_len`` keys); the MLP
+    `Layout.macs_per_mlp` if kept (2*d*f; 3*d*f for a GeGLU MLP of width f, whose input map is 2f
+    wide). DeBERTa-v2 also scores each query against the R = `Layout.relative_positions` projected
+    relative-position embeddings, k*R*dh, and projects those embeddings once per sequence, k*R*d*dh
+    shared by its ``seq_len`` tokens (rounded down). ModernBERT's local layers are counted as global:
+    SDPA computes every score and masks them. Embeddings, LayerNorms, softmax, activations and the
     classifier are left out. FLOPs are about twice this; ratios are the same.
 
     >>> from bertlottery.models import Layout
@@ -311,12 +358,14 @@ def body_macs_per_token(
     87293952
     """
     plan = ExportPlan.from_masks(layout, heads, mlps)
-    d, dh, f = layout.hidden_size, layout.head_dim, layout.intermediate_size
-    total = 0
+    d, dh, positions = layout.hidden_size, layout.head_dim, layout.relative_positions
+    per_token = per_sequence = 0
     for kept, mlp_kept in zip(plan.heads, plan.mlps):
-        width = len(kept) * dh
-        total += 4 * d * width + 2 * width * seq_len + (2 * d * f if mlp_kept else 0)
-    return total
+        k = len(kept)
+        per_token += k * (layout.macs_per_head + 2 * dh * seq_len + positions * dh)
+        per_token += layout.macs_per_mlp if mlp_kept else 0
+        per_sequence += k * positions * d * dh
+    return per_token + per_sequence // seq_len
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,11 +494,13 @@ def load_exported(out_dir: str | os.PathLike) -> nn.Module:
 
     config = AutoConfig.from_pretrained(str(out_dir))
     adapter_for(config.model_type)  # refuse unsupported families before building anything
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    model = AutoModelForSequenceClassification.from_config(
+        config, attn_implementation=attention_implementation(config.model_type)
+    )
     dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
     model.to(dtype)
     layout = model_layout(model)
-    if layout != plan.layout:
+    if layout.measured() != plan.layout.measured():  # an older pruning.json has no per-unit counts
         raise UserError(f"{out_dir}: config.json describes {layout} but pruning.json {plan.layout}; export again.")
     _restructure(model, plan)
 

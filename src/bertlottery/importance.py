@@ -149,15 +149,15 @@ def structured_importance(
 
 # Which tensors of each layer magnitude pruning may prune (SPEC section 3). "paper": the released
 # code's set, the six weight matrices and their biases except the MLP output projection's bias.
+# "attention_inputs" are the maps whose rows belong to heads: Q, K and V (ModernBERT's one fused map;
+# DeBERTa-v2's relative-position projections too), so every family prunes its own equivalent of the six.
 TENSOR_SETS: dict[str, tuple[tuple[str, str], ...]] = {
     "paper": (
-        ("query", "weight"), ("key", "weight"), ("value", "weight"), ("attn_out", "weight"),
-        ("mlp_in", "weight"), ("mlp_out", "weight"),
-        ("query", "bias"), ("key", "bias"), ("value", "bias"), ("attn_out", "bias"), ("mlp_in", "bias"),
+        ("attention_inputs", "weight"), ("attn_out", "weight"), ("mlp_in", "weight"), ("mlp_out", "weight"),
+        ("attention_inputs", "bias"), ("attn_out", "bias"), ("mlp_in", "bias"),
     ),
     "weights": (
-        ("query", "weight"), ("key", "weight"), ("value", "weight"), ("attn_out", "weight"),
-        ("mlp_in", "weight"), ("mlp_out", "weight"),
+        ("attention_inputs", "weight"), ("attn_out", "weight"), ("mlp_in", "weight"), ("mlp_out", "weight"),
     ),
 }
 
@@ -175,9 +175,11 @@ def prunable_parameters(model: nn.Module, tensor_set: str = "paper") -> dict[str
     chosen: dict[str, nn.Parameter] = {}
     for parts in adapter_for(model).layers(model):
         for part, attribute in TENSOR_SETS[tensor_set]:
-            param = getattr(getattr(parts, part), attribute)
-            if param is not None:
-                chosen[names[id(param)]] = param
+            linears = parts.attention_inputs if part == "attention_inputs" else (getattr(parts, part),)
+            for linear in linears:
+                param = getattr(linear, attribute)
+                if param is not None:  # ModernBERT's maps have no biases
+                    chosen[names[id(param)]] = param
     return chosen
 
 

@@ -221,7 +221,8 @@ def structured_weight_mask(
     model: nn.Module, heads: HeadMask | None = None, mlps: MlpMask | None = None
 ) -> WeightMask:
     """The single weights that a head and MLP mask switch off, as a weight mask over the prunable
-    tensors (Q, K, V rows and biases, attention-output columns, both MLP projections and biases).
+    tensors: every attention input's per-head rows and biases (Q, K, V, a fused QKV map's three blocks,
+    DeBERTa's relative-position projections), attention-output columns, both MLP maps and their biases.
     """
     layout = model_layout(model)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -230,14 +231,19 @@ def structured_weight_mask(
     for index, parts in enumerate(adapter_for(model).layers(model)):
         head_keep = heads.keep[index] if heads is not None else torch.ones(layout.num_heads, dtype=torch.bool)
         per_dim = head_keep.repeat_interleave(dh)  # (H*dh,)
-        for linear in (parts.query, parts.key, parts.value):
-            keep[names[id(linear.weight)]] = per_dim.unsqueeze(1).expand_as(linear.weight).clone()
-            keep[names[id(linear.bias)]] = per_dim.clone()
+        rows = {id(linear): torch.ones(linear.out_features, dtype=torch.bool) for linear in parts.attention_inputs}
+        for linear, first in parts.head_blocks:
+            rows[id(linear)][first : first + per_dim.numel()] = per_dim
+        for linear in parts.attention_inputs:
+            row_keep = rows[id(linear)]
+            keep[names[id(linear.weight)]] = row_keep.unsqueeze(1).expand_as(linear.weight).clone()
+            if linear.bias is not None:
+                keep[names[id(linear.bias)]] = row_keep.clone()
         keep[names[id(parts.attn_out.weight)]] = per_dim.unsqueeze(0).expand_as(parts.attn_out.weight).clone()
         mlp_on = bool(mlps.keep[index]) if mlps is not None else True
         for linear in (parts.mlp_in, parts.mlp_out):
-            keep[names[id(linear.weight)]] = torch.full(linear.weight.shape, mlp_on)
-            keep[names[id(linear.bias)]] = torch.full(linear.bias.shape, mlp_on)
+            for param in linear.parameters():
+                keep[names[id(param)]] = torch.full(param.shape, mlp_on)
     return WeightMask(keep)
 
 
