@@ -222,7 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _stages_of(run_dir: Path):
     from . import runs
     from .config import from_dict
-    from .pipeline import expand
+    from .studies import expand
 
     config_file = run_dir / runs.CONFIG_FILE
     if not config_file.is_file():
@@ -232,8 +232,10 @@ def _stages_of(run_dir: Path):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import runs
     from .config import load
-    from .pipeline import expand, prepare_run, run_local
+    from .pipeline import prepare_run, run_local
+    from .studies import execute, expand
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for the Ray executor; add --executor ray.")
@@ -260,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def report(stage, state: str) -> None:
         import time
 
-        from .pipeline import stage_seconds
+        from .costs import stage_seconds
 
         if state in ("start", "queued"):  # queued: handed to Ray, which starts it when a worker is free
             started[stage.id] = time.monotonic()
@@ -278,15 +280,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         from .pipeline import run_ray
 
-        states = run_ray(stages, run_dir, config, address=args.address, on_stage=report, states=before)
+        states = run_ray(stages, run_dir, config, execute=execute, address=args.address, on_stage=report,
+                         states=before)
     else:
-        states = run_local(stages, run_dir, config, progress=not args.no_progress, on_stage=report, states=before)
+        states = run_local(stages, run_dir, config, execute=execute, progress=not args.no_progress, on_stage=report,
+                           states=before)
     bar.close()
     import pandas as pd
 
     from .results import format_summary, summary
 
-    results = pd.read_parquet(run_dir / "results.parquet")
+    results = pd.read_parquet(run_dir / runs.RESULTS_PARQUET)
     table = summary(results)
     if not table.empty:
         print("\n" + format_summary(table) + "\n")
@@ -294,7 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {line}")
     counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
     print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
-          f"results in {run_dir / 'results.csv'}")
+          f"results in {run_dir / runs.RESULTS_CSV}")
     print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1
 
@@ -312,14 +316,14 @@ def unlearnt_task_warnings(results) -> list[str]:
 
 def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, float]) -> str:
     """The live view's estimate: "~1.2 h of stage time left, " ("" until a stage of some kind has run)."""
-    from .pipeline import estimate_left
+    from .costs import estimate_left
 
     left = estimate_left(stages, run_dir, states, cache)
     return f"~{left['seconds'] / 3600:.1f} h of stage time left, " if left["estimated"] else ""
 
 
 def _cost_line(stages, run_dir: Path) -> str:
-    from .pipeline import run_summary
+    from .costs import run_summary
 
     total = run_summary(stages, run_dir)
     line = f"stage time {total['seconds'] / 3600:.2f} h"
@@ -331,7 +335,8 @@ def _cost_line(stages, run_dir: Path) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from . import runs
-    from .pipeline import FAILED_DIR, estimate_left, stage_states
+    from .costs import estimate_left
+    from .pipeline import stage_states
 
     run_dir = Path(args.run_dir)
     config, stages = _stages_of(run_dir)
@@ -354,7 +359,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if state != "done" or args.all:
             line = f"  {state:<8} {stage.id}"
             if state == "failed":
-                error = runs.read_json(run_dir / FAILED_DIR / f"{stage.file_id}.json")["error"]
+                error = runs.read_json(run_dir / runs.FAILED_DIR / f"{stage.file_id}.json")["error"]
                 line += f"  ({error.splitlines()[0][:120]})"
             print(line)
     return 0

@@ -79,6 +79,13 @@ class TrainConfig:
     holdout_fraction: float = 0.0
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def for_task(self, task: str, seed: int) -> dict[str, Any]:
+        """The settings of one task's training runs at ``seed``, as a stage records (and hashes) them."""
+        train = {k: v for k, v in dataclasses.asdict(self).items() if k != "per_task"}
+        train.update(self.per_task.get(task, {}))
+        train["seed"] = seed
+        return train
+
 
 @dataclass(frozen=True)
 class StructuredConfig:

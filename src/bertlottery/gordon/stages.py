@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ExperimentConfig
-from ..pipeline import Stage, _train_settings
+from ..pipeline import Stage
 from ..results import ResultRow
 from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
 
-__all__ = ["expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
+__all__ = ["KINDS", "expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
            "ANALYSIS_FILE", "HEATMAPS_FILE"]
 
+KINDS = ("gordon-head", "gordon-pretrain", "gordon-similarity", "gordon-finetune", "gordon-select")
 PRETRAIN_TASK = "pretrain"
 DEV_MASK_SEED = 0  # every checkpoint's dev loss is taken on the same masked tokens, whatever the study seed
 SELECTION_FILE = "selection.json"
@@ -106,7 +107,7 @@ def expand(config: ExperimentConfig) -> list[Stage]:
 def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: list[float]) -> list[Stage]:
     g = config.gordon
     d = g.downstream
-    base = _train_settings(config, task, seed)
+    base = config.train.for_task(task, seed)
     variants = d.variants
     glue = config.glue_dir
     stages: list[Stage] = []
