@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertlottery import recipes
+from bertlottery.steps import finetune as finetune_step
 from bertlottery.cli import main
 from bertlottery.masks import load_masks
 from bertlottery.models import load_model
@@ -107,13 +107,13 @@ def test_retrain_starts_from_pretrained_weights_and_the_original_classifier(tiny
     root, glue, run = tiny_run
     assert cli("prune", "magnitude", run, "--out", tmp_path / "m", "--glue-dir", glue, "--no-progress") == 0
     starts = []
-    real_finetune = recipes.finetune
+    real_finetune = finetune_step.finetune
 
     def spy(model, *args, **kwargs):
         starts.append({n: p.detach().clone() for n, p in model.named_parameters()})
         return real_finetune(model, *args, **kwargs)
 
-    monkeypatch.setattr(recipes, "finetune", spy)
+    monkeypatch.setattr(finetune_step, "finetune", spy)
     out = tmp_path / "re"
     assert cli("retrain", run, "--mask", tmp_path / "m", "--out", out, "--glue-dir", glue, "--epochs", "3",
                "--no-progress") == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertlottery import lottery
+from bertlottery.steps import subnetworks
 from bertlottery.cli import main
 from bertlottery.config import load
 from bertlottery.masks import load_masks
@@ -85,7 +85,7 @@ def test_a_failing_stage_is_recorded_and_only_its_dependents_wait(tiny_model_dir
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(lottery, "make_super_survivors", broken)
+    monkeypatch.setattr(subnetworks, "make_super_survivors", broken)
     assert main(argv) == 1
     out = capsys.readouterr().out
     # the super-survivor stage fails; its pruned evaluations (3 subnetworks x 2 seeds) wait, the rest runs

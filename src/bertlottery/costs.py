@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import runs
 from .errors import UserError
 
-if TYPE_CHECKING:
-    from .config import ExperimentConfig
-    from .pipeline import Stage
+Stage = Any  # a `bertlottery.pipeline.Stage`: what is read here is its id, kind and task
+ExperimentConfig = Any  # a `bertlottery.config.ExperimentConfig`: what is read here is its energy section
 
 __all__ = ["energy_tracking", "EnergyMeter", "run_summary", "stage_seconds", "estimate_left"]
 

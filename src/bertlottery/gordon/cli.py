@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 
 def register(sub) -> None:
-    from ..cli import _add_train_args
+    from ..cli.common import add_train_arguments
     from .names import PRETRAIN_METHODS, SCOPES, TENSOR_CHOICES, VARIANTS
 
     p = sub.add_parser("gordon", help="Compressing BERT (Gordon et al. 2020): pruning during pre-training")
@@ -58,7 +58,7 @@ def register(sub) -> None:
     q.add_argument("--max-train-examples", type=int)
     q.add_argument("--out", required=True)
     q.add_argument("--no-progress", action="store_true")
-    _add_train_args(q)
+    add_train_arguments(q)
     q.set_defaults(func=cmd_finetune)
 
     q = gsub.add_parser("analyse", help="the Gordon section of a study's report, as one HTML page")
@@ -102,7 +102,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .. import runs
-    from ..cli import _glue, _print_metrics, _settings
+    from ..cli.common import glue_dir_of, print_metrics, train_settings_of
     from ..masks import load_masks
     from .downstream import AfterDownstream, run_downstream
 
@@ -114,10 +114,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         after = AfterDownstream(args.sparsity, scope=args.scope, tensors=args.tensors, embeddings=args.prune_embeddings)
     elif (source / runs.MASK_FILE).is_file():
         mask = load_masks(source / runs.MASK_FILE).weights
-    record = run_downstream(runs.model_dir_of(source), args.task, args.out, glue_dir=_glue(args),
-                            settings=_settings(args), variant=args.variant, mask=mask, after=after,
+    record = run_downstream(runs.model_dir_of(source), args.task, args.out, glue_dir=glue_dir_of(args),
+                            settings=train_settings_of(args), variant=args.variant, mask=mask, after=after,
                             max_train_examples=args.max_train_examples, progress=not args.no_progress)
-    _print_metrics(record, label=f"{args.variant}: ")
+    print_metrics(record, label=f"{args.variant}: ")
     print(f"training loss over the training set {record['train_loss']:.4f}; fraction kept "
           f"{record['fraction_kept']:.3f}; wrote {args.out}")
     return 0

@@ -39,7 +39,7 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
             stages.append(finetune)
             per_seed[seed] = {"finetune": finetune}
             for method in config.methods:
-                method_settings = {"threshold": pruning["threshold"], "compat": pruning["compat"],
+                method_settings = {"keep_fraction": pruning["keep_fraction"], "compat": pruning["compat"],
                                    **pruning[method]}
                 prune = Stage("prune", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
                               method_settings, {"finetune": finetune.id})
@@ -94,7 +94,7 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
 def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: ExperimentConfig,
             progress: bool) -> list[ResultRow]:
     """Run one lottery stage into ``out``; return its result rows."""
-    from .. import lottery, recipes
+    from ..steps import baselines, evaluate, finetune, prune, retrain, subnetworks
     from ..training import TrainSettings
 
     glue = Path(config.glue_dir) if config.glue_dir else None
@@ -103,7 +103,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
     if stage.kind == "finetune":
         train = dict(stage.settings["train"])
         cap, holdout = train.pop("max_train_examples"), train.pop("holdout_fraction")
-        record = recipes.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
+        record = finetune.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
                                       settings=TrainSettings(**train), max_train_examples=cap,
                                       holdout_fraction=holdout, overwrite=True, progress=progress)
         return rows_from_metrics(record, **row_keys)
@@ -111,33 +111,33 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         s = stage.settings
         compat = None if s["compat"] == "none" else s["compat"]
         if stage.keys["method"] == "structured":
-            lottery.prune_structured_run(inputs["finetune"], out, glue_dir=glue, mode=s["mode"],
-                                         threshold=s["threshold"], scoring_split=s["scoring_split"],
+            prune.prune_structured_run(inputs["finetune"], out, glue_dir=glue, mode=s["mode"],
+                                         keep_fraction=s["keep_fraction"], scoring_split=s["scoring_split"],
                                          normalize_by_layer=s["normalize_by_layer"],
                                          global_min_max=s["global_min_max"], compat=compat,
                                          batch_size=s["batch_size"], overwrite=True, progress=progress)
         else:
-            lottery.prune_magnitude_run(inputs["finetune"], out, glue_dir=glue, threshold=s["threshold"],
+            prune.prune_magnitude_run(inputs["finetune"], out, glue_dir=glue, keep_fraction=s["keep_fraction"],
                                         scope=s["scope"], tensor_set=s["tensors"], step_fraction=s["step_fraction"],
                                         compat=compat, overwrite=True, progress=progress)
         return []
     if stage.kind == "subnetworks":
         compat = None if stage.settings["compat"] == "none" else stage.settings["compat"]
-        lottery.make_subnetworks(inputs["prune"], out, seed=stage.keys["seed"], compat=compat, overwrite=True)
+        subnetworks.make_subnetworks(inputs["prune"], out, seed=stage.keys["seed"], compat=compat, overwrite=True)
         return []
     if stage.kind == "super":
         prunes = [inputs[k] for k in sorted(inputs, key=lambda k: int(k.removeprefix("prune")))]
-        lottery.make_super_survivors(prunes, out, seed=stage.settings["seed"], overwrite=True)
+        subnetworks.make_super_survivors(prunes, out, seed=stage.settings["seed"], overwrite=True)
         return []
     if stage.kind == "evaluate":
         mask = inputs["subnetworks"] / runs.subnetwork_file(stage.settings["subnetwork"])
-        record = recipes.evaluate_run(inputs["finetune"], task_name=stage.task, glue_dir=glue, masks_path=mask)
+        record = evaluate.evaluate_run(inputs["finetune"], task_name=stage.task, glue_dir=glue, masks_path=mask)
         out.mkdir(parents=True, exist_ok=True)
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
     if stage.kind == "retrain":
         mask = inputs["subnetworks"] / runs.subnetwork_file(stage.settings["subnetwork"])
-        record = lottery.retrain_run(inputs["finetune"], mask, out, glue_dir=glue, epochs=stage.settings["epochs"],
+        record = retrain.retrain_run(inputs["finetune"], mask, out, glue_dir=glue, epochs=stage.settings["epochs"],
                                      overwrite=True, progress=progress)
         rows = rows_from_metrics(record, **row_keys)
         if stage.keys["mode"] == "retrained-long":  # the metric after every epoch (appendix D)
@@ -148,14 +148,14 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                         "body_fraction_kept": record["body_fraction_kept"]}, **{**row_keys, "epochs": epoch["epoch"]})]
         return rows
     if stage.kind == "baseline" and stage.keys["method"] == "majority":
-        record = lottery.majority_baseline_metrics(stage.task, glue)
+        record = baselines.majority_baseline_metrics(stage.task, glue)
         out.mkdir(parents=True, exist_ok=True)
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
     if stage.kind == "baseline":
         train = dict(stage.settings["train"])
         cap, _ = train.pop("max_train_examples"), train.pop("holdout_fraction")
-        record = lottery.random_init_baseline_run(stage.settings["model"], stage.task,
+        record = baselines.random_init_baseline_run(stage.settings["model"], stage.task,
                                                   inputs["subnetworks"] / runs.subnetwork_file("bad"), out, glue_dir=glue,
                                                   settings=TrainSettings(**train), max_train_examples=cap,
                                                   overwrite=True, progress=progress)
