@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import did_you_mean
 
-__all__ = ["TrainSettings", "MIXED_PRECISION", "option"]
+__all__ = ["TrainSettings", "MIXED_PRECISION", "option", "stage_fields"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -85,7 +85,14 @@ class TrainSettings:
         return found
 
     def stage_dict(self) -> dict[str, Any]:
-        """The settings a stage records and hashes: a setting added after studies were run only when it
-        is set away from its default (see `option`)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if not (f.metadata.get("hashed_if_set") and getattr(self, f.name) == f.default)}
+        """The settings a stage records and hashes (see `stage_fields`)."""
+        return stage_fields(self, include_unset=True)
+
+
+def stage_fields(settings: Any, *, include_unset: bool = False) -> dict[str, Any]:
+    """A settings object as a stage records (and hashes) it: a setting added after studies were run only
+    when it is set away from its default (see `option`), and without the settings a config does not set
+    (the seed) unless ``include_unset``."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings)
+            if (include_unset or f.metadata.get("config", True))
+            and not (f.metadata.get("hashed_if_set") and getattr(settings, f.name) == f.default)}

@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .steps.finetune import finetune_run
+    from ..steps.finetune import finetune_run
 
     record = finetune_run(
         args.model, args.task, args.out, glue_dir=glue_dir_of(args), settings=train_settings_of(args), masks_path=args.mask,
@@ -27,8 +27,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import runs
-    from .steps.evaluate import evaluate_run
+    from .. import runs
+    from ..steps.evaluate import evaluate_run
 
     record = evaluate_run(args.run, task_name=args.task, glue_dir=glue_dir_of(args), masks_path=args.mask,
                           max_length=args.max_length)
@@ -43,7 +43,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from .steps.quickstart import quickstart
+    from ..steps.quickstart import quickstart
 
     result = quickstart(
         glue_dir=glue_dir_of(args), task_name=args.task, out=args.out, seed=args.seed,
@@ -72,7 +72,7 @@ def _print_prune(record: dict[str, Any], out: str) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .steps.prune import prune_magnitude_run, prune_structured_run
+    from ..steps.prune import prune_magnitude_run, prune_structured_run
 
     if not 0 < args.keep_fraction <= 1:
         raise UserError(f"--keep-fraction is a fraction of the full model's metric in (0, 1], got {args.keep_fraction}.")
@@ -89,7 +89,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_subnetworks(args: argparse.Namespace) -> int:
-    from .steps.subnetworks import make_subnetworks, make_super_survivors
+    from ..steps.subnetworks import make_subnetworks, make_super_survivors
 
     if args.super:
         sizes = make_super_survivors(args.masks, args.out, seed=args.seed, overwrite=args.overwrite)
@@ -105,7 +105,7 @@ def cmd_subnetworks(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from .steps.retrain import retrain_run
+    from ..steps.retrain import retrain_run
 
     record = retrain_run(args.run, args.mask, args.out, glue_dir=glue_dir_of(args), epochs=args.epochs,
                          overwrite=args.overwrite, progress=not args.no_progress)
@@ -116,8 +116,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from . import runs
-    from .steps.baselines import majority_baseline_metrics, random_init_baseline_run
+    from .. import runs
+    from ..steps.baselines import majority_baseline_metrics, random_init_baseline_run
 
     if args.kind == "majority":
         record = majority_baseline_metrics(args.task, glue_dir_of(args))
@@ -135,7 +135,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .steps.export import export_run
+    from ..steps.export import export_run
 
     plan = export_run(args.run, args.mask, args.out)
     params, macs = plan["params"], plan["macs_per_token"]
@@ -146,7 +146,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_masks(args: argparse.Namespace) -> int:
-    from .masks import import_prasanna2020, load_masks, save_masks
+    from ..masks import import_prasanna2020, load_masks, save_masks
 
     if args.masks_command == "import-paper":
         masks = import_prasanna2020(args.seed_dir)

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .. import checks
 from ..checks import check_names
-from ..settings import MIXED_PRECISION
+from ..settings import MIXED_PRECISION, option
 from .names import PRETRAIN_METHODS, SCOPES, TENSOR_CHOICES, VARIANTS
 
-__all__ = ["GordonConfig", "GordonCorpusConfig", "GordonPretrainConfig", "GordonDownstreamConfig",
+__all__ = ["PretrainSettings", "GordonConfig", "GordonCorpusConfig", "GordonPretrainConfig", "GordonDownstreamConfig",
            "GordonAnalysisConfig", "validate"]
 
 
@@ -34,8 +34,33 @@ class GordonCorpusConfig:
 
 
 @dataclass(frozen=True)
-class GordonPretrainConfig:
-    """Continued MLM pre-training with pruning (G§3.2; `docs/algorithms.md`).
+class PretrainSettings:
+    """The hyper-parameters of the MLM training loop (`bertlottery.gordon.mlm.pretrain` and `train_head`),
+    declared once: the config's ``gordon.pretrain`` section extends them, and ``bertlottery gordon
+    pretrain`` takes its defaults from here (a short run; a study's defaults are the paper's, below).
+    ``eval_every``: dev loss every N steps as well as at the end (a curve); None: at the end only."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    max_grad_norm: float = option(1.0, "gradient-norm clip", hashed_if_set=True)
+    mlm_probability: float = 0.15
+    eval_every: int | None = None
+    seed: int = option(42, "MLM masking, data order and random pruning", config=False)
+    mixed_precision: str = "no"
+    log_every: int = option(10, "steps per logged training loss", config=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GordonPretrainConfig(PretrainSettings):
+    """Continued MLM pre-training with pruning (G§3.2; `docs/algorithms.md`): the loop's settings
+    (`PretrainSettings`, with the paper's run length, batch and warm-up as a study's defaults) and how
+    it prunes.
 
     The sparsity follows Zhu & Gupta's cubic schedule from 0 at step 0 to the target at
     ``prune_steps``, the mask recomputed every ``prune_every`` steps; training goes on to ``steps``.
@@ -48,23 +73,23 @@ class GordonPretrainConfig:
     to the word embeddings); 0 skips it.
     """
 
+    # the paper's run (G§3.2) in place of the loop's short default
     steps: int = 100_000
+    batch_size: int = 256
+    warmup_steps: int = 1_000
     prune_steps: int = 10_000
     prune_every: int = 10
     methods: list[str] = field(default_factory=lambda: ["gmp", "random"])
     scope: str = "local"
     tensors: str = "gordon"
     prune_embeddings: bool = True
-    batch_size: int = 256
     max_length: int = 128
-    learning_rate: float = 1e-4
-    warmup_steps: int = 1_000
-    weight_decay: float = 0.01
-    mlm_probability: float = 0.15
     head_steps: int = 0
     head_learning_rate: float = 1e-3
-    eval_every: int | None = None  # dev loss every N steps as well as at the end (a curve); None: end only
-    mixed_precision: str = "no"
+
+    def loop(self, seed: int) -> PretrainSettings:
+        """The settings of the pre-training loop of one seed."""
+        return PretrainSettings(**{f.name: getattr(self, f.name) for f in fields(PretrainSettings)} | {"seed": seed})
 
 
 @dataclass(frozen=True)

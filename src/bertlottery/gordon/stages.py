@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ExperimentConfig
+from ..settings import stage_fields
+from .config import GordonCorpusConfig, GordonPretrainConfig
 from ..pipeline import Stage
 from ..results import ResultRow
 from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
@@ -66,7 +68,7 @@ def expand(config: ExperimentConfig) -> list[Stage]:
 
     g = config.gordon
     corpus = asdict(g.corpus)
-    pretrain = {k: v for k, v in asdict(g.pretrain).items() if k not in ("methods", "head_steps", "head_learning_rate")}
+    pretrain = {k: v for k, v in stage_fields(g.pretrain).items() if k not in ("methods", "head_steps", "head_learning_rate")}
     sparsities = list(g.sparsities)
     stages: list[Stage] = []
     for seed in config.seeds:
@@ -183,43 +185,44 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _blocks(corpus: dict[str, Any], tokenizer, length: int, which: str):
-    from .mlm import corpus_blocks
+def _blocks(corpus: GordonCorpusConfig, tokenizer, length: int, which: str):
+    from .corpus import corpus_blocks
 
-    cap = corpus["max_train_sequences"] if which == "train" else corpus["dev_sequences"]
-    return corpus_blocks(corpus[which], tokenizer, length, text_format=corpus["format"], max_blocks=cap)
+    cap = corpus.max_train_sequences if which == "train" else corpus.dev_sequences
+    return corpus_blocks(getattr(corpus, which), tokenizer, length, text_format=corpus.format, max_blocks=cap)
 
 
-def _dev_set(corpus: dict[str, Any], tokenizer, length: int, probability: float):
-    from .mlm import masked_dev_set
+def _dev_set(corpus: GordonCorpusConfig, tokenizer, length: int, probability: float):
+    from .corpus import masked_dev_set
 
     return masked_dev_set(_blocks(corpus, tokenizer, length, "dev"), tokenizer, probability, seed=DEV_MASK_SEED)
 
 
 def _head(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    s = stage.settings
-    head_run(s["model"], out, corpus=s["corpus"], head=s["head"], seed=s["seed"], progress=progress)
+    s, head = stage.settings, stage.settings["head"]
+    pretrain = GordonPretrainConfig(head_steps=head["steps"], head_learning_rate=head["learning_rate"],
+                                    batch_size=head["batch_size"], max_length=head["max_length"],
+                                    mlm_probability=head["mlm_probability"], weight_decay=head["weight_decay"])
+    head_run(s["model"], out, corpus=GordonCorpusConfig(**s["corpus"]), pretrain=pretrain, seed=s["seed"],
+             progress=progress)
     return []
 
 
-def head_run(model_name: str | Path, out: Path, *, corpus: dict[str, Any], head: dict[str, Any], seed: int,
-             progress: bool = True) -> dict[str, Any]:
-    """Train a new MLM head alone and write the checkpoint to ``out`` (see the module docstring).
-
-    ``corpus``: the fields of `bertlottery.config.GordonCorpusConfig`; ``head``: steps, learning_rate,
-    batch_size, max_length, mlm_probability, weight_decay.
-    """
+def head_run(model_name: str | Path, out: Path, *, corpus: GordonCorpusConfig, pretrain: GordonPretrainConfig,
+             seed: int, progress: bool = True) -> dict[str, Any]:
+    """Train a new MLM head alone (``pretrain.head_steps`` at ``pretrain.head_learning_rate``) and write the
+    checkpoint to ``out`` (see the module docstring)."""
     from .. import runs
     from .mlm import PretrainSettings, dev_loss, load_mlm, save_mlm, train_head
 
-    s, h = {"corpus": corpus, "seed": seed}, head
     model, tokenizer, info = load_mlm(model_name, seed=seed)
     model.to(_device())
-    blocks = _blocks(s["corpus"], tokenizer, h["max_length"], "train")
-    dev = _dev_set(s["corpus"], tokenizer, h["max_length"], h["mlm_probability"])
+    blocks = _blocks(corpus, tokenizer, pretrain.max_length, "train")
+    dev = _dev_set(corpus, tokenizer, pretrain.max_length, pretrain.mlm_probability)
     before = dev_loss(model, dev)
-    settings = PretrainSettings(steps=h["steps"], batch_size=h["batch_size"], learning_rate=h["learning_rate"],
-                                weight_decay=h["weight_decay"], mlm_probability=h["mlm_probability"], seed=s["seed"])
+    settings = PretrainSettings(steps=pretrain.head_steps, batch_size=pretrain.batch_size,
+                                learning_rate=pretrain.head_learning_rate, weight_decay=pretrain.weight_decay,
+                                mlm_probability=pretrain.mlm_probability, seed=seed)
     history = train_head(model, tokenizer, blocks, settings, progress=progress)
     after = dev_loss(model, dev)
     record = {"pretrain_dev_loss": after, "pretrain_dev_loss_start": before, "new_head": info["new_head"],
@@ -234,50 +237,46 @@ def head_run(model_name: str | Path, out: Path, *, corpus: dict[str, Any], head:
 
 
 def _pretrain(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    from .. import runs
+
     s = stage.settings
-    start = inputs["start"] / "model" if "start" in inputs else s["model"]
-    pretrain_run(start, out, corpus=s["corpus"], pretrain=s["pretrain"], method=s["method"], sparsity=s["sparsity"],
-                 seed=s["seed"], progress=progress)
+    start = inputs["start"] / runs.MODEL_DIR if "start" in inputs else s["model"]
+    pretrain_run(start, out, corpus=GordonCorpusConfig(**s["corpus"]), pretrain=GordonPretrainConfig(**s["pretrain"]),
+                 method=s["method"], sparsity=s["sparsity"], seed=s["seed"], progress=progress)
     return []
 
 
-def pretrain_run(start: str | Path, out: Path, *, corpus: dict[str, Any], pretrain: dict[str, Any], method: str,
-                 sparsity: float, seed: int, progress: bool = True) -> dict[str, Any]:
-    """Continue pre-training ``start`` with pruning and write the checkpoint and its analyses to ``out``.
-
-    ``corpus``, ``pretrain``: the fields of `bertlottery.config.GordonCorpusConfig` and
-    `bertlottery.config.GordonPretrainConfig` (without ``methods``). Returns the metrics record.
-    """
+def pretrain_run(start: str | Path, out: Path, *, corpus: GordonCorpusConfig, pretrain: GordonPretrainConfig,
+                 method: str, sparsity: float, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Continue pre-training ``start`` with ``method`` pruning to ``sparsity`` and write the checkpoint
+    and its analyses to ``out`` (``pretrain.methods`` and the head settings are not read). Returns the
+    metrics record."""
     import numpy as np
 
     from .. import runs
     from ..masks import Masks, save_masks
     from ..models import adapter_for
     from .analysis import embedding_heatmap, head_prune_rates, key_heatmap, weight_statistics
-    from .mlm import Pruning, PretrainSettings, dev_loss, load_mlm, save_mlm
+    from .mlm import Pruning, dev_loss, load_mlm, save_mlm
     from .mlm import pretrain as continue_pretraining
     from .pruning import mask_sparsity, pruned_parameters
 
-    s = {"corpus": corpus, "method": method, "sparsity": sparsity, "seed": seed}
     p = pretrain
     model, tokenizer, info = load_mlm(start, seed=seed)
     model.to(_device())
-    blocks = _blocks(s["corpus"], tokenizer, p["max_length"], "train")
-    dev = _dev_set(s["corpus"], tokenizer, p["max_length"], p["mlm_probability"])
+    blocks = _blocks(corpus, tokenizer, p.max_length, "train")
+    dev = _dev_set(corpus, tokenizer, p.max_length, p.mlm_probability)
 
     def statistics():  # G Table 3: every matrix Gordon prunes, embeddings and pooler included
         return weight_statistics({n: t.detach().float().cpu() for n, t in pruned_parameters(model, "gordon", True).items()})
 
     stats_start = statistics()
     loss_start = dev_loss(model, dev)
-    settings = PretrainSettings(steps=p["steps"], batch_size=p["batch_size"], learning_rate=p["learning_rate"],
-                                warmup_steps=p["warmup_steps"], weight_decay=p["weight_decay"],
-                                mlm_probability=p["mlm_probability"], eval_every=p["eval_every"], seed=s["seed"],
-                                mixed_precision=p["mixed_precision"])
+    settings = p.loop(seed)
     pruning = None
-    if s["sparsity"] > 0:
-        pruning = Pruning(method=s["method"], target=s["sparsity"], end=p["prune_steps"], every=p["prune_every"],
-                          scope=p["scope"], tensors=p["tensors"], embeddings=p["prune_embeddings"], seed=s["seed"])
+    if sparsity > 0:
+        pruning = Pruning(method=method, target=sparsity, end=p.prune_steps, every=p.prune_every, scope=p.scope,
+                          tensors=p.tensors, embeddings=p.prune_embeddings, seed=seed)
     history, mask = continue_pretraining(model, tokenizer, blocks, dev, settings, pruning=pruning, progress=progress)
     model.cpu()
 
@@ -293,8 +292,8 @@ def pretrain_run(start: str | Path, out: Path, *, corpus: dict[str, Any], pretra
     record = {
         "pretrain_dev_loss": history.dev[-1]["loss"],
         "pretrain_dev_loss_start": loss_start,
-        "method": s["method"],
-        "target_sparsity": s["sparsity"],
+        "method": method,
+        "target_sparsity": sparsity,
         "sparsity_reached": mask_sparsity(mask) if mask is not None else 0.0,
         "per_tensor_sparsity": ({n: 1 - float(k.float().mean()) for n, k in mask.keep.items()}
                                 if mask is not None else {}),
@@ -310,8 +309,8 @@ def pretrain_run(start: str | Path, out: Path, *, corpus: dict[str, Any], pretra
         save_mlm(model, tokenizer, scratch / runs.MODEL_DIR)
         if mask is not None:
             save_masks(scratch / runs.MASK_FILE, Masks(weights=mask, params={
-                "method": s["method"], "sparsity": s["sparsity"], "scope": p["scope"], "tensors": p["tensors"],
-                "embeddings": p["prune_embeddings"]}))
+                "method": method, "sparsity": sparsity, "scope": p.scope, "tensors": p.tensors,
+                "embeddings": p.prune_embeddings}))
         np.savez_compressed(scratch / HEATMAPS_FILE, key=key_heatmap(key).astype(np.float16),
                             embeddings=heat.astype(np.float16), embedding_lengths=lengths)
         runs.write_json(scratch / ANALYSIS_FILE, analysis)
@@ -335,7 +334,7 @@ def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool
         reference = AutoModel.from_pretrained(inputs["reference"] / runs.MODEL_DIR, attn_implementation="sdpa").to(device)
         pruned = AutoModel.from_pretrained(inputs["pruned"] / runs.MODEL_DIR, attn_implementation="sdpa").to(device)
     tokenizer = load_tokenizer(str(inputs["reference"] / runs.MODEL_DIR))
-    blocks = _blocks(s["corpus"], tokenizer, s["max_length"], "dev")[: s["sequences"]]
+    blocks = _blocks(GordonCorpusConfig(**s["corpus"]), tokenizer, s["max_length"], "dev")[: s["sequences"]]
     layers = hidden_state_similarity(reference, pruned, (blocks[i:i + SIMILARITY_BATCH]
                                                          for i in range(0, len(blocks), SIMILARITY_BATCH)))
     out.mkdir(parents=True, exist_ok=True)
@@ -352,10 +351,7 @@ def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) 
     from .downstream import AfterDownstream, run_downstream
 
     s = stage.settings
-    train = dict(s["train"])
-    cap = train.pop("max_train_examples")
-    train.pop("holdout_fraction", None)
-    settings = TrainSettings(**train)
+    settings, cap = TrainSettings.from_dict(s["train"]), s["train"]["max_train_examples"]
     glue = Path(s["glue_dir"]) if s["glue_dir"] else None
     mask = reference = after = None
     if s["variant"] == "after-downstream":
