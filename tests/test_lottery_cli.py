@@ -52,11 +52,11 @@ def test_structured_prune_writes_mask_trace_and_metrics(tiny_run, tmp_path):
     assert trace["steps"], "the search took no step"
     assert all({"phase", "metric", "accepted", "heads_kept", "mlps_kept", "scores"} <= set(s) for s in trace["steps"])
     accepted = [s for s in trace["steps"] if s["accepted"]]
-    assert all(s["metric"] >= trace["threshold"] for s in accepted)
-    assert all(s["metric"] < trace["threshold"] for s in trace["steps"] if not s["accepted"])
+    assert all(s["metric"] >= trace["min_metric"] for s in accepted)
+    assert all(s["metric"] < trace["min_metric"] for s in trace["steps"] if not s["accepted"])
     assert metrics["heads_kept"] == masks.heads.n_kept and metrics["mlps_kept"] == masks.mlps.n_kept
     dev = metrics["splits"]["dev"]["metrics"]["accuracy"]
-    assert dev == pytest.approx(trace["final_metric"]) and dev >= trace["threshold"]
+    assert dev == pytest.approx(trace["final_metric"]) and dev >= trace["min_metric"]
 
 
 def test_heldout_scoring_and_its_error(tiny_run, tmp_path, tiny_model_dir, capsys):
@@ -194,8 +194,8 @@ def test_baselines(tiny_run, tmp_path, tiny_model_dir, capsys):
 def test_prune_of_something_that_is_not_a_run(tmp_path, capsys):
     assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o") == 2
     assert "not a finished fine-tuning run" in capsys.readouterr().err
-    assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o", "--threshold", "1.5") == 2
-    assert "--threshold" in capsys.readouterr().err
+    assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o", "--keep-fraction", "1.5") == 2
+    assert "--keep-fraction" in capsys.readouterr().err
 
 
 def test_export_through_the_cli_gives_the_gated_metrics(tiny_run, tmp_path, capsys):
