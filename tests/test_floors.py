@@ -71,7 +71,7 @@ FLOORS = {
             "bertlottery.report.cli"),
     "studies": ("bertlottery.studies", "bertlottery.gordon.stages", "bertlottery.attention.stages"),
     "pipeline": ("bertlottery.pipeline", "bertlottery.costs"),
-    "steps": ("bertlottery.steps", "bertlottery.gordon.downstream"),
+    "steps": ("bertlottery.steps", "bertlottery.gordon.downstream", "bertlottery.gordon.pretraining"),
 }
 ORDER = ["cli", "studies", "pipeline", "steps", "core"]
 

@@ -73,7 +73,7 @@ def register(sub) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .. import runs
     from .config import GordonCorpusConfig, GordonPretrainConfig
-    from .stages import head_run, pretrain_run
+    from .pretraining import head_run, pretrain_run
 
     if not 0 <= args.sparsity < 1:
         raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}.")

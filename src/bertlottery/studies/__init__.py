@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,4 +98,6 @@ def graph_of_config(config_data: dict[str, Any]) -> list[Stage]:
     by another version. A run's ``graph.json`` (`bertlottery.runs.read_graph`) says the same without a
     config; this is for runs made before runs had one.
     """
-    return expand(from_dict(config_data, source=CONFIG_FILE))
+    with warnings.catch_warnings():  # a run's own config.json, written before a key was renamed: not the user's to edit
+        warnings.simplefilter("ignore", FutureWarning)
+        return expand(from_dict(config_data, source=CONFIG_FILE))
