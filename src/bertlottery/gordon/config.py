@@ -116,7 +116,7 @@ class GordonDownstreamConfig:
 
 @dataclass(frozen=True)
 class GordonAnalysisConfig:
-    """E13: ``similarity_sequences`` dev blocks for the hidden-state cosine similarity (G Fig. 2 right);
+    """The analyses: ``similarity_sequences`` dev blocks for the hidden-state cosine similarity (G Fig. 2 right);
     ``magnitude_bins`` bins of starting magnitude for sort-order movement (G Fig. 7)."""
 
     similarity_sequences: int = 64

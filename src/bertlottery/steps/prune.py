@@ -92,7 +92,7 @@ def prune_structured_run(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """s-pruning of a fine-tuned run: the good head+MLP mask, its trace and metrics (E2)."""
+    """s-pruning of a fine-tuned run: the good head+MLP mask, its trace and metrics."""
     if scoring_split not in SCORING_SPLITS:
         raise UserError(f"Unknown scoring split '{scoring_split}'; use one of {', '.join(SCORING_SPLITS)}.")
     quirks = get_compat(compat)
@@ -147,7 +147,7 @@ def prune_magnitude_run(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """m-pruning of a fine-tuned run: the good weight mask, its trace and metrics (E3)."""
+    """m-pruning of a fine-tuned run: the good weight mask, its trace and metrics."""
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
     model, data, config = _load_finetuned(run_dir, glue_dir)

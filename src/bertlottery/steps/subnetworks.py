@@ -22,7 +22,7 @@ def make_subnetworks(
     good_path: str | os.PathLike, out: str | os.PathLike, *, seed: int, compat: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write ``good``, ``random`` and ``bad`` masks of the same size into ``out`` (E4).
+    """Write ``good``, ``random`` and ``bad`` masks of the same size into ``out``.
 
     A magnitude mask found with ``scope=local`` gets per-tensor counts; a global one a total count.
     """
@@ -44,7 +44,7 @@ def make_subnetworks(
 def make_super_survivors(
     mask_paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, seed: int, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Super-survivor good / random / bad masks of one task's masks over several seeds (E5).
+    """Super-survivor good / random / bad masks of one task's masks over several seeds.
 
     Accepts bertlottery masks files (or prune directories) and the paper's released
     ``seed_<s>/`` folders.
