@@ -4,6 +4,7 @@ re-fine-tuned mode of the lottery study, and its longer variant (the paper's app
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ def retrain_run(
     recorded after every epoch (the paper's appendix D).
     """
     config = finetuned_run_config(run_dir)
-    settings = TrainSettings(**config["train"])
+    settings = TrainSettings.from_dict(config["train"])
     if epochs is not None:
-        settings = TrainSettings(**{**settings.to_dict(), "epochs": epochs})
+        settings = replace(settings, epochs=epochs)
     return finetune_run(
         config["model"], config["task"], out, glue_dir=glue_dir, settings=settings,
         masks_path=runs.mask_file_of(mask_path), max_train_examples=config.get("max_train_examples"),

@@ -90,7 +90,6 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
     return stages
 
 
-
 def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: ExperimentConfig,
             progress: bool) -> list[ResultRow]:
     """Run one lottery stage into ``out``; return its result rows."""
@@ -101,25 +100,24 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
     row_keys = {k: v for k, v in stage.keys.items() if k in ("seed", "method", "subnetwork", "mode", "epochs")}
     row_keys.update(task=stage.task, stage_id=stage.id)
     if stage.kind == "finetune":
-        train = dict(stage.settings["train"])
-        cap, holdout = train.pop("max_train_examples"), train.pop("holdout_fraction")
+        train = stage.settings["train"]
         record = finetune.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
-                                      settings=TrainSettings(**train), max_train_examples=cap,
-                                      holdout_fraction=holdout, overwrite=True, progress=progress)
+                                       settings=TrainSettings.from_dict(train),
+                                       max_train_examples=train["max_train_examples"],
+                                       holdout_fraction=train["holdout_fraction"], overwrite=True, progress=progress)
         return rows_from_metrics(record, **row_keys)
     if stage.kind == "prune":
         s = stage.settings
         compat = None if s["compat"] == "none" else s["compat"]
         if stage.keys["method"] == "structured":
             prune.prune_structured_run(inputs["finetune"], out, glue_dir=glue, mode=s["mode"],
-                                         keep_fraction=s["keep_fraction"], scoring_split=s["scoring_split"],
-                                         normalize_by_layer=s["normalize_by_layer"],
-                                         global_min_max=s["global_min_max"], compat=compat,
-                                         batch_size=s["batch_size"], overwrite=True, progress=progress)
+                                       keep_fraction=s["keep_fraction"], scoring_split=s["scoring_split"],
+                                       normalize_by_layer=s["normalize_by_layer"], global_min_max=s["global_min_max"],
+                                       compat=compat, batch_size=s["batch_size"], overwrite=True, progress=progress)
         else:
             prune.prune_magnitude_run(inputs["finetune"], out, glue_dir=glue, keep_fraction=s["keep_fraction"],
-                                        scope=s["scope"], tensor_set=s["tensors"], step_fraction=s["step_fraction"],
-                                        compat=compat, overwrite=True, progress=progress)
+                                      scope=s["scope"], tensor_set=s["tensors"], step_fraction=s["step_fraction"],
+                                      compat=compat, overwrite=True, progress=progress)
         return []
     if stage.kind == "subnetworks":
         compat = None if stage.settings["compat"] == "none" else stage.settings["compat"]
@@ -153,11 +151,11 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
     if stage.kind == "baseline":
-        train = dict(stage.settings["train"])
-        cap, _ = train.pop("max_train_examples"), train.pop("holdout_fraction")
+        train = stage.settings["train"]
         record = baselines.random_init_baseline_run(stage.settings["model"], stage.task,
-                                                  inputs["subnetworks"] / runs.subnetwork_file("bad"), out, glue_dir=glue,
-                                                  settings=TrainSettings(**train), max_train_examples=cap,
-                                                  overwrite=True, progress=progress)
+                                                    inputs["subnetworks"] / runs.subnetwork_file("bad"), out,
+                                                    glue_dir=glue, settings=TrainSettings.from_dict(train),
+                                                    max_train_examples=train["max_train_examples"], overwrite=True,
+                                                    progress=progress)
         return rows_from_metrics(record, **row_keys)
     raise ValueError(f"unknown stage kind {stage.kind}")
