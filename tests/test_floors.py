@@ -134,7 +134,8 @@ def test_the_config_loads_every_shipped_config_without_torch():
 
 # ---- the run layout ----------------------------------------------------------------------------------
 
-FILE_NAMES = {"stage.json", "events.log", "graph.json", "trace.json", "results.csv", "results.parquet",
+FILE_NAMES = {"stage.json", "events.log", "graph.json", "trace.json", "results.csv", "results.parquet", "selection.json",
+              "similarity.json", "heatmaps.npz", "proportions.csv", "mlm_head.safetensors",
               "good.safetensors", "random.safetensors", "bad.safetensors", "mask.safetensors", "subnetworks.json"}
 DIR_NAMES = {"stages", "rows", "failed", "running"}  # also words ("failed" is a state): flagged in paths only
 

@@ -70,6 +70,12 @@ __all__ = [
     "RESULTS_CSV",
     "RESULTS_PARQUET",
     "GRAPH_VERSION",
+    "ANALYSIS_FILE",
+    "PROPORTIONS_FILE",
+    "SELECTION_FILE",
+    "SIMILARITY_FILE",
+    "HEATMAPS_FILE",
+    "MLM_HEAD_FILE",
     "subnetwork_file",
     "mask_file_of",
     "stage_path",
@@ -105,6 +111,14 @@ GRAPH_FILE = "graph.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 GRAPH_VERSION = 1
+
+# in the stage folders of the attention and Gordon studies
+ANALYSIS_FILE = "analysis.json"  # attention-analysis: proportions and correlations; gordon-pretrain: weight statistics
+PROPORTIONS_FILE = "proportions.csv"  # attention-analysis: pattern proportions as a table
+SELECTION_FILE = "selection.json"  # gordon-select: every learning rate's result and the one kept
+SIMILARITY_FILE = "similarity.json"  # gordon-similarity: hidden-state cosine similarity per layer
+HEATMAPS_FILE = "heatmaps.npz"  # gordon-pretrain: weight-magnitude heatmaps
+MLM_HEAD_FILE = "mlm_head.safetensors"  # beside a pre-trained checkpoint's weights: its MLM head
 
 
 def subnetwork_file(name: str) -> str:

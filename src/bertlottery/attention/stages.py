@@ -28,8 +28,8 @@ __all__ = ["MAPS_KIND", "ANALYSIS_KIND", "ANALYSIS_FILE", "PROPORTIONS_FILE", "e
 
 MAPS_KIND = "attention-maps"
 ANALYSIS_KIND = "attention-analysis"
-ANALYSIS_FILE = "analysis.json"
-PROPORTIONS_FILE = "proportions.csv"
+ANALYSIS_FILE = runs.ANALYSIS_FILE
+PROPORTIONS_FILE = runs.PROPORTIONS_FILE
 SUPER_MASK = runs.subnetwork_file("good")  # in a super stage's folder: the super-survivor mask
 
 

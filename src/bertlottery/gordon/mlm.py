@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import runs
 from ..errors import UserError
 from ..masks import WeightMask
 from .config import PretrainSettings  # declared there, torch-free, for the config and the CLI
@@ -60,7 +61,7 @@ __all__ = [
     "train_head",
 ]
 
-HEAD_FILE = "mlm_head.safetensors"
+HEAD_FILE = runs.MLM_HEAD_FILE
 
 
 # ---- the model --------------------------------------------------------------------------------------

@@ -15,14 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import runs
 from .config import GordonCorpusConfig, GordonPretrainConfig
 
 __all__ = ["head_run", "pretrain_run", "device", "blocks_of", "dev_set", "DEV_MASK_SEED", "ANALYSIS_FILE",
            "HEATMAPS_FILE"]
 
 DEV_MASK_SEED = 0  # every checkpoint's dev loss is taken on the same masked tokens, whatever the study seed
-ANALYSIS_FILE = "analysis.json"
-HEATMAPS_FILE = "heatmaps.npz"
+ANALYSIS_FILE = runs.ANALYSIS_FILE
+HEATMAPS_FILE = runs.HEATMAPS_FILE
 
 
 def device():
@@ -48,7 +49,6 @@ def head_run(model_name: str | Path, out: Path, *, corpus: GordonCorpusConfig, p
              seed: int, progress: bool = True) -> dict[str, Any]:
     """Train a new MLM head alone (``pretrain.head_steps`` at ``pretrain.head_learning_rate``) and write the
     checkpoint to ``out`` (see the module docstring)."""
-    from .. import runs
     from .mlm import PretrainSettings, dev_loss, load_mlm, save_mlm, train_head
 
     model, tokenizer, info = load_mlm(model_name, seed=seed)
@@ -79,7 +79,6 @@ def pretrain_run(start: str | Path, out: Path, *, corpus: GordonCorpusConfig, pr
     metrics record."""
     import numpy as np
 
-    from .. import runs
     from ..masks import Masks, save_masks
     from ..models import adapter_for
     from .analysis import embedding_heatmap, head_prune_rates, key_heatmap, weight_statistics

@@ -36,21 +36,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import runs
 from ..config import ExperimentConfig
-from ..settings import stage_fields
-from .config import GordonCorpusConfig, GordonPretrainConfig
-from .pretraining import ANALYSIS_FILE, DEV_MASK_SEED, HEATMAPS_FILE, blocks_of, device, head_run, pretrain_run
 from ..pipeline import Stage
 from ..results import ResultRow
+from ..settings import stage_fields
+from .config import GordonCorpusConfig, GordonPretrainConfig
 from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
+from .pretraining import ANALYSIS_FILE, DEV_MASK_SEED, HEATMAPS_FILE, blocks_of, device, head_run, pretrain_run
 
 __all__ = ["KINDS", "expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
            "ANALYSIS_FILE", "HEATMAPS_FILE"]
 
 KINDS = ("gordon-head", "gordon-pretrain", "gordon-similarity", "gordon-finetune", "gordon-select")
 PRETRAIN_TASK = "pretrain"
-SELECTION_FILE = "selection.json"
-SIMILARITY_FILE = "similarity.json"
+SELECTION_FILE = runs.SELECTION_FILE
+SIMILARITY_FILE = runs.SIMILARITY_FILE
 SIMILARITY_BATCH = 16
 
 
@@ -124,11 +125,11 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
                       inputs(lr) if callable(inputs) else inputs)
                 for lr in d.learning_rates]
 
-    def select(runs: list[Stage], keys_from: Stage, inputs: dict[str, str]) -> Stage:
+    def select(trials: list[Stage], keys_from: Stage, inputs: dict[str, str]) -> Stage:
         keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"}
         name = keys_from.name.rsplit("-lr", 1)[0]
-        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in runs]},
-                     {**{f"lr{i}": r.id for i, r in enumerate(runs)}, **inputs})
+        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in trials]},
+                     {**{f"lr{i}": r.id for i, r in enumerate(trials)}, **inputs})
 
     unpruned = checkpoints[("gmp", 0.0)]
     plain: list[Stage] = []
@@ -144,24 +145,24 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
         for (method, sparsity), checkpoint in checkpoints.items():
             if sparsity == 0:
                 continue
-            runs = sweep("pruned", method, sparsity, base["epochs"], "pruned", {"pretrain": checkpoint.id}, {})
-            stages += runs + [select(runs, runs[0], {"pretrain": checkpoint.id})]
+            trials = sweep("pruned", method, sparsity, base["epochs"], "pruned", {"pretrain": checkpoint.id}, {})
+            stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
     if "information-deletion" in variants:
         for sparsity in sparsities:
             checkpoint = checkpoints[("gmp", sparsity)]
             epochs = d.deletion_epochs_high if sparsity >= d.deletion_high_from else d.deletion_epochs
-            runs = sweep("information-deletion", "gmp", sparsity, epochs, "finetuned", {"pretrain": checkpoint.id}, {})
-            stages += runs + [select(runs, runs[0], {"pretrain": checkpoint.id})]
+            trials = sweep("information-deletion", "gmp", sparsity, epochs, "finetuned", {"pretrain": checkpoint.id}, {})
+            stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
     if "after-downstream" in variants:
         prune = {"scope": g.pretrain.scope, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
         start_of = {r.keys["learning_rate"]: r.id for r in plain}
         for sparsity in sparsities:
             more = d.after_epochs_high if sparsity >= d.after_high_from else d.after_epochs
             reference = {"pretrain_mask": checkpoints[("gmp", sparsity)].id} if sparsity > 0 else {}
-            runs = sweep("after-downstream", "gmp", sparsity, more, "pruned",
+            trials = sweep("after-downstream", "gmp", sparsity, more, "pruned",
                          lambda lr: {"finetuned": start_of[lr], **reference}, {"prune": prune},
                          total_epochs=base["epochs"] + more)
-            stages += runs + [select(runs, runs[0], {})]
+            stages += trials + [select(trials, trials[0], {})]
     return stages
 
 
@@ -188,8 +189,6 @@ def _head(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> l
 
 
 def _pretrain(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    from .. import runs
-
     s = stage.settings
     start = inputs["start"] / runs.MODEL_DIR if "start" in inputs else s["model"]
     pretrain_run(start, out, corpus=GordonCorpusConfig(**s["corpus"]), pretrain=GordonPretrainConfig(**s["pretrain"]),
@@ -200,7 +199,6 @@ def _pretrain(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) 
 def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
     from transformers import AutoModel
 
-    from .. import runs
     from ..models import load_tokenizer
     from .analysis import hidden_state_similarity
     from .mlm import _quiet_transformers
@@ -222,7 +220,6 @@ def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool
 
 
 def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    from .. import runs
     from ..masks import load_masks
     from ..training import TrainSettings
     from .downstream import AfterDownstream, run_downstream
@@ -247,7 +244,6 @@ def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) 
 
 
 def _select(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    from .. import runs
     from ..tasks import get_task
 
     task = get_task(stage.task)
