@@ -34,7 +34,8 @@ import torch
 
 from _common import benchmark_parser, setup
 from bertlottery.config import from_dict
-from bertlottery.pipeline import expand, prepare_run, run_local, run_ray
+from bertlottery.pipeline import prepare_run, run_local, run_ray
+from bertlottery.studies import execute, expand
 from bertlottery.results import read_rows
 
 TARGET = 1.3
@@ -61,10 +62,10 @@ def run(variant: str, config, stages, run_dir: Path) -> float:
     if variant == "local":
         torch.set_num_threads(os.cpu_count() or 1)
         final = run_local(stages, run_dir, replace(config, resources=replace(config.resources, cpus_per_stage=None)),
-                          progress=False, states=states)
+                          execute=execute, progress=False, states=states)
     else:
         final = run_ray(stages, run_dir, replace(config, resources=replace(config.resources, cpus_per_stage=1)),
-                        states=states)
+                        execute=execute, states=states)
     seconds = time.perf_counter() - start
     failed = [sid for sid, state in final.items() if state != "done"]
     if failed:

@@ -12,7 +12,8 @@ from bertlottery.attention import maps_format as fmt
 from bertlottery.attention.patterns import read_patterns
 from bertlottery.attention.stages import ANALYSIS_FILE, ANALYSIS_KIND, MAPS_KIND
 from bertlottery.config import ConfigError, load
-from bertlottery.pipeline import expand, run_local
+from bertlottery.pipeline import run_local
+from bertlottery.studies import execute, expand
 
 from tiny import write_rte
 
@@ -63,7 +64,7 @@ def test_the_attention_stages_run_in_a_study(tiny_model_dir, env):
     config = load(SMOKE, [f"model={tiny_model_dir}", f"glue_dir={glue}", *SMALL])
     stages = expand(config)
     run_dir = env / "study"
-    states = run_local(stages, run_dir, config, progress=False)
+    states = run_local(stages, run_dir, config, execute=execute, progress=False)
     failed = list((run_dir / "failed").glob("*.json")) if (run_dir / "failed").exists() else []
     assert set(states.values()) == {"done"}, [json.loads(p.read_text())["traceback"] for p in failed]
 

@@ -81,14 +81,14 @@ def test_finetune_under_a_mask_keeps_it_fixed(env, tiny_model_dir):
 
 
 def test_a_failed_run_leaves_nothing_that_looks_complete(env, tiny_model_dir, monkeypatch):
-    import bertlottery.recipes as recipes
+    import bertlottery.steps.finetune as finetune_step
 
     glue = write_rte(env / "glue")
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed mid-training")
 
-    monkeypatch.setattr(recipes, "evaluate_model", crash)
+    monkeypatch.setattr(finetune_step, "evaluate_model", crash)
     with pytest.raises(RuntimeError, match="killed"):
         finetune(tiny_model_dir, glue, env / "run")
     assert not (env / "run").exists()

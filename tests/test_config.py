@@ -13,7 +13,7 @@ SMALL = {
     "tasks": ["RTE", "MRPC"],
     "seeds": [1, 2],
     "train": {"learning_rate": 1e-4, "epochs": 2, "per_task": {"RTE": {"epochs": 4}}},
-    "pruning": {"threshold": 0.9, "structured": {"mode": "heads"}},
+    "pruning": {"keep_fraction": 0.9, "structured": {"mode": "heads"}},
 }
 
 
@@ -35,7 +35,7 @@ def test_the_papers_defaults_are_the_defaults():
     assert len(config.tasks) == 9
     assert (config.train.learning_rate, config.train.epochs, config.train.batch_size, config.train.max_length) == (
         2e-5, 3, 32, 128)
-    assert config.pruning.threshold == 0.9 and config.pruning.structured.batch_size == 64
+    assert config.pruning.keep_fraction == 0.9 and config.pruning.structured.batch_size == 64
 
 
 def test_a_misspelt_key_fails_with_a_suggestion():
@@ -51,7 +51,7 @@ def test_every_problem_is_reported_at_once():
         "tasks": ["RTEE"],
         "methods": ["magntude"],
         "train": {"epochs": 0, "batch_size": "big"},
-        "pruning": {"threshold": 1.5, "compat": "prasana2020"},
+        "pruning": {"keep_fraction": 1.5, "compat": "prasana2020"},
     }
     with pytest.raises(ConfigError) as info:
         from_dict(bad)
@@ -61,7 +61,7 @@ def test_every_problem_is_reported_at_once():
     assert "Did you mean 'magnitude'" in text
     assert "train.epochs must be at least 1" in text
     assert "train.batch_size must be a whole number" in text
-    assert "pruning.threshold must be in (0, 1]" in text
+    assert "pruning.keep_fraction must be in (0, 1]" in text
     assert "Did you mean 'prasanna2020'" in text
     assert len(problems) >= 6
     assert isinstance(info.value, UserError)  # the CLI prints it on one line and exits 2
@@ -110,3 +110,26 @@ def test_unreadable_files(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load(listing)
+
+
+def test_the_old_name_threshold_is_read_as_keep_fraction_with_a_warning():
+    with pytest.warns(FutureWarning, match="pruning.threshold is now called pruning.keep_fraction"):
+        config = from_dict({**SMALL, "pruning": {"threshold": 0.8}})
+    assert config.pruning.keep_fraction == 0.8
+    with pytest.raises(ConfigError, match="pruning.threshold was renamed pruning.keep_fraction"):
+        from_dict({**SMALL, "pruning": {"threshold": 0.8, "keep_fraction": 0.9}})
+
+
+def test_the_resolved_config_reads_back_the_same():
+    config = from_dict(SMALL)
+    assert "seed" not in to_dict(config)["train"]  # the seeds come from `seeds`, not train:
+    assert from_dict(to_dict(config)) == config
+
+
+def test_the_configs_copies_of_torch_module_names_agree_with_them():
+    from bertlottery.config import MAGNITUDE_TENSOR_SETS, STRUCTURED_MODES
+    from bertlottery.importance import TENSOR_SETS
+    from bertlottery.pruning import STRUCTURED_MODES as SEARCH_MODES
+
+    assert tuple(STRUCTURED_MODES) == tuple(SEARCH_MODES)
+    assert tuple(MAGNITUDE_TENSOR_SETS) == tuple(TENSOR_SETS)

@@ -13,7 +13,7 @@ from bertlottery.gordon.mlm import load_mlm, save_mlm
 from bertlottery.gordon.pruning import magnitude_mask, prune_count, pruned_parameters, random_mask
 from bertlottery.masks import load_masks
 from bertlottery.models import load_model, load_tokenizer
-from bertlottery.recipes import prepare_task_data
+from bertlottery.steps.taskdata import prepare_task_data
 from bertlottery.tasks import get_task
 from bertlottery.training import TrainSettings
 

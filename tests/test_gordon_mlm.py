@@ -7,17 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from bertlottery.gordon.corpus import clean_wikitext, make_blocks, masked_dev_set, read_texts
 from bertlottery.gordon.mlm import (
     Pruning,
     PretrainSettings,
-    clean_wikitext,
     dev_loss,
     load_mlm,
-    make_blocks,
-    masked_dev_set,
     mlm_loss,
     pretrain,
-    read_texts,
     save_mlm,
     train_head,
 )

@@ -11,7 +11,7 @@ import pytest
 
 from bertlottery.cli import main
 from bertlottery.config import ConfigError, load
-from bertlottery.pipeline import expand
+from bertlottery.studies import expand
 
 from conftest import CHROMIUM_ARGS
 from tiny import write_rte

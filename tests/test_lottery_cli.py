@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertlottery import recipes
+from bertlottery.steps import finetune as finetune_step
 from bertlottery.cli import main
 from bertlottery.masks import load_masks
 from bertlottery.models import load_model
@@ -52,11 +52,11 @@ def test_structured_prune_writes_mask_trace_and_metrics(tiny_run, tmp_path):
     assert trace["steps"], "the search took no step"
     assert all({"phase", "metric", "accepted", "heads_kept", "mlps_kept", "scores"} <= set(s) for s in trace["steps"])
     accepted = [s for s in trace["steps"] if s["accepted"]]
-    assert all(s["metric"] >= trace["threshold"] for s in accepted)
-    assert all(s["metric"] < trace["threshold"] for s in trace["steps"] if not s["accepted"])
+    assert all(s["metric"] >= trace["min_metric"] for s in accepted)
+    assert all(s["metric"] < trace["min_metric"] for s in trace["steps"] if not s["accepted"])
     assert metrics["heads_kept"] == masks.heads.n_kept and metrics["mlps_kept"] == masks.mlps.n_kept
     dev = metrics["splits"]["dev"]["metrics"]["accuracy"]
-    assert dev == pytest.approx(trace["final_metric"]) and dev >= trace["threshold"]
+    assert dev == pytest.approx(trace["final_metric"]) and dev >= trace["min_metric"]
 
 
 def test_heldout_scoring_and_its_error(tiny_run, tmp_path, tiny_model_dir, capsys):
@@ -107,13 +107,13 @@ def test_retrain_starts_from_pretrained_weights_and_the_original_classifier(tiny
     root, glue, run = tiny_run
     assert cli("prune", "magnitude", run, "--out", tmp_path / "m", "--glue-dir", glue, "--no-progress") == 0
     starts = []
-    real_finetune = recipes.finetune
+    real_finetune = finetune_step.finetune
 
     def spy(model, *args, **kwargs):
         starts.append({n: p.detach().clone() for n, p in model.named_parameters()})
         return real_finetune(model, *args, **kwargs)
 
-    monkeypatch.setattr(recipes, "finetune", spy)
+    monkeypatch.setattr(finetune_step, "finetune", spy)
     out = tmp_path / "re"
     assert cli("retrain", run, "--mask", tmp_path / "m", "--out", out, "--glue-dir", glue, "--epochs", "3",
                "--no-progress") == 0
@@ -194,8 +194,8 @@ def test_baselines(tiny_run, tmp_path, tiny_model_dir, capsys):
 def test_prune_of_something_that_is_not_a_run(tmp_path, capsys):
     assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o") == 2
     assert "not a finished fine-tuning run" in capsys.readouterr().err
-    assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o", "--threshold", "1.5") == 2
-    assert "--threshold" in capsys.readouterr().err
+    assert cli("prune", "structured", tmp_path, "--out", tmp_path / "o", "--keep-fraction", "1.5") == 2
+    assert "--keep-fraction" in capsys.readouterr().err
 
 
 def test_export_through_the_cli_gives_the_gated_metrics(tiny_run, tmp_path, capsys):

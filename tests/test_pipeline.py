@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertlottery import lottery
+from bertlottery.steps import subnetworks
 from bertlottery.cli import main
 from bertlottery.config import load
 from bertlottery.masks import load_masks
-from bertlottery.pipeline import expand
+from bertlottery.studies import expand
 
 from tiny import write_rte
 
@@ -85,7 +85,7 @@ def test_a_failing_stage_is_recorded_and_only_its_dependents_wait(tiny_model_dir
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(lottery, "make_super_survivors", broken)
+    monkeypatch.setattr(subnetworks, "make_super_survivors", broken)
     assert main(argv) == 1
     out = capsys.readouterr().out
     # the super-survivor stage fails; its pruned evaluations (3 subnetworks x 2 seeds) wait, the rest runs
@@ -203,7 +203,8 @@ def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_ta
     and prune count their kind's mean; re-fine-tunings and baselines count the fine-tuning's (they train
     on the same data); evaluations have no finished stage of their kind and are not counted."""
     from bertlottery.config import to_dict
-    from bertlottery.pipeline import estimate_left, stage_dir, stage_states
+    from bertlottery.costs import estimate_left
+    from bertlottery.pipeline import stage_dir, stage_states
 
     config = load(SMOKE, ["seeds=[1,2,3]", "longer_retraining=null"])
     run_dir = tmp_path / "run"

@@ -16,16 +16,33 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
+from .attention.config import AttentionConfig
+from .attention.config import validate as validate_attention
+from .checks import check_names
+from .compat import COMPAT_MODES
 from .errors import UserError, did_you_mean
+from .gordon.config import (
+    GordonAnalysisConfig,
+    GordonConfig,
+    GordonCorpusConfig,
+    GordonDownstreamConfig,
+    GordonPretrainConfig,
+)
+from .gordon.config import validate as validate_gordon
+from .settings import TrainSettings
+from .tasks import get_task
 
 __all__ = [
     "ConfigError",
+    "STRUCTURED_MODES",
+    "MAGNITUDE_TENSOR_SETS",
     "TrainConfig",
     "StructuredConfig",
     "MagnitudeConfig",
@@ -53,6 +70,11 @@ METHODS = ("structured", "magnitude")
 SUBNETWORKS = ("good", "random", "bad")
 MODES = ("pruned", "retrained")
 BASELINES = ("majority", "random-init")
+# The names `bertlottery.pruning` and `bertlottery.importance` accept; those modules import torch and the
+# config must not, so they are repeated here and a test checks that the two lists agree.
+STRUCTURED_MODES = ("heads+mlps", "heads", "mlps")
+MAGNITUDE_TENSOR_SETS = ("paper", "weights")
+RENAMED = {("pruning", "threshold"): "keep_fraction"}  # old key -> new name, accepted with a warning
 
 
 class ConfigError(UserError):
@@ -65,19 +87,20 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Fine-tuning hyper-parameters (SPEC section 10 defaults); ``per_task`` overrides them by task."""
+class TrainConfig(TrainSettings):
+    """Fine-tuning in a study: the hyper-parameters of `bertlottery.settings.TrainSettings` (declared
+    there once; the seed comes from the study's ``seeds``), the training data, and ``per_task``
+    overrides of any of them by task."""
 
-    learning_rate: float = 2e-5
-    epochs: int = 3
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    mixed_precision: str = "no"
     max_train_examples: int | None = None
     holdout_fraction: float = 0.0
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_task(self, task: str, seed: int) -> dict[str, Any]:
+        """The settings of one task's training runs at ``seed``, as a stage records (and hashes) them."""
+        merged = dataclasses.replace(self, **self.per_task.get(task, {}), seed=seed)
+        return {**TrainSettings.from_dict(dataclasses.asdict(merged)).stage_dict(),
+                "max_train_examples": merged.max_train_examples, "holdout_fraction": merged.holdout_fraction}
 
 
 @dataclass(frozen=True)
@@ -98,7 +121,10 @@ class MagnitudeConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    threshold: float = 0.9
+    """``keep_fraction``: a search goes on while the pruned model keeps at least this fraction of the
+    full model's dev metric (the paper's 90%; called ``threshold`` before)."""
+
+    keep_fraction: float = 0.9
     compat: str = "none"
     structured: StructuredConfig = field(default_factory=StructuredConfig)
     magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
@@ -133,128 +159,6 @@ class EnergyConfig:
 
     track: bool | None = None
     country_iso_code: str = "USA"
-
-
-@dataclass(frozen=True)
-class AttentionConfig:
-    """Attention-pattern analysis of the lottery study's heads (issue 6; SPEC section 7; P§5.2, App. F).
-
-    For every task: the raw and norm-based maps of ``examples`` seeded dev examples from the pre-trained
-    model (if ``pretrained``) and every fine-tuned seed, each full and under the task's super-survivor
-    mask, labelled by ``classifier`` (``rules``, or ``cnn`` with one checkpoint per map kind in
-    ``cnn_models``); then pattern proportions and the super-survivor/heterogeneous correlation.
-    ``keep_examples``: how many examples' maps stay on disk per model (null: all; labels are kept for all).
-    """
-
-    examples: int = 100
-    seed: int = 0
-    classifier: str = "rules"
-    cnn_models: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=lambda: ["raw", "norm"])
-    max_length: int = 128
-    batch_size: int = 16
-    keep_examples: int | None = 10
-    pretrained: bool = True
-
-
-@dataclass(frozen=True)
-class GordonCorpusConfig:
-    """The continued pre-training text: plain text files (one document or paragraph per line), a folder
-    of them, or ``hub:<dataset>[:<config>]:<split>`` for a Hugging Face dataset with a ``text`` column.
-
-    ``format: wikitext`` undoes WikiText's tokenisation (`` @-@ ``, ``<unk>``) before WordPiece.
-    Sequences are the token stream cut into blocks of ``pretrain.max_length``; ``max_train_sequences``
-    caps the training blocks, ``dev_sequences`` the dev blocks the pre-training loss is measured on.
-    Relative paths are relative to where the command runs.
-    """
-
-    train: list[str] = field(default_factory=lambda: ["../shared/data/text/wikitext-2/test.txt"])
-    dev: list[str] = field(default_factory=lambda: ["../shared/data/text/wikitext-2/valid.txt"])
-    format: str = "plain"
-    max_train_sequences: int | None = None
-    dev_sequences: int = 512
-
-
-@dataclass(frozen=True)
-class GordonPretrainConfig:
-    """Continued MLM pre-training with pruning (G§3.2, SPEC section 8).
-
-    The sparsity follows Zhu & Gupta's cubic schedule from 0 at step 0 to the target at
-    ``prune_steps``, the mask recomputed every ``prune_every`` steps; training goes on to ``steps``.
-    ``methods``: ``gmp`` (gradual magnitude), ``oneshot`` (magnitude, all at step 0), ``random``
-    (gradual, the same count per matrix drawn uniformly). ``scope``: a threshold per matrix
-    (``local``, the paper) or one over all pruned tensors (``global``). ``tensors``: ``gordon`` (Q, K,
-    V, attention output, intermediate, output of every layer, and the pooler) or ``weights`` (the six
-    matrices only); ``prune_embeddings`` adds the word embeddings. ``head_steps``: train the MLM head
-    alone first (encoder frozen), for a checkpoint that has none (a new head is initialised and tied
-    to the word embeddings); 0 skips it.
-    """
-
-    steps: int = 100_000
-    prune_steps: int = 10_000
-    prune_every: int = 10
-    methods: list[str] = field(default_factory=lambda: ["gmp", "random"])
-    scope: str = "local"
-    tensors: str = "gordon"
-    prune_embeddings: bool = True
-    batch_size: int = 256
-    max_length: int = 128
-    learning_rate: float = 1e-4
-    warmup_steps: int = 1_000
-    weight_decay: float = 0.01
-    mlm_probability: float = 0.15
-    head_steps: int = 0
-    head_learning_rate: float = 1e-3
-    eval_every: int | None = None  # dev loss every N steps as well as at the end (a curve); None: end only
-    mixed_precision: str = "no"
-
-
-@dataclass(frozen=True)
-class GordonDownstreamConfig:
-    """Fine-tuning the pruned checkpoints (G§3.2-3.4). Batch size, length, caps per task: ``train``.
-
-    ``variants``: ``pruned`` (each pre-training method's checkpoint, its mask held fixed),
-    ``information-deletion`` (the GMP checkpoint's pruned weights zeroed but free to train, for
-    ``deletion_epochs``, ``deletion_epochs_high`` from ``deletion_high_from`` sparsity up) and
-    ``after-downstream`` (fine-tune the unpruned checkpoint ``train.epochs``, prune to the target by
-    magnitude, train ``after_epochs`` more, ``after_epochs_high`` from ``after_high_from`` up). Every
-    run is repeated at each of ``learning_rates``; the best dev result is kept.
-    """
-
-    variants: list[str] = field(default_factory=lambda: ["pruned", "information-deletion", "after-downstream"])
-    learning_rates: list[float] = field(default_factory=lambda: [2e-5, 3e-5, 4e-5, 5e-5])
-    deletion_epochs: int = 13
-    deletion_epochs_high: int = 15
-    deletion_high_from: float = 0.7
-    after_epochs: int = 5
-    after_epochs_high: int = 7
-    after_high_from: float = 0.8
-
-
-@dataclass(frozen=True)
-class GordonAnalysisConfig:
-    """E13: ``similarity_sequences`` dev blocks for the hidden-state cosine similarity (G Fig. 2 right);
-    ``magnitude_bins`` bins of starting magnitude for sort-order movement (G Fig. 7)."""
-
-    similarity_sequences: int = 64
-    magnitude_bins: int = 20
-
-
-@dataclass(frozen=True)
-class GordonConfig:
-    """The Compressing-BERT study (Gordon et al. 2020; SPEC section 8). When set, ``bertlottery run``
-    runs this study instead of the lottery grid: the top-level ``model``, ``tasks``, ``seeds``,
-    ``glue_dir``, ``train`` (downstream fine-tuning) and ``resources`` apply; ``methods``,
-    ``subnetworks``, ``modes``, ``pruning`` and ``baselines`` do not.
-
-    Owned by the gordon package: its fields, defaults and validation (``_validate_gordon``).
-    """
-
-    sparsities: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(10)])
-    corpus: GordonCorpusConfig = field(default_factory=GordonCorpusConfig)
-    pretrain: GordonPretrainConfig = field(default_factory=GordonPretrainConfig)
-    downstream: GordonDownstreamConfig = field(default_factory=GordonDownstreamConfig)
-    analysis: GordonAnalysisConfig = field(default_factory=GordonAnalysisConfig)
 
 
 @dataclass(frozen=True)
@@ -341,7 +245,7 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("config", True)}
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
@@ -360,19 +264,7 @@ def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]):
         return None
 
 
-def _check_names(values: list[str], allowed: tuple[str, ...] | list[str], where: str, problems: list[str]) -> None:
-    for value in values or []:
-        if value not in allowed:
-            problems.append(f"{where}: unknown '{value}'.{did_you_mean(str(value), allowed)} "
-                            f"Known: {', '.join(allowed)}")
-
-
 def _validate(config: ExperimentConfig, problems: list[str]) -> None:
-    from .compat import COMPAT_MODES
-    from .importance import TENSOR_SETS
-    from .pruning import STRUCTURED_MODES
-    from .tasks import get_task
-
     for task in config.tasks or []:
         try:
             get_task(task)
@@ -383,21 +275,16 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
             problems.append(f"{name} must not be empty")
     if len(set(config.seeds or [])) != len(config.seeds or []):
         problems.append(f"seeds must be distinct, got {config.seeds}")
-    _check_names(config.methods, METHODS, "methods", problems)
-    _check_names(config.subnetworks, SUBNETWORKS, "subnetworks", problems)
-    _check_names(config.modes, MODES, "modes", problems)
-    _check_names(config.baselines, BASELINES, "baselines", problems)
+    check_names(config.methods, METHODS, "methods", problems)
+    check_names(config.subnetworks, SUBNETWORKS, "subnetworks", problems)
+    check_names(config.modes, MODES, "modes", problems)
+    check_names(config.baselines, BASELINES, "baselines", problems)
     train = config.train
     if train is not None:
-        for name in ("epochs", "batch_size", "max_length"):
-            if isinstance(getattr(train, name), int) and getattr(train, name) < 1:
-                problems.append(f"train.{name} must be at least 1, got {getattr(train, name)}")
-        if isinstance(train.learning_rate, float) and train.learning_rate <= 0:
-            problems.append(f"train.learning_rate must be positive, got {train.learning_rate}")
+        problems += train.problems(prefix="train.")
         if isinstance(train.holdout_fraction, float) and not 0 <= train.holdout_fraction < 1:
             problems.append(f"train.holdout_fraction must be in [0, 1), got {train.holdout_fraction}")
-        _check_names([train.mixed_precision], ("no", "fp16", "bf16"), "train.mixed_precision", problems)
-        train_keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "per_task"]
+        train_keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "per_task" and f.metadata.get("config", True)]
         for task, overrides in (train.per_task or {}).items():
             try:
                 get_task(task)
@@ -408,119 +295,29 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
                     problems.append(f"unknown key 'train.per_task.{task}.{key}'.{did_you_mean(key, train_keys)}".rstrip())
     pruning = config.pruning
     if pruning is not None:
-        if isinstance(pruning.threshold, float) and not 0 < pruning.threshold <= 1:
-            problems.append(f"pruning.threshold must be in (0, 1], got {pruning.threshold}")
-        _check_names([pruning.compat], list(COMPAT_MODES), "pruning.compat", problems)
+        if isinstance(pruning.keep_fraction, float) and not 0 < pruning.keep_fraction <= 1:
+            problems.append(f"pruning.keep_fraction must be in (0, 1], got {pruning.keep_fraction}")
+        check_names([pruning.compat], list(COMPAT_MODES), "pruning.compat", problems)
         if pruning.structured is not None:
-            _check_names([pruning.structured.mode], STRUCTURED_MODES, "pruning.structured.mode", problems)
-            _check_names([pruning.structured.scoring_split], ("dev", "heldout"), "pruning.structured.scoring_split",
+            check_names([pruning.structured.mode], STRUCTURED_MODES, "pruning.structured.mode", problems)
+            check_names([pruning.structured.scoring_split], ("dev", "heldout"), "pruning.structured.scoring_split",
                          problems)
             if pruning.structured.scoring_split == "heldout" and train is not None and not train.holdout_fraction:
                 problems.append("pruning.structured.scoring_split is heldout but train.holdout_fraction is 0")
         if pruning.magnitude is not None:
-            _check_names([pruning.magnitude.scope], ("global", "local"), "pruning.magnitude.scope", problems)
-            _check_names([pruning.magnitude.tensors], list(TENSOR_SETS), "pruning.magnitude.tensors", problems)
+            check_names([pruning.magnitude.scope], ("global", "local"), "pruning.magnitude.scope", problems)
+            check_names([pruning.magnitude.tensors], MAGNITUDE_TENSOR_SETS, "pruning.magnitude.tensors", problems)
     resources = config.resources
     if resources is not None and isinstance(resources.cpus_per_stage, int) and resources.cpus_per_stage < 1:
         problems.append(f"resources.cpus_per_stage must be at least 1, got {resources.cpus_per_stage}")
     if config.attention is not None:
-        _validate_attention(config.attention, problems)
+        validate_attention(config.attention, problems)
     if config.gordon is not None:
-        _validate_gordon(config.gordon, problems)
+        validate_gordon(config.gordon, problems)
     longer = config.longer_retraining
     if longer is not None:
-        _check_names(longer.methods, METHODS, "longer_retraining.methods", problems)
-        _check_names(longer.subnetworks, SUBNETWORKS, "longer_retraining.subnetworks", problems)
-
-
-def _validate_attention(attention: AttentionConfig, problems: list[str]) -> None:
-    for name, least in (("examples", 1), ("max_length", 8), ("batch_size", 1), ("keep_examples", 0)):
-        value = getattr(attention, name)
-        if isinstance(value, int) and not isinstance(value, bool) and value < least:
-            problems.append(f"attention.{name} must be at least {least}, got {value}")
-    _check_names([attention.classifier], ("rules", "cnn"), "attention.classifier", problems)
-    _check_names(attention.kinds, ("raw", "norm"), "attention.kinds", problems)
-    if not attention.kinds:
-        problems.append("attention.kinds must not be empty")
-    if attention.classifier == "cnn" and not attention.cnn_models:
-        problems.append("attention.classifier is cnn but attention.cnn_models is empty; list one trained "
-                        "checkpoint per map kind (bertlottery attention train)")
-    for path in attention.cnn_models or []:
-        if isinstance(path, str) and not (Path(path) / "classifier.json").is_file():
-            problems.append(f"attention.cnn_models: {path} is not a classifier checkpoint (no classifier.json)")
-
-
-def _validate_gordon(gordon: GordonConfig, problems: list[str]) -> None:
-    from .gordon.names import PRETRAIN_METHODS, SCOPES, TENSOR_CHOICES, VARIANTS
-
-    sparsities = [s for s in gordon.sparsities or [] if isinstance(s, float)]
-    for sparsity in sparsities:
-        if not 0 <= sparsity < 1:
-            problems.append(f"gordon.sparsities must be in [0, 1), got {sparsity}")
-    if len(set(sparsities)) != len(sparsities):
-        problems.append(f"gordon.sparsities must be distinct, got {gordon.sparsities}")
-    if sparsities and 0.0 not in sparsities:
-        problems.append("gordon.sparsities must include 0.0: the unpruned model every comparison is made against")
-
-    def at_least(section: Any, names: tuple[str, ...], low: int, where: str) -> None:
-        for name in names:
-            value = getattr(section, name)
-            if isinstance(value, int) and not isinstance(value, bool) and value < low:
-                problems.append(f"gordon.{where}.{name} must be at least {low}, got {value}")
-
-    def positive(section: Any, names: tuple[str, ...], where: str) -> None:
-        for name in names:
-            value = getattr(section, name)
-            if isinstance(value, float) and value <= 0:
-                problems.append(f"gordon.{where}.{name} must be positive, got {value}")
-
-    corpus = gordon.corpus
-    if corpus is not None:
-        for name in ("train", "dev"):
-            if not getattr(corpus, name):
-                problems.append(f"gordon.corpus.{name} must name at least one text file or hub:dataset")
-        _check_names([corpus.format], ("plain", "wikitext"), "gordon.corpus.format", problems)
-        at_least(corpus, ("dev_sequences",), 1, "corpus")
-        if corpus.max_train_sequences is not None:
-            at_least(corpus, ("max_train_sequences",), 1, "corpus")
-    pretrain = gordon.pretrain
-    if pretrain is not None:
-        at_least(pretrain, ("steps", "prune_every", "batch_size"), 1, "pretrain")
-        at_least(pretrain, ("prune_steps", "warmup_steps", "head_steps"), 0, "pretrain")
-        at_least(pretrain, ("max_length",), 8, "pretrain")
-        if pretrain.eval_every is not None:
-            at_least(pretrain, ("eval_every",), 1, "pretrain")
-        positive(pretrain, ("learning_rate", "head_learning_rate"), "pretrain")
-        if isinstance(pretrain.prune_steps, int) and isinstance(pretrain.steps, int) and pretrain.prune_steps > pretrain.steps:
-            problems.append(f"gordon.pretrain.prune_steps ({pretrain.prune_steps}) must not exceed "
-                            f"gordon.pretrain.steps ({pretrain.steps})")
-        if isinstance(pretrain.mlm_probability, float) and not 0 < pretrain.mlm_probability < 1:
-            problems.append(f"gordon.pretrain.mlm_probability must be in (0, 1), got {pretrain.mlm_probability}")
-        if not pretrain.methods:
-            problems.append("gordon.pretrain.methods must not be empty")
-        _check_names(pretrain.methods, PRETRAIN_METHODS, "gordon.pretrain.methods", problems)
-        if pretrain.methods and "gmp" not in pretrain.methods:
-            problems.append("gordon.pretrain.methods must include gmp: information deletion, the mask difference "
-                            "and the similarity analysis compare against it")
-        _check_names([pretrain.scope], SCOPES, "gordon.pretrain.scope", problems)
-        _check_names([pretrain.tensors], TENSOR_CHOICES, "gordon.pretrain.tensors", problems)
-        _check_names([pretrain.mixed_precision], ("no", "fp16", "bf16"), "gordon.pretrain.mixed_precision", problems)
-    downstream = gordon.downstream
-    if downstream is not None:
-        _check_names(downstream.variants, VARIANTS, "gordon.downstream.variants", problems)
-        if not downstream.learning_rates:
-            problems.append("gordon.downstream.learning_rates must not be empty")
-        for lr in downstream.learning_rates or []:
-            if isinstance(lr, float) and lr <= 0:
-                problems.append(f"gordon.downstream.learning_rates must be positive, got {lr}")
-        if len(set(downstream.learning_rates or [])) != len(downstream.learning_rates or []):
-            problems.append(f"gordon.downstream.learning_rates must be distinct, got {downstream.learning_rates}")
-        at_least(downstream, ("deletion_epochs", "deletion_epochs_high", "after_epochs", "after_epochs_high"), 1,
-                 "downstream")
-    analysis = gordon.analysis
-    if analysis is not None:
-        at_least(analysis, ("similarity_sequences",), 1, "analysis")
-        at_least(analysis, ("magnitude_bins",), 2, "analysis")
+        check_names(longer.methods, METHODS, "longer_retraining.methods", problems)
+        check_names(longer.subnetworks, SUBNETWORKS, "longer_retraining.subnetworks", problems)
 
 
 def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:
@@ -545,6 +342,19 @@ def _apply_override(data: dict[str, Any], override: str, problems: list[str]) ->
     node[parts[-1]] = value
 
 
+def _rename_old_keys(data: dict[str, Any], source: str, problems: list[str]) -> None:
+    for (section, old), new in RENAMED.items():
+        part = data.get(section)
+        if not isinstance(part, dict) or old not in part:
+            continue
+        if new in part:
+            problems.append(f"{section}.{old} was renamed {section}.{new}; give only {section}.{new}")
+            continue
+        part[new] = part.pop(old)
+        warnings.warn(f"{source}: {section}.{old} is now called {section}.{new}; rename it (read as {new} this time)",
+                      FutureWarning, stacklevel=3)
+
+
 def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), *, source: str = "config") -> ExperimentConfig:
     """Build and validate a config from plain data (what the YAML file holds)."""
     problems: list[str] = []
@@ -553,6 +363,7 @@ def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
     data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy that overrides can change freely
     for override in overrides:
         _apply_override(data, override, problems)
+    _rename_old_keys(data, source, problems)
     config = _build(ExperimentConfig, data, "", problems)
     if config is not None:
         _validate(config, problems)
@@ -576,5 +387,15 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Exper
 
 
 def to_dict(config: ExperimentConfig) -> dict[str, Any]:
-    """Plain data (for writing the resolved config beside a run)."""
-    return dataclasses.asdict(config)
+    """Plain data (for writing the resolved config beside a run): what `from_dict` reads back."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if f.metadata.get("config", True)}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)

@@ -60,7 +60,7 @@ def evaluate(
     *,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """The task's metrics (SPEC section 2) plus ``n_examples``."""
+    """The task's metrics (`bertlottery.metrics`) plus ``n_examples``."""
     outputs, labels = predict(model, batches, device=device)
     predictions = outputs if task.is_regression else outputs.argmax(-1)
     metrics = compute_metrics(task, predictions, labels)

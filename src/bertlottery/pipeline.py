@@ -1,26 +1,21 @@
-"""Expand an experiment config into a graph of stages and run what is not done yet.
+"""Run a graph of stages into a run directory, skipping what is done: in this process or on Ray.
 
-A stage is one step of the study (fine-tune, prune, sample subnetworks, evaluate pruned, re-fine-tune,
-super-survivors, baselines). Its id ends in a hash of everything that determines its output: its
-kind, keys, settings and the ids of the stages it reads. Change a setting and the stage (and every
-stage downstream) gets a new id and runs again; change nothing and it is skipped.
+A stage is one step of a study (fine-tune, prune, sample subnetworks, evaluate pruned, re-fine-tune,
+pre-train, ...). Its id ends in a hash of everything that determines its output: its kind, keys,
+settings and the ids of the stages it reads. Change a setting and the stage (and every stage
+downstream) gets a new id and runs again; change nothing and it is skipped.
 
-Layout of a run directory::
-
-    RUN/
-      config.json                 the resolved config
-      stages/<kind>/<task>/<name>-<hash>/
-        ...                       the stage's artifacts (a fine-tuning run, a prune directory, ...)
-        stage.json                written last: its presence marks the stage done
-      rows/<stage>.json           the stage's result rows (see bertlottery.results)
-      failed/<stage>.json         the error of a stage that failed (cleared when it succeeds)
-      results.parquet, results.csv
-
-A stage killed midway left no ``stage.json``: the next run starts it over from a clean folder.
+The pipeline knows no study: a study (`bertlottery.studies`) expands a config into stages and hands
+them over with its ``execute(stage, out, inputs, config, progress) -> rows`` function. Where things
+are written is `bertlottery.runs`' business: ``graph.json`` at every start, a folder per stage with
+``stage.json`` written last (its presence marks the stage done), the stage's result rows, a record
+of a failure. A stage killed midway left no ``stage.json``: the next run starts it over from a clean
+folder.
 
 Example:
-    >>> stages = expand(load("configs/smoke.yaml"))          # doctest: +SKIP
-    >>> run_local(stages, Path("runs/smoke"), config)        # doctest: +SKIP
+    >>> from bertlottery import studies
+    >>> stages = studies.expand(config)                                           # doctest: +SKIP
+    >>> run_local(stages, Path("runs/smoke"), config, execute=studies.execute)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,35 +27,36 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import runs
 from .config import ExperimentConfig, to_dict
-from .results import ResultRow, rows_from_metrics, write_stage_rows, write_table
+from .costs import EnergyMeter, energy_tracking
+from .errors import UserError
+from .results import ResultRow, write_stage_rows, write_table
+from .runs import EVENTS_FILE, FAILED_DIR, RUNNING_DIR, STAGE_FILE
 
 __all__ = [
     "Stage",
-    "expand",
+    "Execute",
     "run_stage",
     "run_local",
     "run_ray",
-    "run_summary",
-    "energy_tracking",
     "prepare_run",
     "verify_stage",
     "stage_states",
     "stage_dir",
+    "graph_record",
     "STAGE_FILE",
     "FAILED_DIR",
     "EVENTS_FILE",
 ]
 
-STAGE_FILE = "stage.json"
-EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
-FAILED_DIR = "failed"
-RUNNING_DIR = "running"
+# Settings keys renamed after runs were made with them: the id hashes the old name, so that a run made
+# before the rename resumes without re-running a stage (an id is a hash of the stage's payload).
+_HASHED_AS = {"keep_fraction": "threshold"}
 
 
 @dataclass(frozen=True)
@@ -76,197 +72,31 @@ class Stage:
 
     @property
     def id(self) -> str:
+        settings = {_HASHED_AS.get(k, k): v for k, v in self.settings.items()}
         payload = json.dumps({"kind": self.kind, "task": self.task, "name": self.name, "keys": self.keys,
-                              "settings": self.settings, "inputs": self.inputs}, sort_keys=True, default=str)
+                              "settings": settings, "inputs": self.inputs}, sort_keys=True, default=str)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
         return f"{self.kind}/{self.task}/{self.name}-{digest}"
 
     @property
     def file_id(self) -> str:
-        """The id as one file name (for rows/ and failed/)."""
-        return self.id.replace("/", "__")
+        """The id as one file name (for the rows, failure and running records)."""
+        return runs.stage_file_name(self.id)
 
 
-def _train_settings(config: ExperimentConfig, task: str, seed: int) -> dict[str, Any]:
-    train = {k: v for k, v in asdict(config.train).items() if k != "per_task"}
-    train.update(config.train.per_task.get(task, {}))
-    train["seed"] = seed
-    return train
+Execute = Callable[[Stage, Path, dict[str, Path], ExperimentConfig, bool], list[ResultRow]]
+"""A study's ``execute(stage, out, inputs, config, progress)``: run one stage into ``out`` (inputs: role ->
+the folder of the stage it reads) and return its result rows."""
 
-
-def expand(config: ExperimentConfig) -> list[Stage]:
-    """Every stage of the study, in an order where each stage comes after its inputs."""
-    from .tasks import get_task
-
-    if config.gordon is not None:  # a Compressing-BERT study: its own graph
-        from .gordon.stages import expand as expand_gordon
-
-        return expand_gordon(config)
-
-    stages: list[Stage] = []
-    pruning = asdict(config.pruning)
-    for task_name in config.tasks:
-        task = get_task(task_name).name
-        prunes: dict[str, list[Stage]] = {m: [] for m in config.methods}
-        per_seed: dict[int, dict[str, Stage]] = {}
-        for seed in config.seeds:
-            train = _train_settings(config, task, seed)
-            finetune = Stage("finetune", task, f"seed{seed}", {"seed": seed, "method": "none", "subnetwork": "full",
-                                                              "mode": "finetuned", "epochs": train["epochs"]},
-                             {"model": config.model, "train": train})
-            stages.append(finetune)
-            per_seed[seed] = {"finetune": finetune}
-            for method in config.methods:
-                method_settings = {"threshold": pruning["threshold"], "compat": pruning["compat"],
-                                   **pruning[method]}
-                prune = Stage("prune", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
-                              method_settings, {"finetune": finetune.id})
-                subs = Stage("subnetworks", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
-                             {"compat": pruning["compat"]}, {"prune": prune.id})
-                stages += [prune, subs]
-                prunes[method].append(prune)
-                per_seed[seed][method] = subs
-                stages += _evaluations(config, task, seed, method, finetune, subs, train)
-            if "random-init" in config.baselines and "structured" in config.methods:
-                stages.append(Stage("baseline", task, f"seed{seed}-random-init",
-                                    {"seed": seed, "method": "random-init", "subnetwork": "random", "mode": "baseline",
-                                     "epochs": train["epochs"]},
-                                    {"model": config.model, "train": train, "size_of": "bad"},
-                                    {"finetune": finetune.id, "subnetworks": per_seed[seed]["structured"].id}))
-        if config.super_survivors and "structured" in config.methods and len(config.seeds) > 1:
-            sup = Stage("super", task, "structured", {"method": "structured"}, {"seed": 0},
-                        {f"prune{i}": p.id for i, p in enumerate(prunes["structured"])})
-            stages.append(sup)
-            for seed in config.seeds:
-                train = _train_settings(config, task, seed)
-                stages += _evaluations(config, task, seed, "structured", per_seed[seed]["finetune"], sup, train,
-                                       prefix="super-")
-        if "majority" in config.baselines:
-            stages.append(Stage("baseline", task, "majority", {"seed": None, "method": "majority", "subnetwork": "none",
-                                                               "mode": "baseline", "epochs": None}, {}))
-    if config.attention is not None:  # attention maps and patterns of the lottery's heads
-        from .attention.stages import expand as expand_attention
-
-        stages += expand_attention(config, list(stages))
-    return stages
-
-
-def graph_of_config(config_data: dict[str, Any]) -> list[Stage]:
-    """The stage graph of a run's resolved config (the dict in its ``config.json``).
-
-    Raises (``ConfigError``, ``ValueError``, ...) where it cannot be rebuilt, for example a config written
-    by another version. Readers of a run directory use it to tell the run's own stages from stages that a
-    changed config left behind: those stay on disk but are no longer part of the study.
-    """
-    from .config import from_dict
-
-    return expand(from_dict(config_data, source=runs.CONFIG_FILE))
-
-
-def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str = "") -> list[Stage]:
-    stages = []
-    for subnetwork in config.subnetworks:
-        keys = {"seed": seed, "method": method, "subnetwork": prefix + subnetwork}
-        inputs = {"finetune": finetune.id, "subnetworks": subs.id}
-        if "pruned" in config.modes:
-            stages.append(Stage("evaluate", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
-                                {**keys, "mode": "pruned", "epochs": train["epochs"]}, {"subnetwork": subnetwork},
-                                inputs))
-        if "retrained" in config.modes:
-            stages.append(Stage("retrain", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
-                                {**keys, "mode": "retrained", "epochs": train["epochs"]},
-                                {"subnetwork": subnetwork, "epochs": None}, inputs))
-        longer = config.longer_retraining
-        if longer and not prefix and method in longer.methods and subnetwork in longer.subnetworks:
-            stages.append(Stage("retrain", task, f"seed{seed}-{method}-{subnetwork}-long",
-                                {**keys, "mode": "retrained-long", "epochs": longer.epochs},
-                                {"subnetwork": subnetwork, "epochs": longer.epochs}, inputs))
-    return stages
-
-
-# ---- running stages -----------------------------------------------------------------------------------
 
 def stage_dir(run_dir: Path, stage: Stage) -> Path:
-    return run_dir / "stages" / stage.id
+    return runs.stage_path(run_dir, stage.id)
 
 
-def _execute(stage: Stage, out: Path, inputs: dict[str, Path], config: ExperimentConfig,
-             progress: bool) -> list[ResultRow]:
-    """Run one stage into ``out``; return its result rows."""
-    from . import lottery, recipes
-    from .training import TrainSettings
-
-    # Stage kinds that live with their experiment's package: "attention-..." and "gordon-...".
-    if stage.kind.startswith("attention"):
-        from .attention.stages import execute
-        return execute(stage, out, inputs, config, progress)
-    if stage.kind.startswith("gordon"):
-        from .gordon.stages import execute
-        return execute(stage, out, inputs, config, progress)
-    glue = Path(config.glue_dir) if config.glue_dir else None
-    row_keys = {k: v for k, v in stage.keys.items() if k in ("seed", "method", "subnetwork", "mode", "epochs")}
-    row_keys.update(task=stage.task, stage_id=stage.id)
-    if stage.kind == "finetune":
-        train = dict(stage.settings["train"])
-        cap, holdout = train.pop("max_train_examples"), train.pop("holdout_fraction")
-        record = recipes.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
-                                      settings=TrainSettings(**train), max_train_examples=cap,
-                                      holdout_fraction=holdout, overwrite=True, progress=progress)
-        return rows_from_metrics(record, **row_keys)
-    if stage.kind == "prune":
-        s = stage.settings
-        compat = None if s["compat"] == "none" else s["compat"]
-        if stage.keys["method"] == "structured":
-            lottery.prune_structured_run(inputs["finetune"], out, glue_dir=glue, mode=s["mode"],
-                                         threshold=s["threshold"], scoring_split=s["scoring_split"],
-                                         normalize_by_layer=s["normalize_by_layer"],
-                                         global_min_max=s["global_min_max"], compat=compat,
-                                         batch_size=s["batch_size"], overwrite=True, progress=progress)
-        else:
-            lottery.prune_magnitude_run(inputs["finetune"], out, glue_dir=glue, threshold=s["threshold"],
-                                        scope=s["scope"], tensor_set=s["tensors"], step_fraction=s["step_fraction"],
-                                        compat=compat, overwrite=True, progress=progress)
-        return []
-    if stage.kind == "subnetworks":
-        compat = None if stage.settings["compat"] == "none" else stage.settings["compat"]
-        lottery.make_subnetworks(inputs["prune"], out, seed=stage.keys["seed"], compat=compat, overwrite=True)
-        return []
-    if stage.kind == "super":
-        prunes = [inputs[k] for k in sorted(inputs, key=lambda k: int(k.removeprefix("prune")))]
-        lottery.make_super_survivors(prunes, out, seed=stage.settings["seed"], overwrite=True)
-        return []
-    if stage.kind == "evaluate":
-        mask = inputs["subnetworks"] / f"{stage.settings['subnetwork']}.safetensors"
-        record = recipes.evaluate_run(inputs["finetune"], task_name=stage.task, glue_dir=glue, masks_path=mask)
-        out.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out / runs.METRICS_FILE, record)
-        return rows_from_metrics(record, **row_keys)
-    if stage.kind == "retrain":
-        mask = inputs["subnetworks"] / f"{stage.settings['subnetwork']}.safetensors"
-        record = lottery.retrain_run(inputs["finetune"], mask, out, glue_dir=glue, epochs=stage.settings["epochs"],
-                                     overwrite=True, progress=progress)
-        rows = rows_from_metrics(record, **row_keys)
-        if stage.keys["mode"] == "retrained-long":  # the metric after every epoch (appendix D)
-            history = runs.read_json(out / runs.HISTORY_FILE)
-            rows = [row for epoch in history["epochs"]
-                    for row in rows_from_metrics({"task": stage.task, "splits": {
-                        split: {"metrics": m} for split, m in epoch["dev"].items()},
-                        "body_fraction_kept": record["body_fraction_kept"]}, **{**row_keys, "epochs": epoch["epoch"]})]
-        return rows
-    if stage.kind == "baseline" and stage.keys["method"] == "majority":
-        record = lottery.majority_baseline_metrics(stage.task, glue)
-        out.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out / runs.METRICS_FILE, record)
-        return rows_from_metrics(record, **row_keys)
-    if stage.kind == "baseline":
-        train = dict(stage.settings["train"])
-        cap, _ = train.pop("max_train_examples"), train.pop("holdout_fraction")
-        record = lottery.random_init_baseline_run(stage.settings["model"], stage.task,
-                                                  inputs["subnetworks"] / "bad.safetensors", out, glue_dir=glue,
-                                                  settings=TrainSettings(**train), max_train_examples=cap,
-                                                  overwrite=True, progress=progress)
-        return rows_from_metrics(record, **row_keys)
-    raise ValueError(f"unknown stage kind {stage.kind}")
+def graph_record(stages: list[Stage]) -> list[dict[str, Any]]:
+    """The stages as ``graph.json`` lists them (see `bertlottery.runs.write_graph`)."""
+    return [{"id": s.id, "kind": s.kind, "task": s.task, "name": s.name, "keys": s.keys, "settings": s.settings,
+             "inputs": s.inputs} for s in stages]
 
 
 def stage_states(stages: list[Stage], run_dir: Path) -> dict[str, str]:
@@ -333,116 +163,7 @@ def _event(run_dir: Path, what: str, stage: Stage) -> None:
         handle.write(line)
 
 
-def energy_tracking(config: ExperimentConfig) -> bool:
-    """Whether to record energy; refuses ``energy.track: true`` without codecarbon."""
-    if config.energy.track is False:
-        return False
-    try:
-        import codecarbon  # noqa: F401
-    except ImportError:
-        if config.energy.track:
-            from .errors import UserError
-
-            raise UserError("energy.track is true but codecarbon is not installed: "
-                            "pip install 'bertlottery[energy]', or set energy.track=false.") from None
-        return False
-    return True
-
-
-class _EnergyMeter:
-    """codecarbon's offline tracker around one stage; a no-op when tracking is off."""
-
-    def __init__(self, config: ExperimentConfig):
-        self.tracker = None
-        if energy_tracking(config):
-            import logging
-
-            from codecarbon import OfflineEmissionsTracker
-
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
-            self.tracker = OfflineEmissionsTracker(country_iso_code=config.energy.country_iso_code,
-                                                   output_methods=[], log_level="error", tracking_mode="process")
-
-    def __enter__(self):
-        if self.tracker is not None:
-            self.tracker.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.tracker is not None:
-            self.emissions_kg = self.tracker.stop() or 0.0
-            self.energy_kwh = float(self.tracker.final_emissions_data.energy_consumed)
-
-    def record(self) -> dict[str, float]:
-        if self.tracker is None:
-            return {}
-        return {"energy_kwh": self.energy_kwh, "emissions_kg": float(self.emissions_kg)}
-
-
-def run_summary(stages: list[Stage], run_dir: Path) -> dict[str, float]:
-    """Seconds, kWh and kg CO2-eq summed over the finished stages of a run."""
-    total = {"seconds": 0.0, "energy_kwh": 0.0, "emissions_kg": 0.0, "stages_with_energy": 0}
-    for stage in stages:
-        try:
-            record = json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        total["seconds"] += record.get("seconds", 0.0)
-        if "energy_kwh" in record:
-            total["energy_kwh"] += record["energy_kwh"]
-            total["emissions_kg"] += record["emissions_kg"]
-            total["stages_with_energy"] += 1
-    return total
-
-
-def stage_seconds(run_dir: Path, stage: Stage) -> float | None:
-    """How long a finished stage ran, from its record; None where there is no readable record."""
-    try:
-        return float(json.loads((stage_dir(run_dir, stage) / STAGE_FILE).read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-_SAME_WORK = {"retrain": "finetune", "baseline": "finetune"}  # stages that train like a task's fine-tuning
-
-
-def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
-                  seconds_of: dict[str, float] | None = None) -> dict[str, float]:
-    """Stage time the unfinished stages will take, from the finished ones: each counts the mean time of
-    the finished stages of its kind and task, else (re-fine-tuning and baselines train on the same data
-    as the fine-tuning) of the task's fine-tuning, else of its kind on any task. ``seconds`` sums those;
-    ``estimated`` is how many unfinished stages got an estimate and ``unknown`` how many did not (no
-    stage of their kind has finished yet). ``seconds_of``: a cache of finished stages' times, filled as
-    they are read (a live view recomputes this after every stage)."""
-    by_kind_task: dict[tuple[str, str], list[float]] = {}
-    by_kind: dict[str, list[float]] = {}
-    for stage in stages:
-        if states.get(stage.id) != "done":
-            continue
-        seconds = (seconds_of or {}).get(stage.id)
-        if seconds is None:
-            seconds = stage_seconds(run_dir, stage)
-            if seconds is None:
-                continue
-            if seconds_of is not None:
-                seconds_of[stage.id] = seconds
-        by_kind_task.setdefault((stage.kind, stage.task), []).append(seconds)
-        by_kind.setdefault(stage.kind, []).append(seconds)
-    total = {"seconds": 0.0, "estimated": 0, "unknown": 0}
-    for stage in stages:
-        if states.get(stage.id) == "done":
-            continue
-        known = (by_kind_task.get((stage.kind, stage.task)) or by_kind_task.get((_SAME_WORK.get(stage.kind), stage.task))
-                 or by_kind.get(stage.kind))
-        if known:
-            total["seconds"] += sum(known) / len(known)
-            total["estimated"] += 1
-        else:
-            total["unknown"] += 1
-    return total
-
-
-def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: ExperimentConfig, *,
+def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: ExperimentConfig, execute: Execute, *,
               progress: bool = False) -> str:
     """Run one stage into its folder and record it; returns ``done`` or ``failed``.
 
@@ -459,8 +180,8 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
     started = time.time()
     _event(run_dir, "start", stage)
     try:
-        with _EnergyMeter(config) as meter:
-            rows = _execute(stage, folder, inputs, config, progress)
+        with EnergyMeter(config) as meter:
+            rows = execute(stage, folder, inputs, config, progress)
         write_stage_rows(run_dir, stage.file_id, rows)
         folder.mkdir(parents=True, exist_ok=True)
         runs.write_json(folder / STAGE_FILE, {
@@ -481,7 +202,7 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
 
 
 def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) -> dict[str, str]:
-    """Write the resolved config and check every finished stage's artifacts.
+    """Write the resolved config and the stage graph, and check every finished stage's artifacts.
 
     Returns the stages that are done and intact (``done``); a stage whose files were truncated,
     changed or removed since it finished is not, and will run again.
@@ -489,6 +210,7 @@ def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) ->
     energy_tracking(config)  # refuses energy.track: true without codecarbon, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+    runs.write_graph(run_dir, graph_record(stages))
     _clear_dead_markers(run_dir)
     return {stage.id: "done" for stage in stages if verify_stage(run_dir, stage)}
 
@@ -510,6 +232,7 @@ def run_local(
     run_dir: Path,
     config: ExperimentConfig,
     *,
+    execute: Execute,
     progress: bool = True,
     on_stage: Callable[[Stage, str], None] | None = None,
     states: dict[str, str] | None = None,
@@ -535,14 +258,15 @@ def run_local(
         inputs = {role: stage_dir(run_dir, by_id[sid]) for role, sid in stage.inputs.items()}
         if on_stage:
             on_stage(stage, "start")
-        states[stage.id] = run_stage(stage, inputs, run_dir, config, progress=progress)
+        states[stage.id] = run_stage(stage, inputs, run_dir, config, execute, progress=progress)
         if on_stage:
             on_stage(stage, states[stage.id])
     write_table(run_dir, stage_ids=[s.file_id for s in stages])
     return states
 
 
-def _ray_stage(stage: Stage, inputs: dict[str, str], run_dir: str, config: ExperimentConfig, threads: int) -> str:
+def _ray_stage(stage: Stage, inputs: dict[str, str], run_dir: str, config: ExperimentConfig, execute: Execute,
+               threads: int) -> str:
     """A Ray task: one stage, on whichever worker Ray picked."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -550,7 +274,7 @@ def _ray_stage(stage: Stage, inputs: dict[str, str], run_dir: str, config: Exper
     torch.set_num_threads(threads)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    return run_stage(stage, {role: Path(p) for role, p in inputs.items()}, Path(run_dir), config)
+    return run_stage(stage, {role: Path(p) for role, p in inputs.items()}, Path(run_dir), config, execute)
 
 
 def run_ray(
@@ -558,6 +282,7 @@ def run_ray(
     run_dir: Path,
     config: ExperimentConfig,
     *,
+    execute: Execute,
     address: str | None = None,
     on_stage: Callable[[Stage, str], None] | None = None,
     states: dict[str, str] | None = None,
@@ -573,8 +298,6 @@ def run_ray(
     try:
         import ray
     except ImportError:
-        from .errors import UserError
-
         raise UserError("The Ray executor needs Ray: pip install 'bertlottery[ray]' (or pip install 'ray>=2.9').") from None
     by_id = {s.id: s for s in stages}
     states = dict(states) if states is not None else prepare_run(stages, run_dir, config)
@@ -598,7 +321,7 @@ def run_ray(
                     waiting.remove(stage)
                 elif all(state == "done" for state in inputs):
                     paths = {role: str(stage_dir(run_dir, by_id[sid])) for role, sid in stage.inputs.items()}
-                    pending[task.remote(stage, paths, str(run_dir.resolve()), config, cpus)] = stage
+                    pending[task.remote(stage, paths, str(run_dir.resolve()), config, execute, cpus)] = stage
                     waiting.remove(stage)
                     if on_stage:
                         on_stage(stage, "queued")
@@ -620,3 +343,20 @@ def run_ray(
             ray.shutdown()
     write_table(run_dir, stage_ids=[s.file_id for s in stages])
     return states
+
+
+# ---- for readers not yet converted to graph.json -----------------------------------------------------
+# The report and the stability command rebuild a run's graph from its config through these two names.
+# They are the one place the pipeline reaches up to the studies; the import-map test allows exactly
+# these imports until those readers read graph.json (then both go).
+
+def expand(config: ExperimentConfig) -> list[Stage]:
+    from .studies import expand as expand_study
+
+    return expand_study(config)
+
+
+def graph_of_config(config_data: dict[str, Any]) -> list[Stage]:
+    from .studies import graph_of_config as of_config
+
+    return of_config(config_data)

@@ -80,7 +80,7 @@ class SearchResult:
     """What a search found: the good mask's metric against the full model's, and every step."""
 
     full_metric: float
-    threshold: float
+    min_metric: float  # the metric a pruned model had to keep: keep_fraction x full (see threshold_for)
     final_metric: float  # metric of the good mask
     trace: list[Step]
 
@@ -90,7 +90,7 @@ class SearchResult:
     def trace_dict(self) -> dict[str, Any]:
         return {
             "full_metric": self.full_metric,
-            "threshold": self.threshold,
+            "min_metric": self.min_metric,
             "final_metric": self.final_metric,
             **self.sizes(),
             "steps": [s.to_dict() for s in self.trace],
@@ -124,7 +124,7 @@ def structured_search(
     num_heads: int,
     full_metric: float,
     mode: str = "heads+mlps",
-    threshold: float = 0.9,
+    keep_fraction: float = 0.9,
     head_step_fraction: float = 0.1,
     mlps_per_step: int = 1,
     on_step: Callable[[Step], None] | None = None,
@@ -140,7 +140,7 @@ def structured_search(
         "heads": [("heads", head_step, 0)],
         "mlps": [("mlps", 0, mlps_per_step)],
     }[mode]
-    limit = threshold_for(full_metric, threshold)
+    limit = threshold_for(full_metric, keep_fraction)
     heads = HeadMask.full(num_layers, num_heads)
     mlps = MlpMask.full(num_layers)
     final_metric = full_metric
@@ -174,7 +174,7 @@ def structured_search(
                 break  # revert: keep the current mask and move to the next phase
             heads, mlps, final_metric = new_heads, new_mlps, metric
             scores = None  # recompute under the new mask
-    return StructuredResult(heads=heads, mlps=mlps, full_metric=full_metric, threshold=limit,
+    return StructuredResult(heads=heads, mlps=mlps, full_metric=full_metric, min_metric=limit,
                             final_metric=final_metric, trace=trace)
 
 
@@ -226,7 +226,7 @@ def magnitude_search(
     evaluate: Callable[[WeightMask], float],
     *,
     full_metric: float,
-    threshold: float = 0.9,
+    keep_fraction: float = 0.9,
     step_fraction: float = 0.1,
     scope: str = "global",
     max_steps: int = 100,
@@ -235,7 +235,7 @@ def magnitude_search(
 ) -> MagnitudeResult:
     """Prune 10% of the remaining weights per step while the metric stays above threshold."""
     compat = compat or Compat()
-    limit = threshold_for(full_metric, threshold)
+    limit = threshold_for(full_metric, keep_fraction)
     current = WeightMask({n: torch.ones_like(t, dtype=torch.bool) for n, t in magnitude.items()})
     current_metric, total = full_metric, current.n_total
     before_last, before_last_metric = current, current_metric
@@ -259,7 +259,7 @@ def magnitude_search(
     if compat.magnitude_mask_before_last_step:
         # released code: however the loop ended, it saved the mask from before the last step it evaluated
         good, good_metric = before_last, before_last_metric
-    return MagnitudeResult(weights=good, full_metric=full_metric, threshold=limit, final_metric=good_metric,
+    return MagnitudeResult(weights=good, full_metric=full_metric, min_metric=limit, final_metric=good_metric,
                            trace=trace)
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import runs
 from .errors import UserError
 
 __all__ = [
@@ -37,8 +38,7 @@ __all__ = [
     "format_summary",
 ]
 
-ROWS_DIR = "rows"
-TABLE = "results"
+ROWS_DIR = runs.ROWS_DIR  # kept importable here for readers written before runs.py held the layout
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,8 @@ def write_table(run_dir: str | os.PathLike, stage_ids: list[str] | None = None):
     table = pd.DataFrame(read_rows(run_dir, stage_ids), columns=COLUMNS)
     order = ["task", "seed", "method", "subnetwork", "mode", "epochs", "split", "metric", "stage_id"]
     table = table.sort_values(order, na_position="first", kind="mergesort").reset_index(drop=True)
-    for name, write in ((f"{TABLE}.parquet", lambda p: table.to_parquet(p, index=False)),
-                        (f"{TABLE}.csv", lambda p: table.to_csv(p, index=False))):
+    for name, write in ((runs.RESULTS_PARQUET, lambda p: table.to_parquet(p, index=False)),
+                        (runs.RESULTS_CSV, lambda p: table.to_csv(p, index=False))):
         tmp = run_dir / f".{name}.tmp-{os.getpid()}"
         write(tmp)
         os.replace(tmp, run_dir / name)

@@ -1,5 +1,6 @@
 """The one module that knows how a run directory looks on disk, and writes it so that a crash
-never leaves a directory that looks complete.
+never leaves a directory that looks complete. No other module spells a file or folder name of a run
+(a test checks it): they ask here.
 
 A fine-tuning (or evaluation) run directory::
 
@@ -13,6 +14,24 @@ A fine-tuning (or evaluation) run directory::
 
 Everything is written into a hidden sibling ``.RUN.partial-<pid>`` and renamed into place at the end:
 ``RUN`` either does not exist or is complete.
+
+A prune step's directory holds ``mask.safetensors`` (the good mask), ``trace.json`` (every step of
+the search) and ``metrics.json``; a subnetworks step's holds ``good``/``random``/``bad.safetensors``
+(`subnetwork_file`) and ``subnetworks.json``.
+
+A study run directory (``bertlottery run``)::
+
+    RUN/
+      config.json                 the resolved config
+      graph.json                  every stage of the study, each after its inputs (written at every start)
+      stages/<kind>/<task>/<name>-<hash>/
+        ...                       the stage's artifacts (a fine-tuning run, a prune directory, ...)
+        stage.json                written last: its presence marks the stage done
+      rows/<stage>.json           the stage's result rows (see bertlottery.results)
+      failed/<stage>.json         the error of a stage that failed (cleared when it succeeds)
+      running/<stage>             the id of the process running the stage
+      events.log                  one line per stage start and end
+      results.parquet, results.csv
 """
 
 from __future__ import annotations
@@ -39,6 +58,30 @@ __all__ = [
     "HISTORY_FILE",
     "MASK_FILE",
     "EXPORT_FILE",
+    "TRACE_FILE",
+    "SUBNETWORKS_FILE",
+    "STAGES_DIR",
+    "STAGE_FILE",
+    "ROWS_DIR",
+    "FAILED_DIR",
+    "RUNNING_DIR",
+    "EVENTS_FILE",
+    "GRAPH_FILE",
+    "RESULTS_CSV",
+    "RESULTS_PARQUET",
+    "GRAPH_VERSION",
+    "ANALYSIS_FILE",
+    "PROPORTIONS_FILE",
+    "SELECTION_FILE",
+    "SIMILARITY_FILE",
+    "HEATMAPS_FILE",
+    "MLM_HEAD_FILE",
+    "subnetwork_file",
+    "mask_file_of",
+    "stage_path",
+    "stage_file_name",
+    "write_graph",
+    "read_graph",
     "staged_run_dir",
     "write_json",
     "read_json",
@@ -54,6 +97,69 @@ ENVIRONMENT_FILE = "environment.json"
 HISTORY_FILE = "history.json"
 EXPORT_FILE = "export.json"  # in an exported-subnetwork folder: which run and mask it came from
 MASK_FILE = "mask.safetensors"  # the mask a run trained under, or the mask a prune step found
+TRACE_FILE = "trace.json"  # in a prune directory: every step of the search
+SUBNETWORKS_FILE = "subnetworks.json"  # in a subnetworks directory: sizes, seed, where the good mask came from
+
+# a study run directory
+STAGES_DIR = "stages"
+STAGE_FILE = "stage.json"  # written last into a stage's folder: its presence marks the stage done
+ROWS_DIR = "rows"
+FAILED_DIR = "failed"
+RUNNING_DIR = "running"
+EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
+GRAPH_FILE = "graph.json"
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+GRAPH_VERSION = 1
+
+# in the stage folders of the attention and Gordon studies
+ANALYSIS_FILE = "analysis.json"  # attention-analysis: proportions and correlations; gordon-pretrain: weight statistics
+PROPORTIONS_FILE = "proportions.csv"  # attention-analysis: pattern proportions as a table
+SELECTION_FILE = "selection.json"  # gordon-select: every learning rate's result and the one kept
+SIMILARITY_FILE = "similarity.json"  # gordon-similarity: hidden-state cosine similarity per layer
+HEATMAPS_FILE = "heatmaps.npz"  # gordon-pretrain: weight-magnitude heatmaps
+MLM_HEAD_FILE = "mlm_head.safetensors"  # beside a pre-trained checkpoint's weights: its MLM head
+
+
+def subnetwork_file(name: str) -> str:
+    """The file a subnetworks (or super-survivors) step writes a mask into: ``good.safetensors``, ..."""
+    return f"{name}.safetensors"
+
+
+def mask_file_of(path: str | os.PathLike) -> Path:
+    """A masks file, or the mask a prune directory (or fine-tuning run) holds."""
+    path = Path(path)
+    return path / MASK_FILE if path.is_dir() else path
+
+
+def stage_path(run_dir: str | os.PathLike, stage_id: str) -> Path:
+    """A stage's folder; stage ids look like ``kind/task/name-hash10``."""
+    return Path(run_dir) / STAGES_DIR / stage_id
+
+
+def stage_file_name(stage_id: str) -> str:
+    """A stage id as one file name, for ``rows/``, ``failed/`` and ``running/``."""
+    return stage_id.replace("/", "__")
+
+
+def write_graph(run_dir: str | os.PathLike, stages: list[dict[str, Any]]) -> Path:
+    """Write the study's stage graph: each stage's ``id``, ``kind``, ``task``, ``name``, ``keys``,
+    ``settings`` and ``inputs`` (role -> stage id), each after its inputs. Readers of a run (the report,
+    the statistics) take the study's stages from here instead of rebuilding them from the config."""
+    return write_json(Path(run_dir) / GRAPH_FILE, {"version": GRAPH_VERSION, "stages": stages})
+
+
+def read_graph(run_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The stages ``write_graph`` wrote, or None for a run made before runs had a graph file (run
+    ``bertlottery run CONFIG --run-dir RUN`` once to write it)."""
+    path = Path(run_dir) / GRAPH_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("version") != GRAPH_VERSION or not isinstance(data.get("stages"), list):
+        raise UserError(f"{path} is not a stage graph this version reads (version {GRAPH_VERSION}); "
+                        f"run `bertlottery run CONFIG --run-dir {run_dir}` once to write it again.")
+    return data["stages"]
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -1,6 +1,6 @@
 """Fine-tune a model on a task, optionally under a mask held fixed throughout.
 
-The defaults are the paper's (SPEC section 10): AdamW with eps 1e-8 and no weight decay, lr 2e-5,
+The defaults are the paper's (`bertlottery.settings`; `docs/algorithms.md`): AdamW with eps 1e-8 and no weight decay, lr 2e-5,
 linear decay without warm-up, gradient-norm clip 1.0, batch 32, 3 epochs. The seed fixes dropout and
 the data order; the classifier's initialisation is fixed by the seed at load time
 (`bertlottery.models.init_classifier`), so the same seed gives the same run, which re-fine-tuning
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,28 +25,9 @@ from tqdm.auto import tqdm
 
 from .masking import WeightMaskKeeper, gated
 from .masks import Masks
+from .settings import TrainSettings  # declared there, torch-free, for the config and the CLI
 
 __all__ = ["TrainSettings", "finetune", "TrainingDiverged", "build_adamw"]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyper-parameters of one fine-tuning run (the paper's defaults)."""
-
-    learning_rate: float = 2e-5
-    epochs: int = 3
-    batch_size: int = 32
-    max_length: int = 128
-    adam_epsilon: float = 1e-8
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    mixed_precision: str = "no"  # "no", "fp16" or "bf16", passed to accelerate
-    group_by_length: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class TrainingDiverged(RuntimeError):

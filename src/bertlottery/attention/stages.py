@@ -21,15 +21,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import runs
 from ..errors import UserError
 
 __all__ = ["MAPS_KIND", "ANALYSIS_KIND", "ANALYSIS_FILE", "PROPORTIONS_FILE", "expand", "execute", "analysis_rows"]
 
 MAPS_KIND = "attention-maps"
 ANALYSIS_KIND = "attention-analysis"
-ANALYSIS_FILE = "analysis.json"
-PROPORTIONS_FILE = "proportions.csv"
-SUPER_MASK = "good.safetensors"  # in a super stage's folder: the super-survivor mask
+ANALYSIS_FILE = runs.ANALYSIS_FILE
+PROPORTIONS_FILE = runs.PROPORTIONS_FILE
+SUPER_MASK = runs.subnetwork_file("good")  # in a super stage's folder: the super-survivor mask
 
 
 def expand(config, lottery_stages: list) -> list:
@@ -113,7 +114,6 @@ def _analysis_stage(stage, out: Path, inputs: dict[str, Path]) -> list:
     import numpy as np
 
     from ..masks import load_masks
-    from ..runs import write_json
     from .analysis import analyse
     from .patterns import read_patterns
 
@@ -129,7 +129,7 @@ def _analysis_stage(stage, out: Path, inputs: dict[str, Path]) -> list:
     result = analyse(records, super_heads, stage.settings["kinds"])
     result["has_super_survivors"] = "super" in inputs
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / ANALYSIS_FILE, result)
+    runs.write_json(out / ANALYSIS_FILE, result)
     _write_csv(out / PROPORTIONS_FILE, result["proportions"])
     fractions = {(r["weights"], "super-survivors"): (r.get("extra") or {}).get("fraction_kept", 1.0)
                  for r in records if r.get("head_mask") is not None}

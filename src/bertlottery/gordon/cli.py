@@ -15,8 +15,11 @@ __all__ = ["register"]
 
 
 def register(sub) -> None:
-    from ..cli import _add_train_args
+    from ..cli.common import add_train_arguments
+    from .config import PretrainSettings
     from .names import PRETRAIN_METHODS, SCOPES, TENSOR_CHOICES, VARIANTS
+
+    loop = PretrainSettings()  # the loop's own defaults: a short run
 
     p = sub.add_parser("gordon", help="Compressing BERT (Gordon et al. 2020): pruning during pre-training")
     gsub = p.add_subparsers(dest="gordon_command", metavar="STEP", required=True)
@@ -28,20 +31,20 @@ def register(sub) -> None:
     q.add_argument("--format", choices=["plain", "wikitext"], default="plain", help="wikitext: undo @-@ and <unk>")
     q.add_argument("--sparsity", type=float, default=0.0, help="target fraction of the pruned tensors (default 0)")
     q.add_argument("--method", choices=PRETRAIN_METHODS, default="gmp")
-    q.add_argument("--steps", type=int, default=1000)
+    q.add_argument("--steps", type=int, default=loop.steps)
     q.add_argument("--prune-steps", type=int, default=100, help="the sparsity reaches the target here")
     q.add_argument("--prune-every", type=int, default=10, help="steps between mask updates")
     q.add_argument("--scope", choices=SCOPES, default="local", help="a threshold per matrix (local) or one for all")
     q.add_argument("--tensors", choices=TENSOR_CHOICES, default="gordon")
     q.add_argument("--prune-embeddings", action="store_true", help="prune the word embeddings too")
     q.add_argument("--head-steps", type=int, default=0, help="first train the MLM head alone this many steps")
-    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--batch-size", type=int, default=loop.batch_size)
     q.add_argument("--max-length", type=int, default=128)
-    q.add_argument("--lr", type=float, default=1e-4)
-    q.add_argument("--warmup-steps", type=int, default=0)
+    q.add_argument("--lr", type=float, default=loop.learning_rate)
+    q.add_argument("--warmup-steps", type=int, default=loop.warmup_steps)
     q.add_argument("--max-train-sequences", type=int)
     q.add_argument("--dev-sequences", type=int, default=256)
-    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--seed", type=int, default=loop.seed)
     q.add_argument("--out", required=True, help="folder to write (replaced)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_pretrain)
@@ -58,7 +61,7 @@ def register(sub) -> None:
     q.add_argument("--max-train-examples", type=int)
     q.add_argument("--out", required=True)
     q.add_argument("--no-progress", action="store_true")
-    _add_train_args(q)
+    add_train_arguments(q)
     q.set_defaults(func=cmd_finetune)
 
     q = gsub.add_parser("analyse", help="the Gordon section of a study's report, as one HTML page")
@@ -68,7 +71,9 @@ def register(sub) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .stages import head_run, pretrain_run
+    from .. import runs
+    from .config import GordonCorpusConfig, GordonPretrainConfig
+    from .pretraining import head_run, pretrain_run
 
     if not 0 <= args.sparsity < 1:
         raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}.")
@@ -77,22 +82,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     for name in ("steps", "prune_every", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    corpus = {"train": args.train, "dev": args.dev, "format": args.format,
-              "max_train_sequences": args.max_train_sequences, "dev_sequences": args.dev_sequences}
+    corpus = GordonCorpusConfig(train=args.train, dev=args.dev, format=args.format,
+                                max_train_sequences=args.max_train_sequences, dev_sequences=args.dev_sequences)
+    # the config's defaults for what this command does not ask (weight decay, masking probability, the
+    # head's learning rate), its own shorter run for what it does
+    pretrain = GordonPretrainConfig(steps=args.steps, prune_steps=args.prune_steps, prune_every=args.prune_every,
+                                    scope=args.scope, tensors=args.tensors, prune_embeddings=args.prune_embeddings,
+                                    batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.lr,
+                                    warmup_steps=args.warmup_steps, head_steps=args.head_steps)
     out = Path(args.out)
     start = args.model
     if args.head_steps:
-        head = {"steps": args.head_steps, "learning_rate": 1e-3, "batch_size": args.batch_size,
-                "max_length": args.max_length, "mlm_probability": 0.15, "weight_decay": 0.01}
-        record = head_run(args.model, out / "head", corpus=corpus, head=head, seed=args.seed,
+        record = head_run(args.model, out / "head", corpus=corpus, pretrain=pretrain, seed=args.seed,
                           progress=not args.no_progress)
         print(f"MLM head: dev loss {record['pretrain_dev_loss_start']:.4f} -> {record['pretrain_dev_loss']:.4f}")
-        start = out / "head" / "model"
-    pretrain = {"steps": args.steps, "prune_steps": args.prune_steps, "prune_every": args.prune_every,
-                "scope": args.scope, "tensors": args.tensors, "prune_embeddings": args.prune_embeddings,
-                "batch_size": args.batch_size, "max_length": args.max_length, "learning_rate": args.lr,
-                "warmup_steps": args.warmup_steps, "weight_decay": 0.01, "mlm_probability": 0.15,
-                "eval_every": None, "mixed_precision": "no"}
+        start = out / "head" / runs.MODEL_DIR
     record = pretrain_run(start, out, corpus=corpus, pretrain=pretrain, method=args.method, sparsity=args.sparsity,
                           seed=args.seed, progress=not args.no_progress)
     print(f"pre-training dev loss {record['pretrain_dev_loss_start']:.4f} -> {record['pretrain_dev_loss']:.4f} "
@@ -102,7 +106,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .. import runs
-    from ..cli import _glue, _print_metrics, _settings
+    from ..cli.common import glue_dir_of, print_metrics, train_settings_of
     from ..masks import load_masks
     from .downstream import AfterDownstream, run_downstream
 
@@ -114,10 +118,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         after = AfterDownstream(args.sparsity, scope=args.scope, tensors=args.tensors, embeddings=args.prune_embeddings)
     elif (source / runs.MASK_FILE).is_file():
         mask = load_masks(source / runs.MASK_FILE).weights
-    record = run_downstream(runs.model_dir_of(source), args.task, args.out, glue_dir=_glue(args),
-                            settings=_settings(args), variant=args.variant, mask=mask, after=after,
+    record = run_downstream(runs.model_dir_of(source), args.task, args.out, glue_dir=glue_dir_of(args),
+                            settings=train_settings_of(args), variant=args.variant, mask=mask, after=after,
                             max_train_examples=args.max_train_examples, progress=not args.no_progress)
-    _print_metrics(record, label=f"{args.variant}: ")
+    print_metrics(record, label=f"{args.variant}: ")
     print(f"training loss over the training set {record['train_loss']:.4f}; fraction kept "
           f"{record['fraction_kept']:.3f}; wrote {args.out}")
     return 0

@@ -42,7 +42,7 @@ from ..errors import UserError, did_you_mean
 from ..masking import apply_weight_mask_, gated, weight_masked
 from ..masks import Masks, WeightMask, save_masks
 from ..models import load_model, load_tokenizer, model_layout
-from ..recipes import evaluate_model, prepare_task_data
+from ..steps.taskdata import evaluate_model, prepare_task_data
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
 from .analysis import mask_difference, movement_summary, sort_order_ranks

@@ -36,20 +36,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import runs
 from ..config import ExperimentConfig
-from ..pipeline import Stage, _train_settings
+from ..pipeline import Stage
 from ..results import ResultRow
+from ..settings import stage_fields
+from .config import GordonCorpusConfig, GordonPretrainConfig
 from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
+from .pretraining import ANALYSIS_FILE, DEV_MASK_SEED, HEATMAPS_FILE, blocks_of, device, head_run, pretrain_run
 
-__all__ = ["expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
+__all__ = ["KINDS", "expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
            "ANALYSIS_FILE", "HEATMAPS_FILE"]
 
+KINDS = ("gordon-head", "gordon-pretrain", "gordon-similarity", "gordon-finetune", "gordon-select")
 PRETRAIN_TASK = "pretrain"
-DEV_MASK_SEED = 0  # every checkpoint's dev loss is taken on the same masked tokens, whatever the study seed
-SELECTION_FILE = "selection.json"
-SIMILARITY_FILE = "similarity.json"
-ANALYSIS_FILE = "analysis.json"
-HEATMAPS_FILE = "heatmaps.npz"
+SELECTION_FILE = runs.SELECTION_FILE
+SIMILARITY_FILE = runs.SIMILARITY_FILE
 SIMILARITY_BATCH = 16
 
 
@@ -65,7 +67,7 @@ def expand(config: ExperimentConfig) -> list[Stage]:
 
     g = config.gordon
     corpus = asdict(g.corpus)
-    pretrain = {k: v for k, v in asdict(g.pretrain).items() if k not in ("methods", "head_steps", "head_learning_rate")}
+    pretrain = {k: v for k, v in stage_fields(g.pretrain).items() if k not in ("methods", "head_steps", "head_learning_rate")}
     sparsities = list(g.sparsities)
     stages: list[Stage] = []
     for seed in config.seeds:
@@ -106,7 +108,7 @@ def expand(config: ExperimentConfig) -> list[Stage]:
 def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: list[float]) -> list[Stage]:
     g = config.gordon
     d = g.downstream
-    base = _train_settings(config, task, seed)
+    base = config.train.for_task(task, seed)
     variants = d.variants
     glue = config.glue_dir
     stages: list[Stage] = []
@@ -123,11 +125,11 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
                       inputs(lr) if callable(inputs) else inputs)
                 for lr in d.learning_rates]
 
-    def select(runs: list[Stage], keys_from: Stage, inputs: dict[str, str]) -> Stage:
+    def select(trials: list[Stage], keys_from: Stage, inputs: dict[str, str]) -> Stage:
         keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"}
         name = keys_from.name.rsplit("-lr", 1)[0]
-        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in runs]},
-                     {**{f"lr{i}": r.id for i, r in enumerate(runs)}, **inputs})
+        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in trials]},
+                     {**{f"lr{i}": r.id for i, r in enumerate(trials)}, **inputs})
 
     unpruned = checkpoints[("gmp", 0.0)]
     plain: list[Stage] = []
@@ -143,24 +145,24 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
         for (method, sparsity), checkpoint in checkpoints.items():
             if sparsity == 0:
                 continue
-            runs = sweep("pruned", method, sparsity, base["epochs"], "pruned", {"pretrain": checkpoint.id}, {})
-            stages += runs + [select(runs, runs[0], {"pretrain": checkpoint.id})]
+            trials = sweep("pruned", method, sparsity, base["epochs"], "pruned", {"pretrain": checkpoint.id}, {})
+            stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
     if "information-deletion" in variants:
         for sparsity in sparsities:
             checkpoint = checkpoints[("gmp", sparsity)]
             epochs = d.deletion_epochs_high if sparsity >= d.deletion_high_from else d.deletion_epochs
-            runs = sweep("information-deletion", "gmp", sparsity, epochs, "finetuned", {"pretrain": checkpoint.id}, {})
-            stages += runs + [select(runs, runs[0], {"pretrain": checkpoint.id})]
+            trials = sweep("information-deletion", "gmp", sparsity, epochs, "finetuned", {"pretrain": checkpoint.id}, {})
+            stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
     if "after-downstream" in variants:
         prune = {"scope": g.pretrain.scope, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
         start_of = {r.keys["learning_rate"]: r.id for r in plain}
         for sparsity in sparsities:
             more = d.after_epochs_high if sparsity >= d.after_high_from else d.after_epochs
             reference = {"pretrain_mask": checkpoints[("gmp", sparsity)].id} if sparsity > 0 else {}
-            runs = sweep("after-downstream", "gmp", sparsity, more, "pruned",
+            trials = sweep("after-downstream", "gmp", sparsity, more, "pruned",
                          lambda lr: {"finetuned": start_of[lr], **reference}, {"prune": prune},
                          total_epochs=base["epochs"] + more)
-            stages += runs + [select(runs, runs[0], {})]
+            stages += trials + [select(trials, trials[0], {})]
     return stages
 
 
@@ -176,165 +178,38 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
     return runners[stage.kind](stage, out, inputs, progress)
 
 
-def _device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _blocks(corpus: dict[str, Any], tokenizer, length: int, which: str):
-    from .mlm import corpus_blocks
-
-    cap = corpus["max_train_sequences"] if which == "train" else corpus["dev_sequences"]
-    return corpus_blocks(corpus[which], tokenizer, length, text_format=corpus["format"], max_blocks=cap)
-
-
-def _dev_set(corpus: dict[str, Any], tokenizer, length: int, probability: float):
-    from .mlm import masked_dev_set
-
-    return masked_dev_set(_blocks(corpus, tokenizer, length, "dev"), tokenizer, probability, seed=DEV_MASK_SEED)
-
-
 def _head(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    s = stage.settings
-    head_run(s["model"], out, corpus=s["corpus"], head=s["head"], seed=s["seed"], progress=progress)
+    s, head = stage.settings, stage.settings["head"]
+    pretrain = GordonPretrainConfig(head_steps=head["steps"], head_learning_rate=head["learning_rate"],
+                                    batch_size=head["batch_size"], max_length=head["max_length"],
+                                    mlm_probability=head["mlm_probability"], weight_decay=head["weight_decay"])
+    head_run(s["model"], out, corpus=GordonCorpusConfig(**s["corpus"]), pretrain=pretrain, seed=s["seed"],
+             progress=progress)
     return []
-
-
-def head_run(model_name: str | Path, out: Path, *, corpus: dict[str, Any], head: dict[str, Any], seed: int,
-             progress: bool = True) -> dict[str, Any]:
-    """Train a new MLM head alone and write the checkpoint to ``out`` (see the module docstring).
-
-    ``corpus``: the fields of `bertlottery.config.GordonCorpusConfig`; ``head``: steps, learning_rate,
-    batch_size, max_length, mlm_probability, weight_decay.
-    """
-    from .. import runs
-    from .mlm import PretrainSettings, dev_loss, load_mlm, save_mlm, train_head
-
-    s, h = {"corpus": corpus, "seed": seed}, head
-    model, tokenizer, info = load_mlm(model_name, seed=seed)
-    model.to(_device())
-    blocks = _blocks(s["corpus"], tokenizer, h["max_length"], "train")
-    dev = _dev_set(s["corpus"], tokenizer, h["max_length"], h["mlm_probability"])
-    before = dev_loss(model, dev)
-    settings = PretrainSettings(steps=h["steps"], batch_size=h["batch_size"], learning_rate=h["learning_rate"],
-                                weight_decay=h["weight_decay"], mlm_probability=h["mlm_probability"], seed=s["seed"])
-    history = train_head(model, tokenizer, blocks, settings, progress=progress)
-    after = dev_loss(model, dev)
-    record = {"pretrain_dev_loss": after, "pretrain_dev_loss_start": before, "new_head": info["new_head"],
-              "pooler": info["pooler"], "train_blocks": len(blocks), "dev_blocks": len(dev),
-              "dev_masked_tokens": dev.n_masked, "train_seconds": history.seconds}
-    with runs.staged_run_dir(out, overwrite=True) as scratch:
-        save_mlm(model, tokenizer, scratch / runs.MODEL_DIR)
-        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(_device())))
-        runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
-        runs.write_json(scratch / runs.METRICS_FILE, record)
-    return record
 
 
 def _pretrain(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
     s = stage.settings
-    start = inputs["start"] / "model" if "start" in inputs else s["model"]
-    pretrain_run(start, out, corpus=s["corpus"], pretrain=s["pretrain"], method=s["method"], sparsity=s["sparsity"],
-                 seed=s["seed"], progress=progress)
+    start = inputs["start"] / runs.MODEL_DIR if "start" in inputs else s["model"]
+    pretrain_run(start, out, corpus=GordonCorpusConfig(**s["corpus"]), pretrain=GordonPretrainConfig(**s["pretrain"]),
+                 method=s["method"], sparsity=s["sparsity"], seed=s["seed"], progress=progress)
     return []
-
-
-def pretrain_run(start: str | Path, out: Path, *, corpus: dict[str, Any], pretrain: dict[str, Any], method: str,
-                 sparsity: float, seed: int, progress: bool = True) -> dict[str, Any]:
-    """Continue pre-training ``start`` with pruning and write the checkpoint and its analyses to ``out``.
-
-    ``corpus``, ``pretrain``: the fields of `bertlottery.config.GordonCorpusConfig` and
-    `bertlottery.config.GordonPretrainConfig` (without ``methods``). Returns the metrics record.
-    """
-    import numpy as np
-
-    from .. import runs
-    from ..masks import Masks, save_masks
-    from ..models import adapter_for
-    from .analysis import embedding_heatmap, head_prune_rates, key_heatmap, weight_statistics
-    from .mlm import Pruning, PretrainSettings, dev_loss, load_mlm, save_mlm
-    from .mlm import pretrain as continue_pretraining
-    from .pruning import mask_sparsity, pruned_parameters
-
-    s = {"corpus": corpus, "method": method, "sparsity": sparsity, "seed": seed}
-    p = pretrain
-    model, tokenizer, info = load_mlm(start, seed=seed)
-    model.to(_device())
-    blocks = _blocks(s["corpus"], tokenizer, p["max_length"], "train")
-    dev = _dev_set(s["corpus"], tokenizer, p["max_length"], p["mlm_probability"])
-
-    def statistics():  # G Table 3: every matrix Gordon prunes, embeddings and pooler included
-        return weight_statistics({n: t.detach().float().cpu() for n, t in pruned_parameters(model, "gordon", True).items()})
-
-    stats_start = statistics()
-    loss_start = dev_loss(model, dev)
-    settings = PretrainSettings(steps=p["steps"], batch_size=p["batch_size"], learning_rate=p["learning_rate"],
-                                warmup_steps=p["warmup_steps"], weight_decay=p["weight_decay"],
-                                mlm_probability=p["mlm_probability"], eval_every=p["eval_every"], seed=s["seed"],
-                                mixed_precision=p["mixed_precision"])
-    pruning = None
-    if s["sparsity"] > 0:
-        pruning = Pruning(method=s["method"], target=s["sparsity"], end=p["prune_steps"], every=p["prune_every"],
-                          scope=p["scope"], tensors=p["tensors"], embeddings=p["prune_embeddings"], seed=s["seed"])
-    history, mask = continue_pretraining(model, tokenizer, blocks, dev, settings, pruning=pruning, progress=progress)
-    model.cpu()
-
-    layers = adapter_for(model).layers(model)
-    key = layers[min(1, len(layers) - 1)].key.weight
-    embeddings = model.get_input_embeddings().weight
-    vocab = embeddings.shape[0]
-    tokens = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))]
-    tokens += [""] * (vocab - len(tokens))
-    heat, lengths = embedding_heatmap(embeddings, tokens)
-    analysis = {"weights_start": stats_start, "weights_end": statistics(),
-                "head_prune_rates": head_prune_rates(model, mask).tolist() if mask is not None else None}
-    record = {
-        "pretrain_dev_loss": history.dev[-1]["loss"],
-        "pretrain_dev_loss_start": loss_start,
-        "method": s["method"],
-        "target_sparsity": s["sparsity"],
-        "sparsity_reached": mask_sparsity(mask) if mask is not None else 0.0,
-        "per_tensor_sparsity": ({n: 1 - float(k.float().mean()) for n, k in mask.keep.items()}
-                                if mask is not None else {}),
-        "steps": settings.steps,
-        "train_blocks": len(blocks),
-        "dev_blocks": len(dev),
-        "dev_masked_tokens": dev.n_masked,
-        "new_head": info["new_head"],
-        "pooler": info["pooler"],
-        "train_seconds": history.seconds,
-    }
-    with runs.staged_run_dir(out, overwrite=True) as scratch:
-        save_mlm(model, tokenizer, scratch / runs.MODEL_DIR)
-        if mask is not None:
-            save_masks(scratch / runs.MASK_FILE, Masks(weights=mask, params={
-                "method": s["method"], "sparsity": s["sparsity"], "scope": p["scope"], "tensors": p["tensors"],
-                "embeddings": p["prune_embeddings"]}))
-        np.savez_compressed(scratch / HEATMAPS_FILE, key=key_heatmap(key).astype(np.float16),
-                            embeddings=heat.astype(np.float16), embedding_lengths=lengths)
-        runs.write_json(scratch / ANALYSIS_FILE, analysis)
-        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(_device())))
-        runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
-        runs.write_json(scratch / runs.METRICS_FILE, record)
-    return record
 
 
 def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
     from transformers import AutoModel
 
-    from .. import runs
     from ..models import load_tokenizer
     from .analysis import hidden_state_similarity
     from .mlm import _quiet_transformers
 
     s = stage.settings
-    device = _device()
+    on = device()
     with _quiet_transformers():
-        reference = AutoModel.from_pretrained(inputs["reference"] / runs.MODEL_DIR, attn_implementation="sdpa").to(device)
-        pruned = AutoModel.from_pretrained(inputs["pruned"] / runs.MODEL_DIR, attn_implementation="sdpa").to(device)
+        reference = AutoModel.from_pretrained(inputs["reference"] / runs.MODEL_DIR, attn_implementation="sdpa").to(on)
+        pruned = AutoModel.from_pretrained(inputs["pruned"] / runs.MODEL_DIR, attn_implementation="sdpa").to(on)
     tokenizer = load_tokenizer(str(inputs["reference"] / runs.MODEL_DIR))
-    blocks = _blocks(s["corpus"], tokenizer, s["max_length"], "dev")[: s["sequences"]]
+    blocks = blocks_of(GordonCorpusConfig(**s["corpus"]), tokenizer, s["max_length"], "dev")[: s["sequences"]]
     layers = hidden_state_similarity(reference, pruned, (blocks[i:i + SIMILARITY_BATCH]
                                                          for i in range(0, len(blocks), SIMILARITY_BATCH)))
     out.mkdir(parents=True, exist_ok=True)
@@ -345,16 +220,12 @@ def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool
 
 
 def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    from .. import runs
     from ..masks import load_masks
     from ..training import TrainSettings
     from .downstream import AfterDownstream, run_downstream
 
     s = stage.settings
-    train = dict(s["train"])
-    cap = train.pop("max_train_examples")
-    train.pop("holdout_fraction", None)
-    settings = TrainSettings(**train)
+    settings, cap = TrainSettings.from_dict(s["train"]), s["train"]["max_train_examples"]
     glue = Path(s["glue_dir"]) if s["glue_dir"] else None
     mask = reference = after = None
     if s["variant"] == "after-downstream":
@@ -373,7 +244,6 @@ def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) 
 
 
 def _select(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
-    from .. import runs
     from ..tasks import get_task
 
     task = get_task(stage.task)

@@ -1,0 +1,72 @@
+"""The ``bertlottery`` command: thin; parse, call, print.
+
+User mistakes (`UserError`) print one line and exit with status 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..errors import UserError
+from . import steps, study
+from .study import unlearnt_task_warnings
+
+__all__ = ["main", "build_parser", "unlearnt_task_warnings"]
+
+
+def _quiet_libraries() -> None:
+    # transformers prints a load report and progress bars for every from_pretrained; a research CLI
+    # that loads dozens of models should print only its own progress. The environment variables do it
+    # without importing transformers (commands that load no model start fast); when transformers is
+    # already imported (main() called in-process), its settings are changed directly.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        import transformers
+        from transformers.utils import logging as hf_logging
+
+        transformers.logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertlottery",
+        description="Find, sample, re-train and analyse subnetworks of BERT-family encoders.",
+    )
+    parser.add_argument("--version", action="version", version=f"bertlottery {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # Every command module has register(subparsers) and imports nothing heavy at module level (the CLI
+    # starts fast); a command's work is imported when it runs.
+    from .. import stability
+    from ..annotate import cli as annotate_cli
+    from ..attention import cli as attention_cli
+    from ..gordon import cli as gordon_cli
+    from ..report import cli as report_cli
+
+    for module in (steps, study, stability, report_cli, attention_cli, annotate_cli, gordon_cli):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        return args.func(args)
+    except UserError as error:
+        print(f"bertlottery: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bertlottery: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`bertlottery status RUN | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's final flush does not fail again
+        return 141

@@ -1,0 +1,269 @@
+"""The commands that run one step: finetune, evaluate, quickstart, prune, subnetworks, retrain, export,
+baseline, masks. Each parses, calls its `bertlottery.steps` module and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import UserError
+from .common import GLUE_HELP, add_train_arguments, glue_dir_of, print_metrics, train_settings_of
+
+__all__ = ["register"]
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ..steps.finetune import finetune_run
+
+    record = finetune_run(
+        args.model, args.task, args.out, glue_dir=glue_dir_of(args), settings=train_settings_of(args), masks_path=args.mask,
+        max_train_examples=args.max_train_examples, holdout_fraction=args.holdout_fraction,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print_metrics(record)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .. import runs
+    from ..steps.evaluate import evaluate_run
+
+    record = evaluate_run(args.run, task_name=args.task, glue_dir=glue_dir_of(args), masks_path=args.mask,
+                          max_length=args.max_length)
+    if args.out:
+        runs.write_json(args.out, record)
+    if args.format == "json":
+        print(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        print_metrics(record)
+        print(f"fraction of encoder-body weights kept: {record['body_fraction_kept']:.4f}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from ..steps.quickstart import quickstart
+
+    result = quickstart(
+        glue_dir=glue_dir_of(args), task_name=args.task, out=args.out, seed=args.seed,
+        max_train_examples=args.max_train_examples or None, progress=not args.no_progress,
+    )
+    metric = result["metric"]
+    split = next(iter(result["full"]))
+    full = result["full"][split]["metrics"][metric]
+    half = result["random_half_heads"][split]["metrics"][metric]
+    print(f"{result['task']} {split} {metric}, MiniLM fine-tuned for one epoch: {full:.4f}")
+    print(
+        f"{result['task']} {split} {metric}, same model with a random 50% head mask "
+        f"({result['heads_kept']} heads kept, {result['body_fraction_kept']:.1%} of body weights): {half:.4f}"
+    )
+    print(f"run directory: {result['out']}")
+    return 0
+
+
+def _print_prune(record: dict[str, Any], out: str) -> None:
+    print_metrics(record, label="good mask: ")
+    sizes = ", ".join(f"{k} {record[f'{k}_kept']}" for k in ("heads", "mlps", "weights") if record.get(f"{k}_kept") is not None)
+    params = record["params"]
+    print(f"kept {sizes}; {record['body_fraction_kept']:.1%} of encoder-body weights; "
+          f"full model {params['full_metric']:.4f}, good mask {params['final_metric']:.4f}")
+    print(f"wrote {out}")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..steps.prune import prune_magnitude_run, prune_structured_run
+
+    if not 0 < args.keep_fraction <= 1:
+        raise UserError(f"--keep-fraction is a fraction of the full model's metric in (0, 1], got {args.keep_fraction}.")
+    common = dict(glue_dir=glue_dir_of(args), keep_fraction=args.keep_fraction, compat=args.compat, overwrite=args.overwrite,
+                  progress=not args.no_progress)
+    if args.method == "structured":
+        record = prune_structured_run(args.run, args.out, mode=args.mode, scoring_split=args.scoring_split,
+                                      normalize_by_layer=not args.no_layer_norm, global_min_max=args.global_min_max,
+                                      batch_size=args.batch_size, **common)
+    else:
+        record = prune_magnitude_run(args.run, args.out, scope=args.scope, tensor_set=args.tensors, **common)
+    _print_prune(record, args.out)
+    return 0
+
+
+def cmd_subnetworks(args: argparse.Namespace) -> int:
+    from ..steps.subnetworks import make_subnetworks, make_super_survivors
+
+    if args.super:
+        sizes = make_super_survivors(args.masks, args.out, seed=args.seed, overwrite=args.overwrite)
+    else:
+        if len(args.masks) != 1:
+            raise UserError("Give one good mask (or pass --super with the masks of several seeds).")
+        sizes = make_subnetworks(args.masks[0], args.out, seed=args.seed, compat=args.compat,
+                                 overwrite=args.overwrite)
+    for name, kept in sizes.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from ..steps.retrain import retrain_run
+
+    record = retrain_run(args.run, args.mask, args.out, glue_dir=glue_dir_of(args), epochs=args.epochs,
+                         overwrite=args.overwrite, progress=not args.no_progress)
+    print_metrics(record, label="re-fine-tuned: ")
+    print(f"fraction of encoder-body weights kept: {record['body_fraction_kept']:.4f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .. import runs
+    from ..steps.baselines import majority_baseline_metrics, random_init_baseline_run
+
+    if args.kind == "majority":
+        record = majority_baseline_metrics(args.task, glue_dir_of(args))
+        if args.out:
+            runs.write_json(args.out, record)
+    else:
+        if not args.size_of or not args.out:
+            raise UserError("The random-init baseline needs --size-of BAD_MASK and --out RUN_DIR.")
+        record = random_init_baseline_run(
+            args.model, args.task, args.size_of, args.out, glue_dir=glue_dir_of(args), settings=train_settings_of(args),
+            max_train_examples=args.max_train_examples, overwrite=args.overwrite, progress=not args.no_progress,
+        )
+    print_metrics(record, label=f"{args.kind} baseline: ")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..steps.export import export_run
+
+    plan = export_run(args.run, args.mask, args.out)
+    params, macs = plan["params"], plan["macs_per_token"]
+    print(f"encoder body: {params['body_before']:,} -> {params['body_after']:,} parameters; "
+          f"{macs['fraction_removed']:.1%} of body multiply-accumulates per token removed (at {macs['seq_len']} tokens)")
+    print(f"wrote {args.out} (load with bertlottery.export.load_exported, or: bertlottery evaluate {args.out})")
+    return 0
+
+
+def cmd_masks(args: argparse.Namespace) -> int:
+    from ..masks import import_prasanna2020, load_masks, save_masks
+
+    if args.masks_command == "import-paper":
+        masks = import_prasanna2020(args.seed_dir)
+        save_masks(args.out, masks)
+        print(f"wrote {args.out}: " + ", ".join(repr(getattr(masks, k)) for k in masks.kinds))
+        return 0
+    masks = load_masks(args.file)
+    info = {k: {"kept": getattr(masks, k).n_kept, "total": getattr(masks, k).n_total} for k in masks.kinds}
+    if masks.heads is not None:
+        info["heads"]["per_layer"] = masks.heads.keep.sum(-1).tolist()
+    if masks.mlps is not None:
+        info["mlps"]["keep"] = masks.mlps.keep.int().tolist()
+    print(json.dumps({"family": masks.family, "params": masks.params, **info}, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quickstart", help="fine-tune MiniLM one epoch; evaluate full and with half the heads")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--task", default="SST-2", help="GLUE task (default %(default)s)")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (default %(default)s; replaced)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-train-examples", type=int, default=4000,
+                   help="train on the first N examples (default %(default)s; 0 = all)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("finetune", help="fine-tune an encoder on a GLUE task, optionally under a fixed mask")
+    p.add_argument("--model", default="bert-base-uncased", help="hub id, local folder or alias minilm-l6 (default %(default)s)")
+    p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--mask", help="masks file (.safetensors) held fixed during training and evaluation")
+    p.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
+    p.add_argument("--holdout-fraction", type=float, default=0.0,
+                   help="set a seeded slice of train aside (not trained on) for `prune --scoring-split heldout`")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="evaluate a fine-tuned run on its task's dev sets, optionally under a mask")
+    p.add_argument("run", help="run directory (or a model folder, with --task)")
+    p.add_argument("--task", help="GLUE task (default: the run's)")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--mask", help="masks file (.safetensors) to apply")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("prune", help="find a good subnetwork of a fine-tuned run (structured or magnitude)")
+    p.add_argument("method", choices=["structured", "magnitude"], help="s-pruning of heads/MLPs, or m-pruning of weights")
+    p.add_argument("run", help="fine-tuning run directory")
+    p.add_argument("--out", required=True, help="directory to write mask.safetensors, trace.json, metrics.json")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--keep-fraction", "--threshold", dest="keep_fraction", type=float, default=0.9,
+                   help="keep pruning while the metric is at least this fraction of the full model's "
+                        "(default %(default)s; --threshold is its old name)")
+    p.add_argument("--compat", choices=["none", "prasanna2020"], default=None,
+                   help="reproduce the released code's quirks (see bertlottery.compat)")
+    p.add_argument("--mode", default="heads+mlps", help="structured: heads+mlps (default), heads or mlps")
+    p.add_argument("--scoring-split", default="dev", help="structured: importance over dev (default, as the paper) "
+                   "or heldout (a slice of train set aside by finetune --holdout-fraction)")
+    p.add_argument("--no-layer-norm", action="store_true", help="structured: do not L2-normalise head scores per layer")
+    p.add_argument("--global-min-max", action="store_true", help="structured: min-max scale each kind's scores")
+    p.add_argument("--batch-size", type=int, default=64, help="structured: scoring batch size (default %(default)s)")
+    p.add_argument("--scope", default="global", choices=["global", "local"],
+                   help="magnitude: one threshold over all tensors (paper) or the same fraction per tensor")
+    p.add_argument("--tensors", default="paper", help="magnitude: tensor set, paper (default) or weights")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("subnetworks", help="good / random / bad masks of a good mask's size; super-survivors")
+    p.add_argument("masks", nargs="+", help="a good mask (file or prune directory); with --super, one per seed "
+                   "(also the paper's released seed_<s>/ folders)")
+    p.add_argument("--out", required=True, help="directory to write good/random/bad.safetensors")
+    p.add_argument("--seed", type=int, required=True, help="seed of the random and bad draws (recorded)")
+    p.add_argument("--super", action="store_true", help="super-survivors across the given seeds' masks")
+    p.add_argument("--compat", choices=["none", "prasanna2020"], default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_subnetworks)
+
+    p = sub.add_parser("retrain", help="re-fine-tune from the pre-trained weights under a fixed mask")
+    p.add_argument("run", help="the fine-tuning run whose seed and settings to reuse (the one that found the mask)")
+    p.add_argument("--mask", required=True, help="masks file or prune directory")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--epochs", type=int, help="train longer than the original run; dev metrics after every epoch")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("export", help="write an s-pruned subnetwork with its masked heads and MLPs removed")
+    p.add_argument("run", help="fine-tuning run directory")
+    p.add_argument("--mask", required=True, help="a head/MLP masks file or prune directory")
+    p.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("baseline", help="the paper's baselines: majority class, random-init encoder")
+    p.add_argument("kind", choices=["majority", "random-init"])
+    p.add_argument("--task", required=True)
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--model", default="bert-base-uncased", help="random-init: the architecture to initialise randomly")
+    p.add_argument("--size-of", help="random-init: a bad s-mask whose size the random mask matches")
+    p.add_argument("--out", help="random-init: run directory; majority: optional JSON file")
+    p.add_argument("--max-train-examples", type=int)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_baseline)
+    p = sub.add_parser("masks", help="inspect mask files; import the paper's released masks")
+    msub = p.add_subparsers(dest="masks_command", metavar="ACTION", required=True)
+    q = msub.add_parser("show", help="print what a masks file keeps")
+    q.add_argument("file")
+    q = msub.add_parser("import-paper", help="convert a released seed_<s>/ folder (head_mask.npy, mlp_mask.npy)")
+    q.add_argument("seed_dir")
+    q.add_argument("out", help="masks file to write (.safetensors)")
+    p.set_defaults(func=cmd_masks)

@@ -1,0 +1,177 @@
+"""The commands of a whole study: ``run`` (expand a config, run what is not done, print the results)
+and ``status`` (what is done, running, failed and left in a run directory)."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from ..errors import UserError
+
+__all__ = ["register", "unlearnt_task_warnings"]
+
+
+def _stages_of(run_dir: Path):
+    from .. import runs
+    from ..config import from_dict
+    from ..studies import expand
+
+    config_file = run_dir / runs.CONFIG_FILE
+    if not config_file.is_file():
+        raise UserError(f"{run_dir} is not a study run directory (no {runs.CONFIG_FILE}); start one with bertlottery run.")
+    with warnings.catch_warnings():  # a run's own config.json, written before a key was renamed: not the user's to edit
+        warnings.simplefilter("ignore", FutureWarning)
+        config = from_dict(runs.read_json(config_file), source=str(config_file))  # its errors name the file
+    return config, expand(config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .. import runs
+    from ..config import load
+    from ..pipeline import prepare_run, run_local
+    from ..studies import execute, expand
+
+    if args.address and args.executor != "ray":
+        raise UserError("--address is for the Ray executor; add --executor ray.")
+    config = load(args.config, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    stages = expand(config)
+    before = prepare_run(stages, run_dir, config)  # finished stages whose artifacts are intact
+    left = sum(1 for s in stages if before.get(s.id) != "done")
+    print(f"{config.name}: {len(stages)} stages, {len(stages) - left} already done, {left} to run; run directory {run_dir}")
+    # The live view: a bar of stages done / total (with the stage now running), above the running
+    # stage's own progress bar; one line per finished stage with its time, kept in the scrollback.
+    from tqdm.auto import tqdm
+
+    # tqdm's own estimate (stages left x mean time per stage) is meaningless when stages take 1 s to
+    # minutes; the bar shows the stage time left estimated per kind and task instead (as `status` does).
+    bar = tqdm(total=len(stages), initial=len(stages) - left, desc="stages", unit="stage", position=0,
+               dynamic_ncols=True, disable=args.no_progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    started: dict[str, float] = {}
+    finished = [len(stages) - left]
+    live, seconds_of = dict(before), {}
+    time_left = [_time_left(stages, run_dir, live, seconds_of)]
+
+    def report(stage, state: str) -> None:
+        import time
+
+        from ..costs import stage_seconds
+
+        if state in ("start", "queued"):  # queued: handed to Ray, which starts it when a worker is free
+            started[stage.id] = time.monotonic()
+            if state == "start":
+                bar.set_postfix_str(time_left[0] + stage.id, refresh=True)
+            return
+        bar.update(1)
+        finished[0] += 1
+        live[stage.id] = state
+        time_left[0] = _time_left(stages, run_dir, live, seconds_of)
+        waited = time.monotonic() - started.pop(stage.id, time.monotonic())
+        bar.set_postfix_str(time_left[0] + stage.id, refresh=False)
+        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({stage_seconds(run_dir, stage) or waited:.0f} s)")
+
+    if args.executor == "ray":
+        from ..pipeline import run_ray
+
+        states = run_ray(stages, run_dir, config, execute=execute, address=args.address, on_stage=report,
+                         states=before)
+    else:
+        states = run_local(stages, run_dir, config, execute=execute, progress=not args.no_progress, on_stage=report,
+                           states=before)
+    bar.close()
+    import pandas as pd
+
+    from ..results import format_summary, summary
+
+    results = pd.read_parquet(run_dir / runs.RESULTS_PARQUET)
+    table = summary(results)
+    if not table.empty:
+        print("\n" + format_summary(table) + "\n")
+    for line in unlearnt_task_warnings(results):
+        print(f"warning: {line}")
+    counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
+    print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
+          f"results in {run_dir / runs.RESULTS_CSV}")
+    print(_cost_line(stages, run_dir))
+    return 0 if not counts["failed"] and not counts["blocked"] else 1
+
+
+def unlearnt_task_warnings(results) -> list[str]:
+    """The report's caution lines, for the end of a run: tasks whose fine-tuned model did not beat the
+    majority class, or whose searches pruned (nearly) everything, so good/random/bad say nothing."""
+    from ..report.tables import final_cells, main_rows, uninformative_tasks
+
+    if results.empty:
+        return []
+    rows, metrics = main_rows(results)
+    return uninformative_tasks(final_cells(rows), metrics)
+
+
+def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, float]) -> str:
+    """The live view's estimate: "~1.2 h of stage time left, " ("" until a stage of some kind has run)."""
+    from ..costs import estimate_left
+
+    left = estimate_left(stages, run_dir, states, cache)
+    return f"~{left['seconds'] / 3600:.1f} h of stage time left, " if left["estimated"] else ""
+
+
+def _cost_line(stages, run_dir: Path) -> str:
+    from ..costs import run_summary
+
+    total = run_summary(stages, run_dir)
+    line = f"stage time {total['seconds'] / 3600:.2f} h"
+    if total["stages_with_energy"]:
+        line += (f", energy {total['energy_kwh']:.4f} kWh, {total['emissions_kg'] * 1000:.1f} g CO2-eq "
+                 f"(codecarbon, {total['stages_with_energy']} stages)")
+    return line
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .. import runs
+    from ..costs import estimate_left
+    from ..pipeline import stage_states
+
+    run_dir = Path(args.run_dir)
+    config, stages = _stages_of(run_dir)
+    states = stage_states(stages, run_dir)
+    order = ("done", "running", "failed", "left")
+    print(f"{config.name}: {len(stages)} stages: " + ", ".join(
+        f"{state} {sum(1 for v in states.values() if v == state)}" for state in order))
+    print(_cost_line(stages, run_dir))
+    left = estimate_left(stages, run_dir, states)
+    if left["estimated"]:
+        line = (f"left: about {left['seconds'] / 3600:.2f} h of stage time for {left['estimated']} stages (from the times "
+                "of finished stages of the same kind and task; divide by the stages that run at once)")
+        if left["unknown"]:
+            line += f"; {left['unknown']} stages of kinds not run yet not counted"
+        print(line)
+    elif left["unknown"]:
+        print(f"left: no estimate yet for {left['unknown']} stages (none of their kind has finished)")
+    for stage in stages:
+        state = states[stage.id]
+        if state != "done" or args.all:
+            line = f"  {state:<8} {stage.id}"
+            if state == "failed":
+                error = runs.read_json(run_dir / runs.FAILED_DIR / f"{stage.file_id}.json")["error"]
+                line += f"  ({error.splitlines()[0][:120]})"
+            print(line)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a whole study from a config; resumes, skipping finished stages")
+    p.add_argument("config", help="experiment YAML (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. tasks=[RTE] train.epochs=1")
+    p.add_argument("--run-dir", help="run directory (default runs/<config name>)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one stage at a time in this process (default); ray: independent stages in parallel")
+    p.add_argument("--address", help="ray: an existing cluster (e.g. auto or ray://host:10001); default: start one")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="what is done, running, failed and left in a study run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--all", action="store_true", help="list finished stages too")
+    p.set_defaults(func=cmd_status)

@@ -1,0 +1,98 @@
+"""The settings of the fine-tuning loop: declared once, here, and read by the config (``train:``), the
+command line (``--lr``, ``--epochs``, ...; generated from the fields) and the loop itself
+(`bertlottery.training.finetune`). Imports nothing heavy, so the config and the CLI stay torch-free.
+
+The defaults are the paper's (Prasanna et al. 2020, appendix A; `docs/algorithms.md`): AdamW with eps
+1e-8 and no weight decay, lr 2e-5, linear decay without warm-up, gradient-norm clip 1.0, batch 32,
+3 epochs.
+
+Example:
+    >>> settings = TrainSettings(epochs=1, learning_rate=1e-4)
+    >>> settings.problems()
+    []
+    >>> TrainSettings(epochs=0).problems(prefix="train.")
+    ['train.epochs must be at least 1, got 0']
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import did_you_mean
+
+__all__ = ["TrainSettings", "MIXED_PRECISION", "option", "stage_fields"]
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def option(default: Any, help: str, *, flag: str | None = None, config: bool = True, hashed_if_set: bool = False,
+           choices: tuple[str, ...] | None = None, least: float | None = None, positive: bool = False):
+    """A settings field with what the CLI and the config need to know about it.
+
+    ``flag``: the command-line option (default ``--field-name``); ``config``: whether a config's
+    ``train:`` section may set it (the seed comes from the study's ``seeds``); ``hashed_if_set``: a
+    setting added after studies were run, which enters a stage's id only when set away from its default
+    (so those stages keep their ids); ``least``/``positive``/``choices``: its valid values.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "config": config,
+                                             "hashed_if_set": hashed_if_set, "choices": choices, "least": least,
+                                             "positive": positive})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one fine-tuning run (the paper's defaults)."""
+
+    learning_rate: float = option(2e-5, "learning rate", flag="--lr", positive=True)
+    epochs: int = option(3, "training epochs (the paper's 3)", least=1)
+    batch_size: int = option(32, "examples per batch", least=1)
+    max_length: int = option(128, "tokens per example", least=1)
+    adam_epsilon: float = option(1e-8, "AdamW's epsilon", hashed_if_set=True, positive=True)
+    weight_decay: float = option(0.0, "AdamW weight decay (the paper: none)")
+    warmup_ratio: float = option(0.0, "fraction of the steps with a linear warm-up (the paper: none)")
+    max_grad_norm: float = option(1.0, "gradient-norm clip", hashed_if_set=True)
+    seed: int = option(42, "classifier init, dropout and data order", config=False)
+    mixed_precision: str = option("no", "passed to accelerate", choices=MIXED_PRECISION)
+    group_by_length: bool = option(True, "batch examples of similar length (shuffled in groups)",
+                                   flag="--no-group-by-length", hashed_if_set=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        """The settings of a stage's or a run's recorded ``train`` dict (other keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def problems(self, prefix: str = "", name_of=None) -> list[str]:
+        """Every value out of range, one line each, naming the setting as ``prefix + field`` (or
+        ``name_of(field)``: the CLI names its flags)."""
+        name_of = name_of or (lambda f: prefix + f.name)
+        found = []
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                continue  # a wrong type is the config's to report
+            if meta.get("least") is not None and isinstance(value, int) and value < meta["least"]:
+                found.append(f"{name_of(f)} must be at least {meta['least']}, got {value}")
+            if meta.get("positive") and isinstance(value, (int, float)) and value <= 0:
+                found.append(f"{name_of(f)} must be positive, got {value}")
+            if meta.get("choices") and value not in meta["choices"]:
+                found.append(f"{name_of(f)}: unknown '{value}'.{did_you_mean(value, meta['choices'])} "
+                             f"Known: {', '.join(meta['choices'])}")
+        return found
+
+    def stage_dict(self) -> dict[str, Any]:
+        """The settings a stage records and hashes (see `stage_fields`)."""
+        return stage_fields(self, include_unset=True)
+
+
+def stage_fields(settings: Any, *, include_unset: bool = False) -> dict[str, Any]:
+    """A settings object as a stage records (and hashes) it: a setting added after studies were run only
+    when it is set away from its default (see `option`), and without the settings a config does not set
+    (the seed) unless ``include_unset``."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings)
+            if (include_unset or f.metadata.get("config", True))
+            and not (f.metadata.get("hashed_if_set") and getattr(settings, f.name) == f.default)}

@@ -1,0 +1,60 @@
+"""Evaluate a fine-tuned run (or an exported subnetwork) on its task's dev sets, optionally under a
+mask (``bertlottery evaluate``): the pruned mode of the lottery study."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from ..errors import UserError
+from ..masking import fraction_kept
+from ..masks import load_masks
+from ..models import load_model, load_tokenizer, model_layout
+from ..tasks import get_task
+from .taskdata import evaluate_model, metrics_record, prepare_task_data
+
+__all__ = ["evaluate_run"]
+
+
+def evaluate_run(
+    run_or_model: str | os.PathLike,
+    *,
+    task_name: str | None,
+    glue_dir: Path | None,
+    masks_path: str | os.PathLike | None = None,
+    max_length: int = 128,
+    max_eval_examples: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask."""
+    path = Path(run_or_model)
+    if task_name is None:
+        # a run directory's config.json, or an exported subnetwork's export.json, names the task
+        records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
+        task_name = next((r["task"] for r in records if isinstance(r, dict) and "task" in r), None)
+        if task_name is None:
+            raise UserError(f"{path} is not a bertlottery run or export (no task recorded); pass --task.")
+    task = get_task(task_name)
+    model_dir = runs.model_dir_of(path)
+    tokenizer = load_tokenizer(str(model_dir))
+    data = prepare_task_data(task, tokenizer, glue_dir, max_length=max_length, with_train=False,
+                             max_eval_examples=max_eval_examples)
+    if (model_dir / "pruning.json").is_file():  # a physically pruned export (bertlottery export)
+        from ..export import load_exported
+
+        if masks_path:
+            raise UserError(f"{model_dir} is an exported subnetwork: its mask is already applied; evaluate it without --mask.")
+        model = load_exported(model_dir)
+        sizes = runs.read_json(model_dir / "pruning.json")["params"]
+        kept = sizes["body_after"] / sizes["body_before"]
+    else:
+        model = load_model(str(model_dir), task.num_labels)
+    masks = None
+    if masks_path:
+        masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})
+    if not (model_dir / "pruning.json").is_file():
+        kept = fraction_kept(model, masks)
+    results = evaluate_model(model, data, masks)
+    return metrics_record(task, results, model=str(model_dir), masks=str(masks_path) if masks_path else None,
+                           body_fraction_kept=kept)

@@ -1,0 +1,108 @@
+"""Fine-tune an encoder on a task and write a complete run directory (``bertlottery finetune``).
+
+Reads top to bottom: load the data and the model, train (under a fixed mask, if given), evaluate, save.
+Re-fine-tuning (`bertlottery.steps.retrain`) and the random-init baseline are this step with a mask.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import runs
+from ..evaluation import evaluate
+from ..masking import fraction_kept
+from ..masks import Masks, load_masks, save_masks
+from ..models import load_model, load_tokenizer, model_layout
+from ..tasks import get_task
+from ..training import TrainSettings, finetune
+from .taskdata import HOLDOUT_SEED, evaluate_model, metrics_record, prepare_task_data
+
+__all__ = ["finetune_run"]
+
+
+def finetune_run(
+    model_name: str,
+    task_name: str,
+    out: str | os.PathLike,
+    *,
+    glue_dir: Path | None,
+    settings: TrainSettings,
+    masks_path: str | os.PathLike | None = None,
+    masks: Masks | None = None,
+    max_train_examples: int | None = None,
+    holdout_fraction: float = 0.0,
+    random_init: bool = False,
+    eval_each_epoch: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model_name`` on a task and write a complete run directory to ``out``.
+
+    The classifier is initialised from ``settings.seed`` alone and the data order follows it, so
+    fine-tuning the same pre-trained model with the same settings under a mask ("re-fine-tuning")
+    starts from the original run's initial classifier and sees the same batches.
+
+    Args:
+        masks_path: a masks file held fixed throughout training and evaluation (or ``masks`` itself);
+            the run directory keeps a copy as mask.safetensors.
+        holdout_fraction: set a seeded slice of train aside (not trained on) for scoring.
+        random_init: the architecture with random weights (the paper's random-init baseline).
+        eval_each_epoch: record dev metrics after every epoch in history.json (longer re-fine-tuning).
+    """
+    task = get_task(task_name)
+    tokenizer = load_tokenizer(model_name)
+    data = prepare_task_data(task, tokenizer, glue_dir, max_length=settings.max_length,
+                             max_train_examples=max_train_examples, holdout_fraction=holdout_fraction)
+    model = load_model(model_name, task.num_labels, seed=settings.seed, random_init=random_init)
+    layout = model_layout(model)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    if masks_path:
+        masks = load_masks(masks_path, layout, shapes)
+    elif masks is not None:
+        masks.check_against(layout, shapes)
+
+    def after_epoch(epoch: int, trained: nn.Module) -> dict[str, Any] | None:
+        if not eval_each_epoch:
+            return None
+        # the mask is still applied here (finetune calls back inside its gated block)
+        return {"dev": {split: evaluate(trained, task, data.eval_batches(split)) for split in data.evals}}
+
+    started = time.time()
+    history = finetune(
+        model, data.train_batches(settings), settings, masks=masks,
+        on_epoch_end=after_epoch, progress=progress,
+    )
+    train_seconds = time.time() - started
+    results = evaluate_model(model, data, masks)
+
+    config = {
+        "model": model_name,
+        "task": task.name,
+        "glue_dir": str(glue_dir) if glue_dir else None,
+        "train": settings.to_dict(),
+        "masks": str(masks_path) if masks_path else None,
+        "max_train_examples": max_train_examples,
+        "n_train_examples": len(data.train),
+        "holdout_fraction": holdout_fraction,
+        "holdout_seed": HOLDOUT_SEED if holdout_fraction else None,
+        "random_init": random_init,
+        **(extra_config or {}),
+    }
+    record = metrics_record(task, results, train_seconds=round(train_seconds, 2),
+                             body_fraction_kept=fraction_kept(model, masks))
+    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+        model.save_pretrained(scratch / runs.MODEL_DIR)  # safetensors by default
+        tokenizer.save_pretrained(scratch / runs.MODEL_DIR)
+        runs.write_json(scratch / runs.CONFIG_FILE, config)
+        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(next(model.parameters()).device)))
+        runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
+        if masks is not None:
+            save_masks(scratch / runs.MASK_FILE, masks, layout)
+        runs.write_json(scratch / runs.METRICS_FILE, record)  # last: its presence marks a finished run
+    return record

@@ -1,0 +1,181 @@
+"""Find the good subnetwork of a fine-tuned run (``bertlottery prune``): s-pruning of heads and MLPs,
+or m-pruning of weights (Prasanna et al. 2020, section 3; `bertlottery.pruning` holds the searches).
+
+A prune step writes a directory (names in `bertlottery.runs`)::
+
+    OUT/
+      mask.safetensors   the good mask (heads+MLPs, or weights), with how it was made in its metadata
+      trace.json         every step: phase, sizes, metric, accepted, the scores it was chosen by
+      metrics.json       the good mask's metrics on every eval split, and its size
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import runs
+from ..compat import get_compat
+from ..errors import UserError
+from ..evaluation import evaluate
+from ..importance import magnitudes, structured_importance
+from ..masking import fraction_kept, gated, weight_masked
+from ..masks import HeadMask, Masks, MlpMask, WeightMask, save_masks
+from ..models import load_model, load_tokenizer, model_layout
+from ..pruning import magnitude_search, structured_search
+from ..tasks import get_task
+from .taskdata import TaskData, evaluate_model, finetuned_run_config, prepare_task_data
+
+__all__ = ["prune_structured_run", "prune_magnitude_run", "SCORING_SPLITS"]
+
+SCORING_SPLITS = ("dev", "heldout")
+
+
+def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = False) -> tuple[nn.Module, TaskData, dict]:
+    config = finetuned_run_config(run_dir)
+    task = get_task(config["task"])
+    model_dir = runs.model_dir_of(run_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    holdout = config.get("holdout_fraction") or 0.0
+    if heldout and not holdout:
+        raise UserError(
+            f"{run_dir} was fine-tuned on all of train, so there is no held-out slice to score on; "
+            "fine-tune with --holdout-fraction 0.1, or score on dev."
+        )
+    data = prepare_task_data(task, tokenizer, glue_dir, max_length=config["train"]["max_length"],
+                             with_train=False, max_train_examples=config.get("max_train_examples"),
+                             holdout_fraction=holdout if heldout else 0.0)
+    model = load_model(str(model_dir), task.num_labels)
+    return model, data, config
+
+
+def _primary(model: nn.Module, data: TaskData, batches) -> float:
+    return evaluate(model, data.task, batches)[data.task.primary_metric]
+
+
+def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace: dict, overwrite: bool) -> dict:
+    results = evaluate_model(model, data, masks)
+    record = {
+        "task": data.task.name,
+        "primary_metric": data.task.primary_metric,
+        "splits": {split: {"metrics": m} for split, m in results.items()},
+        "body_fraction_kept": fraction_kept(model, masks),
+        "heads_kept": masks.heads.n_kept if masks.heads is not None else None,
+        "mlps_kept": masks.mlps.n_kept if masks.mlps is not None else None,
+        "weights_kept": masks.weights.n_kept if masks.weights is not None else None,
+        "params": masks.params,
+    }
+    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+        save_masks(scratch / runs.MASK_FILE, masks, model_layout(model))
+        runs.write_json(scratch / runs.TRACE_FILE, trace)
+        runs.write_json(scratch / runs.METRICS_FILE, record)
+    return record
+
+
+def prune_structured_run(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    glue_dir: Path | None,
+    mode: str = "heads+mlps",
+    keep_fraction: float = 0.9,
+    scoring_split: str = "dev",
+    normalize_by_layer: bool = True,
+    global_min_max: bool = False,
+    compat: str | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """s-pruning of a fine-tuned run: the good head+MLP mask, its trace and metrics."""
+    if scoring_split not in SCORING_SPLITS:
+        raise UserError(f"Unknown scoring split '{scoring_split}'; use one of {', '.join(SCORING_SPLITS)}.")
+    quirks = get_compat(compat)
+    run_dir = Path(run_dir)
+    model, data, config = _load_finetuned(run_dir, glue_dir, heldout=scoring_split == "heldout")
+    layout = model_layout(model)
+    dev = data.eval_batches(data.main_split)
+    scoring = data.eval_batches("heldout" if scoring_split == "heldout" else data.main_split, batch_size)
+
+    full_metric = _primary(model, data, dev)
+    bar = tqdm(desc=f"s-pruning {data.task.name}", disable=not progress, leave=False)
+
+    def score(heads: HeadMask, mlps: MlpMask):
+        return structured_importance(model, scoring, heads=heads, mlps=mlps, normalize_by_layer=normalize_by_layer,
+                                     global_min_max=global_min_max, compat=quirks)
+
+    def evaluate_mask(heads: HeadMask, mlps: MlpMask) -> float:
+        with gated(model, heads=heads, mlps=mlps):
+            return _primary(model, data, dev)
+
+    def show(step) -> None:
+        bar.update(1)
+        bar.set_postfix(phase=step.phase, heads=step.heads_kept, mlps=step.mlps_kept, metric=f"{step.metric:.4f}")
+
+    started = time.time()
+    result = structured_search(score, evaluate_mask, num_layers=layout.num_layers, num_heads=layout.num_heads,
+                               full_metric=full_metric, mode=mode, keep_fraction=keep_fraction, on_step=show)
+    bar.close()
+    params = {
+        "method": "structured", "mode": mode, "keep_fraction": keep_fraction, "scoring_split": scoring_split,
+        "normalize_by_layer": normalize_by_layer, "global_min_max": global_min_max,
+        "compat": compat or "none", "seed": config["train"]["seed"], "task": data.task.name,
+        "model": config["model"], "run": str(run_dir), "full_metric": full_metric,
+        "final_metric": result.final_metric, "subnetwork": "good",
+    }
+    masks = Masks(heads=result.heads, mlps=result.mlps, params=params, family=layout.family)
+    trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
+             "params": params}
+    return _write_prune_dir(out, masks, model, data, trace, overwrite)
+
+
+def prune_magnitude_run(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    glue_dir: Path | None,
+    keep_fraction: float = 0.9,
+    scope: str = "global",
+    tensor_set: str = "paper",
+    step_fraction: float = 0.1,
+    compat: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """m-pruning of a fine-tuned run: the good weight mask, its trace and metrics."""
+    quirks = get_compat(compat)
+    run_dir = Path(run_dir)
+    model, data, config = _load_finetuned(run_dir, glue_dir)
+    layout = model_layout(model)
+    dev = data.eval_batches(data.main_split)
+    full_metric = _primary(model, data, dev)
+    bar = tqdm(desc=f"m-pruning {data.task.name}", disable=not progress, leave=False)
+
+    def evaluate_mask(mask: WeightMask) -> float:
+        with weight_masked(model, mask):
+            return _primary(model, data, dev)
+
+    def show(step) -> None:
+        bar.update(1)
+        bar.set_postfix(pruned=f"{step.fraction_pruned:.3f}", metric=f"{step.metric:.4f}")
+
+    started = time.time()
+    result = magnitude_search(magnitudes(model, tensor_set), evaluate_mask, full_metric=full_metric,
+                              keep_fraction=keep_fraction, step_fraction=step_fraction, scope=scope, compat=quirks,
+                              on_step=show)
+    bar.close()
+    params = {
+        "method": "magnitude", "scope": scope, "tensor_set": tensor_set, "keep_fraction": keep_fraction,
+        "step_fraction": step_fraction, "compat": compat or "none", "seed": config["train"]["seed"],
+        "task": data.task.name, "model": config["model"], "run": str(run_dir), "full_metric": full_metric,
+        "final_metric": result.final_metric, "subnetwork": "good",
+    }
+    masks = Masks(weights=result.weights, params=params, family=layout.family)
+    trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
+             "params": params}
+    return _write_prune_dir(out, masks, model, data, trace, overwrite)

@@ -1,0 +1,73 @@
+"""Good, random and bad masks of the same size, and super-survivors (``bertlottery subnetworks``;
+Prasanna et al. 2020, sections 4-5). Each writes ``good``/``random``/``bad.safetensors`` and
+``subnetworks.json`` (names in `bertlottery.runs`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from ..compat import get_compat
+from ..errors import UserError
+from ..masks import load_masks, save_masks
+from ..sampling import bad_like, random_like, super_survivors
+
+__all__ = ["make_subnetworks", "make_super_survivors"]
+
+
+def make_subnetworks(
+    good_path: str | os.PathLike, out: str | os.PathLike, *, seed: int, compat: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write ``good``, ``random`` and ``bad`` masks of the same size into ``out``.
+
+    A magnitude mask found with ``scope=local`` gets per-tensor counts; a global one a total count.
+    """
+    good = load_masks(runs.mask_file_of(good_path))
+    per_tensor = good.params.get("scope") == "local"
+    random = random_like(good, seed, per_tensor=per_tensor, compat=get_compat(compat))
+    bad = bad_like(good, seed, per_tensor=per_tensor)
+    sizes = {}
+    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+        for name, masks in (("good", good), ("random", random), ("bad", bad)):
+            save_masks(scratch / runs.subnetwork_file(name), masks)
+            sizes[name] = {k: getattr(masks, k).n_kept for k in masks.kinds}
+        runs.write_json(scratch / runs.SUBNETWORKS_FILE, {"seed": seed, "compat": compat or "none",
+                                                       "per_tensor": per_tensor, "kept": sizes,
+                                                       "good": str(good_path)})
+    return sizes
+
+
+def make_super_survivors(
+    mask_paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, seed: int, overwrite: bool = False
+) -> dict[str, Any]:
+    """Super-survivor good / random / bad masks of one task's masks over several seeds.
+
+    Accepts bertlottery masks files (or prune directories) and the paper's released
+    ``seed_<s>/`` folders.
+    """
+    from ..masks import import_prasanna2020
+
+    loaded = []
+    for path in mask_paths:
+        path = Path(path)
+        if path.is_dir() and (path / "head_mask.npy").is_file():
+            loaded.append(import_prasanna2020(path))
+        else:
+            loaded.append(load_masks(runs.mask_file_of(path)))
+    tasks = {m.params.get("task") for m in loaded if m.params.get("task")}
+    if len(tasks) > 1:
+        raise UserError(f"Super-survivors are per task, but these masks come from {sorted(tasks)}.")
+    result = super_survivors(loaded, seed)
+    sizes = {}
+    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+        for name, masks in result.items():
+            masks.params["task"] = next(iter(tasks), None)
+            save_masks(scratch / runs.subnetwork_file(name), masks)
+            sizes[name] = {k: getattr(masks, k).n_kept for k in masks.kinds}
+        runs.write_json(scratch / runs.SUBNETWORKS_FILE, {"seed": seed, "kept": sizes,
+                                                       "sources": [str(p) for p in mask_paths]})
+    return sizes
