@@ -40,7 +40,8 @@ from bertlottery.masking import gated
 from bertlottery.masks import Masks
 from bertlottery.models import load_model, load_tokenizer, model_layout
 from bertlottery.pruning import structured_search
-from bertlottery.recipes import finetune_run, prepare_task_data
+from bertlottery.steps.finetune import finetune_run
+from bertlottery.steps.taskdata import prepare_task_data
 from bertlottery.runs import is_complete_run, model_dir_of
 from bertlottery.tasks import get_task
 from bertlottery.training import TrainSettings

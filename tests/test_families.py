@@ -289,7 +289,7 @@ def test_mpnet_base_fine_tunes_scores_and_exports_on_real_rte(glue_dir, tmp_path
     from bertlottery.export import exported_plan, load_exported, save_exported
     from bertlottery.importance import structured_importance
     from bertlottery.models import load_model, load_tokenizer
-    from bertlottery.recipes import finetune_run
+    from bertlottery.steps.finetune import finetune_run
     from bertlottery.tasks import get_task
     from bertlottery.training import TrainSettings
 

@@ -314,7 +314,7 @@ def save_masks(path: str | os.PathLike, masks: Masks, layout: Layout | None = No
     elif masks.heads is not None:
         metadata.update(layers=str(masks.heads.shape[0]), heads=str(masks.heads.shape[1]))
     if path.is_dir():
-        raise UserError(f"Mask output {path} is a folder; give a file name such as {path / 'mask.safetensors'}.")
+        raise UserError(f"Mask output {path} is a folder; give a file name such as {path / 'heads.safetensors'}.")
     tmp = _atomic_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
