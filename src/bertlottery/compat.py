@@ -1,4 +1,4 @@
-"""Reproduce the released code's quirks on demand (SPEC section 9).
+"""Reproduce the released code's quirks on demand (docs/algorithms.md#compatibility-with-the-released-code).
 
 By default bertlottery computes the methods as the paper *describes* them. ``compat: prasanna2020``
 (``--compat prasanna2020`` on the command line) switches on each way in which the code the paper

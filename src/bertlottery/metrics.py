@@ -100,7 +100,7 @@ def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray)
 def majority_baseline(
     task: TaskSpec, train_labels: np.ndarray, eval_labels: np.ndarray
 ) -> dict[str, float]:
-    """Metrics of a constant predictor fitted on the training labels (SPEC section 5, P Table 2).
+    """Metrics of a constant predictor fitted on the training labels (docs/algorithms.md#evaluation-modes-and-baselines, P Table 2).
 
     Classification tasks predict the most frequent training class (the smallest class id on a
     tie). STS-B predicts the mean training score; its Pearson and Spearman correlations are

@@ -3,14 +3,14 @@
 Both take callables rather than a model, so they know nothing about models, data or devices, and
 are tested on their own: ``score(heads, mlps) -> ImportanceScores`` and ``evaluate(mask) -> metric``.
 
-s-pruning (SPEC section 2): mode ``heads+mlps`` runs three phases. Phase 1 masks the 10% lowest-
+s-pruning (docs/algorithms.md#structured-pruning): mode ``heads+mlps`` runs three phases. Phase 1 masks the 10% lowest-
 scoring live heads (``int(0.1 * total heads)``) and the lowest live MLP per step; phase 2 heads only,
 at half the head step; phase 3 MLPs only, one per step. After each step the pruned model is
 re-evaluated: at or above the threshold the step is accepted and scores are recomputed under the new
 mask; below it the step is reverted and the next phase begins. Masked elements never come back.
 Modes ``heads`` and ``mlps`` run a single phase.
 
-m-pruning (SPEC section 3): each step removes 10% of the remaining prunable weights with the
+m-pruning (docs/algorithms.md#magnitude-pruning): each step removes 10% of the remaining prunable weights with the
 smallest |w| (one global threshold, or the same fraction of every tensor with ``scope="local"``);
 the good mask is the last whose metric is at or above the threshold.
 
@@ -295,7 +295,7 @@ def criterion_threshold(full_metric: float, fraction: float, criterion: str = "p
         NotAboveChance: ``above_chance`` with ``full_metric <= chance``.
         UserError: an unknown criterion.
 
-    Example (MRPC in issue 16: 90% of 0.712 is below the majority class's 0.684):
+    Example (MRPC in the minilm-glue study: 90% of 0.712 is below the majority class's 0.684):
         >>> round(criterion_threshold(0.712, 0.9, "paper", chance=0.684), 4)
         0.6408
         >>> round(criterion_threshold(0.712, 0.9, "above_chance", chance=0.684), 4)

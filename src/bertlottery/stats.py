@@ -1,4 +1,4 @@
-"""Statistics of "good" masks over seeds and tasks (SPEC section 6; the paper's section 5, Fig. 1, 3, 5,
+"""Statistics of "good" masks over seeds and tasks (docs/algorithms.md#statistics; the paper's section 5, Fig. 1, 3, 5,
 appendices A and G). Pure functions of numpy arrays: nothing here loads a model or reads a file.
 
 Conventions:

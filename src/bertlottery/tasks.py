@@ -87,7 +87,7 @@ class TaskSpec:
         eval_splits: Splits a model is evaluated on; the first is the one pruning watches.
         hub: Where the task lives on the Hugging Face hub.
         metric_names: Keys of :func:`bertlottery.metrics.compute_metrics` for this task.
-        primary_metric: The metric the pruning threshold watches (SPEC section 2).
+        primary_metric: The metric the pruning threshold watches (docs/algorithms.md#the-watched-metric).
         reported_metric: The metric the paper reports in its Table 1.
     """
 

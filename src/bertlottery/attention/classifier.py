@@ -1,4 +1,4 @@
-"""The paper's CNN attention-pattern classifier (SPEC section 7): training, checkpoints, prediction.
+"""The paper's CNN attention-pattern classifier (P§5.2; docs/algorithms.md#attention-patterns): training, checkpoints, prediction.
 
 Architecture, exactly as the paper describes it: Conv(1->16,3) ReLU Conv(16->16,3) ReLU MaxPool2,
 Conv(16->32,3) ReLU Conv(32->32,3) ReLU MaxPool2, Conv(32->64,3) ReLU Conv(64->64,3) ReLU,

@@ -1,7 +1,7 @@
 """Which tensors Gordon et al. prune, and the masks: magnitude (one threshold per matrix or one over
 all of them) and random (the same count per matrix, drawn uniformly).
 
-The paper's set (G§3.1, SPEC section 8): per encoder layer the query, key, value, attention output,
+The paper's set (G§3.1, docs/algorithms.md#compressing-bert): per encoder layer the query, key, value, attention output,
 intermediate and output weight matrices, plus the pooler; biases and LayerNorm never; the word
 embeddings as an option. ``tensors="weights"`` leaves the pooler out.
 

@@ -1,4 +1,4 @@
-"""Zhu & Gupta's (2017) gradual pruning schedule (G§3.2, SPEC section 8).
+"""Zhu & Gupta's (2017) gradual pruning schedule (G§3.2, docs/algorithms.md#compressing-bert).
 
 The sparsity rises from ``initial`` to ``target`` over ``n`` mask updates ``every`` steps apart::
 
