@@ -19,7 +19,7 @@ from bertlottery.errors import UserError
 from bertlottery.importance import prunable_parameters
 from bertlottery.masks import HeadMask, Masks, MlpMask, WeightMask, body_fraction_kept, save_masks
 from bertlottery.models import model_layout
-from bertlottery.stability import (
+from bertlottery.analysis import (
     BERT_BASE_CONFIG,
     format_summary,
     importance_from_trace,
@@ -29,6 +29,7 @@ from bertlottery.stability import (
     stability_summary,
 )
 
+from rungraph import write_graph_of
 from tiny import tiny_config, tiny_model
 
 
@@ -196,16 +197,15 @@ def test_run_directory_skips_unfinished_stages_and_takes_the_newest_of_duplicate
 
 def test_run_directory_reads_only_the_stages_of_its_config(tmp_path):
     """Stages a changed config left on disk (here: an older RTE run and a CoLA task no longer in the
-    config, both newer on disk) are not read; the run's own prune and super stages are."""
+    config, both newer on disk) are not read; the run's own prune and super stages (its graph.json's) are."""
     from bertlottery.config import from_dict, to_dict
-    from bertlottery.pipeline import expand
 
     config = from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "seeds": [7, 3],
                         "methods": ["structured"], "baselines": []})
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(to_dict(config)))
-    graph = expand(config)
+    graph = write_graph_of(run, config)
     rng = np.random.default_rng(1)
     own = {}
     for stage in graph:
@@ -231,8 +231,10 @@ def test_run_directory_reads_only_the_stages_of_its_config(tmp_path):
     assert mask_set.masks["RTE"][7].heads == own[7].heads
     assert mask_set.super_survivors["RTE"].heads == good
     assert any("2 finished prune stage(s) on disk are not in the run's config.json" in n for n in mask_set.notes)
-    (run / "config.json").write_text("{}")  # a config this version cannot rebuild: everything on disk counts
-    assert sorted(load_mask_sets(run).tasks) == ["CoLA", "RTE"]
+    (run / "graph.json").unlink()  # a run from before graph.json: everything on disk counts, with a note
+    mask_set = load_mask_sets(run)
+    assert sorted(mask_set.tasks) == ["CoLA", "RTE"]
+    assert any("no graph.json" in n for n in mask_set.notes)
 
 
 def test_run_directory_super_survivor_stage_is_checked_against_the_seeds(tmp_path):

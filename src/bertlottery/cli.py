@@ -515,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMAND_MODULES = ("stability", "report.cli", "attention.cli", "annotate.cli", "gordon.cli")
+_COMMAND_MODULES = ("analysis.cli", "report.cli", "attention.cli", "annotate.cli", "gordon.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

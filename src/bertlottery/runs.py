@@ -13,6 +13,22 @@ A fine-tuning (or evaluation) run directory::
 
 Everything is written into a hidden sibling ``.RUN.partial-<pid>`` and renamed into place at the end:
 ``RUN`` either does not exist or is complete.
+
+A study run directory (``bertlottery run``)::
+
+    RUN/
+      config.json                 the resolved config
+      graph.json                  {"version": 1, "stages": [...]}: every stage of the study, inputs first
+      stages/<kind>/<task>/<name>-<hash>/
+        ...                       the stage's artifacts (a fine-tuning run, a prune directory, ...)
+        stage.json                written last: its presence marks the stage done
+      rows/<stage>.json           the stage's result rows (see bertlottery.results)
+      failed/<stage>.json         the error of a stage that failed (cleared when it succeeds)
+      running/<stage>             the pid of the process running the stage
+      events.log                  one line per stage start and end
+      results.parquet, results.csv
+
+``<stage>`` in a file name is the stage id with ``/`` written ``__`` (`stage_file_id`).
 """
 
 from __future__ import annotations
@@ -39,6 +55,28 @@ __all__ = [
     "HISTORY_FILE",
     "MASK_FILE",
     "EXPORT_FILE",
+    "STAGES_DIR",
+    "STAGE_FILE",
+    "ROWS_DIR",
+    "FAILED_DIR",
+    "RUNNING_DIR",
+    "EVENTS_FILE",
+    "GRAPH_FILE",
+    "TRACE_FILE",
+    "RESULTS_CSV",
+    "RESULTS_PARQUET",
+    "GOOD_MASK_FILE",
+    "RANDOM_MASK_FILE",
+    "BAD_MASK_FILE",
+    "ANALYSIS_FILE",
+    "SELECTION_FILE",
+    "SIMILARITY_FILE",
+    "HEATMAPS_FILE",
+    "stage_path",
+    "stage_file_id",
+    "stage_state",
+    "write_graph",
+    "read_graph",
     "staged_run_dir",
     "write_json",
     "read_json",
@@ -54,6 +92,27 @@ ENVIRONMENT_FILE = "environment.json"
 HISTORY_FILE = "history.json"
 EXPORT_FILE = "export.json"  # in an exported-subnetwork folder: which run and mask it came from
 MASK_FILE = "mask.safetensors"  # the mask a run trained under, or the mask a prune step found
+
+# a study run directory
+STAGES_DIR = "stages"
+STAGE_FILE = "stage.json"  # written last into a stage's folder: the stage is done
+ROWS_DIR = "rows"
+FAILED_DIR = "failed"
+RUNNING_DIR = "running"
+EVENTS_FILE = "events.log"
+GRAPH_FILE = "graph.json"
+TRACE_FILE = "trace.json"  # a prune stage's search, iteration by iteration
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+GOOD_MASK_FILE = "good.safetensors"  # a subnetworks (or super-survivor) stage's masks
+RANDOM_MASK_FILE = "random.safetensors"
+BAD_MASK_FILE = "bad.safetensors"
+# artifacts of the Compressing-BERT and attention stages that the report reads
+ANALYSIS_FILE = "analysis.json"
+SELECTION_FILE = "selection.json"
+SIMILARITY_FILE = "similarity.json"
+HEATMAPS_FILE = "heatmaps.npz"
+GRAPH_VERSION = 1
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -74,6 +133,65 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path} does not exist.") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error}); the run that wrote it may have been damaged.") from None
+
+
+def stage_path(run_dir: str | os.PathLike, stage_id: str) -> Path:
+    """The folder of a stage (ids look like ``kind/task/name-hash10``)."""
+    return Path(run_dir) / STAGES_DIR / stage_id
+
+
+def stage_file_id(stage_id: str) -> str:
+    """A stage id as one file name (for ``rows/``, ``failed/`` and ``running/``)."""
+    return stage_id.replace("/", "__")
+
+
+def stage_state(run_dir: str | os.PathLike, stage_id: str) -> str:
+    """``done``, ``failed``, ``running`` (a live process holds it) or ``left``."""
+    run_dir = Path(run_dir)
+    if (stage_path(run_dir, stage_id) / STAGE_FILE).is_file():
+        return "done"
+    if (run_dir / FAILED_DIR / f"{stage_file_id(stage_id)}.json").is_file():
+        return "failed"
+    try:
+        os.kill(int((run_dir / RUNNING_DIR / stage_file_id(stage_id)).read_text()), 0)
+        return "running"
+    except (OSError, ValueError):
+        return "left"
+
+
+_GRAPH_KEYS = ("id", "kind", "task", "name", "keys", "settings", "inputs")
+
+
+def write_graph(run_dir: str | os.PathLike, stages: list[dict[str, Any]]) -> Path:
+    """Write ``graph.json`` atomically: ``{"version": 1, "stages": [...]}``, each stage a dict with
+    ``id``, ``kind``, ``task``, ``name``, ``keys``, ``settings`` and ``inputs`` (role -> stage id), in
+    an order where each stage follows its inputs. Readers of a run take its stages from here, so they
+    need neither the config nor the code that expanded it."""
+    records = []
+    seen: set[str] = set()
+    for stage in stages:
+        absent = [k for k in _GRAPH_KEYS if k not in stage]
+        if absent:
+            raise ValueError(f"stage {stage.get('id', '?')} lacks {absent}")
+        unknown = [i for i in stage["inputs"].values() if i not in seen]
+        if unknown:
+            raise ValueError(f"stage {stage['id']} comes before its inputs {unknown}")
+        seen.add(stage["id"])
+        records.append({k: stage[k] for k in _GRAPH_KEYS})
+    return write_json(Path(run_dir) / GRAPH_FILE, {"version": GRAPH_VERSION, "stages": records})
+
+
+def read_graph(run_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The stages of ``graph.json`` (see `write_graph`), or None for a run written before runs had one
+    (its readers fall back to the stage folders on disk). `UserError` for a damaged file."""
+    path = Path(run_dir) / GRAPH_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("version") != GRAPH_VERSION or not isinstance(data.get("stages"), list):
+        raise UserError(f"{path} is not a version-{GRAPH_VERSION} stage graph; run `bertlottery run CONFIG "
+                        "--run-dir RUN` once to write it again.")
+    return data["stages"]
 
 
 @contextmanager
