@@ -23,10 +23,12 @@ from bertlottery.analysis import (
     BERT_BASE_CONFIG,
     format_summary,
     importance_from_trace,
+    cross_task,
     keep_arrays,
     layout_from_config,
     load_mask_sets,
     stability_summary,
+    structured_task,
 )
 
 from rungraph import write_graph_of
@@ -343,6 +345,26 @@ def test_structured_summary_is_the_statistics_of_the_loaded_masks(tmp_path):
     mean, _ = stats.tasks_survived(keep_arrays(mask_set, "heads"))
     np.testing.assert_allclose(cross["tasks_survived_mean"], mean)
     assert summary["layout"]["body_params"] == mask_set.layout.body_params
+
+
+def test_the_summary_is_a_function_of_the_keep_arrays_alone():
+    """No files: the per-task and cross-task statistics straight from bool[seed, ...] arrays."""
+    rng = np.random.default_rng(5)
+    heads = {t: random_keep(rng, (3, 2, 4)) for t in ("RTE", "MRPC")}
+    mlps = random_keep(rng, (3, 2))
+    layout = model_layout(tiny_model("bert"))
+    stage = {"heads": heads["RTE"].all(0), "mlps": None}
+    entry = structured_task(heads["RTE"], mlps, [1, 2, 3], layout, 0.05, stage)
+    assert entry["heads"]["kappa"] == pytest.approx(stats.fleiss_kappa(heads["RTE"]).value)
+    assert entry["mlps"]["kept_per_seed"] == [int(m.sum()) for m in mlps]
+    assert entry["body_fraction_kept"]["per_seed"] == pytest.approx(
+        [stats.body_fraction(layout, heads["RTE"][i], mlps[i]) for i in range(3)])
+    assert entry["super_survivors"]["matches_stage"] is True
+    stage["heads"] = ~stage["heads"]
+    assert structured_task(heads["RTE"], None, [1, 2, 3], None, 0.05, stage)["super_survivors"]["matches_stage"] is False
+    cross = cross_task({"heads": heads, "mlps": {"RTE": mlps}})
+    assert set(cross) == {"heads"}  # one task has MLP masks: nothing to overlap
+    np.testing.assert_allclose(cross["heads"]["overlap_mean"], stats.task_overlap(heads).mean)
 
 
 def test_summary_of_degenerate_masks_has_reasons_and_null_values(tmp_path):

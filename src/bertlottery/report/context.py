@@ -1,5 +1,5 @@
 """What every section of the report reads (`Context`), and the helpers sections share: what a
-section lacks (`missing`), the paper's released metrics, joining HTML pieces.
+section lacks (`missing_stages`), the paper's released metrics, joining HTML pieces.
 """
 
 from __future__ import annotations

@@ -174,9 +174,9 @@ def stability_section(ctx: Context) -> Section:
                 (folder / f"{name}.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     if ours is not None:
         body.append(join([Markup("<h3>This run: s-pruning survival</h3>"), Markup('<div class="grid">'),
-                                 *_survival_figures(ours, ctx, "survival_structured", f"{ctx.model}, s-pruning",
-                                                    "fraction of seeds in which it survived"),
-                                 Markup("</div>")]))
+                          *_survival_figures(ours, ctx, "survival_structured", f"{ctx.model}, s-pruning",
+                                             "fraction of seeds in which it survived"),
+                          Markup("</div>")]))
     if "magnitude" in methods:
         magnitude, reason = _mask_summary(ctx, "run-magnitude", ctx.run.run_dir, "magnitude")
         if magnitude is None:
@@ -185,15 +185,15 @@ def stability_section(ctx: Context) -> Section:
             (ctx.out_dir / "tables" / "stability_run_magnitude.json").write_text(
                 json.dumps(magnitude, indent=1, allow_nan=False))
             body.append(join([Markup("<h3>This run: m-pruning, % of each component's weights kept</h3>"),
-                                     Markup('<div class="grid">'),
-                                     *_survival_figures(magnitude, ctx, "survival_magnitude", f"{ctx.model}, m-pruning",
-                                                        "fraction of the component's weights kept"),
-                                     Markup("</div>")]))
+                              Markup('<div class="grid">'),
+                              *_survival_figures(magnitude, ctx, "survival_magnitude", f"{ctx.model}, m-pruning",
+                                                 "fraction of the component's weights kept"),
+                              Markup("</div>")]))
     if paper is not None:
         figures = _survival_figures(paper, ctx, "survival_paper", "the paper's released masks, bert-base-uncased",
                                     "fraction of seeds in which it survived")
         body.append(join([Markup("<h3>The paper's released masks: s-pruning survival</h3>"),
-                                 Markup('<div class="grid">'), *figures, Markup("</div>")]))
+                          Markup('<div class="grid">'), *figures, Markup("</div>")]))
     return Section(title, join(body), missing)
 
 

@@ -29,8 +29,8 @@ def status_section(ctx: Context) -> Section:
     failed = [s for s in run.stages if s.state == "failed"]
     if failed:
         body.append(join([Markup("<h3>Failed stages</h3><ul>")]
-                                + [Markup("<li><code>{}</code>: {}</li>").format(s.id, s.error) for s in failed]
-                                + [Markup("</ul>")]))
+                          + [Markup("<li><code>{}</code>: {}</li>").format(s.id, s.error) for s in failed]
+                          + [Markup("</ul>")]))
         missing.append(f"{len(failed)} failed stage{'s' if len(failed) > 1 else ''} (listed below; "
                        "bertlottery run again retries them)")
     left = [s for s in run.stages if s.state in ("left", "running")]
@@ -40,7 +40,7 @@ def status_section(ctx: Context) -> Section:
                        + (f" ({running} running now)" if running else ""))
         items = [Markup("<li><code>{}</code> ({})</li>").format(s.id, s.state) for s in left]
         body.append(join([Markup("<details><summary>Stages not finished ({})</summary><ul>").format(len(left))]
-                                + items + [Markup("</ul></details>")]))
+                          + items + [Markup("</ul></details>")]))
     if not run.stages:
         missing.append("no stages found (nothing has run yet, or the folder holds only a results table)")
     return Section("Status of the run", join(body), missing)
@@ -59,7 +59,7 @@ def costs_section(ctx: Context) -> Section:
                  f"estimate over {int(total['stages_with_energy'])} stages)")
     body = [paragraph(line + "."), table_html(by_kind, ctx.out_dir),
             join([Markup("<details><summary>Every stage</summary>"), table_html(by_stage, ctx.out_dir),
-                         Markup("</details>")])]
+                  Markup("</details>")])]
     missing = []
     unfinished = sum(1 for s in ctx.run.stages if s.state != "done")
     if unfinished:
