@@ -18,11 +18,11 @@ from bertlottery.cli import main
 from bertlottery.report import Section, build_report, register_section
 from bertlottery.report.paper import released_metrics
 from bertlottery.report.rundata import StageInfo
+from bertlottery.report.sections.run import cost_tables
 from bertlottery.report.tables import (
     TABLE3_ROWS,
     bad_vs_baselines_table,
     cell_stats,
-    cost_tables,
     longer_table,
     main_rows,
     results_table,

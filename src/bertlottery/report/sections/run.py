@@ -1,23 +1,27 @@
-"""The sections about the run itself: its status, time and energy, config and environment."""
+"""The sections about the run itself: its status, time and energy, config and environment, and their
+tables (pure functions of the run's stages)."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 from markupsafe import Markup
 
 from ... import runs
 from ..context import Context, join
 from ..html import paragraph, table_html
+from ..rundata import StageInfo
 from ..section import Section
+from ..tables import Table
 
-__all__ = ["status_section", "costs_section", "config_section", "environment_section"]
+__all__ = ["status_section", "costs_section", "config_section", "environment_section", "status_table", "cost_tables"]
 
 
 def status_section(ctx: Context) -> Section:
-    from ..tables import status_table
-
     run = ctx.run
     counts = run.counts()
     body = [paragraph(f"{len(run.stages)} stages: " + ", ".join(f"{n} {state}" for state, n in counts.items())
@@ -47,8 +51,6 @@ def status_section(ctx: Context) -> Section:
 
 
 def costs_section(ctx: Context) -> Section:
-    from ..tables import cost_tables
-
     by_kind, by_stage = cost_tables(ctx.run.stages)
     if by_kind.empty:
         return Section("Time and energy", paragraph("No finished stages yet."), ["time and energy of finished stages"])
@@ -91,10 +93,6 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
 
 
 def environment_section(ctx: Context) -> Section:
-    import pandas as pd
-
-    from ..tables import Table
-
     columns: dict[str, dict[str, str]] = {}
     for label, env in (("the run (a fine-tuning stage)", ctx.run.environment), ("this report", runs.environment())):
         if env:
@@ -108,3 +106,73 @@ def environment_section(ctx: Context) -> Section:
                   frame, display)
     missing = [] if ctx.run.environment else ["the run's environment.json (written by fine-tuning stages)"]
     return Section("Environment", table_html(table, ctx.out_dir), missing)
+
+
+def status_table(stages: Sequence[StageInfo]) -> Table:
+    """Stages per kind and state (done, running, failed, left)."""
+    states = ("done", "running", "failed", "left")
+    kinds = list(dict.fromkeys(s.kind for s in stages))
+    records = [{"kind": kind, **{state: sum(1 for s in stages if s.kind == kind and s.state == state) for state in states}}
+               for kind in kinds]
+    if records:
+        records.append({"kind": "all", **{state: sum(r[state] for r in records) for state in states}})
+    frame = pd.DataFrame(records, columns=["kind", *states])
+    display = frame.set_index("kind").astype(str)
+    display.index.name = None
+    return Table("stages", "Stages of the run", "How many stages of each kind are done, running, failed or left "
+                 "(left: not started yet, or waiting for a failed input).", frame, display)
+
+
+def cost_tables(stages: Sequence[StageInfo]) -> tuple[Table, Table]:
+    """Time and energy of the finished stages: per stage kind (and summed), and per stage."""
+    done = [s for s in stages if s.state == "done"]
+    per_stage = pd.DataFrame(
+        [{"stage": s.id, "kind": s.kind, "task": s.task, "seconds": s.seconds, "energy_kwh": s.energy_kwh,
+          "emissions_kg": s.emissions_kg} for s in done],
+        columns=["stage", "kind", "task", "seconds", "energy_kwh", "emissions_kg"])
+    records = []
+    for kind, part in per_stage.groupby("kind", sort=False):
+        records.append({"kind": kind, "stages": len(part), "seconds": part["seconds"].sum(min_count=1),
+                        "energy_kwh": part["energy_kwh"].sum(min_count=1),
+                        "emissions_kg": part["emissions_kg"].sum(min_count=1),
+                        "stages_with_energy": int(part["energy_kwh"].notna().sum())})
+    if records:
+        records.append({"kind": "all", "stages": len(per_stage), "seconds": per_stage["seconds"].sum(min_count=1),
+                        "energy_kwh": per_stage["energy_kwh"].sum(min_count=1),
+                        "emissions_kg": per_stage["emissions_kg"].sum(min_count=1),
+                        "stages_with_energy": int(per_stage["energy_kwh"].notna().sum())})
+    by_kind = pd.DataFrame(records, columns=["kind", "stages", "seconds", "energy_kwh", "emissions_kg",
+                                             "stages_with_energy"])
+
+    def show(frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=frame.index)
+        for column in frame.columns:
+            values = frame[column]
+            if column == "seconds":
+                out["time"] = values.map(_duration)
+            elif column == "energy_kwh":
+                out["energy (kWh)"] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
+            elif column == "emissions_kg":
+                out["CO2-eq (g)"] = values.map(lambda v: "–" if pd.isna(v) else f"{1000 * v:.3g}")
+            else:
+                out[column] = values.astype(str)
+        return out
+
+    kind_display = show(by_kind).set_index("kind")
+    kind_display.index.name = None
+    stage_display = show(per_stage).set_index("stage")
+    stage_display.index.name = None
+    note = ["Energy and CO2-eq are codecarbon's estimates (offline mode), recorded per stage where tracking was on."]
+    return (Table("cost_by_kind", "Time and energy per stage kind", "Wall time, energy and emissions of the "
+                  "finished stages, summed per kind and over the run.", by_kind, kind_display, notes=note),
+            Table("cost_by_stage", "Time and energy per stage", "Every finished stage.", per_stage, stage_display))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
