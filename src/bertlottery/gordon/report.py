@@ -1,4 +1,5 @@
-"""The Compressing-BERT section of the study report (G Tables 1-3, Figs. 1-4 and 7-9).
+"""The Compressing-BERT section of the study report (Gordon et al. 2020, "G" below: Tables 1-3,
+Figs. 1-4 and 7-9).
 
 `report_section(run, out_dir)` is the section `bertlottery.report` builds for every run (it returns
 None for a run that is not a Gordon study); `write_page` writes the section alone as one HTML page
@@ -416,7 +417,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
     parts: list[Any] = [paragraph(
         "Continued masked-language-model pre-training with gradual magnitude pruning (Zhu & Gupta's cubic "
         "schedule, a threshold per matrix unless the config says global), then fine-tuning each checkpoint "
-        "on the tasks at every learning rate of the sweep, keeping the best dev result (G§3). Variants: "
+        "on the tasks at every learning rate of the sweep, keeping the best dev result (Gordon et al., section 3). Variants: "
         "gmp-pretrain (mask held fixed), information-deletion (pruned weights zeroed but free to train), "
         "gmp-downstream (fine-tuned, then pruned and trained on), random-pretrain (the same count per matrix, "
         "drawn at random).")]
