@@ -102,8 +102,11 @@ def test_the_attention_stages_run_in_a_study(tiny_model_dir, env):
     # the report section: the proportions table and figure, example maps, the correlation
     from bertlottery.attention.report import report_section
     from bertlottery.report import Section
+    from bertlottery.report.rundata import load_run
+    from rungraph import write_graph_of
 
-    section = report_section(run_dir, env / "report")
+    write_graph_of(run_dir, config)  # what the report reads the run's stages from
+    section = report_section(load_run(run_dir), env / "report")
     assert isinstance(section, Section) and section.missing == ([] if survivors else [
         m for m in section.missing if "super" in m])
     assert 'id="figure-attention-patterns"' in section.html_body and "data:image/png;base64," in section.html_body

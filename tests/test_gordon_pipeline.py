@@ -141,7 +141,9 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
     from playwright.sync_api import sync_playwright
 
     from bertlottery.report import build_report
+    from rungraph import write_graph_of
 
+    write_graph_of(study["run"])  # what the report reads the run's stages from
     page_path = build_report(study["run"])
     assert main(["gordon", "analyse", str(study["run"])]) == 0
     with sync_playwright() as p:

@@ -1,5 +1,6 @@
 """The report: tables on a synthetic results table, escaping, a real smoke study rendered in headless
-Chromium, partial runs, the section-provider API and the CLI's refusals."""
+Chromium, partial runs and runs without graph.json, the package-section API, the report reading no
+pipeline, and the CLI's refusals."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import pandas as pd
 import pytest
 
 from bertlottery.cli import main
-from bertlottery.report import Section
+from bertlottery.report import Section, build_report, register_section
 from bertlottery.report.paper import released_metrics
 from bertlottery.report.rundata import StageInfo
+from bertlottery.report.sections.run import cost_tables
 from bertlottery.report.tables import (
     TABLE3_ROWS,
     bad_vs_baselines_table,
     cell_stats,
-    cost_tables,
     longer_table,
     main_rows,
     results_table,
@@ -30,6 +31,7 @@ from bertlottery.report.tables import (
 from bertlottery.results import COLUMNS
 
 from conftest import CHROMIUM_ARGS
+from rungraph import write_graph_of
 from tiny import write_rte
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,6 +256,7 @@ def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
         assert main(["run", str(SMOKE), f"model={tiny_model_dir}", f"glue_dir={glue}", "train.learning_rate=1e-3",
                      "train.batch_size=8", "train.max_train_examples=16", "energy.track=false",
                      "--run-dir", str(run_dir), "--no-progress"]) == 0
+    write_graph_of(run_dir)
     return run_dir
 
 
@@ -365,6 +368,7 @@ def test_a_run_with_nothing_but_its_config_still_gets_a_report(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"name": "fresh", "model": "minilm-l6", "tasks": ["RTE"],
                                                  "seeds": [1, 2]}))
+    write_graph_of(run)
     assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
     missing = json.loads((tmp_path / "out" / "missing.json").read_text())
     assert any(line.startswith("RTE: nothing yet") for line in missing["Good, random and bad subnetworks (Table 3, Figure 2)"])
@@ -372,6 +376,7 @@ def test_a_run_with_nothing_but_its_config_still_gets_a_report(tmp_path):
 
     # a Compressing-BERT study gets no lottery sections (its package brings its own)
     (run / "config.json").write_text(json.dumps({"name": "gordon", "model": "minilm-l6", "gordon": {}}))
+    (run / "graph.json").unlink()
     assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Status of the run" in html and "Time and energy" in html and "Table 3" not in html
@@ -385,12 +390,11 @@ def test_a_two_task_run_gets_its_own_overlap_figures(tmp_path, browser, monkeypa
     from bertlottery.masks import HeadMask, Masks, MlpMask, save_masks
 
     monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
-    from bertlottery.pipeline import graph_of_config
-
     run = tmp_path / "two"
+    run.mkdir()
     config = {"name": "two", "model": "minilm-l6", "tasks": ["RTE", "MRPC"], "seeds": [1, 2], "methods": ["structured"]}
     generator = torch.Generator().manual_seed(0)
-    for stage in [s for s in graph_of_config(config) if s.kind == "prune"]:  # the run's own prune stages
+    for stage in [s for s in write_graph_of(run, config) if s.kind == "prune"]:  # the run's own prune stages
         folder = run / "stages" / stage.id
         heads = torch.rand(2, 4, generator=generator) > 0.4
         save_masks(folder / "mask.safetensors", Masks(HeadMask(heads), MlpMask(torch.tensor([True, stage.keys["seed"] == 1]))))
@@ -409,50 +413,117 @@ def test_a_two_task_run_gets_its_own_overlap_figures(tmp_path, browser, monkeypa
     page.close()
 
 
-# ---- section providers ---------------------------------------------------------------------------------
+# ---- package sections ----------------------------------------------------------------------------------
 
-def provider_ok(run_dir: Path, out_dir: Path) -> Section:
+def provider_ok(run, out_dir: Path) -> Section:
     from bertlottery.report.html import paragraph
 
-    return Section(f"Plugged in {EVIL}", paragraph(f"run {run_dir.name} {EVIL}"), missing=[f"later {EVIL}"])
+    return Section(f"Plugged in {EVIL}", paragraph(f"run {run.run_dir.name} {EVIL}"), missing=[f"later {EVIL}"])
 
 
-def provider_none(run_dir: Path, out_dir: Path) -> None:
+def provider_none(run, out_dir: Path) -> None:
     return None
 
 
-def provider_raises(run_dir: Path, out_dir: Path) -> Section:
+def provider_raises(run, out_dir: Path) -> Section:
     raise RuntimeError("plugin broke")
 
 
 def test_section_providers_plug_in_escaped_and_a_broken_one_is_reported(tmp_path, monkeypatch):
+    from bertlottery import report
+
     monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
-    monkeypatch.setenv("BERTLOTTERY_REPORT_SECTIONS", "test_report:provider_none")
+    monkeypatch.setattr(report, "PLUGIN_SECTIONS", [])  # registered for this test only
+    register_section(provider_none)
+    register_section(provider_ok)
     run = _synthetic_run(tmp_path / "run")
-    argv = ["report", str(run), "--out", str(tmp_path / "out"), "--section", "test_report:provider_ok",
-            "--section", "test_report:provider_raises", "--section", "no_such_package.report:section"]
-    assert main(argv) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0  # through the CLI: registered ones
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<script" not in html.lower()
     assert "Plugged in &lt;script&gt;" in html and "later &lt;script&gt;" in html
-    assert "Section test_report:provider_raises" in html and "RuntimeError: plugin broke" in html
-    assert "no_such_package" not in html  # a package without a report section is skipped
     assert html.index("Plugged in") < html.index("Time and energy")  # before the costs, config, environment
+    assert "provider_none" not in html  # a section with nothing to show is left out
+
+    # one report's own sections: a broken one gets a section saying so, the rest is still written
+    build_report(run, tmp_path / "out", sections=[provider_raises])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Section test_report:provider_raises" in html and "RuntimeError: plugin broke" in html
+    assert "Plugged in &lt;script&gt;" in html and "Time and energy" in html
+    missing = json.loads((tmp_path / "out" / "missing.json").read_text())
+    assert missing["Section test_report:provider_raises"] == [
+        "Section test_report:provider_raises: could not be built (RuntimeError: plugin broke)"]
+    with pytest.raises(TypeError, match="is a function"):
+        register_section("test_report:provider_ok")  # sections are functions, not names
 
 
-def test_every_shipped_section_provider_names_a_function():
-    import importlib
+def test_every_package_section_is_a_function_that_skips_a_run_without_its_stages(tmp_path):
+    from bertlottery.report.build import package_sections
+    from bertlottery.report.rundata import load_run
 
-    from bertlottery.report import SECTION_PROVIDERS
+    run = load_run(_synthetic_run(tmp_path / "run"))  # a lottery study: no attention, no Compressing-BERT stages
+    functions = package_sections()
+    assert len(functions) >= 2
+    for function in functions:
+        assert callable(function)
+        assert function(run, tmp_path / "out") is None, function
 
-    for spec in SECTION_PROVIDERS:
-        module_name, _, function = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            assert error.name and module_name.startswith(error.name), spec  # only "not written yet" is fine
-            continue
-        assert callable(getattr(module, function, None)), f"{spec}: renamed? update SECTION_PROVIDERS"
+
+# ---- what a report reads ---------------------------------------------------------------------------------
+
+def test_a_run_without_graph_json_reports_the_stages_on_disk_and_says_so(smoke_run, tmp_path, monkeypatch):
+    """A run written before runs had graph.json: every stage folder on disk, and a line saying so."""
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "old"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("model", "report"))
+    (run / "graph.json").unlink()
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "this run has no graph.json" in html and "bertlottery run CONFIG --run-dir RUN" in html
+    stages = pd.read_csv(tmp_path / "out" / "tables" / "stages.csv").set_index("kind")
+    on_disk = len(list((run / "stages").glob("*/*/*/stage.json")))
+    assert stages.loc["all", "done"] == on_disk and stages.loc["all", "left"] == 0
+    missing = json.loads((tmp_path / "out" / "missing.json").read_text())
+    assert any("no readable graph.json" in line for line in missing["Super-survivor subnetworks (appendix E)"])
+
+
+NO_PIPELINE = """
+import argparse
+import importlib
+import sys
+
+# the two commands' own modules, as bertlottery.cli registers and runs them (the full CLI also builds
+# the training commands' arguments, which is not what is measured here)
+parser = argparse.ArgumentParser()
+sub = parser.add_subparsers()
+for name in ("bertlottery.analysis.cli", "bertlottery.report.cli"):
+    importlib.import_module(name).register(sub)
+args = parser.parse_args(sys.argv[1:])
+code = args.func(args)
+heavy = [m for m in ("bertlottery.pipeline", "bertlottery.config", "bertlottery.training", "bertlottery.recipes",
+                     "bertlottery.lottery", "transformers.trainer", "accelerate",
+                     # a lottery study's report: the Compressing-BERT section imports nothing heavy to say so
+                     "bertlottery.gordon.stages", "bertlottery.gordon.analysis", "bertlottery.gordon.mlm")
+         if m in sys.modules]
+print("IMPORTED", heavy)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("command", ["report", "stability"])
+def test_report_and_stability_read_a_run_without_importing_the_pipeline(smoke_run, tmp_path, command):
+    """Both commands read graph.json and the stage folders, never the pipeline, the config or training
+    (nor, for a lottery study, the Compressing-BERT package's modules)."""
+    import subprocess
+    import sys
+
+    argv = [command, str(smoke_run)] + (["--out", str(tmp_path / "out")] if command == "report" else [])
+    done = subprocess.run([sys.executable, "-c", NO_PIPELINE, *argv], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "IMPORTED []" in done.stdout, done.stdout[-2000:]
+    if command == "report":
+        assert (tmp_path / "out" / "tables" / "stability.csv").is_file()  # the statistics ran too
+    else:
+        assert "RTE" in done.stdout and "kappa" in done.stdout
 
 
 # ---- refusals ------------------------------------------------------------------------------------------

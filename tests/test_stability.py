@@ -19,16 +19,19 @@ from bertlottery.errors import UserError
 from bertlottery.importance import prunable_parameters
 from bertlottery.masks import HeadMask, Masks, MlpMask, WeightMask, body_fraction_kept, save_masks
 from bertlottery.models import model_layout
-from bertlottery.stability import (
+from bertlottery.analysis import (
     BERT_BASE_CONFIG,
     format_summary,
     importance_from_trace,
+    cross_task,
     keep_arrays,
     layout_from_config,
     load_mask_sets,
     stability_summary,
+    structured_task,
 )
 
+from rungraph import write_graph_of
 from tiny import tiny_config, tiny_model
 
 
@@ -196,16 +199,15 @@ def test_run_directory_skips_unfinished_stages_and_takes_the_newest_of_duplicate
 
 def test_run_directory_reads_only_the_stages_of_its_config(tmp_path):
     """Stages a changed config left on disk (here: an older RTE run and a CoLA task no longer in the
-    config, both newer on disk) are not read; the run's own prune and super stages are."""
+    config, both newer on disk) are not read; the run's own prune and super stages (its graph.json's) are."""
     from bertlottery.config import from_dict, to_dict
-    from bertlottery.pipeline import expand
 
     config = from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "seeds": [7, 3],
                         "methods": ["structured"], "baselines": []})
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(to_dict(config)))
-    graph = expand(config)
+    graph = write_graph_of(run, config)
     rng = np.random.default_rng(1)
     own = {}
     for stage in graph:
@@ -231,8 +233,10 @@ def test_run_directory_reads_only_the_stages_of_its_config(tmp_path):
     assert mask_set.masks["RTE"][7].heads == own[7].heads
     assert mask_set.super_survivors["RTE"].heads == good
     assert any("2 finished prune stage(s) on disk are not in the run's config.json" in n for n in mask_set.notes)
-    (run / "config.json").write_text("{}")  # a config this version cannot rebuild: everything on disk counts
-    assert sorted(load_mask_sets(run).tasks) == ["CoLA", "RTE"]
+    (run / "graph.json").unlink()  # a run from before graph.json: everything on disk counts, with a note
+    mask_set = load_mask_sets(run)
+    assert sorted(mask_set.tasks) == ["CoLA", "RTE"]
+    assert any("no graph.json" in n for n in mask_set.notes)
 
 
 def test_run_directory_super_survivor_stage_is_checked_against_the_seeds(tmp_path):
@@ -341,6 +345,26 @@ def test_structured_summary_is_the_statistics_of_the_loaded_masks(tmp_path):
     mean, _ = stats.tasks_survived(keep_arrays(mask_set, "heads"))
     np.testing.assert_allclose(cross["tasks_survived_mean"], mean)
     assert summary["layout"]["body_params"] == mask_set.layout.body_params
+
+
+def test_the_summary_is_a_function_of_the_keep_arrays_alone():
+    """No files: the per-task and cross-task statistics straight from bool[seed, ...] arrays."""
+    rng = np.random.default_rng(5)
+    heads = {t: random_keep(rng, (3, 2, 4)) for t in ("RTE", "MRPC")}
+    mlps = random_keep(rng, (3, 2))
+    layout = model_layout(tiny_model("bert"))
+    stage = {"heads": heads["RTE"].all(0), "mlps": None}
+    entry = structured_task(heads["RTE"], mlps, [1, 2, 3], layout, 0.05, stage)
+    assert entry["heads"]["kappa"] == pytest.approx(stats.fleiss_kappa(heads["RTE"]).value)
+    assert entry["mlps"]["kept_per_seed"] == [int(m.sum()) for m in mlps]
+    assert entry["body_fraction_kept"]["per_seed"] == pytest.approx(
+        [stats.body_fraction(layout, heads["RTE"][i], mlps[i]) for i in range(3)])
+    assert entry["super_survivors"]["matches_stage"] is True
+    stage["heads"] = ~stage["heads"]
+    assert structured_task(heads["RTE"], None, [1, 2, 3], None, 0.05, stage)["super_survivors"]["matches_stage"] is False
+    cross = cross_task({"heads": heads, "mlps": {"RTE": mlps}})
+    assert set(cross) == {"heads"}  # one task has MLP masks: nothing to overlap
+    np.testing.assert_allclose(cross["heads"]["overlap_mean"], stats.task_overlap(heads).mean)
 
 
 def test_summary_of_degenerate_masks_has_reasons_and_null_values(tmp_path):

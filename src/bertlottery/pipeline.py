@@ -343,20 +343,3 @@ def run_ray(
             ray.shutdown()
     write_table(run_dir, stage_ids=[s.file_id for s in stages])
     return states
-
-
-# ---- for readers not yet converted to graph.json -----------------------------------------------------
-# The report and the stability command rebuild a run's graph from its config through these two names.
-# They are the one place the pipeline reaches up to the studies; the import-map test allows exactly
-# these imports until those readers read graph.json (then both go).
-
-def expand(config: ExperimentConfig) -> list[Stage]:
-    from .studies import expand as expand_study
-
-    return expand_study(config)
-
-
-def graph_of_config(config_data: dict[str, Any]) -> list[Stage]:
-    from .studies import graph_of_config as of_config
-
-    return of_config(config_data)

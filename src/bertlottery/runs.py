@@ -80,6 +80,7 @@ __all__ = [
     "mask_file_of",
     "stage_path",
     "stage_file_name",
+    "stage_state",
     "write_graph",
     "read_graph",
     "staged_run_dir",
@@ -142,11 +143,39 @@ def stage_file_name(stage_id: str) -> str:
     return stage_id.replace("/", "__")
 
 
+def stage_state(run_dir: str | os.PathLike, stage_id: str) -> str:
+    """``done``, ``failed``, ``running`` (a live process holds it) or ``left``."""
+    run_dir = Path(run_dir)
+    if (stage_path(run_dir, stage_id) / STAGE_FILE).is_file():
+        return "done"
+    if (run_dir / FAILED_DIR / f"{stage_file_name(stage_id)}.json").is_file():
+        return "failed"
+    try:
+        os.kill(int((run_dir / RUNNING_DIR / stage_file_name(stage_id)).read_text()), 0)
+        return "running"
+    except (OSError, ValueError):
+        return "left"
+
+
+_GRAPH_KEYS = ("id", "kind", "task", "name", "keys", "settings", "inputs")
+
+
 def write_graph(run_dir: str | os.PathLike, stages: list[dict[str, Any]]) -> Path:
     """Write the study's stage graph: each stage's ``id``, ``kind``, ``task``, ``name``, ``keys``,
     ``settings`` and ``inputs`` (role -> stage id), each after its inputs. Readers of a run (the report,
     the statistics) take the study's stages from here instead of rebuilding them from the config."""
-    return write_json(Path(run_dir) / GRAPH_FILE, {"version": GRAPH_VERSION, "stages": stages})
+    records = []
+    seen: set[str] = set()
+    for stage in stages:
+        absent = [k for k in _GRAPH_KEYS if k not in stage]
+        if absent:
+            raise ValueError(f"stage {stage.get('id', '?')} lacks {absent}")
+        unknown = [i for i in stage["inputs"].values() if i not in seen]
+        if unknown:
+            raise ValueError(f"stage {stage['id']} comes before its inputs {unknown}")
+        seen.add(stage["id"])
+        records.append({k: stage[k] for k in _GRAPH_KEYS})
+    return write_json(Path(run_dir) / GRAPH_FILE, {"version": GRAPH_VERSION, "stages": records})
 
 
 def read_graph(run_dir: str | os.PathLike) -> list[dict[str, Any]] | None:

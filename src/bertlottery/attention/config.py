@@ -8,7 +8,11 @@ from pathlib import Path
 
 from ..checks import at_least, check_names
 
-__all__ = ["AttentionConfig", "validate"]
+__all__ = ["AttentionConfig", "validate", "MAPS_KIND", "ANALYSIS_KIND"]
+
+# the attention study's stage kinds (its stages and the report's section both name them)
+MAPS_KIND = "attention-maps"
+ANALYSIS_KIND = "attention-analysis"
 
 
 @dataclass(frozen=True)

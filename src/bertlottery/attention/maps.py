@@ -217,7 +217,7 @@ def mask_file(path: str | os.PathLike) -> Path:
     of a super-survivor or subnetworks step)."""
     path = Path(path)
     if path.is_dir():
-        for name in (runs.MASK_FILE, "good.safetensors"):
+        for name in (runs.MASK_FILE, runs.subnetwork_file("good")):
             if (path / name).is_file():
                 return path / name
         raise UserError(f"{path} holds no mask.safetensors or good.safetensors; give the mask file itself.")

@@ -1,8 +1,8 @@
-"""The report's attention section (E10; P§5.2, Figure 4, Appendix F): pattern-type proportions of all
-heads vs super-survivors, raw vs norm-based, pre-trained vs fine-tuned; example maps of each type; the
-correlation between being a super-survivor and having a heterogeneous pattern.
+"""The report's attention section (Prasanna et al. 2020, section 5.2, Figure 4, appendix F): pattern-type
+proportions of all heads vs super-survivors, raw vs norm-based, pre-trained vs fine-tuned; example maps
+of each type; the correlation between being a super-survivor and having a heterogeneous pattern.
 
-`report_section` is the provider `bertlottery.report` calls; the table and figures are pure functions
+`report_section` is the section `bertlottery.report` builds for every run (None without attention stages); the table and figures are pure functions
 of the analysis records (`proportions_table`, `proportions_figure`, `examples_figure`).
 """
 
@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .maps_format import PATTERNS
 
+if TYPE_CHECKING:
+    from ..report.rundata import RunData
+
 __all__ = ["report_section", "section", "proportions_table", "correlation_table", "proportions_figure",
            "examples_figure", "PAPER_CORRELATION"]
 
-PAPER_CORRELATION = {"raw": 0.015, "norm": 0.025}  # P§5.2, BERT-base over GLUE
+PAPER_CORRELATION = {"raw": 0.015, "norm": 0.025}  # Prasanna et al. 2020, section 5.2: BERT-base over GLUE
 PATTERN_COLOURS = {"diagonal": "#1c7ed6", "block": "#f59f00", "vertical": "#2f9e44",
                    "vertical+diagonal": "#ae3ec9", "heterogeneous": "#868e96"}
 GROUP_LABELS = {"all": "all heads", "super-survivors": "super-survivors (pruned model)",
@@ -132,14 +135,14 @@ def _find_examples(maps_dirs: Sequence[Path]) -> list[tuple[str, str, np.ndarray
     return list(found.values())
 
 
-def section(run_dir: str | Path, out_dir: str | Path):
-    """The attention section of a run's report, or None when the run has no attention stages."""
-    from ..report import Section
+def section(run: RunData, out_dir: str | Path):
+    """The attention section of a run's report (``run``: `bertlottery.report.rundata.load_run`'s), or
+    None when the run has no attention stages."""
+    from ..report.section import Section
     from ..report.html import figure_html, paragraph
-    from ..report.rundata import load_run
-    from .stages import ANALYSIS_FILE, ANALYSIS_KIND, MAPS_KIND
+    from ..runs import ANALYSIS_FILE
+    from .config import ANALYSIS_KIND, MAPS_KIND
 
-    run = load_run(run_dir)
     ours = [s for s in run.stages if s.kind in (MAPS_KIND, ANALYSIS_KIND)]
     if not ours:
         return None
@@ -154,7 +157,7 @@ def section(run_dir: str | Path, out_dir: str | Path):
         "Kovaleva et al.'s five self-attention pattern types for every head, from the maps of sampled dev "
         "examples (a head's type is its majority label over the examples), for all heads of the full model "
         "and for the heads of the model pruned by the task's super-survivor mask; raw attention and "
-        "norm-based attention (Kobayashi et al. 2020); pre-trained and fine-tuned (P§5.2, Figure 4, "
+        "norm-based attention (Kobayashi et al. 2020); pre-trained and fine-tuned (section 5.2, Figure 4, "
         "Appendix F). Heterogeneous is the paper's upper bound on potentially linguistic heads.")]
     out_dir = Path(out_dir)
     if analyses:

@@ -23,11 +23,10 @@ from typing import Any
 
 from .. import runs
 from ..errors import UserError
+from .config import ANALYSIS_KIND, MAPS_KIND
 
 __all__ = ["MAPS_KIND", "ANALYSIS_KIND", "ANALYSIS_FILE", "PROPORTIONS_FILE", "expand", "execute", "analysis_rows"]
 
-MAPS_KIND = "attention-maps"
-ANALYSIS_KIND = "attention-analysis"
 ANALYSIS_FILE = runs.ANALYSIS_FILE
 PROPORTIONS_FILE = runs.PROPORTIONS_FILE
 SUPER_MASK = runs.subnetwork_file("good")  # in a super stage's folder: the super-survivor mask

@@ -43,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Every command module has register(subparsers) and imports nothing heavy at module level (the CLI
     # starts fast); a command's work is imported when it runs.
-    from .. import stability
+    from ..analysis import cli as stability_cli
     from ..annotate import cli as annotate_cli
     from ..attention import cli as attention_cli
     from ..gordon import cli as gordon_cli
     from ..report import cli as report_cli
 
-    for module in (steps, study, stability, report_cli, attention_cli, annotate_cli, gordon_cli):
+    for module in (steps, study, stability_cli, report_cli, attention_cli, annotate_cli, gordon_cli):
         module.register(sub)
     return parser
 

@@ -1,12 +1,13 @@
-"""The Compressing-BERT section of the study report (G Tables 1-3, Figs. 1-4 and 7-9).
+"""The Compressing-BERT section of the study report (Gordon et al. 2020, "G" below: Tables 1-3,
+Figs. 1-4 and 7-9).
 
-`report_section(run_dir, out_dir)` is the section provider `bertlottery.report` calls (it returns
+`report_section(run, out_dir)` is the section `bertlottery.report` builds for every run (it returns
 None for a run that is not a Gordon study); `write_page` writes the section alone as one HTML page
 (``bertlottery gordon analyse``). Reading is `collect` (files of the run, never a model); every table
 and figure below it is a pure function of DataFrames and arrays.
 
 Example:
-    >>> data = collect(Path("runs/gordon-minilm"))                 # doctest: +SKIP
+    >>> data = collect(load_run("runs/gordon-minilm"))             # doctest: +SKIP
     >>> fig = pretrain_loss_figure(data.pretrain)                  # doctest: +SKIP
 """
 
@@ -14,10 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from .. import runs
+
+if TYPE_CHECKING:
+    from ..report.rundata import RunData
 
 __all__ = [
     "GordonData",
@@ -68,12 +74,9 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def collect(run_dir: str | Path) -> GordonData | None:
-    """Read a run's Gordon artifacts; None when the run is not a Gordon study."""
-    from ..report.rundata import load_run
-    from .stages import ANALYSIS_FILE, HEATMAPS_FILE, SELECTION_FILE, SIMILARITY_FILE
-
-    run = load_run(run_dir)
+def collect(run: RunData) -> GordonData | None:
+    """Read a run's Gordon artifacts (``run``: `bertlottery.report.rundata.load_run`'s); None when
+    the run is not a Gordon study."""
     if not run.config or not run.config.get("gordon"):
         return None
     missing: list[str] = []
@@ -91,39 +94,39 @@ def collect(run_dir: str | Path) -> GordonData | None:
 
     pre_rows, rate_rows, heatmaps, weights = [], [], {}, pd.DataFrame(columns=["name", "mean", "std", "zeros"])
     for stage in done.get("gordon-pretrain", []):
-        metrics = _read(stage.folder / "metrics.json")
+        metrics = _read(stage.folder / runs.METRICS_FILE)
         method, sparsity = stage.keys["method"], float(stage.keys["sparsity"])
         pre_rows.append({"method": method, "sparsity": sparsity, "seed": stage.keys.get("seed"),
                          "loss_start": metrics["pretrain_dev_loss_start"], "loss": metrics["pretrain_dev_loss"],
                          "sparsity_reached": metrics["sparsity_reached"], "steps": metrics["steps"],
                          "seconds": metrics["train_seconds"]})
-        analysis = _read(stage.folder / ANALYSIS_FILE)
+        analysis = _read(stage.folder / runs.ANALYSIS_FILE)
         if analysis.get("head_prune_rates") is not None:
             rates = np.asarray(analysis["head_prune_rates"])
             rate_rows += [{"method": method, "sparsity": sparsity, "layer": layer, "head": head,
                            "rate": float(rates[layer, head])}
                           for layer in range(rates.shape[0]) for head in range(rates.shape[1])]
         if method == "gmp":
-            with np.load(stage.folder / HEATMAPS_FILE) as arrays:
+            with np.load(stage.folder / runs.HEATMAPS_FILE) as arrays:
                 heatmaps[sparsity] = {k: arrays[k].astype(np.float32) for k in arrays.files}
             if sparsity == 0:
                 weights = pd.DataFrame(analysis["weights_start"])
     sim_rows = []
     for stage in done.get("gordon-similarity", []):
-        record = _read(stage.folder / SIMILARITY_FILE)
+        record = _read(stage.folder / runs.SIMILARITY_FILE)
         for layer, value in enumerate(record["layers"]):
             sim_rows.append({"method": record["method"], "sparsity": float(record["sparsity"]), "layer": str(layer),
                              "cosine": value})
         sim_rows.append({"method": record["method"], "sparsity": float(record["sparsity"]), "layer": "mean",
                          "cosine": record["mean"]})
-    selections = [_read(s.folder / SELECTION_FILE) for s in done.get("gordon-select", [])]
+    selections = [_read(s.folder / runs.SELECTION_FILE) for s in done.get("gordon-select", [])]
     head = None
     if done.get("gordon-head"):
-        head = _read(done["gordon-head"][0].folder / "metrics.json")
+        head = _read(done["gordon-head"][0].folder / runs.METRICS_FILE)
     histories = {}
     for stage in done.get("gordon-finetune", []):  # the unpruned runs record sort-order movement per epoch
         if stage.keys.get("method") == "gmp-pretrain" and stage.keys.get("subnetwork") == "sparsity-0":
-            epochs = _read(stage.folder / "history.json")["epochs"]
+            epochs = _read(stage.folder / runs.HISTORY_FILE)["epochs"]
             if epochs and "sort_order" in epochs[0]:
                 histories[(stage.task, float(stage.keys["learning_rate"]))] = epochs
     gordon_ids = {s.id for stages in by_kind.values() for s in stages}
@@ -414,7 +417,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
     parts: list[Any] = [paragraph(
         "Continued masked-language-model pre-training with gradual magnitude pruning (Zhu & Gupta's cubic "
         "schedule, a threshold per matrix unless the config says global), then fine-tuning each checkpoint "
-        "on the tasks at every learning rate of the sweep, keeping the best dev result (G§3). Variants: "
+        "on the tasks at every learning rate of the sweep, keeping the best dev result (Gordon et al., section 3). Variants: "
         "gmp-pretrain (mask held fixed), information-deletion (pruned weights zeroed but free to train), "
         "gmp-downstream (fine-tuned, then pruned and trained on), random-pretrain (the same count per matrix, "
         "drawn at random).")]
@@ -480,11 +483,11 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
     return str(Markup("").join(parts)), missing
 
 
-def report_section(run_dir: Path, out_dir: Path):
-    """The section provider (see `bertlottery.report`): None when ``run_dir`` is not a Gordon study."""
-    from ..report import Section
+def report_section(run: RunData, out_dir: Path):
+    """The report's section (see `bertlottery.report`): None when ``run`` is not a Gordon study."""
+    from ..report.section import Section
 
-    data = collect(run_dir)
+    data = collect(run)
     if data is None:
         return None
     body, missing = _body(data, Path(out_dir))
@@ -498,13 +501,14 @@ def write_page(run_dir: str | Path, out: str | Path) -> tuple[Path, list[str]]:
     from .. import __version__
     from ..errors import UserError
     from ..report.html import render_page
+    from ..report.rundata import load_run
 
     run_dir, out = Path(run_dir), Path(out)
-    section = report_section(run_dir, out.parent)
+    section = report_section(load_run(run_dir), out.parent)
     if section is None:
         raise UserError(f"{run_dir} is not a Gordon study (its config has no gordon section).")
     page = render_page(title=TITLE, run_dir=str(run_dir), generated=time.strftime("%Y-%m-%d %H:%M"),
-                       version=__version__, results_source="rows/", summary="", problems=[], sections=[section])
+                       version=__version__, results_source=f"{runs.ROWS_DIR}/", summary="", problems=[], sections=[section])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out, section.missing

@@ -23,8 +23,6 @@ def register(sub) -> None:
                         "Table 1 reports")
     p.add_argument("--iterations", default="1,last",
                    help="s-pruning iterations of the importance histograms, 1-based or 'last' (default %(default)s)")
-    p.add_argument("--section", action="append", default=[], metavar="MODULE:FUNCTION",
-                   help="an extra section provider (repeatable); see bertlottery.report")
     p.set_defaults(func=cmd_report)
 
 
@@ -34,7 +32,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .build import build_report, parse_iterations
 
     path = build_report(args.run_dir, args.out, reference=args.reference, metric=args.metric,
-                        iterations=parse_iterations(args.iterations), sections=args.section)
+                        iterations=parse_iterations(args.iterations))
     folder = path.parent
     figures = len(list((folder / "figures").glob("*.png")))
     tables = len(list((folder / "tables").glob("*.csv")))

@@ -1,5 +1,6 @@
 """The report's tables: pure functions of the results table (a DataFrame with `bertlottery.results`'
-columns) and of the stages' records. Nothing here reads a file.
+columns). Nothing here reads a file; the tables of the stages (status, costs) are in
+`bertlottery.report.sections.run`.
 
 Every table is a `Table`: ``frame`` holds the numbers (unrounded; written as CSV), ``display`` the
 same cells as text for the page. Means and standard deviations are over seeds, the std the sample
@@ -40,8 +41,6 @@ __all__ = [
     "sizes_table",
     "uninformative_tasks",
     "longer_table",
-    "status_table",
-    "cost_tables",
 ]
 
 
@@ -428,73 +427,3 @@ def longer_table(rows: pd.DataFrame, *, expected_n: int | None = None) -> Table:
                  "tasks, computed here (also for the quoted rows).",
                  pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=columns, index=labels),
                  groups, classes)
-
-
-def status_table(stages) -> Table:
-    """Stages per kind and state (done, running, failed, left)."""
-    states = ("done", "running", "failed", "left")
-    kinds = list(dict.fromkeys(s.kind for s in stages))
-    records = [{"kind": kind, **{state: sum(1 for s in stages if s.kind == kind and s.state == state) for state in states}}
-               for kind in kinds]
-    if records:
-        records.append({"kind": "all", **{state: sum(r[state] for r in records) for state in states}})
-    frame = pd.DataFrame(records, columns=["kind", *states])
-    display = frame.set_index("kind").astype(str)
-    display.index.name = None
-    return Table("stages", "Stages of the run", "How many stages of each kind are done, running, failed or left "
-                 "(left: not started yet, or waiting for a failed input).", frame, display)
-
-
-def cost_tables(stages) -> tuple[Table, Table]:
-    """Time and energy of the finished stages: per stage kind (and summed), and per stage."""
-    done = [s for s in stages if s.state == "done"]
-    per_stage = pd.DataFrame(
-        [{"stage": s.id, "kind": s.kind, "task": s.task, "seconds": s.seconds, "energy_kwh": s.energy_kwh,
-          "emissions_kg": s.emissions_kg} for s in done],
-        columns=["stage", "kind", "task", "seconds", "energy_kwh", "emissions_kg"])
-    records = []
-    for kind, part in per_stage.groupby("kind", sort=False):
-        records.append({"kind": kind, "stages": len(part), "seconds": part["seconds"].sum(min_count=1),
-                        "energy_kwh": part["energy_kwh"].sum(min_count=1),
-                        "emissions_kg": part["emissions_kg"].sum(min_count=1),
-                        "stages_with_energy": int(part["energy_kwh"].notna().sum())})
-    if records:
-        records.append({"kind": "all", "stages": len(per_stage), "seconds": per_stage["seconds"].sum(min_count=1),
-                        "energy_kwh": per_stage["energy_kwh"].sum(min_count=1),
-                        "emissions_kg": per_stage["emissions_kg"].sum(min_count=1),
-                        "stages_with_energy": int(per_stage["energy_kwh"].notna().sum())})
-    by_kind = pd.DataFrame(records, columns=["kind", "stages", "seconds", "energy_kwh", "emissions_kg",
-                                             "stages_with_energy"])
-
-    def show(frame: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(index=frame.index)
-        for column in frame.columns:
-            values = frame[column]
-            if column == "seconds":
-                out["time"] = values.map(_duration)
-            elif column == "energy_kwh":
-                out["energy (kWh)"] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
-            elif column == "emissions_kg":
-                out["CO2-eq (g)"] = values.map(lambda v: "–" if pd.isna(v) else f"{1000 * v:.3g}")
-            else:
-                out[column] = values.astype(str)
-        return out
-
-    kind_display = show(by_kind).set_index("kind")
-    kind_display.index.name = None
-    stage_display = show(per_stage).set_index("stage")
-    stage_display.index.name = None
-    note = ["Energy and CO2-eq are codecarbon's estimates (offline mode), recorded per stage where tracking was on."]
-    return (Table("cost_by_kind", "Time and energy per stage kind", "Wall time, energy and emissions of the "
-                  "finished stages, summed per kind and over the run.", by_kind, kind_display, notes=note),
-            Table("cost_by_stage", "Time and energy per stage", "Every finished stage.", per_stage, stage_display))
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"

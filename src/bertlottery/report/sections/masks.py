@@ -1,0 +1,339 @@
+"""The sections computed from the masks: stability across seeds (section 5.1, Figure 1, appendix A
+of Prasanna et al. 2020), importance score distributions (Figure 3) and subnetworks shared between
+tasks (section 5.3, Figures 5 and 15, appendix G), for this run and the paper's released masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from ... import runs
+from ...errors import UserError
+from ..context import Context, join, missing_stages, no_reference_line
+from ..html import figure_html, paragraph, slug, table_html
+from ..section import Section
+
+__all__ = ["stability_section", "importance_section", "overlaps_section"]
+
+
+def _mask_summary(ctx: Context, key: str, path: Path, method: str | None):
+    """``stability_summary`` of a mask folder, cached; ``(summary, None)`` or ``(None, reason)``."""
+    if key not in ctx._cache:
+        from ...analysis import load_mask_sets, stability_summary
+
+        try:
+            mask_set = load_mask_sets(path, method)
+            ctx._cache[key] = (stability_summary(mask_set), None)
+        except UserError as error:
+            ctx._cache[key] = (None, str(error))
+    return ctx._cache[key]
+
+
+def _run_methods(ctx: Context) -> list[str]:
+    configured = ctx.config_list("methods")
+    found = {s.keys.get("method") for s in ctx.run.stages if s.kind == "prune" and s.state == "done"}
+    return [m for m in ("structured", "magnitude") if m in configured or m in found]
+
+
+def _paper_masks(ctx: Context) -> Path | None:
+    if ctx.reference is None:
+        return None
+    path = ctx.reference / "masks" / "heads_mlps"
+    return path if path.is_dir() else None
+
+
+def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
+    import pandas as pd
+
+    from ..tables import Table, format_cell, task_order
+
+    records, display, labels, groups = [], [], [], []
+    for group, summary in sources:
+        for task in task_order(summary["tasks"]):
+            entry = summary["tasks"][task]
+            heads, mlps = entry.get("heads") or {}, entry.get("mlps") or {}
+            q = heads.get("cochran_q") or {}
+            pairs = heads.get("pairwise") or {}
+            sup = entry.get("super_survivors") or {}
+            size = entry.get("body_fraction_kept") or {}
+            record = {"source": group, "task": task, "seeds": len(entry["seeds"]),
+                      "heads kept (mean)": _mean(heads.get("kept_per_seed")),
+                      "heads total": heads.get("n_elements"),
+                      "MLPs kept (mean)": _mean(mlps.get("kept_per_seed")), "MLPs total": mlps.get("n_elements"),
+                      "kappa heads": heads.get("kappa"), "kappa MLPs": mlps.get("kappa"),
+                      "Cochran Q heads": q.get("statistic"), "Cochran Q heads p": q.get("pvalue"),
+                      "seed pairs differing (p<alpha)": pairs.get("n_differ"), "seed pairs": pairs.get("n_pairs"),
+                      "super-survivor heads": sup.get("heads"), "super-survivor MLPs": sup.get("mlps"),
+                      "super-survivor body fraction": sup.get("body_fraction"),
+                      "good body fraction": size.get("mean"), "good body fraction std": size.get("std")}
+            records.append(record)
+            q_text = "–" if record["Cochran Q heads"] is None else (
+                f"{_num(record['Cochran Q heads'], '.1f')} ({_num(record['Cochran Q heads p'], '.3g')})")
+            good = record["good body fraction"]
+            good_text = "–" if good is None else format_cell(
+                100 * good, None if record["good body fraction std"] is None else 100 * record["good body fraction std"],
+                digits=1)
+            display.append({
+                "seeds": str(record["seeds"]),
+                "heads kept": f"{_num(record['heads kept (mean)'], '.1f')} / {_num(record['heads total'], 'd')}",
+                "MLPs kept": f"{_num(record['MLPs kept (mean)'], '.1f')} / {_num(record['MLPs total'], 'd')}",
+                "κ heads": _num(record["kappa heads"], ".3f"),
+                "κ MLPs": _num(record["kappa MLPs"], ".3f"),
+                "Cochran's Q heads (p)": q_text,
+                "pairs differing": (f"{record['seed pairs differing (p<alpha)']} of {record['seed pairs']}"
+                                    if record["seed pairs"] else "–"),
+                "super-survivors heads, MLPs": (f"{_num(record['super-survivor heads'], 'd')}, "
+                                                f"{_num(record['super-survivor MLPs'], 'd')}"),
+                "% body kept: good / super": f"{good_text} / {_num(record['super-survivor body fraction'], '.1%')}",
+            })
+            labels.append(task)
+            groups.append(group)
+    frame = pd.DataFrame(records)
+    shown = pd.DataFrame(display, index=labels)
+    alpha = next((s.get("alpha") for _, s in sources), 0.05)
+    notes = [f"Fleiss' kappa over seeds (raters) on [kept, pruned] per element; Cochran's Q over the elements x seeds "
+             f"matrix (all seeds), and for every pair of seeds how many differ at alpha = {alpha}. The paper reports "
+             "head kappa 0.15-0.32 per task."]
+    for group, summary in sources:
+        for note in summary.get("notes") or []:
+            notes.append(f"{group} — {note}")
+    return Table("stability", "Stability of the good s-pruning masks across seeds",
+                 "Agreement between the seeds' good masks, per task.", frame, shown, groups, [], notes)
+
+
+def _num(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _mean(values) -> float | None:
+    return None if not values else sum(values) / len(values)
+
+
+def _survival_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: str, label: str) -> list[Any]:
+    from ..figures import component_heatmaps
+    from ..tables import task_order
+
+    out = []
+    for task in task_order(summary["tasks"]):
+        entry = summary["tasks"][task]
+        heads, mlps = entry.get("heads"), entry.get("mlps")
+        if not heads or heads.get("survival_mean") is None:
+            continue
+        n = len(entry["seeds"])
+        fig = component_heatmaps(_arr(heads["survival_mean"]), _arr(heads.get("survival_std")),
+                                 _arr((mlps or {}).get("survival_mean")), _arr((mlps or {}).get("survival_std")),
+                                 title=f"{task} ({who}, {n} seed{'s' if n != 1 else ''})", label=label)
+        out.append(figure_html(fig, ctx.out_dir, f"{prefix}_{slug(task)}",
+                               f"{task}: {label}, mean (top number) and std (bottom) over {n} seeds; {who}."))
+    return out
+
+
+def _arr(value):
+    import numpy as np
+
+    if value is None:
+        return None
+    return np.array(value, dtype=float)  # None (undefined std) becomes nan
+
+
+def stability_section(ctx: Context) -> Section:
+    title = "Stability of the good subnetworks across seeds (section 5.1, Figure 1, appendix A)"
+    methods = _run_methods(ctx)
+    missing = missing_stages(ctx, lambda s: s.kind == "prune", "prune")
+    body: list[Any] = [paragraph("How often each head and MLP survives s-pruning over the seeds of a task "
+                                 "(m-pruning: the fraction of each component's weights kept), and how well the "
+                                 "seeds agree.")]
+    sources = []
+    ours = None
+    if "structured" in methods:
+        ours, reason = _mask_summary(ctx, "run-structured", ctx.run.run_dir, "structured")
+        if ours is None:
+            missing.append(f"s-pruning masks of this run: {reason}")
+        else:
+            sources.append((f"This run ({ctx.model}, s-pruning)", ours))
+            _seed_gaps(ctx, ours, missing)
+    paper_dir = _paper_masks(ctx)
+    paper = None
+    if paper_dir is not None:
+        paper, reason = _mask_summary(ctx, "paper", paper_dir, "structured")
+        if paper is None:
+            missing.append(f"the paper's released masks: {reason}")
+        else:
+            sources.append(("The paper's released masks (bert-base-uncased, masks/heads_mlps)", paper))
+    else:
+        missing.append(no_reference_line())
+    if sources:
+        body.append(table_html(_stability_table(sources), ctx.out_dir))
+        folder = ctx.out_dir / "tables"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, summary in (("stability_run_structured", ours), ("stability_paper", paper)):
+            if summary is not None:
+                (folder / f"{name}.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
+    if ours is not None:
+        body.append(join([Markup("<h3>This run: s-pruning survival</h3>"), Markup('<div class="grid">'),
+                          *_survival_figures(ours, ctx, "survival_structured", f"{ctx.model}, s-pruning",
+                                             "fraction of seeds in which it survived"),
+                          Markup("</div>")]))
+    if "magnitude" in methods:
+        magnitude, reason = _mask_summary(ctx, "run-magnitude", ctx.run.run_dir, "magnitude")
+        if magnitude is None:
+            missing.append(f"m-pruning masks of this run: {reason}")
+        else:
+            (ctx.out_dir / "tables" / "stability_run_magnitude.json").write_text(
+                json.dumps(magnitude, indent=1, allow_nan=False))
+            body.append(join([Markup("<h3>This run: m-pruning, % of each component's weights kept</h3>"),
+                              Markup('<div class="grid">'),
+                              *_survival_figures(magnitude, ctx, "survival_magnitude", f"{ctx.model}, m-pruning",
+                                                 "fraction of the component's weights kept"),
+                              Markup("</div>")]))
+    if paper is not None:
+        figures = _survival_figures(paper, ctx, "survival_paper", "the paper's released masks, bert-base-uncased",
+                                    "fraction of seeds in which it survived")
+        body.append(join([Markup("<h3>The paper's released masks: s-pruning survival</h3>"),
+                          Markup('<div class="grid">'), *figures, Markup("</div>")]))
+    return Section(title, join(body), missing)
+
+
+def _seed_gaps(ctx: Context, summary: dict[str, Any], missing: list[str]) -> None:
+    seeds = ctx.config_list("seeds")
+    for task in ctx.config_list("tasks"):
+        entry = summary["tasks"].get(task)
+        have = len(entry["seeds"]) if entry else 0
+        if seeds and have < len(seeds):
+            missing.append(f"{task}: good s-pruning masks of {have} of {len(seeds)} seeds")
+
+
+def importance_section(ctx: Context) -> Section:
+    from ...stats import importance_at
+    from ..figures import importance_histograms
+    from ..tables import task_order
+
+    title = "Importance score distributions (section 5.1, Figure 3)"
+    missing = missing_stages(ctx, lambda s: s.kind == "prune" and s.keys.get("method") == "structured", "s-pruning")
+    prunes = [s for s in ctx.run.stages if s.kind == "prune" and s.state == "done"
+              and s.keys.get("method") == "structured"]
+    if not prunes and not ctx.run.graph_known:  # stages found on disk only: look for traces directly
+        prunes = [s for s in ctx.run.stages if s.kind == "prune" and s.state == "done"]
+    body: list[Any] = [paragraph("Head importance scores of the s-pruning search at chosen iterations "
+                                 f"({', '.join(map(str, ctx.iterations))}; iteration 1 scores the full model), "
+                                 "pooled over seeds.")]
+    figures = []
+    for task in task_order({s.task for s in prunes}):
+        panels: dict[str, list[Any]] = {}
+        last: list[int] = []  # which iteration "last" was, per seed
+        for stage in sorted((s for s in prunes if s.task == task), key=lambda s: str(s.keys.get("seed"))):
+            trace_path = stage.folder / runs.TRACE_FILE
+            try:
+                trace = json.loads(trace_path.read_text())
+                rounds = importance_at(trace)
+            except (OSError, ValueError, UserError) as error:
+                missing.append(f"{task} seed {stage.keys.get('seed')}: importance scores not readable from "
+                               f"{trace_path.name} ({str(error).splitlines()[0][:160]})")
+                continue
+            for wanted in ctx.iterations:
+                if wanted == "last":
+                    chosen = rounds[-1] if rounds else None
+                    label = "last iteration"
+                    if chosen is not None:
+                        last.append(chosen["iteration"])
+                else:
+                    chosen = rounds[wanted - 1] if wanted <= len(rounds) else None
+                    label = f"iteration {wanted}"
+                    if chosen is None:
+                        missing.append(f"{task} seed {stage.keys.get('seed')}: the search had {len(rounds)} "
+                                       f"iterations, not {wanted}")
+                if chosen is not None:
+                    panels.setdefault(label, []).append(chosen["heads"])
+        if "last iteration" in panels:
+            span = f"{min(last)}" if min(last) == max(last) else f"{min(last)}-{max(last)}"
+            panels = {(f"last iteration ({span})" if label == "last iteration" else label): scores
+                      for label, scores in panels.items()}
+        if panels:
+            fig = importance_histograms(list(panels.items()), title=f"{task} ({ctx.model})")
+            figures.append(figure_html(fig, ctx.out_dir, f"figure3_importance_{slug(task)}",
+                                       f"{task}: head importance scores at the chosen iterations of s-pruning, "
+                                       "all seeds pooled."))
+    if not figures:
+        missing.append("importance scores: no finished s-pruning stage with a trace.json")
+        return Section(title, paragraph("No s-pruning traces yet."), missing)
+    body.append(join([Markup('<div class="grid">'), *figures, Markup("</div>")]))
+    return Section(title, join(body), missing)
+
+
+def _overlap_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: str) -> list[Any]:
+    import numpy as np
+
+    from ..figures import component_heatmaps, overlap_matrices
+    from ..tables import task_order
+
+    cross = summary.get("cross_task") or {}
+    out = []
+    heads, mlps = cross.get("heads"), cross.get("mlps")
+    if not heads and not mlps:
+        return out
+    main = heads or mlps
+    tasks = task_order(main["tasks"])  # the paper's order
+    index = [main["tasks"].index(t) for t in tasks]
+
+    def square(value):
+        return None if value is None else _arr(value)[np.ix_(index, index)]
+
+    panels = [(f"{kind}: shared per seed (mean ± std over {entry['n_seeds']} seeds)",
+               square(entry["overlap_mean"]), square(entry["overlap_std"]))
+              for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry]
+    out.append(figure_html(overlap_matrices(panels, tasks, title=f"Good subnetworks shared between tasks ({who})"),
+                           ctx.out_dir, f"{prefix}_overlap",
+                           f"Figure 5 / appendix G for {who}: number of heads (and MLPs) that two tasks' good "
+                           "subnetworks share, per seed position, mean and std over seeds; the diagonal is each "
+                           "task's own size."))
+    supers = [(f"{kind}: super-survivors shared", square(entry["super_overlap"]), None)
+              for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry]
+    out.append(figure_html(overlap_matrices(supers, tasks, title=f"Super-survivors shared between tasks ({who})"),
+                           ctx.out_dir, f"{prefix}_overlap_super",
+                           f"Appendix G for {who}: heads (and MLPs) that survive in every seed of both tasks."))
+    if heads:
+        fig = component_heatmaps(_arr(heads["tasks_survived_mean"]), _arr(heads["tasks_survived_std"]),
+                                 _arr((mlps or {}).get("tasks_survived_mean")), _arr((mlps or {}).get("tasks_survived_std")),
+                                 title=f"In how many of {len(tasks)} tasks each element survives ({who})",
+                                 vmax=float(len(tasks)), label="tasks", fmt=".1f")
+        out.append(figure_html(fig, ctx.out_dir, f"{prefix}_tasks_per_element",
+                               f"Figure 15 for {who}: the number of tasks whose good subnetwork keeps each head and "
+                               "MLP, mean (top) and std (bottom) over seed positions."))
+    return out
+
+
+def overlaps_section(ctx: Context) -> Section:
+    title = "Subnetworks shared between tasks (section 5.3, Figures 5 and 15, appendix G)"
+    missing: list[str] = []
+    body: list[Any] = []
+    if "structured" in _run_methods(ctx):
+        ours, reason = _mask_summary(ctx, "run-structured", ctx.run.run_dir, "structured")
+        if ours is None:
+            missing.append(f"s-pruning masks of this run: {reason}")
+        else:
+            figures = _overlap_figures(ours, ctx, "run", f"this run, {ctx.model}")
+            if figures:
+                body += [Markup("<h3>This run</h3>"), *figures]
+            elif ctx.run.config is not None and len(ctx.config_list("tasks")) < 2:
+                body.append(paragraph("This study has one task: there is nothing to overlap."))
+            else:
+                missing.append(f"overlaps need good s-pruning masks of two tasks or more; this run has "
+                               f"{len(ours['tasks'])} so far")
+    else:
+        missing.append("this run has no s-pruning (methods in the config)")
+    paper_dir = _paper_masks(ctx)
+    if paper_dir is not None:
+        paper, reason = _mask_summary(ctx, "paper", paper_dir, "structured")
+        if paper is None:
+            missing.append(f"the paper's released masks: {reason}")
+        else:
+            body += [Markup("<h3>The paper's released masks (bert-base-uncased)</h3>"),
+                     *_overlap_figures(paper, ctx, "paper", "the paper's released masks")]
+    else:
+        missing.append(no_reference_line())
+    if not body:
+        body = [paragraph("Nothing to compare yet.")]
+    return Section(title, join(body), missing)
