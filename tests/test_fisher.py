@@ -10,23 +10,19 @@ import torch
 
 from bertlottery.data import TokenizedSplit
 from bertlottery.errors import UserError
-from bertlottery.export import body_macs_per_token
+from bertlottery.export import body_macs_per_token, mask_cost, unit_costs
 from bertlottery.fisher import (
     budget_from_masks,
-    fisher_gated,
     fisher_sample,
     fisher_scores,
     fisher_search,
-    mask_cost,
-    neuron_gated,
     neuron_weight_mask,
     pruned_fisher,
     rearrange_layer,
     search_under_budget,
     tune_scales,
-    unit_costs,
 )
-from bertlottery.masking import gated, weight_masked
+from bertlottery.masking import fisher_gated, gated, neuron_gated, weight_masked
 from bertlottery.masks import HeadMask, Masks, MlpMask
 from bertlottery.models import adapter_for, model_layout
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .masks import HeadMask, Masks, MlpMask
 from .models import LayerParts, Layout, adapter_for, attention_implementation, model_layout
 
@@ -53,6 +53,9 @@ __all__ = [
     "save_exported",
     "load_exported",
     "body_macs_per_token",
+    "COSTS",
+    "unit_costs",
+    "mask_cost",
 ]
 
 FORMAT = "bertlottery.export/1"
@@ -366,6 +369,32 @@ def body_macs_per_token(
         per_token += layout.macs_per_mlp if mlp_kept else 0
         per_sequence += k * positions * d * dh
     return per_token + per_sequence // seq_len
+
+
+COSTS = ("macs", "params")
+
+
+def unit_costs(layout: Layout, cost: str = "macs", seq_len: int = 128) -> tuple[int, int]:
+    """What one head and one MLP neuron cost: ``(head, neuron)``.
+
+    ``macs``: multiply-accumulates per token at ``seq_len``, as `body_macs_per_token`
+    counts them: a head 4*d*dh (its Q, K, V rows and output columns) + 2*dh*seq_len (scores and the
+    weighted sum), a neuron 2*d (its row of the input projection and column of the output one).
+    ``params``: a head's Q/K/V rows and biases and output columns; a neuron's input row, bias and output column.
+    """
+    if cost not in COSTS:
+        raise UserError(f"Unknown cost '{cost}'.{did_you_mean(cost, COSTS)} Known: {', '.join(COSTS)}.")
+    d, dh = layout.hidden_size, layout.head_dim
+    if cost == "macs":
+        return 4 * d * dh + 2 * dh * seq_len, 2 * d
+    return layout.params_per_head, 2 * d + 1
+
+
+def mask_cost(layout: Layout, heads: torch.Tensor, neurons: torch.Tensor, *, cost: str = "macs",
+              seq_len: int = 128) -> int:
+    """The cost of keeping ``heads: bool[layer, head]`` and ``neurons: bool[layer, unit]``."""
+    head_cost, neuron_cost = unit_costs(layout, cost, seq_len)
+    return int(heads.bool().sum()) * head_cost + int(neurons.bool().sum()) * neuron_cost
 
 
 # ---------------------------------------------------------------------------------------------

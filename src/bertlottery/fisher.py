@@ -42,36 +42,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TokenizedSplit, make_loader
+from .data import TokenizedSplit, make_loader, subset
 from .errors import UserError, did_you_mean
-from .export import body_macs_per_token
-from .importance import _frozen
-from .masking import gated
+from .export import COSTS, body_macs_per_token, mask_cost, unit_costs
+from .importance import frozen
+from .masking import check_neurons, fisher_gated, neuron_hook
 from .masks import HeadMask, Masks, WeightMask
 from .models import Layout, LayerParts, adapter_for, model_layout
 
 __all__ = [
-    "COSTS",
     "LABEL_SOURCES",
     "FisherScores",
     "FisherResult",
     "fisher_sample",
     "fisher_scores",
-    "unit_costs",
-    "mask_cost",
     "budget_from_masks",
     "search_under_budget",
     "pruned_fisher",
     "rearrange_layer",
     "rearrange",
     "tune_scales",
-    "neuron_gated",
-    "fisher_gated",
     "neuron_weight_mask",
     "fisher_search",
 ]
 
-COSTS = ("macs", "params")
 LABEL_SOURCES = ("gold", "predicted")
 # Families whose layers are post-LayerNorm, LayerNorm(x + branch(x)): there the input of the query
 # projection is the attention sub-layer's residual x, and the input of the MLP's input projection is
@@ -90,17 +84,6 @@ def _device(model: nn.Module) -> torch.device:
 # ---- gates on MLP neurons -----------------------------------------------------------------------------
 
 
-def _neuron_hook(gates: torch.Tensor):
-    """Scale the intermediate units (the MLP output projection's input): ``gates`` is (f,) or (B, f)."""
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
-        (units,) = args  # (B, T, f)
-        gate = gates.to(units.dtype)
-        return (units * (gate.unsqueeze(-2) if gate.dim() == 2 else gate),)
-
-    return hook
-
-
 def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
     """Scale each example's heads by its own gates, ``gates: (B, H)``."""
 
@@ -113,48 +96,6 @@ def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
     return hook
 
 
-def _check_neurons(model: nn.Module, neurons: torch.Tensor) -> None:
-    layout = model_layout(model)
-    if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
-        raise UserError(
-            f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
-            f"{(layout.num_layers, layout.intermediate_size)} (layers x intermediate units); use a mask made for it."
-        )
-
-
-@contextmanager
-def neuron_gated(model: nn.Module, neurons: torch.Tensor | None) -> Iterator[None]:
-    """Scale every MLP's intermediate units by ``neurons: float or bool[layer, intermediate]`` inside the block.
-
-    Layers whose neurons are all 1 get no hook, so a full mask is bitwise the ungated model.
-
-    Example:
-        >>> with neuron_gated(model, result.neurons):               # doctest: +SKIP
-        ...     logits = model(**batch).logits
-    """
-    if neurons is None:
-        yield
-        return
-    _check_neurons(model, neurons)
-    gates = neurons.to(_device(model), torch.float32 if not neurons.is_floating_point() else neurons.dtype)
-    handles = []
-    try:
-        for index, parts in enumerate(adapter_for(model).layers(model)):
-            if not bool((gates[index] == 1).all()):
-                handles.append(parts.mlp_out.register_forward_pre_hook(_neuron_hook(gates[index])))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextmanager
-def fisher_gated(model: nn.Module, heads: torch.Tensor | HeadMask | None, neurons: torch.Tensor | None) -> Iterator[None]:
-    """Head gates (`bertlottery.masking.gated`) and neuron gates together; real values allowed (tuned scales)."""
-    with gated(model, heads=heads), neuron_gated(model, neurons):
-        yield
-
-
 def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
     """A neuron mask as single weights: each pruned unit's row (and bias) of the MLP input projection
     and its column of the output projection. The output projection's bias stays, as with the neuron
@@ -163,7 +104,7 @@ def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
     Zeroing the row and bias makes the unit's pre-activation 0, and every activation of the supported
     families maps 0 to 0, so the masked model computes what the gated one does.
     """
-    _check_neurons(model, neurons)
+    check_neurons(model, neurons)
     names = {id(p): n for n, p in model.named_parameters()}
     keep: dict[str, torch.Tensor] = {}
     for index, parts in enumerate(adapter_for(model).layers(model)):
@@ -213,13 +154,7 @@ def fisher_sample(
         raise UserError(f"The Fisher sample needs at least one example, got n_examples={n_examples}.")
     generator = torch.Generator().manual_seed(seed)
     chosen = sorted(torch.randperm(len(split), generator=generator)[:n_examples].tolist())
-    subset = TokenizedSplit(
-        input_ids=[split.input_ids[i] for i in chosen],
-        token_type_ids=[split.token_type_ids[i] for i in chosen] if split.token_type_ids is not None else None,
-        labels=split.labels[chosen],
-        lengths=split.lengths[chosen],
-    )
-    return make_loader(subset, pad_id, batch_size, shuffle=False, seed=None)
+    return make_loader(subset(split, chosen), pad_id, batch_size, shuffle=False, seed=None)
 
 
 def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -249,7 +184,7 @@ def fisher_scores(
     layers = adapter_for(model).layers(model)
     device = _device(model)
     head_grads, neuron_grads = [], []
-    with _frozen(model):
+    with frozen(model):
         for batch in batches:
             inputs = _inputs(batch, device)
             size = inputs["input_ids"].shape[0]
@@ -260,7 +195,7 @@ def fisher_scores(
                 for index, parts in enumerate(layers):
                     handles.append(parts.attn_out.register_forward_pre_hook(
                         _per_example_head_hook(heads[:, index], layout.num_heads)))
-                    handles.append(parts.mlp_out.register_forward_pre_hook(_neuron_hook(units[:, index])))
+                    handles.append(parts.mlp_out.register_forward_pre_hook(neuron_hook(units[:, index])))
                 logits = model(**inputs).logits
             finally:
                 for handle in handles:
@@ -280,29 +215,6 @@ def fisher_scores(
 
 
 # ---- 2. costs and the search under a budget ---------------------------------------------------------
-
-
-def unit_costs(layout: Layout, cost: str = "macs", seq_len: int = 128) -> tuple[int, int]:
-    """What one head and one MLP neuron cost: ``(head, neuron)``.
-
-    ``macs``: multiply-accumulates per token at ``seq_len``, as `bertlottery.export.body_macs_per_token`
-    counts them: a head 4*d*dh (its Q, K, V rows and output columns) + 2*dh*seq_len (scores and the
-    weighted sum), a neuron 2*d (its row of the input projection and column of the output one).
-    ``params``: a head's Q/K/V rows and biases and output columns; a neuron's input row, bias and output column.
-    """
-    if cost not in COSTS:
-        raise UserError(f"Unknown cost '{cost}'.{did_you_mean(cost, COSTS)} Known: {', '.join(COSTS)}.")
-    d, dh = layout.hidden_size, layout.head_dim
-    if cost == "macs":
-        return 4 * d * dh + 2 * dh * seq_len, 2 * d
-    return layout.params_per_head, 2 * d + 1
-
-
-def mask_cost(layout: Layout, heads: torch.Tensor, neurons: torch.Tensor, *, cost: str = "macs",
-              seq_len: int = 128) -> int:
-    """The cost of keeping ``heads: bool[layer, head]`` and ``neurons: bool[layer, unit]``."""
-    head_cost, neuron_cost = unit_costs(layout, cost, seq_len)
-    return int(heads.bool().sum()) * head_cost + int(neurons.bool().sum()) * neuron_cost
 
 
 def budget_from_masks(model_or_layout: nn.Module | Layout, masks: Masks, *, seq_len: int = 128) -> int:
@@ -566,7 +478,7 @@ def tune_scales(
     head_scales = heads.bool().to(torch.float64).clone()
     neuron_scales = neurons.bool().to(torch.float64).clone()
     trace: list[dict[str, Any]] = []
-    with _frozen(model):
+    with frozen(model):
         teacher = _teacher_targets(model, batches, residual)
         for layer, parts in enumerate(layers):
             for kind, scales in (("heads", head_scales), ("neurons", neuron_scales)):
