@@ -325,3 +325,17 @@ def test_the_default_budget_is_the_cost_of_an_s_pruning_mask():
     assert result.cost <= budget and result.full_cost == body_macs_per_token(layout, 64)
     with pytest.raises(UserError, match="single weights"):
         budget_from_masks(model, result.masks(model))
+
+
+def test_a_tuned_fisher_model_exports_to_a_smaller_model_with_equal_logits():
+    model = tiny_model(dtype=torch.float64)
+    result = fisher_search(model, batches(), budget_fraction=0.5)
+    assert any(entry["accepted"] for entry in result.trace["tuning"])
+    batch = tiny_batch()
+    with fisher_gated(model, result.head_scales.double(), result.neuron_scales.double()):
+        expected = logits(model, batch)
+    small = result.export(model)
+    torch.testing.assert_close(logits(small, batch), expected, rtol=1e-6, atol=1e-6)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    layout = model_layout(model)
+    assert body_macs_per_token(layout, 128, HeadMask(result.heads), None, result.neurons) == result.cost

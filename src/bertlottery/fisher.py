@@ -44,7 +44,7 @@ from torch import nn
 
 from .data import TokenizedSplit, make_loader, subset
 from .errors import UserError, did_you_mean
-from .export import COSTS, body_macs_per_token, mask_cost, unit_costs
+from .export import COSTS, body_macs_per_token, export_pruned, mask_cost, unit_costs
 from .importance import frozen
 from .masking import check_neurons, fisher_gated, neuron_hook
 from .masks import HeadMask, Masks, WeightMask
@@ -533,6 +533,13 @@ class FisherResult:
             params={"method": "fisher", **self.trace["params"], **(params or {})},
             family=model_layout(model).family,
         )
+
+    def export(self, model: nn.Module, *, tuned: bool = True) -> nn.Module:
+        """A physically smaller copy of ``model``: pruned heads and neurons removed and, with ``tuned``,
+        the tuned scales folded into the output projections, so its logits are those of ``model``
+        under ``fisher_gated(model, head_scales, neuron_scales)`` (see `bertlottery.export.export_pruned`)."""
+        scales = dict(head_scales=self.head_scales, neuron_scales=self.neuron_scales) if tuned else {}
+        return export_pruned(model, HeadMask(self.heads), None, neurons=self.neurons, **scales)
 
 
 def fisher_search(
