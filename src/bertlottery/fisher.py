@@ -67,10 +67,6 @@ __all__ = [
 ]
 
 LABEL_SOURCES = ("gold", "predicted")
-# Families whose layers are post-LayerNorm, LayerNorm(x + branch(x)): there the input of the query
-# projection is the attention sub-layer's residual x, and the input of the MLP's input projection is
-# the MLP sub-layer's residual, so the least-squares target can include the residual, as in the paper.
-_POST_LN_FAMILIES = ("bert", "roberta", "electra", "distilbert")
 
 
 def _inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -98,20 +94,21 @@ def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
 
 def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
     """A neuron mask as single weights: each pruned unit's row (and bias) of the MLP input projection
-    and its column of the output projection. The output projection's bias stays, as with the neuron
-    gate, which scales only the intermediate units.
+    (both rows, i and f + i, of a GeGLU map: input and gate) and its column of the output projection.
+    The output projection's bias stays, as with the neuron gate, which scales only the intermediate units.
 
     Zeroing the row and bias makes the unit's pre-activation 0, and every activation of the supported
-    families maps 0 to 0, so the masked model computes what the gated one does.
+    families maps 0 to 0 (a GeGLU unit's gate is 0 too), so the masked model computes what the gated one does.
     """
     check_neurons(model, neurons)
     names = {id(p): n for n, p in model.named_parameters()}
     keep: dict[str, torch.Tensor] = {}
     for index, parts in enumerate(adapter_for(model).layers(model)):
         units = neurons[index].bool().cpu()
-        keep[names[id(parts.mlp_in.weight)]] = units.unsqueeze(1).expand_as(parts.mlp_in.weight).clone()
+        rows = torch.cat([units, units]) if parts.gated_mlp else units
+        keep[names[id(parts.mlp_in.weight)]] = rows.unsqueeze(1).expand_as(parts.mlp_in.weight).clone()
         if parts.mlp_in.bias is not None:
-            keep[names[id(parts.mlp_in.bias)]] = units.clone()
+            keep[names[id(parts.mlp_in.bias)]] = rows.clone()
         keep[names[id(parts.mlp_out.weight)]] = units.unsqueeze(0).expand_as(parts.mlp_out.weight).clone()
     return WeightMask(keep)
 
@@ -344,9 +341,9 @@ def _flat(tensor: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return tensor.detach().reshape(-1, tensor.shape[-1])[tokens].double().cpu()
 
 
-def _teacher_targets(model: nn.Module, batches: Sequence[dict], residual: bool) -> list[dict[str, list[torch.Tensor]]]:
-    """One pass of the full model: each layer's attention and MLP sub-layer outputs before LayerNorm
-    (residual + projection output; the projection output alone without ``residual``), per batch."""
+def _teacher_targets(model: nn.Module, batches: Sequence[dict]) -> list[dict[str, list[torch.Tensor]]]:
+    """One pass of the full model: each layer's attention and MLP sub-layer outputs, residual +
+    projection output (before the LayerNorm of a post-norm family), per batch."""
     layers = adapter_for(model).layers(model)
     tokens: list[torch.Tensor] = []
     seen: list[dict[str, list[torch.Tensor]]] = [{"attention": [], "mlp": []} for _ in layers]
@@ -360,38 +357,38 @@ def _teacher_targets(model: nn.Module, batches: Sequence[dict], residual: bool) 
     def output_of(index: int, kind: str):
         def hook(module, args, output):
             out = _flat(output, tokens[-1])
-            seen[index][kind].append(out + pending.pop((index, kind)) if residual else out)
+            seen[index][kind].append(out + pending.pop((index, kind)))
         return hook
 
     hooks = []
     for index, parts in enumerate(layers):
-        if residual:
-            hooks += [(parts.query, "pre", residual_of(index, "attention")), (parts.mlp_in, "pre", residual_of(index, "mlp"))]
+        attention, mlp = parts.residual_sources
+        hooks += [(attention, "pre", residual_of(index, "attention")), (mlp, "pre", residual_of(index, "mlp"))]
         hooks += [(parts.attn_out, "post", output_of(index, "attention")), (parts.mlp_out, "post", output_of(index, "mlp"))]
     _run_with_hooks(model, batches, hooks, None, None, tokens)
     return seen
 
 
-def _student_inputs(model: nn.Module, batches: Sequence[dict], layer: int, kind: str, heads, neurons,
-                    residual: bool) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+def _student_inputs(model: nn.Module, batches: Sequence[dict], layer: int, kind: str, heads,
+                    neurons) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """What the pruned model feeds layer ``layer``'s attention (``kind="heads"``: the heads' context
     vectors, ungated) or MLP output projection (``"neurons"``: the intermediate units, ungated), and
     that sub-layer's residual, per batch; the pass stops right after."""
     parts = adapter_for(model).layers(model)[layer]
-    into, residual_module = (parts.attn_out, parts.query) if kind == "heads" else (parts.mlp_out, parts.mlp_in)
+    attention, mlp = parts.residual_sources
+    into, residual_module = (parts.attn_out, attention) if kind == "heads" else (parts.mlp_out, mlp)
     tokens: list[torch.Tensor] = []
     inputs: list[torch.Tensor] = []
-    residuals: list[torch.Tensor | None] = []
+    residuals: list[torch.Tensor] = []
 
     def take_input(module, args):
         inputs.append(_flat(args[0], tokens[-1]))
         raise _Stop
 
-    hooks = [(into, "pre", take_input)]
-    if residual:
-        hooks.append((residual_module, "pre", lambda module, args: residuals.append(_flat(args[0], tokens[-1]))))
+    hooks = [(into, "pre", take_input), (residual_module, "pre",
+                                         lambda module, args: residuals.append(_flat(args[0], tokens[-1])))]
     _run_with_hooks(model, batches, hooks, heads, neurons, tokens)
-    return inputs, residuals if residual else [None] * len(inputs)
+    return inputs, residuals
 
 
 @dataclass
@@ -411,11 +408,11 @@ class _Normal:
         return torch.linalg.lstsq(self.ata, self.atb.unsqueeze(1), driver="gelsy").solution.squeeze(1)
 
 
-def _target(teacher: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
+def _target(teacher: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor) -> torch.Tensor:
     target = teacher.double()
     if bias is not None:
         target = target - bias.detach().double().cpu()
-    return target - residual if residual is not None else target
+    return target - residual
 
 
 def _head_system(targets: list[torch.Tensor], contexts: list[torch.Tensor], residuals: list, parts: LayerParts,
@@ -463,9 +460,9 @@ def tune_scales(
     runs on the calibration ``batches``, and the kept units' scales solve the linear least-squares
     problem ``min ||sum_i s_i out_i - target||^2`` over all non-padding tokens, where ``out_i`` is unit
     i's share of the sub-layer's output projection in the pruned model and ``target`` is the full
-    model's sub-layer output before its LayerNorm, less the pruned model's residual and the
-    projection's bias (for a pre-norm family the residual, which the layer parts do not expose, is
-    left out: the target is the full model's branch output). A solution with a scale outside
+    model's sub-layer output (residual + branch: before the LayerNorm of a post-norm family, the new
+    residual stream of a pre-norm one), less the pruned model's residual and the projection's bias,
+    as in the paper; the residual is read where `LayerParts.residual_sources` says. A solution with a scale outside
     ``[-max_scale, max_scale]`` is refused, and those units stay at 1 (the paper's guard).
 
     Returns ``(head scales float[layer, head], neuron scales float[layer, unit], trace)``: pruned units
@@ -474,19 +471,18 @@ def tune_scales(
     batches = list(batches)
     layout = model_layout(model)
     layers = adapter_for(model).layers(model)
-    residual = layout.family in _POST_LN_FAMILIES
     head_scales = heads.bool().to(torch.float64).clone()
     neuron_scales = neurons.bool().to(torch.float64).clone()
     trace: list[dict[str, Any]] = []
     with frozen(model):
-        teacher = _teacher_targets(model, batches, residual)
+        teacher = _teacher_targets(model, batches)
         for layer, parts in enumerate(layers):
             for kind, scales in (("heads", head_scales), ("neurons", neuron_scales)):
                 kept = scales[layer] != 0
                 if not bool(kept.any()):
                     continue
                 inputs, residuals = _student_inputs(model, batches, layer, kind, head_scales.float(),
-                                                    neuron_scales.float(), residual)
+                                                    neuron_scales.float())
                 if kind == "heads":
                     system = _head_system(teacher[layer]["attention"], inputs, residuals, parts, kept, layout.num_heads)
                 else:
@@ -572,7 +568,9 @@ def fisher_search(
         raise UserError("Give the Fisher search either budget (MACs or parameters) or budget_fraction, not both.")
     layout = model_layout(model)
     head_cost, neuron_cost = unit_costs(layout, cost, seq_len)
-    full_cost = layout.num_layers * (layout.num_heads * head_cost + layout.intermediate_size * neuron_cost)
+    full_cost = mask_cost(layout, torch.ones(layout.num_layers, layout.num_heads, dtype=torch.bool),
+                          torch.ones(layout.num_layers, layout.intermediate_size, dtype=torch.bool), cost=cost,
+                          seq_len=seq_len)
     if budget_fraction is not None:
         if not 0 <= budget_fraction <= 1:
             raise UserError(f"budget_fraction must be between 0 and 1, got {budget_fraction}.")
