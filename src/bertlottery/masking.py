@@ -241,7 +241,7 @@ class WeightMaskKeeper:
 
     Example:
         >>> keeper = WeightMaskKeeper(model, mask).attach(optimizer)   # doctest: +SKIP
-        >>> ...  # train
+        >>> ...  # train                                             # doctest: +SKIP
         >>> keeper.detach()                                            # doctest: +SKIP
     """
 
