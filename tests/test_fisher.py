@@ -17,6 +17,7 @@ from bertlottery.fisher import (
     fisher_scores,
     fisher_search,
     neuron_weight_mask,
+    neurons_of,
     pruned_fisher,
     rearrange_layer,
     search_under_budget,
@@ -374,3 +375,18 @@ def test_fisher_search_meets_the_budget_and_tuning_helps_in_every_family(family)
     with fisher_gated(model, result.head_scales.double(), result.neuron_scales.double()):
         expected = logits(model, data[0])
     torch.testing.assert_close(logits(result.export(model), data[0]), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_a_stored_fisher_mask_gives_its_neurons_back(family):
+    from bertlottery.sampling import bad_neurons_like, random_neurons_like
+
+    model = tiny_model(family, dtype=torch.float64)
+    result = fisher_search(model, batches(), budget_fraction=0.4, tune=False)
+    masks = result.masks(model)
+    good = neurons_of(model, masks.weights)
+    assert torch.equal(good, result.neurons)
+    for drawn in (random_neurons_like(good, seed=3), bad_neurons_like(good, result.scores.neurons, seed=3)):
+        weights = neuron_weight_mask(model, drawn)  # a same-sized mask the pipeline can store and apply
+        assert torch.equal(neurons_of(model, weights), drawn)
+        assert mask_cost(model_layout(model), result.heads, drawn) == result.cost

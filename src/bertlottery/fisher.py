@@ -63,6 +63,7 @@ __all__ = [
     "rearrange",
     "tune_scales",
     "neuron_weight_mask",
+    "neurons_of",
     "fisher_search",
 ]
 
@@ -111,6 +112,20 @@ def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
             keep[names[id(parts.mlp_in.bias)]] = rows.clone()
         keep[names[id(parts.mlp_out.weight)]] = units.unsqueeze(0).expand_as(parts.mlp_out.weight).clone()
     return WeightMask(keep)
+
+
+def neurons_of(model: nn.Module, weights: WeightMask) -> torch.Tensor:
+    """The neuron mask ``bool[layer, unit]`` a `neuron_weight_mask` holds (a unit is kept where its output
+    column is), so that a stored Fisher mask gives its neurons back, e.g. for
+    `bertlottery.sampling.random_neurons_like`. A layer the mask does not cover keeps every unit."""
+    layout = model_layout(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = torch.ones(layout.num_layers, layout.intermediate_size, dtype=torch.bool)
+    for index, parts in enumerate(adapter_for(model).layers(model)):
+        keep = weights.keep.get(names[id(parts.mlp_out.weight)])
+        if keep is not None:
+            out[index] = keep.bool().any(0).cpu()
+    return out
 
 
 # ---- 1. Fisher scores --------------------------------------------------------------------------------
