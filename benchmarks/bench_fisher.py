@@ -34,7 +34,9 @@ from _common import REPO, benchmark_parser, setup
 from bertlottery.config import load
 from bertlottery.evaluation import evaluate
 from bertlottery.export import body_macs_per_token
-from bertlottery.fisher import budget_from_masks, fisher_gated, fisher_sample, fisher_search, mask_cost, search_under_budget, tune_scales, unit_costs
+from bertlottery.export import mask_cost, unit_costs
+from bertlottery.fisher import budget_from_masks, fisher_sample, fisher_search, search_under_budget, tune_scales
+from bertlottery.masking import fisher_gated
 from bertlottery.importance import structured_importance
 from bertlottery.masking import gated
 from bertlottery.masks import Masks

@@ -176,3 +176,64 @@ def test_labels_round_trip_and_bad_labels_are_refused(tmp_path):
         fmt.write_labels(tmp_path, {"ex000/0/raw": "block"})
     with pytest.raises(UserError, match="does not exist"):
         fmt.load_maps(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("family", ["modernbert", "deberta-v2", "deberta-v3", "mpnet"])
+def test_maps_of_families_with_their_own_score_terms_reproduce_the_heads_context(family):
+    """Each head's raw map times its value vectors is the context the model feeds its output projection
+    (relative positions, rotary embeddings and local windows included), and the norm map is Kobayashi
+    et al.'s per head, from the model as loaded (SDPA for ModernBERT)."""
+    model = tiny_model(family, dtype=torch.float64)
+    kernel = model.config._attn_implementation
+    layout = model_layout(model)
+    layers = adapter_for(model).layers(model)
+    batch = {k: v for k, v in tiny_batch(batch=3, length=9).items() if k != "labels"}
+    contexts, values = [], []
+    handles = [parts.attn_out.register_forward_pre_hook(lambda m, a: contexts.append(a[0])) for parts in layers]
+    for parts in layers:
+        value_map, first = (parts.value, 0) if parts.qkv is None else (parts.qkv, 2 * parts.attn_out.in_features)
+        handles.append(value_map.register_forward_hook(
+            lambda m, a, o, first=first, width=parts.attn_out.in_features: values.append(o[..., first:first + width])))
+    with torch.no_grad():
+        model(**batch)
+    for handle in handles:
+        handle.remove()
+    ours = head_maps(model, batch)
+    assert model.config._attn_implementation == kernel  # switched back
+    real = batch["attention_mask"].bool()
+    for layer, (maps, context, value) in enumerate(zip(ours, contexts, values, strict=True)):
+        v = value.view(3, 9, layout.num_heads, layout.head_dim).transpose(1, 2)  # (B, H, T, dh)
+        rebuilt = torch.matmul(maps["raw"], v).transpose(1, 2).reshape(3, 9, -1)
+        torch.testing.assert_close(rebuilt[real], context[real], rtol=1e-5, atol=1e-6)
+        f = transformed_values(value, layers[layer].attn_out, layout.num_heads)
+        torch.testing.assert_close(maps["norm"], maps["raw"] * f.norm(dim=-1)[:, :, None, :])
+    # the plain q . k recomputation would have been wrong here: the model's own scores have more terms
+    queries, keys = [], []
+    handles = []
+    for parts in layers:
+        for store, position in ((queries, 0), (keys, 1)):
+            linear, first = ((parts.query, parts.key)[position], 0) if parts.qkv is None else (
+                parts.qkv, position * parts.attn_out.in_features)
+            handles.append(linear.register_forward_hook(
+                lambda m, a, o, s=store, first=first, width=parts.attn_out.in_features: s.append(o[..., first:first + width])))
+    with torch.no_grad():
+        model(**batch)
+    for handle in handles:
+        handle.remove()
+    q = queries[0].view(3, 9, layout.num_heads, layout.head_dim).transpose(1, 2)
+    k = keys[0].view(3, 9, layout.num_heads, layout.head_dim).transpose(1, 2)
+    plain = torch.softmax(q @ k.transpose(-1, -2) * layout.head_dim ** -0.5 + (~real)[:, None, None, :] * -1e30, -1)
+    assert not torch.allclose(plain[0, :, :7, :7], ours[0]["raw"][0, :, :7, :7], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["modernbert", "mpnet"])
+def test_maps_under_a_head_mask_zero_the_removed_heads(family):
+    model = tiny_model(family, dtype=torch.float64)
+    batch = {k: v for k, v in tiny_batch(batch=2, length=8).items() if k != "labels"}
+    heads = torch.tensor([[True, False, True, True], [False, False, True, True]])
+    with gated(model, heads=heads):
+        maps = head_maps(model, batch, heads=heads)
+    for layer, row in enumerate(heads):
+        for h, kept in enumerate(row):
+            raw = maps[layer]["raw"][:, h]
+            assert bool((raw == 0).all()) != bool(kept)

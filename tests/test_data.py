@@ -17,6 +17,7 @@ from bertlottery.data import (
     load_split,
     make_loader,
     read_glue_split,
+    subset,
     tokenize,
 )
 from bertlottery.errors import UserError
@@ -589,3 +590,19 @@ def test_real_sources_are_read_where_the_file_names_them(glue_dir):
 def test_the_source_is_metadata_not_part_of_an_examples_identity():
     assert Example("a", None, 1, "gj04") == Example("a", None, 1)
     assert Example("a", None, 1, "gj04").source == "gj04"
+
+
+def test_subset_takes_the_examples_at_the_indices_in_their_order():
+    lengths = np.array([2, 3, 1, 4])
+    split = TokenizedSplit(
+        input_ids=[np.full(n, 10 + i, dtype=np.int32) for i, n in enumerate(lengths)],
+        token_type_ids=[np.full(n, i, dtype=np.int32) for i, n in enumerate(lengths)],
+        labels=np.array([0, 1, 0, 1]),
+        lengths=lengths,
+    )
+    part = subset(split, [3, 1])
+    assert len(part) == 2
+    assert [ids.tolist() for ids in part.input_ids] == [[13] * 4, [11] * 3]
+    assert [t.tolist() for t in part.token_type_ids] == [[3] * 4, [1] * 3]
+    assert part.labels.tolist() == [1, 1] and part.lengths.tolist() == [4, 3]
+    assert subset(TokenizedSplit(split.input_ids, None, split.labels, split.lengths), [0]).token_type_ids is None

@@ -313,3 +313,91 @@ def test_minilm_export_on_real_rte_sentences_matches_the_gated_model(glue_dir, t
             assert torch.equal(loaded(**batch).logits, got)
         assert (expected - plain).abs().max() > 1e-3  # the masks matter on real text
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+
+
+# ---- neuron slicing and folded scales (the Fisher search's masks) --------------------------------------
+
+
+def neuron_masks(layout, seed: int):
+    """Heads with one layer left empty, and neurons with a layer's MLP kept but all its units pruned."""
+    generator = torch.Generator().manual_seed(seed)
+    heads = torch.rand(layout.num_layers, layout.num_heads, generator=generator) < 0.6
+    heads[0] = False
+    heads[1, 0] = True
+    neurons = torch.rand(layout.num_layers, layout.intermediate_size, generator=generator) < 0.5
+    neurons[1] = False
+    head_scales = heads * (0.5 + torch.rand(heads.shape, generator=generator, dtype=torch.float64))
+    neuron_scales = neurons * (0.5 + torch.rand(neurons.shape, generator=generator, dtype=torch.float64))
+    return heads, neurons, head_scales, neuron_scales
+
+
+def macs_by_hand(model, seq_len: int) -> int:
+    """The exported model's MACs per token, from the shapes of its maps as they are."""
+    plan = exported_plan(model)  # head size and relative positions: the full model's
+    layout = plan.layout if plan is not None else model_layout(model)
+    per_token = per_sequence = 0
+    for parts in adapter_for(model).layers(model):
+        k = parts.attn_out.in_features // layout.head_dim
+        token_maps = [linear for linear in parts.attention_inputs if linear not in parts.relative]
+        maps = [*token_maps, parts.attn_out, parts.mlp_in, parts.mlp_out]
+        per_token += sum(linear.in_features * linear.out_features for linear in maps)
+        per_token += k * (2 * layout.head_dim * seq_len + layout.relative_positions * layout.head_dim)
+        per_sequence += k * layout.relative_positions * layout.hidden_size * layout.head_dim
+    return per_token + per_sequence // seq_len
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_neuron_export_with_folded_scales_equals_the_scaled_gated_model(family, seed):
+    from bertlottery.masking import fisher_gated
+
+    model = tiny_model(family, dtype=torch.float64)
+    layout = model_layout(model)
+    heads, neurons, head_scales, neuron_scales = neuron_masks(layout, seed)
+    batch = tiny_batch()
+    with fisher_gated(model, head_scales, neuron_scales):
+        expected = logits(model, batch)
+    small = export_pruned(model, HeadMask(heads), None, neurons=neurons, head_scales=head_scales,
+                          neuron_scales=neuron_scales)
+    torch.testing.assert_close(logits(small, batch), expected, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(expected, logits(model, batch))
+    # binary masks alone: the neuron-gated model
+    binary = export_pruned(model, HeadMask(heads), None, neurons=neurons)
+    with fisher_gated(model, heads, neurons):
+        torch.testing.assert_close(logits(binary, batch), logits(model, batch), rtol=1e-9, atol=1e-9)
+    parts = adapter_for(small).layers(small)
+    for layer, layer_parts in enumerate(parts):
+        units = int(neurons[layer].sum())
+        assert layer_parts.mlp_out.in_features == units
+        assert layer_parts.mlp_in.out_features == units * (2 if layer_parts.gated_mlp else 1)
+    for seq_len in (7, 128):
+        by_count = body_macs_per_token(layout, seq_len, HeadMask(heads), None, neurons)
+        assert macs_by_hand(small, seq_len) == by_count
+    assert macs_by_hand(model, 128) == body_macs_per_token(layout, 128)
+    removed = n_params(model) - n_params(small)
+    assert removed == exported_plan(small).params_removed
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert", "mpnet"])
+def test_neuron_export_saves_and_loads(family, tmp_path):
+    model = tiny_model(family, dtype=torch.float64)
+    layout = model_layout(model)
+    heads, neurons, head_scales, neuron_scales = neuron_masks(layout, 3)
+    mlps = MlpMask(torch.tensor([True, False]))
+    small = export_pruned(model, HeadMask(heads), mlps, neurons=neurons, neuron_scales=neuron_scales)
+    save_exported(model, tmp_path / "small", HeadMask(heads), mlps, neurons=neurons, neuron_scales=neuron_scales)
+    record = json.loads((tmp_path / "small" / "pruning.json").read_text())
+    assert record["layers"][0]["neurons"] == neurons[0].nonzero().flatten().tolist()
+    assert record["layers"][1]["neurons"] == [] and record["kept"]["neurons"] == int(neurons[0].sum())
+    loaded = load_exported(tmp_path / "small")
+    batch = tiny_batch()
+    torch.testing.assert_close(logits(loaded, batch), logits(small, batch), rtol=1e-12, atol=1e-12)
+    assert exported_plan(loaded) == exported_plan(small)
+
+
+def test_neuron_masks_and_scales_of_the_wrong_shape_are_refused():
+    model = tiny_model()
+    with pytest.raises(UserError, match="layers x intermediate"):
+        export_pruned(model, None, None, neurons=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(UserError, match="Head scales have shape"):
+        export_pruned(model, None, None, head_scales=torch.ones(3, 4))

@@ -84,6 +84,24 @@ def test_head_prune_rates_count_each_heads_rows_and_output_columns():
     assert float(uniform.mean()) == pytest.approx(0.5, abs=0.1)
 
 
+def test_head_prune_rates_of_a_fused_qkv_map_count_each_heads_rows_in_q_k_and_v():
+    model = tiny_model("modernbert")  # Wqkv is [Q; K; V], 32 rows each, heads of 8 rows
+    params = pruned_parameters(model, "weights")
+    keep = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+    prefix = "model.layers"
+    keep[f"{prefix}.0.attn.Wqkv.weight"][8:16] = False  # head 1's query rows
+    keep[f"{prefix}.0.attn.Wqkv.weight"][64 + 8:64 + 12] = False  # half of head 1's value rows
+    keep[f"{prefix}.1.attn.Wqkv.weight"][32 + 24:32 + 32] = False  # head 3's key rows
+    keep[f"{prefix}.1.attn.Wo.weight"][:, 0:8] = False  # head 0's output columns
+    keep[f"{prefix}.1.mlp.Wi.weight"][:] = False  # not a head's: no effect
+    rates = head_prune_rates(model, WeightMask(keep))
+    expected = torch.zeros(2, 4, dtype=torch.float64)
+    expected[0, 1] = 0.25 + 0.125
+    expected[1, 3] = 0.25
+    expected[1, 0] = 0.25
+    assert torch.equal(rates, expected)
+
+
 def test_hidden_states_of_a_model_with_itself_are_identical_in_every_layer_and_pruning_lowers_them():
     model = tiny_model("bert").bert
     batches = [torch.randint(5, 99, (3, 9), generator=torch.Generator().manual_seed(i)) for i in range(2)]

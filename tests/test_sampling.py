@@ -8,7 +8,7 @@ import torch
 from bertlottery.compat import get_compat
 from bertlottery.errors import UserError
 from bertlottery.masks import HeadMask, Masks, MlpMask, WeightMask
-from bertlottery.sampling import bad_like, random_like, super_survivors
+from bertlottery.sampling import bad_like, bad_neurons_like, random_like, random_neurons_like, super_survivors
 
 
 def structured(kept_heads: int, kept_mlps: int, seed: int = 0) -> Masks:
@@ -116,3 +116,50 @@ def test_super_survivors_top_up_from_the_survivors_when_nothing_else_is_left():
         mask = result[name].mlps
         assert mask.n_kept == 9
         assert bool((~keep <= mask.keep).all())  # everything outside the survivors is used first
+
+
+def neuron_mask(seed=0, layers=3, units=50):
+    generator = torch.Generator().manual_seed(seed)
+    good = torch.rand(layers, units, generator=generator) < torch.tensor([[0.2], [0.7], [0.5]])
+    scores = torch.rand(layers, units, generator=generator)
+    return good, scores
+
+
+@pytest.mark.parametrize("per_layer", [True, False])
+def test_neuron_draws_have_the_good_masks_sizes_and_repeat_per_seed(per_layer):
+    good, scores = neuron_mask()
+    for draw in (lambda s: random_neurons_like(good, s, per_layer=per_layer),
+                 lambda s: bad_neurons_like(good, scores, s, per_layer=per_layer)):
+        drawn = draw(7)
+        assert drawn.dtype == torch.bool and drawn.shape == good.shape
+        assert int(drawn.sum()) == int(good.sum())
+        if per_layer:
+            assert drawn.sum(1).tolist() == good.sum(1).tolist()
+        assert torch.equal(drawn, draw(7))
+    assert not torch.equal(random_neurons_like(good, 7, per_layer=per_layer), random_neurons_like(good, 8, per_layer=per_layer))
+
+
+def test_random_neurons_with_the_total_only_spread_over_layers():
+    good, _ = neuron_mask()
+    counts = torch.stack([random_neurons_like(good, s, per_layer=False).sum(1) for s in range(20)])
+    assert not bool((counts == good.sum(1)).all(1).all())  # the per-layer counts are free to move
+
+
+def test_bad_neurons_are_the_lowest_scored_units():
+    good, scores = neuron_mask()
+    bad = bad_neurons_like(good, scores, seed=0)
+    for row, layer_scores, kept in zip(good, scores, bad):
+        k = int(row.sum())
+        assert set(torch.nonzero(kept).flatten().tolist()) == set(torch.argsort(layer_scores)[:k].tolist())
+    overall = bad_neurons_like(good, scores, seed=0, per_layer=False)
+    threshold = torch.sort(scores.flatten()).values[int(good.sum()) - 1]
+    assert bool((scores[overall] <= threshold).all()) and bool((scores[~overall] > threshold).all())
+
+
+def test_bad_neuron_ties_are_broken_by_the_seed():
+    good = torch.tensor([[True, False, False, False, False, False]])
+    equal = torch.zeros(1, 6)
+    picks = {int(torch.nonzero(bad_neurons_like(good, equal, seed=s))[0, 1]) for s in range(12)}
+    assert len(picks) > 1
+    with pytest.raises(UserError, match="score the model"):
+        bad_neurons_like(good, torch.zeros(2, 6), seed=0)

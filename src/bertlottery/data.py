@@ -50,6 +50,7 @@ __all__ = [
     "load_split",
     "make_loader",
     "read_glue_split",
+    "subset",
     "tokenize",
 ]
 
@@ -319,6 +320,23 @@ class TokenizedSplit:
     def is_regression(self) -> bool:
         """Whether the labels are float scores."""
         return bool(np.issubdtype(self.labels.dtype, np.floating))
+
+
+def subset(split: TokenizedSplit, indices: Sequence[int]) -> TokenizedSplit:
+    """The examples of ``split`` at ``indices``, in that order (the arrays are shared, not copied).
+
+    >>> import numpy as np
+    >>> split = TokenizedSplit([np.array([1, 2]), np.array([3])], None, np.array([0, 1]), np.array([2, 1]))
+    >>> subset(split, [1]).labels.tolist()
+    [1]
+    """
+    chosen = np.asarray(indices, dtype=np.int64)
+    return TokenizedSplit(
+        input_ids=[split.input_ids[i] for i in chosen],
+        token_type_ids=[split.token_type_ids[i] for i in chosen] if split.token_type_ids is not None else None,
+        labels=split.labels[chosen],
+        lengths=split.lengths[chosen],
+    )
 
 
 def default_cache_dir() -> Path:

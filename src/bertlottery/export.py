@@ -5,7 +5,9 @@
 (each of the Q, K and V blocks of ModernBERT's fused map; DeBERTa-v2's relative-position projections
 too) keep only the rows of its kept heads, the attention output projection only their input columns,
 and a masked MLP does no matrix multiplication at all (a GeGLU MLP loses both halves of its input
-map). Its outputs are the gated model's (SPEC section 2):
+map). Single MLP units (the Fisher search's neuron masks) go too: a pruned unit's input row and bias
+(both rows, input and gate, of a GeGLU map) and its output column; the Fisher search's tuned scales are
+folded into the output projections' columns. Its outputs are the gated model's (SPEC section 2):
 
 - a layer that keeps no heads computes no attention; its attention branch gives the output projection's
   bias b_O, because a gate scales the heads' context vectors and the bias survives: LayerNorm(x + b_O)
@@ -41,7 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .masks import HeadMask, Masks, MlpMask
 from .models import LayerParts, Layout, adapter_for, attention_implementation, model_layout
 
@@ -53,6 +55,9 @@ __all__ = [
     "save_exported",
     "load_exported",
     "body_macs_per_token",
+    "COSTS",
+    "unit_costs",
+    "mask_cost",
 ]
 
 FORMAT = "bertlottery.export/1"
@@ -66,25 +71,41 @@ class ExportPlan:
     """What an exported model keeps, in the original model's numbering.
 
     ``heads[l]`` holds layer l's kept head indices in increasing order (the order their slices keep
-    in the exported projections); ``mlps[l]`` whether layer l keeps its MLP; ``layout`` is the full
-    model's.
+    in the exported projections); ``mlps[l]`` whether layer l keeps its MLP; ``neurons[l]`` the kept
+    intermediate units of layer l's MLP in increasing order (empty where the MLP is off), or
+    ``neurons`` is ``None`` when every kept MLP keeps all its units; ``layout`` is the full model's.
     """
 
     layout: Layout
     heads: tuple[tuple[int, ...], ...]
     mlps: tuple[bool, ...]
+    neurons: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
-    def from_masks(cls, layout: Layout, heads: HeadMask | None, mlps: MlpMask | None) -> ExportPlan:
+    def from_masks(cls, layout: Layout, heads: HeadMask | None, mlps: MlpMask | None,
+                   neurons: torch.Tensor | None = None) -> ExportPlan:
+        """``neurons: bool[layer, unit]`` (True: kept) prunes single MLP units of the kept MLPs."""
         heads = _coerce(heads, HeadMask)
         mlps = _coerce(mlps, MlpMask)
         Masks(heads=heads, mlps=mlps).check_against(layout)
         head_keep = heads.keep if heads is not None else torch.ones(layout.num_layers, layout.num_heads, dtype=torch.bool)
         mlp_keep = mlps.keep if mlps is not None else torch.ones(layout.num_layers, dtype=torch.bool)
+        kept_units = None
+        if neurons is not None:
+            neurons = torch.as_tensor(neurons).bool().cpu()
+            if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
+                raise UserError(
+                    f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
+                    f"{(layout.num_layers, layout.intermediate_size)} (layers x intermediate units); use a mask made for it."
+                )
+            if not bool(neurons[mlp_keep].all()):
+                kept_units = tuple(tuple(int(u) for u in row.nonzero().flatten()) if on else ()
+                                   for row, on in zip(neurons, mlp_keep))
         return cls(
             layout=layout,
             heads=tuple(tuple(int(h) for h in row.nonzero().flatten()) for row in head_keep),
             mlps=tuple(bool(m) for m in mlp_keep),
+            neurons=kept_units,
         )
 
     @property
@@ -99,14 +120,27 @@ class ExportPlan:
         return MlpMask(torch.tensor(self.mlps, dtype=torch.bool))
 
     @property
+    def neuron_mask(self) -> torch.Tensor:
+        """``bool[layer, unit]``: the units each layer's MLP keeps (none where the MLP is off)."""
+        keep = self.mlp_mask.keep.unsqueeze(1).repeat(1, self.layout.intermediate_size)
+        if self.neurons is not None:
+            keep[:] = False
+            for layer, kept in enumerate(self.neurons):
+                keep[layer, list(kept)] = True
+        return keep
+
+    @property
     def params_removed(self) -> int:
-        return self.head_mask.n_pruned * self.layout.params_per_head + self.mlp_mask.n_pruned * self.layout.params_per_mlp
+        removed_units = self.layout.intermediate_size * self.mlp_mask.n_kept - int(self.neuron_mask.sum())
+        return (self.head_mask.n_pruned * self.layout.params_per_head + self.mlp_mask.n_pruned * self.layout.params_per_mlp
+                + removed_units * _params_per_neuron(self.layout))
 
     def to_json(self) -> dict:
-        return {
-            "layout": dataclasses.asdict(self.layout),
-            "layers": [{"heads": list(h), "mlp": m} for h, m in zip(self.heads, self.mlps)],
-        }
+        layers = [{"heads": list(h), "mlp": m} for h, m in zip(self.heads, self.mlps)]
+        if self.neurons is not None:
+            for layer, kept in zip(layers, self.neurons):
+                layer["neurons"] = list(kept)
+        return {"layout": dataclasses.asdict(self.layout), "layers": layers}
 
     @classmethod
     def from_json(cls, record: dict) -> ExportPlan:
@@ -117,7 +151,26 @@ class ExportPlan:
         heads = tuple(tuple(sorted(int(h) for h in layer["heads"])) for layer in layers)
         if any(h < 0 or h >= layout.num_heads for kept in heads for h in kept):
             raise ValueError(f"head index outside 0..{layout.num_heads - 1}")
-        return cls(layout=layout, heads=heads, mlps=tuple(bool(layer["mlp"]) for layer in layers))
+        mlps = tuple(bool(layer["mlp"]) for layer in layers)
+        neurons = None
+        if any("neurons" in layer for layer in layers):
+            neurons = tuple(tuple(sorted(int(u) for u in layer.get("neurons", ()))) if on else ()
+                            for layer, on in zip(layers, mlps))
+            if any(u < 0 or u >= layout.intermediate_size for kept in neurons for u in kept):
+                raise ValueError(f"neuron index outside 0..{layout.intermediate_size - 1}")
+        return cls(layout=layout, heads=heads, mlps=mlps, neurons=neurons)
+
+
+def _params_per_neuron(layout: Layout) -> int:
+    """Parameters one MLP unit owns: its input row or rows (two in a GeGLU MLP) with their biases and its
+    output column. The output projection's bias (d values, fewer than the f units) is the MLP's, not a
+    unit's, and the floor division drops it."""
+    return layout.params_per_mlp // layout.intermediate_size
+
+
+def _macs_per_neuron(layout: Layout) -> int:
+    """Multiply-accumulates per token of one MLP unit: d per input row (two in GeGLU) and d for its output column."""
+    return layout.macs_per_mlp // layout.intermediate_size
 
 
 def _coerce(mask, kind):
@@ -252,6 +305,30 @@ def _cut_heads(parts: LayerParts, kept: Sequence[int], head_dim: int) -> None:
     _slice_linear(parts.attn_out, cols=_rows_of(kept, head_dim, device))
 
 
+def _cut_neurons(parts: LayerParts, kept: Sequence[int], units: int) -> None:
+    """Keep the ``kept`` units of an MLP: their rows (and biases) of the input projection, where unit i of a
+    GeGLU map owns rows i (input) and units + i (gate), and their columns of the output projection."""
+    device = parts.mlp_out.weight.device
+    index = torch.tensor(list(kept), dtype=torch.long, device=device)
+    _slice_linear(parts.mlp_in, rows=torch.cat([index, index + units]) if parts.gated_mlp else index)
+    _slice_linear(parts.mlp_out, cols=index)
+
+
+@torch.no_grad()
+def _fold_scales(model: nn.Module, head_scales: torch.Tensor | None, neuron_scales: torch.Tensor | None) -> None:
+    """Multiply each head's input columns of the attention output projection by its scale, and each
+    MLP unit's column of the output projection by its: a gate scales exactly those inputs."""
+    layout = model_layout(model)
+    for index, parts in enumerate(adapter_for(model).layers(model)):
+        if head_scales is not None:
+            weight = parts.attn_out.weight
+            per_head = weight.view(weight.shape[0], layout.num_heads, layout.head_dim)
+            per_head.mul_(head_scales[index].to(weight.device, weight.dtype)[None, :, None])
+        if neuron_scales is not None:
+            weight = parts.mlp_out.weight
+            weight.mul_(neuron_scales[index].to(weight.device, weight.dtype)[None, :])
+
+
 def _restructure(model: nn.Module, plan: ExportPlan) -> None:
     """Cut ``model`` (a full model of ``plan.layout``) down to ``plan``, in place.
 
@@ -296,6 +373,9 @@ def _restructure(model: nn.Module, plan: ExportPlan) -> None:
             else:
                 block.intermediate = _NoMlpIntermediate(block.intermediate)
                 block.output = _NoMlpOutput(block.output)
+        elif plan.neurons is not None and len(plan.neurons[index]) < plan.layout.intermediate_size:
+            # zero kept units leave the output projection's bias alone, as the neuron gates do
+            _cut_neurons(parts, plan.neurons[index], plan.layout.intermediate_size)
     setattr(model, _PLAN_ATTR, plan)
 
 
@@ -303,13 +383,27 @@ def _has_hooks(modules: Sequence[nn.Module]) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def export_pruned(model: nn.Module, heads: HeadMask | None, mlps: MlpMask | None) -> nn.Module:
+def export_pruned(
+    model: nn.Module,
+    heads: HeadMask | None,
+    mlps: MlpMask | None,
+    *,
+    neurons: torch.Tensor | None = None,
+    head_scales: torch.Tensor | None = None,
+    neuron_scales: torch.Tensor | None = None,
+) -> nn.Module:
     """A new model with the masked heads and MLPs physically removed; ``model`` is left untouched.
 
     Its outputs equal ``model``'s under ``with gated(model, heads, mlps)`` to float tolerance, in eval
     and in train mode. ``None`` keeps every head (or MLP). The copy keeps the original config, which no
     longer describes its shapes: write it with `save_exported` (not ``save_pretrained``) and read it back
     with `load_exported`. What it keeps is `exported_plan(copy)`.
+
+    ``neurons: bool[layer, unit]`` removes single MLP units too (the Fisher search's masks): the
+    outputs are then those under ``fisher_gated(model, heads, neurons)``. ``head_scales: float[layer,
+    head]`` and ``neuron_scales: float[layer, unit]`` (the Fisher search's tuned gates) are folded into
+    the output projections' columns, so the export computes what the model does under
+    ``fisher_gated(model, head_scales, neuron_scales)``; the binary masks say what is removed.
 
     Example:
         >>> small = export_pruned(model, heads=HeadMask.random_like(full, keep=72, seed=0), mlps=None)  # doctest: +SKIP
@@ -322,8 +416,14 @@ def export_pruned(model: nn.Module, heads: HeadMask | None, mlps: MlpMask | None
     layers = adapter.layers(model)
     if _has_hooks([m for parts in layers for m in (parts.attn_out, parts.mlp_out)]):
         raise UserError("The model has hooks on its layers (inside `with gated(...)`?); export outside that block.")
-    plan = ExportPlan.from_masks(model_layout(model), heads, mlps)
+    layout = model_layout(model)
+    plan = ExportPlan.from_masks(layout, heads, mlps, neurons)
+    for scales, shape, what in ((head_scales, (layout.num_layers, layout.num_heads), "Head scales"),
+                                (neuron_scales, (layout.num_layers, layout.intermediate_size), "Neuron scales")):
+        if scales is not None and tuple(scales.shape) != shape:
+            raise UserError(f"{what} have shape {tuple(scales.shape)} but the model has {shape}; use those made for it.")
     exported = copy.deepcopy(model)
+    _fold_scales(exported, head_scales, neuron_scales)
     _restructure(exported, plan)
     return exported
 
@@ -338,7 +438,8 @@ def exported_plan(model: nn.Module) -> ExportPlan | None:
 
 
 def body_macs_per_token(
-    layout: Layout, seq_len: int, heads: HeadMask | None = None, mlps: MlpMask | None = None
+    layout: Layout, seq_len: int, heads: HeadMask | None = None, mlps: MlpMask | None = None,
+    neurons: torch.Tensor | None = None,
 ) -> int:
     """Multiply-accumulates per token of the encoder layers at sequence length ``seq_len``.
 
@@ -350,22 +451,59 @@ def body_macs_per_token(
     relative-position embeddings, k*R*dh, and projects those embeddings once per sequence, k*R*d*dh
     shared by its ``seq_len`` tokens (rounded down). ModernBERT's local layers are counted as global:
     SDPA computes every score and masks them. Embeddings, LayerNorms, softmax, activations and the
-    classifier are left out. FLOPs are about twice this; ratios are the same.
+    classifier are left out. FLOPs are about twice this; ratios are the same. With ``neurons:
+    bool[layer, unit]`` a kept MLP costs its kept units' share, `Layout.macs_per_mlp` / f each.
 
     >>> from bertlottery.models import Layout
     >>> layout = Layout("bert", 12, 12, 64, 768, 3072, 0)
     >>> body_macs_per_token(layout, 128)
     87293952
     """
-    plan = ExportPlan.from_masks(layout, heads, mlps)
+    plan = ExportPlan.from_masks(layout, heads, mlps, neurons)
     d, dh, positions = layout.hidden_size, layout.head_dim, layout.relative_positions
+    units = plan.neuron_mask.sum(1).tolist()
     per_token = per_sequence = 0
-    for kept, mlp_kept in zip(plan.heads, plan.mlps):
+    for kept, mlp_kept, n_units in zip(plan.heads, plan.mlps, units):
         k = len(kept)
         per_token += k * (layout.macs_per_head + 2 * dh * seq_len + positions * dh)
-        per_token += layout.macs_per_mlp if mlp_kept else 0
+        if mlp_kept:
+            full = n_units == layout.intermediate_size
+            per_token += layout.macs_per_mlp if full else n_units * _macs_per_neuron(layout)
         per_sequence += k * positions * d * dh
     return per_token + per_sequence // seq_len
+
+
+COSTS = ("macs", "params")
+
+
+def unit_costs(layout: Layout, cost: str = "macs", seq_len: int = 128) -> tuple[int, int]:
+    """What one head and one MLP neuron cost: ``(head, neuron)``, measured on the layout's real shapes.
+
+    ``macs``: multiply-accumulates per token at ``seq_len``, as `body_macs_per_token` counts them: a head
+    `Layout.macs_per_head` (its Q, K, V rows and output columns: 4*d*dh) + 2*dh*seq_len (scores and the
+    weighted sum), plus DeBERTa-v2's relative-position terms (the per-sequence share rounded up, so that
+    a selection costed by units never exceeds what `mask_cost` counts); a neuron its share of
+    `Layout.macs_per_mlp` (2*d; 3*d in a GeGLU MLP, whose unit has an input and a gate row).
+    ``params``: a head's Q/K/V rows and biases and output columns; a neuron's input row or rows, their
+    biases and its output column.
+    """
+    if cost not in COSTS:
+        raise UserError(f"Unknown cost '{cost}'.{did_you_mean(cost, COSTS)} Known: {', '.join(COSTS)}.")
+    d, dh, positions = layout.hidden_size, layout.head_dim, layout.relative_positions
+    if cost == "macs":
+        per_sequence = -(-positions * d * dh // seq_len)  # ceil
+        return layout.macs_per_head + 2 * dh * seq_len + positions * dh + per_sequence, _macs_per_neuron(layout)
+    return layout.params_per_head, _params_per_neuron(layout)
+
+
+def mask_cost(layout: Layout, heads: torch.Tensor, neurons: torch.Tensor, *, cost: str = "macs",
+              seq_len: int = 128) -> int:
+    """The cost of keeping ``heads: bool[layer, head]`` and ``neurons: bool[layer, unit]``; in MACs
+    `body_macs_per_token` of the export that removes the rest."""
+    if cost == "macs":
+        return body_macs_per_token(layout, seq_len, HeadMask(heads.bool().cpu()), None, neurons)
+    head_cost, neuron_cost = unit_costs(layout, cost, seq_len)
+    return int(heads.bool().sum()) * head_cost + int(neurons.bool().sum()) * neuron_cost
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +522,9 @@ def save_exported(
     tokenizer=None,
     *,
     seq_len: int = 128,
+    neurons: torch.Tensor | None = None,
+    head_scales: torch.Tensor | None = None,
+    neuron_scales: torch.Tensor | None = None,
 ) -> Path:
     """Export ``model`` under ``heads``/``mlps`` and write it to ``out_dir``, atomically.
 
@@ -391,21 +532,23 @@ def save_exported(
     ``model.safetensors`` (the sliced weights), ``config.json`` (the original config), ``pruning.json``
     (what every layer keeps in the original numbering, the original layout, parameter counts before
     and after, the fraction of body MACs per token removed at ``seq_len``) and the tokenizer if given.
-    The folder appears complete or not at all; an existing one is replaced.
+    The folder appears complete or not at all; an existing one is replaced. ``neurons`` and the
+    scales are `export_pruned`'s.
     """
     from safetensors.torch import save_file
 
     plan = exported_plan(model)
     if plan is None:
-        exported = export_pruned(model, heads, mlps)
+        exported = export_pruned(model, heads, mlps, neurons=neurons, head_scales=head_scales,
+                                 neuron_scales=neuron_scales)
         plan = exported_plan(exported)
     else:
         exported = model
-        wanted = ExportPlan.from_masks(plan.layout, heads, mlps)
+        wanted = ExportPlan.from_masks(plan.layout, heads, mlps, neurons)
         if wanted != plan:
             raise UserError("The model was exported with other masks than those given; pass the masks it was made with.")
     full_macs = body_macs_per_token(plan.layout, seq_len)
-    pruned_macs = body_macs_per_token(plan.layout, seq_len, plan.head_mask, plan.mlp_mask)
+    pruned_macs = body_macs_per_token(plan.layout, seq_len, plan.head_mask, plan.mlp_mask, plan.neuron_mask)
     after = _param_count(exported)
     record = {
         "format": FORMAT,
@@ -416,6 +559,8 @@ def save_exported(
             "heads_total": plan.head_mask.n_total,
             "mlps": plan.mlp_mask.n_kept,
             "mlps_total": plan.mlp_mask.n_total,
+            "neurons": int(plan.neuron_mask.sum()),
+            "neurons_total": plan.neuron_mask.numel(),
         },
         "params": {
             "before": after + plan.params_removed,

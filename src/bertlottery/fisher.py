@@ -42,41 +42,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TokenizedSplit, make_loader
+from .data import TokenizedSplit, make_loader, subset
 from .errors import UserError, did_you_mean
-from .export import body_macs_per_token
-from .importance import _frozen
-from .masking import gated
+from .export import COSTS, body_macs_per_token, export_pruned, mask_cost, unit_costs
+from .importance import frozen
+from .masking import check_neurons, fisher_gated, neuron_hook
 from .masks import HeadMask, Masks, WeightMask
 from .models import Layout, LayerParts, adapter_for, model_layout
 
 __all__ = [
-    "COSTS",
     "LABEL_SOURCES",
     "FisherScores",
     "FisherResult",
     "fisher_sample",
     "fisher_scores",
-    "unit_costs",
-    "mask_cost",
     "budget_from_masks",
     "search_under_budget",
     "pruned_fisher",
     "rearrange_layer",
     "rearrange",
     "tune_scales",
-    "neuron_gated",
-    "fisher_gated",
     "neuron_weight_mask",
+    "neurons_of",
     "fisher_search",
 ]
 
-COSTS = ("macs", "params")
 LABEL_SOURCES = ("gold", "predicted")
-# Families whose layers are post-LayerNorm, LayerNorm(x + branch(x)): there the input of the query
-# projection is the attention sub-layer's residual x, and the input of the MLP's input projection is
-# the MLP sub-layer's residual, so the least-squares target can include the residual, as in the paper.
-_POST_LN_FAMILIES = ("bert", "roberta", "electra", "distilbert")
 
 
 def _inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -88,17 +79,6 @@ def _device(model: nn.Module) -> torch.device:
 
 
 # ---- gates on MLP neurons -----------------------------------------------------------------------------
-
-
-def _neuron_hook(gates: torch.Tensor):
-    """Scale the intermediate units (the MLP output projection's input): ``gates`` is (f,) or (B, f)."""
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
-        (units,) = args  # (B, T, f)
-        gate = gates.to(units.dtype)
-        return (units * (gate.unsqueeze(-2) if gate.dim() == 2 else gate),)
-
-    return hook
 
 
 def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
@@ -113,66 +93,39 @@ def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
     return hook
 
 
-def _check_neurons(model: nn.Module, neurons: torch.Tensor) -> None:
-    layout = model_layout(model)
-    if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
-        raise UserError(
-            f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
-            f"{(layout.num_layers, layout.intermediate_size)} (layers x intermediate units); use a mask made for it."
-        )
-
-
-@contextmanager
-def neuron_gated(model: nn.Module, neurons: torch.Tensor | None) -> Iterator[None]:
-    """Scale every MLP's intermediate units by ``neurons: float or bool[layer, intermediate]`` inside the block.
-
-    Layers whose neurons are all 1 get no hook, so a full mask is bitwise the ungated model.
-
-    Example:
-        >>> with neuron_gated(model, result.neurons):               # doctest: +SKIP
-        ...     logits = model(**batch).logits
-    """
-    if neurons is None:
-        yield
-        return
-    _check_neurons(model, neurons)
-    gates = neurons.to(_device(model), torch.float32 if not neurons.is_floating_point() else neurons.dtype)
-    handles = []
-    try:
-        for index, parts in enumerate(adapter_for(model).layers(model)):
-            if not bool((gates[index] == 1).all()):
-                handles.append(parts.mlp_out.register_forward_pre_hook(_neuron_hook(gates[index])))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextmanager
-def fisher_gated(model: nn.Module, heads: torch.Tensor | HeadMask | None, neurons: torch.Tensor | None) -> Iterator[None]:
-    """Head gates (`bertlottery.masking.gated`) and neuron gates together; real values allowed (tuned scales)."""
-    with gated(model, heads=heads), neuron_gated(model, neurons):
-        yield
-
-
 def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
     """A neuron mask as single weights: each pruned unit's row (and bias) of the MLP input projection
-    and its column of the output projection. The output projection's bias stays, as with the neuron
-    gate, which scales only the intermediate units.
+    (both rows, i and f + i, of a GeGLU map: input and gate) and its column of the output projection.
+    The output projection's bias stays, as with the neuron gate, which scales only the intermediate units.
 
     Zeroing the row and bias makes the unit's pre-activation 0, and every activation of the supported
-    families maps 0 to 0, so the masked model computes what the gated one does.
+    families maps 0 to 0 (a GeGLU unit's gate is 0 too), so the masked model computes what the gated one does.
     """
-    _check_neurons(model, neurons)
+    check_neurons(model, neurons)
     names = {id(p): n for n, p in model.named_parameters()}
     keep: dict[str, torch.Tensor] = {}
     for index, parts in enumerate(adapter_for(model).layers(model)):
         units = neurons[index].bool().cpu()
-        keep[names[id(parts.mlp_in.weight)]] = units.unsqueeze(1).expand_as(parts.mlp_in.weight).clone()
+        rows = torch.cat([units, units]) if parts.gated_mlp else units
+        keep[names[id(parts.mlp_in.weight)]] = rows.unsqueeze(1).expand_as(parts.mlp_in.weight).clone()
         if parts.mlp_in.bias is not None:
-            keep[names[id(parts.mlp_in.bias)]] = units.clone()
+            keep[names[id(parts.mlp_in.bias)]] = rows.clone()
         keep[names[id(parts.mlp_out.weight)]] = units.unsqueeze(0).expand_as(parts.mlp_out.weight).clone()
     return WeightMask(keep)
+
+
+def neurons_of(model: nn.Module, weights: WeightMask) -> torch.Tensor:
+    """The neuron mask ``bool[layer, unit]`` a `neuron_weight_mask` holds (a unit is kept where its output
+    column is), so that a stored Fisher mask gives its neurons back, e.g. for
+    `bertlottery.sampling.random_neurons_like`. A layer the mask does not cover keeps every unit."""
+    layout = model_layout(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = torch.ones(layout.num_layers, layout.intermediate_size, dtype=torch.bool)
+    for index, parts in enumerate(adapter_for(model).layers(model)):
+        keep = weights.keep.get(names[id(parts.mlp_out.weight)])
+        if keep is not None:
+            out[index] = keep.bool().any(0).cpu()
+    return out
 
 
 # ---- 1. Fisher scores --------------------------------------------------------------------------------
@@ -213,13 +166,7 @@ def fisher_sample(
         raise UserError(f"The Fisher sample needs at least one example, got n_examples={n_examples}.")
     generator = torch.Generator().manual_seed(seed)
     chosen = sorted(torch.randperm(len(split), generator=generator)[:n_examples].tolist())
-    subset = TokenizedSplit(
-        input_ids=[split.input_ids[i] for i in chosen],
-        token_type_ids=[split.token_type_ids[i] for i in chosen] if split.token_type_ids is not None else None,
-        labels=split.labels[chosen],
-        lengths=split.lengths[chosen],
-    )
-    return make_loader(subset, pad_id, batch_size, shuffle=False, seed=None)
+    return make_loader(subset(split, chosen), pad_id, batch_size, shuffle=False, seed=None)
 
 
 def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -249,7 +196,7 @@ def fisher_scores(
     layers = adapter_for(model).layers(model)
     device = _device(model)
     head_grads, neuron_grads = [], []
-    with _frozen(model):
+    with frozen(model):
         for batch in batches:
             inputs = _inputs(batch, device)
             size = inputs["input_ids"].shape[0]
@@ -260,7 +207,7 @@ def fisher_scores(
                 for index, parts in enumerate(layers):
                     handles.append(parts.attn_out.register_forward_pre_hook(
                         _per_example_head_hook(heads[:, index], layout.num_heads)))
-                    handles.append(parts.mlp_out.register_forward_pre_hook(_neuron_hook(units[:, index])))
+                    handles.append(parts.mlp_out.register_forward_pre_hook(neuron_hook(units[:, index])))
                 logits = model(**inputs).logits
             finally:
                 for handle in handles:
@@ -280,29 +227,6 @@ def fisher_scores(
 
 
 # ---- 2. costs and the search under a budget ---------------------------------------------------------
-
-
-def unit_costs(layout: Layout, cost: str = "macs", seq_len: int = 128) -> tuple[int, int]:
-    """What one head and one MLP neuron cost: ``(head, neuron)``.
-
-    ``macs``: multiply-accumulates per token at ``seq_len``, as `bertlottery.export.body_macs_per_token`
-    counts them: a head 4*d*dh (its Q, K, V rows and output columns) + 2*dh*seq_len (scores and the
-    weighted sum), a neuron 2*d (its row of the input projection and column of the output one).
-    ``params``: a head's Q/K/V rows and biases and output columns; a neuron's input row, bias and output column.
-    """
-    if cost not in COSTS:
-        raise UserError(f"Unknown cost '{cost}'.{did_you_mean(cost, COSTS)} Known: {', '.join(COSTS)}.")
-    d, dh = layout.hidden_size, layout.head_dim
-    if cost == "macs":
-        return 4 * d * dh + 2 * dh * seq_len, 2 * d
-    return layout.params_per_head, 2 * d + 1
-
-
-def mask_cost(layout: Layout, heads: torch.Tensor, neurons: torch.Tensor, *, cost: str = "macs",
-              seq_len: int = 128) -> int:
-    """The cost of keeping ``heads: bool[layer, head]`` and ``neurons: bool[layer, unit]``."""
-    head_cost, neuron_cost = unit_costs(layout, cost, seq_len)
-    return int(heads.bool().sum()) * head_cost + int(neurons.bool().sum()) * neuron_cost
 
 
 def budget_from_masks(model_or_layout: nn.Module | Layout, masks: Masks, *, seq_len: int = 128) -> int:
@@ -432,9 +356,9 @@ def _flat(tensor: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return tensor.detach().reshape(-1, tensor.shape[-1])[tokens].double().cpu()
 
 
-def _teacher_targets(model: nn.Module, batches: Sequence[dict], residual: bool) -> list[dict[str, list[torch.Tensor]]]:
-    """One pass of the full model: each layer's attention and MLP sub-layer outputs before LayerNorm
-    (residual + projection output; the projection output alone without ``residual``), per batch."""
+def _teacher_targets(model: nn.Module, batches: Sequence[dict]) -> list[dict[str, list[torch.Tensor]]]:
+    """One pass of the full model: each layer's attention and MLP sub-layer outputs, residual +
+    projection output (before the LayerNorm of a post-norm family), per batch."""
     layers = adapter_for(model).layers(model)
     tokens: list[torch.Tensor] = []
     seen: list[dict[str, list[torch.Tensor]]] = [{"attention": [], "mlp": []} for _ in layers]
@@ -448,38 +372,38 @@ def _teacher_targets(model: nn.Module, batches: Sequence[dict], residual: bool) 
     def output_of(index: int, kind: str):
         def hook(module, args, output):
             out = _flat(output, tokens[-1])
-            seen[index][kind].append(out + pending.pop((index, kind)) if residual else out)
+            seen[index][kind].append(out + pending.pop((index, kind)))
         return hook
 
     hooks = []
     for index, parts in enumerate(layers):
-        if residual:
-            hooks += [(parts.query, "pre", residual_of(index, "attention")), (parts.mlp_in, "pre", residual_of(index, "mlp"))]
+        attention, mlp = parts.residual_sources
+        hooks += [(attention, "pre", residual_of(index, "attention")), (mlp, "pre", residual_of(index, "mlp"))]
         hooks += [(parts.attn_out, "post", output_of(index, "attention")), (parts.mlp_out, "post", output_of(index, "mlp"))]
     _run_with_hooks(model, batches, hooks, None, None, tokens)
     return seen
 
 
-def _student_inputs(model: nn.Module, batches: Sequence[dict], layer: int, kind: str, heads, neurons,
-                    residual: bool) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+def _student_inputs(model: nn.Module, batches: Sequence[dict], layer: int, kind: str, heads,
+                    neurons) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """What the pruned model feeds layer ``layer``'s attention (``kind="heads"``: the heads' context
     vectors, ungated) or MLP output projection (``"neurons"``: the intermediate units, ungated), and
     that sub-layer's residual, per batch; the pass stops right after."""
     parts = adapter_for(model).layers(model)[layer]
-    into, residual_module = (parts.attn_out, parts.query) if kind == "heads" else (parts.mlp_out, parts.mlp_in)
+    attention, mlp = parts.residual_sources
+    into, residual_module = (parts.attn_out, attention) if kind == "heads" else (parts.mlp_out, mlp)
     tokens: list[torch.Tensor] = []
     inputs: list[torch.Tensor] = []
-    residuals: list[torch.Tensor | None] = []
+    residuals: list[torch.Tensor] = []
 
     def take_input(module, args):
         inputs.append(_flat(args[0], tokens[-1]))
         raise _Stop
 
-    hooks = [(into, "pre", take_input)]
-    if residual:
-        hooks.append((residual_module, "pre", lambda module, args: residuals.append(_flat(args[0], tokens[-1]))))
+    hooks = [(into, "pre", take_input), (residual_module, "pre",
+                                         lambda module, args: residuals.append(_flat(args[0], tokens[-1])))]
     _run_with_hooks(model, batches, hooks, heads, neurons, tokens)
-    return inputs, residuals if residual else [None] * len(inputs)
+    return inputs, residuals
 
 
 @dataclass
@@ -499,11 +423,11 @@ class _Normal:
         return torch.linalg.lstsq(self.ata, self.atb.unsqueeze(1), driver="gelsy").solution.squeeze(1)
 
 
-def _target(teacher: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
+def _target(teacher: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor) -> torch.Tensor:
     target = teacher.double()
     if bias is not None:
         target = target - bias.detach().double().cpu()
-    return target - residual if residual is not None else target
+    return target - residual
 
 
 def _head_system(targets: list[torch.Tensor], contexts: list[torch.Tensor], residuals: list, parts: LayerParts,
@@ -551,9 +475,9 @@ def tune_scales(
     runs on the calibration ``batches``, and the kept units' scales solve the linear least-squares
     problem ``min ||sum_i s_i out_i - target||^2`` over all non-padding tokens, where ``out_i`` is unit
     i's share of the sub-layer's output projection in the pruned model and ``target`` is the full
-    model's sub-layer output before its LayerNorm, less the pruned model's residual and the
-    projection's bias (for a pre-norm family the residual, which the layer parts do not expose, is
-    left out: the target is the full model's branch output). A solution with a scale outside
+    model's sub-layer output (residual + branch: before the LayerNorm of a post-norm family, the new
+    residual stream of a pre-norm one), less the pruned model's residual and the projection's bias,
+    as in the paper; the residual is read where `LayerParts.residual_sources` says. A solution with a scale outside
     ``[-max_scale, max_scale]`` is refused, and those units stay at 1 (the paper's guard).
 
     Returns ``(head scales float[layer, head], neuron scales float[layer, unit], trace)``: pruned units
@@ -562,19 +486,18 @@ def tune_scales(
     batches = list(batches)
     layout = model_layout(model)
     layers = adapter_for(model).layers(model)
-    residual = layout.family in _POST_LN_FAMILIES
     head_scales = heads.bool().to(torch.float64).clone()
     neuron_scales = neurons.bool().to(torch.float64).clone()
     trace: list[dict[str, Any]] = []
-    with _frozen(model):
-        teacher = _teacher_targets(model, batches, residual)
+    with frozen(model):
+        teacher = _teacher_targets(model, batches)
         for layer, parts in enumerate(layers):
             for kind, scales in (("heads", head_scales), ("neurons", neuron_scales)):
                 kept = scales[layer] != 0
                 if not bool(kept.any()):
                     continue
                 inputs, residuals = _student_inputs(model, batches, layer, kind, head_scales.float(),
-                                                    neuron_scales.float(), residual)
+                                                    neuron_scales.float())
                 if kind == "heads":
                     system = _head_system(teacher[layer]["attention"], inputs, residuals, parts, kept, layout.num_heads)
                 else:
@@ -622,6 +545,13 @@ class FisherResult:
             family=model_layout(model).family,
         )
 
+    def export(self, model: nn.Module, *, tuned: bool = True) -> nn.Module:
+        """A physically smaller copy of ``model``: pruned heads and neurons removed and, with ``tuned``,
+        the tuned scales folded into the output projections, so its logits are those of ``model``
+        under ``fisher_gated(model, head_scales, neuron_scales)`` (see `bertlottery.export.export_pruned`)."""
+        scales = dict(head_scales=self.head_scales, neuron_scales=self.neuron_scales) if tuned else {}
+        return export_pruned(model, HeadMask(self.heads), None, neurons=self.neurons, **scales)
+
 
 def fisher_search(
     model: nn.Module,
@@ -653,7 +583,9 @@ def fisher_search(
         raise UserError("Give the Fisher search either budget (MACs or parameters) or budget_fraction, not both.")
     layout = model_layout(model)
     head_cost, neuron_cost = unit_costs(layout, cost, seq_len)
-    full_cost = layout.num_layers * (layout.num_heads * head_cost + layout.intermediate_size * neuron_cost)
+    full_cost = mask_cost(layout, torch.ones(layout.num_layers, layout.num_heads, dtype=torch.bool),
+                          torch.ones(layout.num_layers, layout.intermediate_size, dtype=torch.bool), cost=cost,
+                          seq_len=seq_len)
     if budget_fraction is not None:
         if not 0 <= budget_fraction <= 1:
             raise UserError(f"budget_fraction must be between 0 and 1, got {budget_fraction}.")

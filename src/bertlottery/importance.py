@@ -42,6 +42,7 @@ __all__ = [
     "TENSOR_SETS",
     "prunable_parameters",
     "magnitudes",
+    "frozen",
 ]
 
 
@@ -64,7 +65,7 @@ class ImportanceScores:
 
 
 @contextmanager
-def _frozen(model: nn.Module):
+def frozen(model: nn.Module):
     """Switch off weight gradients (and dropout) for the duration; restore both after."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
@@ -116,7 +117,7 @@ def structured_importance(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     head_total = mlp_total = None
     n_tokens = n_examples = 0
-    with _frozen(model), gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
+    with frozen(model), gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
         running_heads = torch.zeros_like(gates.heads)
         running_mlps = torch.zeros_like(gates.mlps)
         for batch in batches:

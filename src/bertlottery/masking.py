@@ -11,6 +11,10 @@ Head and MLP masks become real-valued *gates* (SPEC section 2):
 Gates are ordinary tensors, so with ``requires_grad=True`` the loss's gradient reaches them: that is
 how importance scores are taken.
 
+MLP neurons (whole intermediate units) get gates of their own: `neuron_gated` scales the MLP output
+projection's input, and `fisher_gated` applies head and neuron gates together (the Fisher search's
+masks and tuned scales).
+
 Weight masks zero single weights. For evaluation `weight_masked` zeroes them and restores the values
 on exit; for training `WeightMaskKeeper` keeps them exactly zero through every optimizer step.
 
@@ -43,6 +47,10 @@ __all__ = [
     "apply_weight_mask_",
     "structured_weight_mask",
     "fraction_kept",
+    "neuron_hook",
+    "check_neurons",
+    "neuron_gated",
+    "fisher_gated",
 ]
 
 
@@ -126,6 +134,66 @@ def _mlp_hook(gates: torch.Tensor, layer: int):
     return hook
 
 
+# ---- gates on MLP neurons (whole intermediate units), as the Fisher search prunes them -----------------
+# A pre-hook on the MLP output projection scales its input, the intermediate units, so a neuron at 0 is
+# exactly its input row (and bias) and output column removed; a GeGLU MLP's units are its activation
+# times gate products, so the hook serves it too.
+
+
+def neuron_hook(gates: torch.Tensor):
+    """Scale the intermediate units (the MLP output projection's input): ``gates`` is (f,) or (B, f)."""
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
+        (units,) = args  # (B, T, f)
+        gate = gates.to(units.dtype)
+        return (units * (gate.unsqueeze(-2) if gate.dim() == 2 else gate),)
+
+    return hook
+
+
+def check_neurons(model: nn.Module, neurons: torch.Tensor) -> None:
+    """Refuse a neuron mask whose shape is not ``(layers, intermediate units)`` of ``model``."""
+    layout = model_layout(model)
+    if tuple(neurons.shape) != (layout.num_layers, layout.intermediate_size):
+        raise UserError(
+            f"Neuron mask has shape {tuple(neurons.shape)} but the model has "
+            f"{(layout.num_layers, layout.intermediate_size)} (layers x intermediate units); use a mask made for it."
+        )
+
+
+@contextmanager
+def neuron_gated(model: nn.Module, neurons: torch.Tensor | None) -> Iterator[None]:
+    """Scale every MLP's intermediate units by ``neurons: float or bool[layer, intermediate]`` inside the block.
+
+    Layers whose neurons are all 1 get no hook, so a full mask is bitwise the ungated model.
+
+    Example:
+        >>> with neuron_gated(model, result.neurons):               # doctest: +SKIP
+        ...     logits = model(**batch).logits
+    """
+    if neurons is None:
+        yield
+        return
+    check_neurons(model, neurons)
+    gates = neurons.to(next(model.parameters()).device, torch.float32 if not neurons.is_floating_point() else neurons.dtype)
+    handles = []
+    try:
+        for index, parts in enumerate(adapter_for(model).layers(model)):
+            if not bool((gates[index] == 1).all()):
+                handles.append(parts.mlp_out.register_forward_pre_hook(neuron_hook(gates[index])))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def fisher_gated(model: nn.Module, heads: torch.Tensor | HeadMask | None, neurons: torch.Tensor | None) -> Iterator[None]:
+    """Head gates (`gated`) and neuron gates (`neuron_gated`) together; real values allowed (tuned scales)."""
+    with gated(model, heads=heads), neuron_gated(model, neurons):
+        yield
+
+
 def _check_weight_mask(model: nn.Module, mask: WeightMask) -> dict[str, nn.Parameter]:
     params = dict(model.named_parameters())
     for name, keep in mask.keep.items():
@@ -173,7 +241,7 @@ class WeightMaskKeeper:
 
     Example:
         >>> keeper = WeightMaskKeeper(model, mask).attach(optimizer)   # doctest: +SKIP
-        >>> ...  # train
+        >>> ...  # train                                             # doctest: +SKIP
         >>> keeper.detach()                                            # doctest: +SKIP
     """
 

@@ -151,6 +151,11 @@ class LayerParts:
     ``[Q; K; V]`` (ModernBERT), and per-layer projections of the relative-position embeddings,
     ``relative`` (DeBERTa-v2 when it does not share them with Q and K), whose rows are per head like
     the key's. ``mlp_in`` of a gated MLP (ModernBERT's GeGLU) holds ``[input; gate]``, f rows each.
+
+    ``attn_residual`` and ``mlp_residual``: the module whose first input is the attention (MLP)
+    sub-layer's residual stream, the x of ``LayerNorm(x + branch)`` or ``x + branch(LayerNorm(x))``;
+    ``None`` where that is the attention inputs' (MLP input's) own input, as in the post-norm families.
+    Pre-norm families name their sub-layers' LayerNorms. `residual_sources` gives both either way.
     """
 
     attn_out: nn.Linear
@@ -162,6 +167,14 @@ class LayerParts:
     qkv: nn.Linear | None = None
     relative: tuple[nn.Linear, ...] = ()
     gated_mlp: bool = False
+    attn_residual: nn.Module | None = None
+    mlp_residual: nn.Module | None = None
+
+    @property
+    def residual_sources(self) -> tuple[nn.Module, nn.Module]:
+        """``(attention, mlp)``: the modules whose first input is each sub-layer's residual stream."""
+        attention = self.attn_residual or (self.qkv if self.qkv is not None else self.query)
+        return attention, self.mlp_residual or self.mlp_in
 
     @property
     def attention_inputs(self) -> tuple[nn.Linear, ...]:
@@ -253,6 +266,9 @@ class Adapter:
     classifier: Callable[[nn.Module], list[nn.Module]]
     blocks: Callable[[nn.Module], nn.ModuleList]  # the encoder's layer modules, in order
     sdpa: bool = True  # transformers implements the family's attention with SDPA; if not, eager
+    # x + branch(LayerNorm(x)) rather than LayerNorm(x + branch(x)): a gate then scales a branch that is
+    # added to the residual stream as it is, and the sub-layers' residual is their LayerNorm's input
+    pre_norm: bool = False
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -293,6 +309,7 @@ _distilbert_layers = _parts_at(
 # Pre-norm: the residual adds Wo's output and the MLP's directly, so gates on them scale the branches.
 _modernbert_layers = _parts_at(
     _modernbert_blocks, qkv="attn.Wqkv", attn_out="attn.Wo", mlp_in="mlp.Wi", mlp_out="mlp.Wo", gated_mlp=True,
+    attn_residual="attn_norm", mlp_residual="mlp_norm",  # the first layer's attn_norm is an Identity
 )
 _mpnet_layers = _parts_at(
     _encoder_blocks, query="attention.attn.q", key="attention.attn.k", value="attention.attn.v",
@@ -302,6 +319,9 @@ _deberta_v2_plain_layers = _parts_at(
     _encoder_blocks, query="attention.self.query_proj", key="attention.self.key_proj",
     value="attention.self.value_proj", attn_out="attention.output.dense", mlp_in="intermediate.dense",
     mlp_out="output.dense",
+    # DeBERTa-v3's query and key maps also project the relative-position embeddings: the attention
+    # module's own input is the residual
+    attn_residual="attention",
 )
 
 
@@ -356,6 +376,7 @@ _ADAPTERS = [
         layer_prefix=lambda m: _prefix(m, "layers"),
         classifier=_classifier_of("head", "classifier"),
         blocks=_modernbert_blocks,
+        pre_norm=True,
     ),
     Adapter(
         "deberta-v2",

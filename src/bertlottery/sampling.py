@@ -8,6 +8,10 @@
   (topped up from elements in neither set); random = drawn from elements in neither set, resized to
   |good|. Where those pools are too small for |good|, the rest comes from the survivors themselves.
 
+- neurons (whole MLP intermediate units, as the Fisher search keeps them): `random_neurons_like` and
+  `bad_neurons_like` keep as many units as the good mask in every layer (or, with ``per_layer=False``,
+  in total); random draws them uniformly, bad takes the lowest-scored ones.
+
 Every draw takes a seed, and the functions record it in the returned `Masks`' ``params``.
 
 Example:
@@ -26,7 +30,7 @@ from .compat import Compat
 from .errors import UserError
 from .masks import HeadMask, Masks, MlpMask, WeightMask
 
-__all__ = ["random_like", "bad_like", "super_survivors", "draw_exact"]
+__all__ = ["random_like", "bad_like", "super_survivors", "draw_exact", "random_neurons_like", "bad_neurons_like"]
 
 
 def draw_exact(count: int, *pools: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -141,3 +145,60 @@ def super_survivors(masks: Sequence[Masks], seed: int) -> dict[str, Masks]:
         setattr(result["bad"], kind, cls(draw_exact(count, always_pruned, neither, good, generator=generator)))
         setattr(result["random"], kind, cls(draw_exact(count, neither, always_pruned | good, generator=generator)))
     return result
+
+
+def _check_neuron_counts(good: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    good = torch.as_tensor(good)
+    if good.dim() != 2:
+        raise UserError(f"A neuron mask is bool[layer, unit]; this one has shape {tuple(good.shape)}.")
+    if scores is not None and tuple(scores.shape) != tuple(good.shape):
+        raise UserError(f"Neuron scores have shape {tuple(scores.shape)} but the mask {tuple(good.shape)}; "
+                        "score the model the mask was made for.")
+    return good.bool().cpu()
+
+
+def random_neurons_like(good: torch.Tensor, seed: int, *, per_layer: bool = True) -> torch.Tensor:
+    """A neuron mask ``bool[layer, unit]`` of ``good``'s size, its units drawn uniformly (seeded).
+
+    ``per_layer``: every layer keeps exactly as many units as in ``good`` (so the same MACs layer by
+    layer); otherwise only the total is the same, drawn from all layers' units at once.
+
+    >>> good = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    >>> random_neurons_like(good, seed=0).sum(1).tolist()
+    [2, 1]
+    """
+    good = _check_neuron_counts(good)
+    generator = torch.Generator().manual_seed(seed)
+    everything = torch.ones_like(good)
+    if not per_layer:
+        return draw_exact(int(good.sum()), everything, generator=generator)
+    return torch.stack([draw_exact(int(row.sum()), everything[0], generator=generator) for row in good])
+
+
+def _lowest(scores: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """A bool mask of the ``count`` lowest ``scores``; equal scores in a seeded random order."""
+    shuffled = torch.randperm(scores.numel(), generator=generator)
+    order = shuffled[torch.sort(scores.flatten()[shuffled].double(), stable=True).indices]
+    out = torch.zeros(scores.numel(), dtype=torch.bool)
+    out[order[:count]] = True
+    return out.view(scores.shape)
+
+
+def bad_neurons_like(good: torch.Tensor, scores: torch.Tensor, seed: int, *, per_layer: bool = True) -> torch.Tensor:
+    """A neuron mask ``bool[layer, unit]`` of ``good``'s size that keeps the lowest-scored units.
+
+    ``scores: float[layer, unit]`` are the importance the search ranked by (the Fisher estimate). With
+    ``per_layer`` every layer keeps as many units as in ``good``, its lowest-scored ones; otherwise the
+    lowest-scored units over all layers, as many as ``good`` keeps in total. Ties are broken in an
+    order drawn from ``seed``.
+
+    >>> good = torch.tensor([[True, True, False], [False, True, False]])
+    >>> bad_neurons_like(good, torch.tensor([[3.0, 1.0, 2.0], [5.0, 4.0, 6.0]]), seed=0).int().tolist()
+    [[0, 1, 1], [0, 1, 0]]
+    """
+    good = _check_neuron_counts(good, scores)
+    scores = scores.detach().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    if not per_layer:
+        return _lowest(scores, int(good.sum()), generator)
+    return torch.stack([_lowest(layer_scores, int(row.sum()), generator) for row, layer_scores in zip(good, scores)])

@@ -10,9 +10,13 @@ Two kinds of map per head h of layer l (rows = query token i, columns = key toke
   the norm of that token's transformed value vector, and no ``batch x heads x T x T x hidden`` tensor
   is ever built (the largest intermediate is ``batch x heads x T x hidden``).
 
-The probabilities are recomputed from the query and key projections captured with forward hooks, so
-the code works whatever attention kernel (sdpa, flash, eager) the model was loaded with; the tests
-check them against eager attention's returned probabilities.
+In the families whose scores are plain ``q . k`` (BERT, RoBERTa, ELECTRA, DistilBERT) the probabilities
+are recomputed from the query and key projections captured with forward hooks, so the code works
+whatever attention kernel (sdpa, flash, eager) the model was loaded with; the tests check them against
+eager attention's returned probabilities. The other families add terms of their own to the scores
+(DeBERTa's disentangled relative positions, MPNet's relative-position bias, ModernBERT's rotary
+embeddings and local windows), so there the maps are the probabilities the model itself returns with
+``output_attentions`` on the eager kernel (switched to for the pass and back).
 
 Masks: the forward pass runs under the given head/MLP gates (and weight mask), so every surviving
 head sees the inputs the pruned model gives it. A head the mask removes contributes nothing to the
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,11 @@ __all__ = [
 ]
 
 
+# Families whose attention scores are q . k / sqrt(d) + the padding mask and nothing else: their maps are
+# recomputed from the captured projections; the others' come from the model's own probabilities.
+_PLAIN_SCORES = ("bert", "roberta", "electra", "distilbert")
+
+
 @dataclass
 class _Captured:
     query: torch.Tensor | None = None
@@ -64,25 +73,43 @@ class _Captured:
 
 
 @contextmanager
-def _capture(model: nn.Module) -> Iterator[list[_Captured]]:
-    """Forward hooks that keep every layer's query, key and value projection outputs; always removed."""
+def _capture(model: nn.Module, names: tuple[str, ...]) -> Iterator[list[_Captured]]:
+    """Forward hooks that keep every layer's ``names`` (query, key, value) projection outputs, each the
+    heads' (B, T, H*dh) block (a fused QKV map's own block of its output); always removed."""
     layers = adapter_for(model).layers(model)
     captured = [_Captured() for _ in layers]
     handles = []
 
-    def keep(slot: _Captured, name: str):
+    def keep(slot: _Captured, name: str, first: int, width: int):
         def hook(module, args, output):
-            setattr(slot, name, output.detach())
+            setattr(slot, name, output[..., first:first + width].detach())
         return hook
 
     try:
         for parts, slot in zip(layers, captured, strict=True):
-            for name in ("query", "key", "value"):
-                handles.append(getattr(parts, name).register_forward_hook(keep(slot, name)))
+            width = parts.attn_out.in_features
+            for position, name in enumerate(("query", "key", "value")):
+                if name in names:
+                    linear, first = (getattr(parts, name), 0) if parts.qkv is None else (parts.qkv, position * width)
+                    handles.append(linear.register_forward_hook(keep(slot, name, first, width)))
         yield captured
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def _eager_attention(model: nn.Module) -> Iterator[None]:
+    """The eager attention kernel inside the block (only it returns probabilities), the model's own after."""
+    current = model.config._attn_implementation
+    if current == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -143,14 +170,20 @@ def head_maps(
     # additive key mask as the model applies it: padding keys get (effectively) zero probability
     key_bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
     key_bias = key_bias.masked_fill(attention_mask == 0, torch.finfo(dtype).min)[:, None, None, :]  # (B,1,1,T)
-    with torch.no_grad(), _capture(model) as captured:
-        model(**inputs)
+    recompute = layout.family in _PLAIN_SCORES
+    names = ("query", "key", "value") if recompute else ("value",)
+    with torch.no_grad(), _capture(model, names) as captured, \
+            (nullcontext() if recompute else _eager_attention(model)):
+        outputs = model(**inputs) if recompute else model(**inputs, output_attentions=True)
         out = []
         for index, (parts, slot) in enumerate(zip(layers, captured, strict=True)):
-            q = _split_heads(slot.query.to(dtype), layout.num_heads)
-            k = _split_heads(slot.key.to(dtype), layout.num_heads)
-            scores = torch.matmul(q, k.transpose(-1, -2)) * layout.head_dim ** -0.5 + key_bias
-            alpha = torch.softmax(scores, dim=-1)  # (B, H, T, T)
+            if recompute:
+                q = _split_heads(slot.query.to(dtype), layout.num_heads)
+                k = _split_heads(slot.key.to(dtype), layout.num_heads)
+                scores = torch.matmul(q, k.transpose(-1, -2)) * layout.head_dim ** -0.5 + key_bias
+                alpha = torch.softmax(scores, dim=-1)  # (B, H, T, T)
+            else:
+                alpha = outputs.attentions[index].to(dtype)  # the model's own (B, H, T, T)
             maps = {"raw": alpha}
             if norm:
                 f = transformed_values(slot.value.to(dtype), parts.attn_out, layout.num_heads)  # (B, H, T, hidden)

@@ -134,24 +134,27 @@ def mask_difference(a: WeightMask, b: WeightMask) -> float:
 
 def head_prune_rates(model: nn.Module, mask: WeightMask) -> torch.Tensor:
     """``float[layer, head]``: the fraction of each head's weights that ``mask`` prunes: its rows of
-    the query, key and value matrices and its columns of the attention output (biases not counted).
+    every per-head block (the query, key and value matrices, each block of a fused QKV map, DeBERTa's
+    relative-position projections) and its columns of the attention output (biases not counted).
     Tensors the mask does not cover count as kept."""
     from ..models import adapter_for, model_layout
 
     layout = model_layout(model)
     names = {id(p): n for n, p in model.named_parameters()}
-    dh = layout.head_dim
-    rates = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64)
-    per_head = 4 * layout.hidden_size * dh
+    heads, dh = layout.num_heads, layout.head_dim
+    rates = torch.zeros(layout.num_layers, heads, dtype=torch.float64)
     for layer, parts in enumerate(adapter_for(model).layers(model)):
-        pruned = torch.zeros(layout.num_heads, dtype=torch.float64)
-        for linear in (parts.query, parts.key, parts.value):
+        pruned = torch.zeros(heads, dtype=torch.float64)
+        per_head = layout.hidden_size * dh  # the output columns; each block adds its rows below
+        for linear, first in parts.head_blocks:
+            per_head += dh * linear.in_features
             keep = mask.keep.get(names[id(linear.weight)])
-            if keep is not None:  # (H*dh, d): head h owns rows h*dh:(h+1)*dh
-                pruned += (~keep).view(layout.num_heads, dh, -1).sum(dim=(1, 2)).double()
+            if keep is not None:  # head h owns rows first + h*dh : first + (h+1)*dh
+                block = keep[first:first + heads * dh]
+                pruned += (~block).view(heads, dh, -1).sum(dim=(1, 2)).double()
         keep = mask.keep.get(names[id(parts.attn_out.weight)])
         if keep is not None:  # (d, H*dh): head h owns columns h*dh:(h+1)*dh
-            pruned += (~keep).view(keep.shape[0], layout.num_heads, dh).sum(dim=(0, 2)).double()
+            pruned += (~keep).view(keep.shape[0], heads, dh).sum(dim=(0, 2)).double()
         rates[layer] = pruned / per_head
     return rates
 
