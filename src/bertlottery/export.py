@@ -7,7 +7,7 @@ too) keep only the rows of its kept heads, the attention output projection only 
 and a masked MLP does no matrix multiplication at all (a GeGLU MLP loses both halves of its input
 map). Single MLP units (the Fisher search's neuron masks) go too: a pruned unit's input row and bias
 (both rows, input and gate, of a GeGLU map) and its output column; the Fisher search's tuned scales are
-folded into the output projections' columns. Its outputs are the gated model's (SPEC section 2):
+folded into the output projections' columns. Its outputs are the gated model's (docs/algorithms.md#gates):
 
 - a layer that keeps no heads computes no attention; its attention branch gives the output projection's
   bias b_O, because a gate scales the heads' context vectors and the bias survives: LayerNorm(x + b_O)

@@ -1,6 +1,6 @@
 """Importance scores: heads and MLPs from the gradients of their gates, weights by magnitude.
 
-Head and MLP importance (SPEC section 2, Michel et al. 2019 extended to MLPs)::
+Head and MLP importance (docs/algorithms.md#importance-scores; Michel et al. 2019 extended to MLPs)::
 
     I_head[l, h] = E_x |dL/dxi[l, h]|        I_mlp[l] = E_x |dL/dnu[l]|
 
@@ -148,7 +148,7 @@ def structured_importance(
 
 # ---- magnitude pruning's tensors and scores -------------------------------------------------------
 
-# Which tensors of each layer magnitude pruning may prune (SPEC section 3). "paper": the released
+# Which tensors of each layer magnitude pruning may prune (docs/algorithms.md#magnitude-pruning). "paper": the released
 # code's set, the six weight matrices and their biases except the MLP output projection's bias.
 # "attention_inputs" are the maps whose rows belong to heads: Q, K and V (ModernBERT's one fused map;
 # DeBERTa-v2's relative-position projections too), so every family prunes its own equivalent of the six.

@@ -1,6 +1,6 @@
 """Apply masks to a live model with hooks that are always removed.
 
-Head and MLP masks become real-valued *gates* (SPEC section 2):
+Head and MLP masks become real-valued *gates* (docs/algorithms.md#gates):
 
 - a head gate ``xi[l, h]`` scales head h's slice of the input to layer l's attention output projection:
   scaling a head's context vector is exactly scaling its attention probabilities, and it works with

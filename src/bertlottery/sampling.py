@@ -1,4 +1,4 @@
-"""Good, random and bad subnetworks of exactly the good one's size, and super-survivors (SPEC section 4).
+"""Good, random and bad subnetworks of exactly the good one's size, and super-survivors (docs/algorithms.md#subnetworks).
 
 - random: as many elements as good (heads and MLPs counted separately; weights in total for a global
   mask, per tensor for a local one), drawn uniformly from all elements.

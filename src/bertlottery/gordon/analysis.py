@@ -56,7 +56,7 @@ def sort_order_ranks(weights: torch.Tensor) -> torch.Tensor:
 
 def sort_order_movement(before: torch.Tensor, after: torch.Tensor, *,
                         ranks_before: torch.Tensor | None = None) -> torch.Tensor:
-    """Per weight (flattened): |rank before - rank after| / tensor size (SPEC section 8). A weight that goes
+    """Per weight (flattened): |rank before - rank after| / tensor size (G§3; docs/algorithms.md#compressing-bert). A weight that goes
     from position 59 of 100 to 63 moved 0.04."""
     if before.shape != after.shape:
         raise ValueError(f"weights before {tuple(before.shape)} and after {tuple(after.shape)} differ in shape")
