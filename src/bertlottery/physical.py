@@ -1,0 +1,139 @@
+"""Train and evaluate s-pruned subnetworks as physically smaller models, not as gated full ones.
+
+Re-fine-tuning under a head+MLP mask with gates (`bertlottery.masking.gated`) costs what the full model
+costs: the masked heads and MLPs are computed and multiplied by zero. Here the mask is applied by
+`bertlottery.export.export_pruned` instead, so they are not computed at all. It is the same computation
+(Prasanna et al. 2020, section 3: a pruned head stays pruned throughout re-fine-tuning):
+
+- a gated-off head or MLP gets an exactly zero gradient in the full model (its output is multiplied by
+  zero), so the kept weights see the same gradients in both models;
+- AdamW is element-wise, so the kept weights take the same steps;
+- gradient clipping by global norm sums squared gradients, and the zeros add nothing: the norm, hence
+  the clipping factor, is the same;
+- weight decay shrinks the gated model's masked weights, which the mask never lets reach the output;
+  the small model does not have them. `merge_trained` leaves them at their starting values.
+
+With dropout on, the two models draw different dropout masks (the attention probabilities have other
+shapes), so runs are equal in distribution rather than bitwise.
+
+Example:
+    >>> model = load_model("minilm-l6", num_labels=2, seed=42)                        # doctest: +SKIP
+    >>> small, history = finetune_pruned(model, batches, TrainSettings(), masks)       # doctest: +SKIP
+    >>> evaluate(small, task, dev)          # the trained subnetwork; `model` now holds its weights too  # doctest: +SKIP
+    >>> search = structured_search(score, pruned_evaluator(model, measure), ...)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .export import _rows_of, export_pruned, exported_plan  # head h's rows, as the export slices them
+from .masks import HeadMask, Masks, MlpMask
+from .models import adapter_for
+from .training import History, TrainSettings, finetune
+
+__all__ = ["export_for", "merge_trained", "finetune_pruned", "pruned_evaluator"]
+
+
+def export_for(model: nn.Module, masks: Masks) -> nn.Module:
+    """The physically smaller copy of ``model`` under ``masks``' heads and MLPs.
+
+    Only head and MLP masks can be removed physically; a weight mask (m-pruning) has to stay a mask on
+    the full model, so it is refused here rather than silently dropped.
+    """
+    if masks.weights is not None:
+        raise UserError("A weight mask cannot be removed physically; re-fine-tune it on the full model (gated).")
+    return export_pruned(model, masks.heads, masks.mlps)
+
+
+@torch.no_grad()
+def merge_trained(full: nn.Module, small: nn.Module) -> nn.Module:
+    """Copy the weights of ``small`` (an export of ``full``) back into ``full``, in place.
+
+    The kept slices of the sliced projections go back to their places; every other tensor (embeddings,
+    LayerNorms, kept MLPs, the classifier) has the same name and shape in both and is copied whole.
+    Weights of removed heads and MLPs keep their values in ``full``. Afterwards ``full`` under
+    ``gated(full, plan.head_mask, plan.mlp_mask)`` computes what ``small`` computes, so it can be saved,
+    evaluated and sized as any gated run is. Returns ``full``.
+    """
+    plan = exported_plan(small)
+    if plan is None:
+        raise UserError("merge_trained takes a model made by export_pruned; this one is a full model.")
+    if exported_plan(full) is not None:
+        raise UserError("merge_trained writes into the full model; it was given an export.")
+    target = full.state_dict()
+    sliced = set()
+    small_layers, full_layers = adapter_for(small).layers(small), adapter_for(full).layers(full)
+    names = {id(p): n for n, p in small.named_parameters()}
+    for index, (cut, whole) in enumerate(zip(small_layers, full_layers)):
+        rows = _rows_of(plan.heads[index], plan.layout.head_dim, whole.query.weight.device)
+        for part in ("query", "key", "value"):
+            source, dest = getattr(cut, part), getattr(whole, part)
+            dest.weight[rows] = source.weight.to(dest.weight.dtype)
+            dest.bias[rows] = source.bias.to(dest.bias.dtype)
+            sliced.update((names[id(source.weight)], names[id(source.bias)]))
+        whole.attn_out.weight[:, rows] = cut.attn_out.weight.to(whole.attn_out.weight.dtype)
+        sliced.add(names[id(cut.attn_out.weight)])
+        if not plan.mlps[index]:
+            # zero-width in the export; the output projection's bias was dropped with them
+            sliced.update(n for n in (names[id(cut.mlp_in.weight)], names[id(cut.mlp_in.bias)],
+                                      names[id(cut.mlp_out.weight)]))
+    for name, tensor in small.state_dict().items():
+        if name in sliced:
+            continue
+        if name not in target or target[name].shape != tensor.shape:
+            raise UserError(f"{name} of the export does not match the full model; merge into the model it was exported from.")
+        target[name].copy_(tensor)
+    return full
+
+
+def finetune_pruned(
+    model: nn.Module,
+    train_batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+    settings: TrainSettings,
+    masks: Masks,
+    *,
+    steps_per_epoch: int | None = None,
+    on_epoch_end: Callable[[int, nn.Module], dict[str, Any] | None] | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, History]:
+    """Re-fine-tune ``model`` under ``masks`` (heads and MLPs) by training its physically smaller export.
+
+    Same arguments and history as `bertlottery.training.finetune` with ``masks``; ``on_epoch_end``
+    receives the small model (the mask is built in). Returns ``(small, history)``: the trained small
+    model, to evaluate, and ``model`` itself updated in place by `merge_trained`, to save or to evaluate
+    under ``gated`` exactly as a gated re-fine-tuning's model.
+
+    >>> small, history = finetune_pruned(model, batches, TrainSettings(epochs=1), masks)  # doctest: +SKIP
+    """
+    small = export_for(model, masks)
+    history = finetune(small, train_batches, settings, steps_per_epoch=steps_per_epoch,
+                       on_epoch_end=on_epoch_end, progress=progress)
+    merge_trained(model, small.to(next(model.parameters()).device))
+    return small, history
+
+
+def pruned_evaluator(
+    model: nn.Module, measure: Callable[[nn.Module], float]
+) -> Callable[[HeadMask, MlpMask], float]:
+    """A search's ``evaluate(heads, mlps)``: ``measure`` of the physically pruned model.
+
+    The drop-in replacement of ``with gated(model, heads, mlps): return measure(model)`` for
+    `bertlottery.pruning.structured_search`: same metric (to float tolerance), fewer operations. Each
+    call exports a fresh copy of ``model`` (a copy of its weights, small next to an evaluation pass).
+
+    >>> evaluate = pruned_evaluator(model, lambda m: evaluate(m, task, dev)["accuracy"])  # doctest: +SKIP
+    >>> evaluate(heads, mlps)                                                             # doctest: +SKIP
+    """
+
+    def evaluate(heads: HeadMask, mlps: MlpMask) -> float:
+        small = export_pruned(model, heads, mlps)
+        return float(measure(small))
+
+    return evaluate
+
