@@ -36,6 +36,7 @@ CASES = [  # (name, threads, wait policy, competitor)
     ("2 threads, competitor, PASSIVE", "2", "PASSIVE", True),
     ("choose_threads(), competitor", "auto", None, True),
 ]
+QUICK_CASES = ("1 thread, alone", "1 thread, competitor", "2 threads, competitor", "2 threads, competitor, PASSIVE")
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,7 +83,7 @@ def main() -> None:
         child(args)
         return
     if args.quick:
-        args.steps, args.batch_size, args.length = 3, 4, 16
+        args.steps, args.batch_size, args.length = 2, 4, 16
     from bertlottery.precision import cpu_model
     from bertlottery.threads import free_cores, load_average, usable_cores
 
@@ -90,7 +91,9 @@ def main() -> None:
           f"free cores by load {free_cores()}; {'tiny BERT' if args.quick else 'MiniLM-L6'}, batch "
           f"{args.batch_size}x{args.length}, {args.steps} timed steps per case")
     results = {}
-    for name, threads, policy, competing in CASES:
+    # --quick keeps the cases of the final comparison; each child costs a Python start-up
+    cases = [c for c in CASES if not args.quick or c[0] in QUICK_CASES]
+    for name, threads, policy, competing in cases:
         competitor = None
         if competing:
             # one core's worth of load; ended by its own handle below
