@@ -7,7 +7,8 @@ Each case runs in its own child process, because OpenMP reads OMP_WAIT_POLICY on
 start. A case is: torch threads (1, 2, or what `bertlottery.threads.choose_threads` picks), the wait
 policy (OpenMP's default, which spins a while at every barrier, or PASSIVE, which sleeps), and whether
 a competitor (a Python busy loop, one core's worth of load) runs beside it. The child warms up with two
-steps and prints the median of the timed ones. Ratios are to "1 thread, alone". On a machine that
+steps and prints the median of the timed ones; every case runs ``--repeats`` times, in an order that
+rotates, and the median is taken. Ratios are to "1 thread, alone". On a machine that
 other people's jobs share, "alone" is not alone and every figure is noisy: read the ratios as
 indicative, and re-run on a quiet machine for figures to quote.
 
@@ -43,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny model and a few steps (under a minute)")
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per case (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of every case, in rotated order (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--length", type=int, default=48)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # thread count, in a child process
@@ -83,28 +85,37 @@ def main() -> None:
         child(args)
         return
     if args.quick:
-        args.steps, args.batch_size, args.length = 2, 4, 16
+        args.steps, args.batch_size, args.length, args.repeats = 2, 4, 16, 1
+    from _speed import rotated
     from bertlottery.precision import cpu_model
     from bertlottery.threads import free_cores, load_average, usable_cores
 
     print(f"{cpu_model()}, {usable_cores()} usable cores, load average {load_average():.2f} at start, "
           f"free cores by load {free_cores()}; {'tiny BERT' if args.quick else 'MiniLM-L6'}, batch "
-          f"{args.batch_size}x{args.length}, {args.steps} timed steps per case")
-    results = {}
+          f"{args.batch_size}x{args.length}, {args.steps} timed steps per case, "
+          f"{args.repeats} repetition(s) of every case in rotated order (median)")
     # --quick keeps the cases of the final comparison; each child costs a Python start-up
     cases = [c for c in CASES if not args.quick or c[0] in QUICK_CASES]
-    for name, threads, policy, competing in cases:
-        competitor = None
-        if competing:
-            # one core's worth of load; ended by its own handle below
-            competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            time.sleep(0.5)
-        try:
-            results[name] = run_case(args, threads, policy)
-        finally:
-            if competitor is not None:
-                competitor.kill()
-                competitor.wait()
+    # Every repetition runs every case, in an order rotated from one repetition to the next, so that a
+    # change in the machine's other load during the run does not fall on some cases only.
+    steps: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    chosen: dict[str, int] = {}
+    for rep in range(args.repeats):
+        for name, threads, policy, competing in rotated(cases, rep):
+            competitor = None
+            if competing:
+                # one core's worth of load; ended by its own handle below
+                competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                time.sleep(0.5)
+            try:
+                result = run_case(args, threads, policy)
+            finally:
+                if competitor is not None:
+                    competitor.kill()
+                    competitor.wait()
+            steps[name].append(result["step"])
+            chosen[name] = result["threads"]
+    results = {name: {"step": statistics.median(times), "threads": chosen[name]} for name, times in steps.items()}
     base = results["1 thread, alone"]["step"]
     print(f"\n{'case':<32} {'threads':>7} {'step':>10} {'vs 1 thread alone':>18}")
     for name, result in results.items():

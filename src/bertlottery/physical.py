@@ -3,7 +3,7 @@
 Re-fine-tuning under a head+MLP mask with gates (`bertlottery.masking.gated`) costs what the full model
 costs: the masked heads and MLPs are computed and multiplied by zero. Here the mask is applied by
 `bertlottery.export.export_pruned` instead, so they are not computed at all. It is the same computation
-(Prasanna et al. 2020, section 3: a pruned head stays pruned throughout re-fine-tuning):
+(re-fine-tuning holds the mask fixed throughout, `docs/algorithms.md#evaluation-modes-and-baselines`):
 
 - a gated-off head or MLP gets an exactly zero gradient in the full model (its output is multiplied by
   zero), so the kept weights see the same gradients in both models;
@@ -12,6 +12,11 @@ costs: the masked heads and MLPs are computed and multiplied by zero. Here the m
   the clipping factor, is the same;
 - weight decay shrinks the gated model's masked weights, which the mask never lets reach the output;
   the small model does not have them. `merge_trained` leaves them at their starting values.
+
+The two models add up their sums in other orders, so they agree to rounding, not bitwise. One place
+shows it more than others: a key bias adds the same amount to all of a query's scores, which softmax
+ignores, so its gradient is zero up to rounding and Adam (which divides by the gradient's own running
+size) turns that noise into steps of up to the learning rate, in either model; it changes no output.
 
 With dropout on, the two models draw different dropout masks (the attention probabilities have other
 shapes), so runs are equal in distribution rather than bitwise.
