@@ -11,6 +11,11 @@ the second core). Two remedies, measured side by side by ``benchmarks/bench_thre
   gives its core back. OpenMP reads it when it starts, i.e. before torch's first parallel operation:
   set it first thing in the process (the CLI's entry point), or in the environment of a child process.
 
+Measured on the shared 2-core machine (BENCHMARKS.md, indicative): PASSIVE is the better remedy. Next
+to a CPU-bound process, two spinning threads ran a MiniLM step 4.4x slower than one thread, two
+passive threads 1.14x; with the second core free, two passive threads were faster than one. Choosing
+fewer threads avoids the collapse too but gives up a core that may free up a minute later.
+
 Example:
     >>> passive_wait()                              # doctest: +SKIP
     >>> torch.set_num_threads(choose_threads())     # doctest: +SKIP
