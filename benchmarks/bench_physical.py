@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from _common import benchmark_parser, setup
-from _speed import median_ratio, model_for, optimizer_for, rotated, timed, train_step
+from _speed import median_ratio, model_for, optimizer_for, prepare_task_data, rotated, timed, train_step
 from bertlottery.evaluation import evaluate
 from bertlottery.importance import structured_importance
 from bertlottery.masking import fraction_kept, gated
@@ -40,7 +40,6 @@ from bertlottery.masks import HeadMask, Masks, MlpMask
 from bertlottery.models import load_tokenizer, model_layout
 from bertlottery.physical import export_for, pruned_evaluator
 from bertlottery.pruning import structured_search
-from bertlottery.recipes import prepare_task_data
 from bertlottery.tasks import get_task
 from bertlottery.training import TrainSettings, finetune
 

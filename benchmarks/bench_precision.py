@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 
 from _common import benchmark_parser, setup
-from _speed import median_ratio, model_for, optimizer_for, rotated, synthetic_batch, timed, train_step
+from _speed import median_ratio, model_for, optimizer_for, prepare_task_data, rotated, synthetic_batch, timed, train_step
 from bertlottery.evaluation import evaluate
 from bertlottery.models import load_tokenizer
 from bertlottery.precision import BF16_CPU_FLAGS, accelerate_mixed_precision, autocast, cpu_flags, cpu_model, resolve_precision
-from bertlottery.recipes import prepare_task_data
 from bertlottery.tasks import get_task
 from bertlottery.training import TrainSettings, finetune
 

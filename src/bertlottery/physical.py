@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,9 +38,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .export import _rows_of, export_pruned, exported_plan  # head h's rows, as the export slices them
+from .export import export_pruned, exported_plan
 from .masks import HeadMask, Masks, MlpMask
-from .models import adapter_for
 from .training import History, TrainSettings, finetune
 
 __all__ = ["export_for", "merge_trained", "finetune_pruned", "pruned_evaluator"]
@@ -56,13 +56,30 @@ def export_for(model: nn.Module, masks: Masks) -> nn.Module:
     return export_pruned(model, masks.heads, masks.mlps)
 
 
+def _kept_positions(full: nn.Module, plan) -> dict[str, torch.Tensor]:
+    """For every parameter of the export of ``full`` under ``plan``: the flat positions in ``full``'s
+    tensor of the same name that its elements came from.
+
+    Found by exporting a copy of ``full`` whose every parameter holds its own flat positions: the export
+    only selects elements, so whatever it keeps of a tensor is where that part sits in the original. This
+    follows the export exactly for every family it supports (separate or fused Q/K/V, relative-position
+    maps, gated MLPs) without restating how each is cut.
+    """
+    probe = copy.deepcopy(full)
+    with torch.no_grad():
+        for param in probe.parameters():
+            # float64 holds every position exactly (up to 2**53 elements)
+            param.data = torch.arange(param.numel(), dtype=torch.float64, device=param.device).view(param.shape)
+    cut = export_pruned(probe, plan.head_mask, plan.mlp_mask)
+    return {name: param.detach().long() for name, param in cut.named_parameters()}
+
+
 @torch.no_grad()
 def merge_trained(full: nn.Module, small: nn.Module) -> nn.Module:
     """Copy the weights of ``small`` (an export of ``full``) back into ``full``, in place.
 
-    The kept slices of the sliced projections go back to their places; every other tensor (embeddings,
-    LayerNorms, kept MLPs, the classifier) has the same name and shape in both and is copied whole.
-    Weights of removed heads and MLPs keep their values in ``full``. Afterwards ``full`` under
+    Every element of ``small`` goes back to the place in ``full`` it was exported from; weights of
+    removed heads and MLPs keep their values in ``full``. Afterwards ``full`` under
     ``gated(full, plan.head_mask, plan.mlp_mask)`` computes what ``small`` computes, so it can be saved,
     evaluated and sized as any gated run is. Returns ``full``.
     """
@@ -71,29 +88,13 @@ def merge_trained(full: nn.Module, small: nn.Module) -> nn.Module:
         raise UserError("merge_trained takes a model made by export_pruned; this one is a full model.")
     if exported_plan(full) is not None:
         raise UserError("merge_trained writes into the full model; it was given an export.")
-    target = full.state_dict()
-    sliced = set()
-    small_layers, full_layers = adapter_for(small).layers(small), adapter_for(full).layers(full)
-    names = {id(p): n for n, p in small.named_parameters()}
-    for index, (cut, whole) in enumerate(zip(small_layers, full_layers)):
-        rows = _rows_of(plan.heads[index], plan.layout.head_dim, whole.query.weight.device)
-        for part in ("query", "key", "value"):
-            source, dest = getattr(cut, part), getattr(whole, part)
-            dest.weight[rows] = source.weight.to(dest.weight.dtype)
-            dest.bias[rows] = source.bias.to(dest.bias.dtype)
-            sliced.update((names[id(source.weight)], names[id(source.bias)]))
-        whole.attn_out.weight[:, rows] = cut.attn_out.weight.to(whole.attn_out.weight.dtype)
-        sliced.add(names[id(cut.attn_out.weight)])
-        if not plan.mlps[index]:
-            # zero-width in the export; the output projection's bias was dropped with them
-            sliced.update(n for n in (names[id(cut.mlp_in.weight)], names[id(cut.mlp_in.bias)],
-                                      names[id(cut.mlp_out.weight)]))
-    for name, tensor in small.state_dict().items():
-        if name in sliced:
-            continue
-        if name not in target or target[name].shape != tensor.shape:
+    positions = _kept_positions(full, plan)
+    targets = dict(full.named_parameters())
+    for name, param in small.named_parameters():
+        if name not in targets or name not in positions or positions[name].shape != param.shape:
             raise UserError(f"{name} of the export does not match the full model; merge into the model it was exported from.")
-        target[name].copy_(tensor)
+        target = targets[name]
+        target.view(-1)[positions[name].view(-1).to(target.device)] = param.detach().reshape(-1).to(target)
     return full
 
 
