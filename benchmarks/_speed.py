@@ -1,0 +1,84 @@
+"""What bench_threads, bench_precision and bench_physical share: the model, batches and a training step.
+
+``--quick`` swaps the packaged MiniLM for a tiny BERT built in code and real data for a few examples,
+so that every script runs in well under a minute (the tests run them that way).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from bertlottery.models import load_model
+
+try:  # where the steps live since the pipeline's rebuild into steps/
+    from bertlottery.steps.taskdata import prepare_task_data
+except ImportError:  # before it
+    from bertlottery.recipes import prepare_task_data
+
+__all__ = ["prepare_task_data", "model_for", "synthetic_batch", "optimizer_for", "train_step", "timed", "rotated",
+           "median_ratio"]
+from bertlottery.training import build_adamw, decay_groups
+
+
+def model_for(quick: bool, num_labels: int = 2, seed: int = 0) -> nn.Module:
+    """MiniLM-L6 (pre-trained, classifier from ``seed``), or with ``quick`` a 2-layer BERT with its vocabulary."""
+    if not quick:
+        return load_model("minilm-l6", num_labels, seed=seed)
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=128, num_labels=num_labels)
+    return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+
+
+def synthetic_batch(batch_size: int, length: int, seed: int = 0, vocab: int = 30522) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "input_ids": torch.randint(1000, vocab, (batch_size, length), generator=generator),
+        "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+        "labels": torch.randint(0, 2, (batch_size,), generator=generator),
+    }
+
+
+def optimizer_for(model: nn.Module) -> torch.optim.Optimizer:
+    # finetune()'s optimiser: fused AdamW, the paper's eps, no weight decay
+    return build_adamw(decay_groups(model, 0.0), lr=2e-5, eps=1e-8)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, precision=None) -> None:
+    """Forward, backward, clip at 1.0, AdamW step: what finetune() does per batch."""
+    import contextlib
+
+    with precision or contextlib.nullcontext():
+        loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def rotated(names: list[str], rep: int) -> list[str]:
+    """``names`` rotated by ``rep``: each repetition runs every variant, slow phases hit all alike."""
+    k = rep % len(names)
+    return names[k:] + names[:k]
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> tuple[float, float, float]:
+    """Median and quartiles of the per-repetition ratios."""
+    ratios = [a / b for a, b in zip(numerators, denominators)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else (min(ratios), statistics.median(ratios), max(ratios))
+    return median, q1, q3

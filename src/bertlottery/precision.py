@@ -1,0 +1,134 @@
+"""Numeric precision of training, scoring and evaluation: ``fp32``, ``bf16`` or ``fp16`` autocast.
+
+``train.precision`` names what a study asks for; `resolve_precision` says what this device will do:
+
+- ``fp32``: always;
+- ``bf16``: on a CUDA GPU that supports it, and on a CPU with bf16 instructions (``avx512_bf16`` or
+  AMX in /proc/cpuinfo's flags). Elsewhere torch would emulate bf16 in software, slower than fp32,
+  so the run falls back to fp32 with a one-line notice;
+- ``fp16``: CUDA only (on CPU it is emulated and its loss scaling is not needed); elsewhere a UserError.
+
+Autocast keeps the weights in fp32 and runs matrix multiplications in the lower precision, so the
+optimizer and the saved model are unchanged. Training goes through accelerate, which takes
+`accelerate_mixed_precision`'s name; evaluation and scoring enter `autocast` themselves.
+
+Example:
+    >>> precision = resolve_precision("bf16", "cpu")            # "fp32" on a CPU without bf16   # doctest: +SKIP
+    >>> with autocast(precision, "cpu"):                                                         # doctest: +SKIP
+    ...     logits = model(**batch).logits
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+
+from .errors import UserError, did_you_mean
+
+__all__ = [
+    "PRECISIONS",
+    "BF16_CPU_FLAGS",
+    "cpu_flags",
+    "cpu_model",
+    "cpu_has_bf16",
+    "resolve_precision",
+    "autocast",
+    "accelerate_mixed_precision",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# avx512_bf16: bf16 dot products in AVX-512 (Cooper Lake, Zen 4); amx_bf16: AMX tiles (Sapphire Rapids).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+log = logging.getLogger(__name__)
+
+
+def _cpuinfo_field(cpuinfo: str, key: str) -> str:
+    for line in cpuinfo.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+            return value.strip()
+    return ""
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return CPUINFO.read_text()
+    except OSError:  # not Linux: no flags known, so no bf16 on CPU
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU feature flags of the first processor in ``cpuinfo`` (default: this machine's /proc/cpuinfo).
+
+    >>> sorted(cpu_flags("processor : 0\\nflags : fpu avx512f avx512_bf16\\n"))
+    ['avx512_bf16', 'avx512f', 'fpu']
+    """
+    return frozenset(_cpuinfo_field(_read_cpuinfo() if cpuinfo is None else cpuinfo, "flags").split())
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from ``cpuinfo`` (default: this machine's), or ``"unknown"``."""
+    return _cpuinfo_field(_read_cpuinfo() if cpuinfo is None else cpuinfo, "model name") or "unknown"
+
+
+def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 in hardware (one of `BF16_CPU_FLAGS`)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device | str, *, flags: frozenset[str] | None = None) -> str:
+    """The precision this device will run for the one asked: ``precision``, or ``"fp32"`` with a notice.
+
+    Args:
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        flags: the CPU's flags (default: read from /proc/cpuinfo), for tests.
+
+    Raises:
+        UserError: an unknown name, or fp16 on a device other than a CUDA GPU.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"Unknown precision '{precision}'.{did_you_mean(precision, PRECISIONS)} "
+                        f"Known: {', '.join(PRECISIONS)}.")
+    kind = torch.device(device).type
+    if precision == "fp16" and kind != "cuda":
+        raise UserError(f"precision fp16 needs a CUDA GPU, but this run is on {kind}; use bf16 or fp32.")
+    if precision == "bf16":
+        if kind == "cpu" and not cpu_has_bf16(flags):
+            log.warning("precision bf16: this CPU (%s) has no bf16 instructions (%s); running in fp32 instead "
+                        "of a slower emulated bf16.", cpu_model(), " or ".join(BF16_CPU_FLAGS))
+            return "fp32"
+        if kind == "cuda" and not torch.cuda.is_bf16_supported():
+            log.warning("precision bf16: this GPU has no bf16 support; running in fp32.")
+            return "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The autocast context for an already resolved ``precision`` on ``device`` (none for fp32).
+
+    >>> with autocast("fp32", "cpu"):
+    ...     torch.is_autocast_enabled("cpu")
+    False
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in DTYPES:
+        raise UserError(f"Unknown precision '{precision}'.{did_you_mean(precision, PRECISIONS)} "
+                        f"Known: {', '.join(PRECISIONS)}.")
+    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[precision])
+
+
+def accelerate_mixed_precision(precision: str) -> str:
+    """accelerate's name (``TrainSettings.mixed_precision``) for a resolved precision.
+
+    >>> accelerate_mixed_precision("fp32"), accelerate_mixed_precision("bf16")
+    ('no', 'bf16')
+    """
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]

@@ -1,0 +1,200 @@
+"""Re-fine-tuning and search evaluation on the physically pruned model against the gated full model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from bertlottery.errors import UserError
+from bertlottery.importance import structured_importance
+from bertlottery.masking import gated, structured_weight_mask
+from bertlottery.masks import HeadMask, Masks, MlpMask, WeightMask
+from bertlottery.physical import export_for, finetune_pruned, merge_trained, pruned_evaluator
+from bertlottery.pruning import structured_search
+from bertlottery.tasks import get_task
+from bertlottery.training import TrainSettings, finetune
+
+from tiny import tiny_batch, tiny_model
+
+FAMILIES = ["bert", "roberta", "electra", "distilbert"]
+CASES = {
+    # (heads kept [layer][head], MLPs kept [layer]): a layer with some heads, one with none, an MLP gone
+    "some heads, MLP 0 gone": ([[1, 0, 1, 1], [0, 1, 0, 0]], [0, 1]),
+    "layer 0 without heads, MLP 1 gone": ([[0, 0, 0, 0], [1, 1, 0, 1]], [1, 0]),
+}
+# In float64, so that rounding differences (the two models sum in other orders) stay far below the
+# tolerance even where Adam divides a small gradient by its own small running norm.
+# AdamW with weight decay and warm-up, as finetune() builds it; a max norm this low clips every step,
+# so a different global norm would show up as different weights.
+SETTINGS = TrainSettings(learning_rate=1e-3, epochs=2, weight_decay=0.01, warmup_ratio=0.25, max_grad_norm=0.05,
+                         seed=3)
+
+
+def without_dropout(model: nn.Module) -> nn.Module:
+    # Dropout draws differ between the two models (other shapes), so equality needs it off. SDPA
+    # attention reads its dropout from these modules too.
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def masks_of(case: str) -> Masks:
+    heads, mlps = CASES[case]
+    return Masks(heads=HeadMask(torch.tensor(heads, dtype=torch.bool)), mlps=MlpMask(torch.tensor(mlps, dtype=torch.bool)))
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def train_both(model: nn.Module, masks: Masks, batches: list, settings: TrainSettings):
+    """(gated full model after finetune, small model after finetune_pruned, full model merged)."""
+    reference = copy.deepcopy(model)
+    finetune(reference, lambda epoch: batches, settings, masks=masks, progress=False)
+    small, history = finetune_pruned(model, lambda epoch: batches, settings, masks, progress=False)
+    assert len(history.epochs) == settings.epochs
+    return reference, small, model
+
+
+def assert_same_training(start: nn.Module, reference: nn.Module, small: nn.Module, merged: nn.Module,
+                         masks: Masks, batches: list, settings: TrainSettings, *, atol: float) -> None:
+    key_bias_tolerance = settings.learning_rate * settings.epochs * len(batches)
+    kept = structured_weight_mask(start, masks.heads, masks.mlps).keep
+    start_params = dict(start.named_parameters())
+    moved = 0.0
+    for name, trained in reference.named_parameters():
+        keep = kept.get(name, torch.ones_like(trained, dtype=torch.bool))
+        ours = dict(merged.named_parameters())[name]
+        # A key bias adds the same q.b to every score of a query, which softmax ignores: its gradient is
+        # zero up to rounding, and Adam scales that noise up to steps of up to lr in either model.
+        # Its kept part is checked at lr x steps; the logits below show it changes nothing.
+        tolerance = key_bias_tolerance if name.endswith(("key.bias", "k_lin.bias")) else atol
+        torch.testing.assert_close(ours[keep], trained[keep], atol=tolerance, rtol=1e-7,
+                                   msg=lambda m: f"kept part of {name}: {m}")
+        # removed weights: the small model never had them, so they stay the pre-trained ones
+        torch.testing.assert_close(ours[~keep], start_params[name][~keep], atol=0, rtol=0)
+        moved = max(moved, (trained[keep] - start_params[name][keep]).abs().max().item() if keep.any() else 0.0)
+    assert moved > 20 * atol, "training did not move the weights, so the comparison proves nothing"
+    for batch in batches:
+        with gated(reference, heads=masks.heads, mlps=masks.mlps):
+            expected = logits(reference, batch)
+        torch.testing.assert_close(logits(small, batch), expected, atol=atol, rtol=1e-7)
+        with gated(merged, heads=masks.heads, mlps=masks.mlps):
+            torch.testing.assert_close(logits(merged, batch), expected, atol=atol, rtol=1e-7)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_the_pruned_model_is_training_the_gated_model(family, case):
+    model = without_dropout(tiny_model(family, seed=0, dtype=torch.float64))
+    start = copy.deepcopy(model)
+    masks = masks_of(case)
+    batches = [tiny_batch(batch=4, length=9, seed=s) for s in range(3)]
+    reference, small, merged = train_both(model, masks, batches, SETTINGS)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in reference.parameters())
+    assert_same_training(start, reference, small, merged, masks, batches, SETTINGS, atol=1e-9)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_removed_parts_add_nothing_to_the_gradient_norm_that_clipping_uses(family):
+    model = tiny_model(family, seed=1).train()
+    without_dropout(model)
+    masks = masks_of("some heads, MLP 0 gone")
+    small = export_for(model, masks).train()
+    batch = tiny_batch(batch=4, length=9, seed=5)
+    with gated(model, heads=masks.heads, mlps=masks.mlps):
+        model(**batch).loss.backward()
+    small(**batch).loss.backward()
+    removed = ~torch.cat([k.flatten() for k in structured_weight_mask(model, masks.heads, masks.mlps).keep.values()])
+    params = dict(model.named_parameters())
+    grads = torch.cat([params[n].grad.flatten() for n in structured_weight_mask(model, masks.heads, masks.mlps).keep])
+    assert torch.count_nonzero(grads[removed]) == 0  # exactly zero, not merely small
+    full_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    small_norm = torch.nn.utils.get_total_norm([p.grad for p in small.parameters() if p.grad is not None])
+    assert full_norm > 0
+    torch.testing.assert_close(small_norm, full_norm, rtol=1e-5, atol=0)
+
+
+def test_a_weight_mask_is_refused_and_merging_needs_an_export():
+    model = tiny_model()
+    weights = WeightMask({"classifier.weight": torch.ones_like(model.classifier.weight, dtype=torch.bool)})
+    with pytest.raises(UserError, match="weight mask cannot be removed physically"):
+        export_for(model, Masks(weights=weights))
+    with pytest.raises(UserError, match="takes a model made by export_pruned"):
+        merge_trained(model, tiny_model())
+
+
+def test_on_epoch_end_sees_the_small_model_and_merging_keeps_removed_weights():
+    model = without_dropout(tiny_model())
+    start = copy.deepcopy(model)
+    masks = masks_of("layer 0 without heads, MLP 1 gone")
+    seen = []
+    small, history = finetune_pruned(model, lambda epoch: [tiny_batch(seed=epoch)], SETTINGS, masks, progress=False,
+                                     on_epoch_end=lambda epoch, m: seen.append(m) or {"seen": epoch})
+    assert seen == [small, small] and [e["seen"] for e in history.epochs] == [1, 2]
+    # layer 0 lost all heads: its query in the full model is still the pre-trained one
+    torch.testing.assert_close(model.bert.encoder.layer[0].attention.self.query.weight,
+                               start.bert.encoder.layer[0].attention.self.query.weight, atol=0, rtol=0)
+
+
+# ---- searches ------------------------------------------------------------------------------------
+
+SCALE = 1000.0  # a random tiny model's logits move by ~1e-4 per pruned head: some steps must fail
+
+
+def test_a_search_evaluated_on_pruned_models_takes_the_gated_search_steps():
+    model = tiny_model("bert", seed=2)
+    batches = [{**tiny_batch(batch=8, length=11, seed=s), "index": torch.arange(8 * s, 8 * s + 8)} for s in range(4)]
+
+    reference = [logits(model, b) for b in batches]
+
+    def measure(m: nn.Module) -> float:
+        # 1 minus how far the logits moved from the full model's: continuous, so that the two ways of
+        # evaluating must agree closely, and steep, so that some steps fall below the threshold
+        moved = torch.cat([(logits(m, b) - r).abs().flatten() for b, r in zip(batches, reference)]).mean()
+        return 1.0 - SCALE * moved.item()
+
+    def gated_evaluate(heads, mlps):
+        with gated(model, heads=heads, mlps=mlps):
+            return measure(model)
+
+    def score(heads, mlps):
+        return structured_importance(model, batches, heads=heads, mlps=mlps)
+
+    common = dict(num_layers=2, num_heads=4, full_metric=measure(model), head_step_fraction=0.25)
+    expected = structured_search(score, gated_evaluate, **common)
+    ours = structured_search(score, pruned_evaluator(model, measure), **common)
+    assert len(expected.trace) > 2 and any(s.accepted for s in expected.trace)
+    assert not all(s.accepted for s in expected.trace)
+    assert [(s.phase, s.accepted, s.pruned_heads, s.pruned_mlps) for s in ours.trace] == \
+           [(s.phase, s.accepted, s.pruned_heads, s.pruned_mlps) for s in expected.trace]
+    assert [s.metric for s in ours.trace] == pytest.approx([s.metric for s in expected.trace], abs=1e-4)
+    assert ours.heads == expected.heads and ours.mlps == expected.mlps
+
+
+# ---- MiniLM ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_training_pruned_minilm_is_training_gated_minilm(glue_dir):
+    from bertlottery.data import load_split, make_loader, tokenize
+    from bertlottery.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer("minilm-l6")
+    split = tokenize(load_split(get_task("SST-2"), "train", glue_dir)[:12], tokenizer, max_length=32)
+    batches = [{k: v for k, v in b.items() if k != "index"}
+               for b in make_loader(split, tokenizer.pad_token_id, 4, shuffle=False, seed=None)]
+    model = without_dropout(load_model("minilm-l6", 2, seed=0)).double()
+    start = copy.deepcopy(model)
+    heads = torch.ones(6, 12, dtype=torch.bool)
+    heads[0, ::2] = False
+    heads[3] = False  # a layer with no heads
+    heads[5, :9] = False
+    masks = Masks(heads=HeadMask(heads), mlps=MlpMask(torch.tensor([1, 1, 0, 1, 1, 0], dtype=torch.bool)))
+    settings = TrainSettings(learning_rate=1e-3, epochs=1, weight_decay=0.01, warmup_ratio=0.3, max_grad_norm=0.5)
+    reference, small, merged = train_both(model, masks, batches, settings)
+    assert_same_training(start, reference, small, merged, masks, batches, settings, atol=1e-9)
