@@ -15,10 +15,7 @@ from torch import nn
 
 from bertlottery.models import load_model
 
-try:  # where the steps live since the pipeline's rebuild into steps/
-    from bertlottery.steps.taskdata import prepare_task_data
-except ImportError:  # before it
-    from bertlottery.recipes import prepare_task_data
+from bertlottery.steps.taskdata import prepare_task_data
 
 __all__ = ["prepare_task_data", "model_for", "synthetic_batch", "optimizer_for", "train_step", "timed", "rotated",
            "median_ratio"]

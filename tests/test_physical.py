@@ -19,7 +19,7 @@ from bertlottery.training import TrainSettings, finetune
 
 from tiny import tiny_batch, tiny_model
 
-FAMILIES = ["bert", "roberta", "electra", "distilbert"]
+FAMILIES = ["bert", "roberta", "electra", "distilbert", "modernbert", "deberta-v2", "deberta-v3", "mpnet"]
 CASES = {
     # (heads kept [layer][head], MLPs kept [layer]): a layer with some heads, one with none, an MLP gone
     "some heads, MLP 0 gone": ([[1, 0, 1, 1], [0, 1, 0, 0]], [0, 1]),
