@@ -80,6 +80,7 @@ __all__ = [
     "mask_file_of",
     "stage_path",
     "stage_file_name",
+    "rows_path",
     "write_graph",
     "read_graph",
     "staged_run_dir",
@@ -140,6 +141,11 @@ def stage_path(run_dir: str | os.PathLike, stage_id: str) -> Path:
 def stage_file_name(stage_id: str) -> str:
     """A stage id as one file name, for ``rows/``, ``failed/`` and ``running/``."""
     return stage_id.replace("/", "__")
+
+
+def rows_path(run_dir: str | os.PathLike, stage_file: str) -> Path:
+    """The file of a stage's result rows (``stage_file``: `stage_file_name` of its id)."""
+    return Path(run_dir) / ROWS_DIR / f"{stage_file}.json"
 
 
 def write_graph(run_dir: str | os.PathLike, stages: list[dict[str, Any]]) -> Path:
