@@ -222,13 +222,21 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
 def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) -> dict[str, str]:
     """Write the resolved config and the stage graph, and check every finished stage's artifacts.
 
+    ``run_dir`` is new, empty or a study run directory (`bertlottery.runs.prepare_output_dir`); any
+    other folder is refused with one line before anything is written.
+
     Returns the stages that are done and intact (``done``); a stage whose files were truncated,
     changed or removed since it finished is not, and will run again.
     """
     energy_tracking(config)  # refuses energy.track: true without codecarbon, before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
-    runs.write_graph(run_dir, graph_record(stages))
+    # a fine-tuning run or any other folder named as the run directory is refused, never written into
+    runs.prepare_output_dir(run_dir, runs.STUDY_RUN_KIND, recognise=runs.is_study_run)
+    try:
+        runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+        runs.write_graph(run_dir, graph_record(stages))
+    except OSError as error:
+        raise UserError(f"Cannot write to the run directory {run_dir} ({error.strerror}); choose a writable folder "
+                        "with --run-dir.") from None
     _clear_dead_markers(run_dir)
     return {stage.id: "done" for stage in stages if verify_stage(run_dir, stage)}
 

@@ -42,7 +42,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +70,8 @@ __all__ = [
     "RESULTS_CSV",
     "RESULTS_PARQUET",
     "GRAPH_VERSION",
+    "STUDY_RUN_KIND",
+    "output_marker",
     "ANALYSIS_FILE",
     "PROPORTIONS_FILE",
     "SELECTION_FILE",
@@ -84,6 +86,9 @@ __all__ = [
     "write_graph",
     "read_graph",
     "staged_run_dir",
+    "staged_output",
+    "prepare_output_dir",
+    "is_study_run",
     "write_json",
     "read_json",
     "environment",
@@ -112,6 +117,7 @@ GRAPH_FILE = "graph.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 GRAPH_VERSION = 1
+STUDY_RUN_KIND = "run"  # the output kind of a study run directory (see `prepare_output_dir`)
 
 # in the stage folders of the attention and Gordon studies
 ANALYSIS_FILE = "analysis.json"  # attention-analysis: proportions and correlations; gordon-pretrain: weight statistics
@@ -258,7 +264,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
     }
 
 
-def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False) -> Path:
+def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                       recognise: Callable[[Path], bool] | None = None) -> Path:
     """Check that a command may write its ``kind`` of output into folder ``path``; create it if needed.
 
     The one rule for every command that writes a folder: the folder may be new, empty, or one that
@@ -269,6 +276,10 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     the next command asks again. Nothing here deletes anything; a caller may replace the entries it
     writes, never the folder.
 
+    ``recognise``: whether a folder without the marker is this kind's output all the same (one written
+    before the marker existed, such as a study run directory with its ``config.json`` and ``stages/``);
+    such a folder is marked and accepted.
+
     Returns the folder's path.
 
     Example:
@@ -278,13 +289,13 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     if not kind.replace("-", "").isalnum():
         raise ValueError(f"an output kind is a plain name like 'report', got {kind!r}")
     path = Path(path).expanduser()
-    marker = path / f".bertlottery-{kind}"
+    marker = output_marker(path, kind)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a folder; choose a folder path for the output.")
     if marker.is_file():
         return path
     try:
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and any(path.iterdir()) and not (recognise and recognise(path)):
             if overwrite:
                 return path
             others = sorted(p.name.removeprefix(".bertlottery-") for p in path.glob(".bertlottery-*"))
@@ -297,3 +308,57 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     except OSError as error:
         raise UserError(f"Cannot write to {path} ({error.strerror}: {error.filename}); choose a writable folder.") from None
     return path
+
+
+def output_marker(path: str | os.PathLike, kind: str) -> Path:
+    """The file that marks a folder as ``kind`` output (see `prepare_output_dir`)."""
+    return Path(path) / f".bertlottery-{kind}"
+
+
+@contextmanager
+def staged_output(final: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                  recognise: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """`prepare_output_dir`, then a scratch folder that becomes ``final``'s content only if the block
+    finishes (a crash leaves ``final`` as it was).
+
+    A folder of this kind (new, empty, marked or recognised) is replaced as a whole, so that no file of
+    an earlier output outlives it; a foreign folder written into with ``overwrite`` keeps every entry
+    the block did not write (entries of the same names are replaced), since it is not ours to empty.
+    """
+    final = prepare_output_dir(final, kind, overwrite=overwrite, recognise=recognise)
+    marker = output_marker(final, kind)
+    ours = marker.is_file()
+    scratch = final.parent / f".{final.name}.partial-{os.getpid()}"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir()
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if ours:
+        shutil.copyfile(marker, output_marker(scratch, kind))
+        trash = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(scratch, final)
+        shutil.rmtree(trash, ignore_errors=True)
+        return
+    for entry in sorted(scratch.iterdir()):
+        target = final / entry.name
+        if target.is_dir() and not target.is_symlink():
+            trash = final / f".{entry.name}.old-{os.getpid()}"
+            os.replace(target, trash)
+            os.replace(entry, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+    scratch.rmdir()
+
+
+def is_study_run(path: str | os.PathLike) -> bool:
+    """Whether a folder is a study run directory (``bertlottery run``), marked or made before the marker:
+    its ``config.json`` beside ``stages/`` or ``graph.json``."""
+    path = Path(path)
+    return output_marker(path, STUDY_RUN_KIND).is_file() or (
+        (path / CONFIG_FILE).is_file() and ((path / STAGES_DIR).is_dir() or (path / GRAPH_FILE).is_file()))

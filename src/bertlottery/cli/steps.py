@@ -48,6 +48,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     result = quickstart(
         glue_dir=glue_dir_of(args), task_name=args.task, out=args.out, seed=args.seed,
         max_train_examples=args.max_train_examples or None, progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     metric = result["metric"]
     split = next(iter(result["full"]))
@@ -167,7 +168,10 @@ def register(sub) -> None:
     p = sub.add_parser("quickstart", help="fine-tune MiniLM one epoch; evaluate full and with half the heads")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--task", default="SST-2", help="GLUE task (default %(default)s)")
-    p.add_argument("--out", default="runs/quickstart", help="run directory (default %(default)s; replaced)")
+    p.add_argument("--out", default="runs/quickstart",
+                   help="run directory (default %(default)s): new, empty or an earlier quickstart's, which is replaced")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not a quickstart's (replacing files of the same names only)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-train-examples", type=int, default=4000,
                    help="train on the first N examples (default %(default)s; 0 = all)")
