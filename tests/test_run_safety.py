@@ -16,11 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
-def small_study(model_dir, glue, run_dir) -> list[str]:
-    """The smoke study cut to 5 stages (fine-tune, prune, subnetworks, 3 evaluations) on the tiny model."""
+def small_study(model_dir, glue, run_dir, *overrides: str) -> list[str]:
+    """The smoke study cut to 6 stages (fine-tune, prune, subnetworks, 3 evaluations) on the tiny model."""
     return ["run", str(SMOKE), f"model={model_dir}", f"glue_dir={glue}", "train.learning_rate=1e-3",
             "train.batch_size=8", "seeds=[1]", "methods=[magnitude]", "modes=[pruned]", "baselines=[]",
-            "longer_retraining=null", "--run-dir", str(run_dir), "--no-progress"]
+            "longer_retraining=null", *overrides, "--run-dir", str(run_dir), "--no-progress"]
 
 
 def _done(run_dir: Path) -> list[str]:
@@ -137,3 +137,24 @@ def test_quickstart_on_a_tiny_model_writes_a_run_and_replaces_only_its_own(tiny_
         assert result["out"] == str(out) and (out / "metrics.json").is_file() and (out / "model").is_dir()
     assert (out / ".bertlottery-quickstart").is_file()
     assert not [p for p in env.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+# ---- the evaluate stage measures at the configured length ----------------------------------------------
+
+def test_a_study_at_max_length_64_on_a_64_position_model_runs_every_stage(tiny_model_dir, env, capsys, monkeypatch):
+    from bertlottery.steps import evaluate
+
+    lengths = []
+    original = evaluate.prepare_task_data
+
+    def recording(*args, **kwargs):
+        lengths.append(kwargs["max_length"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "prepare_task_data", recording)
+    glue = write_rte(env / "glue", n_train=32, n_dev=16)
+    run_dir = env / "study"
+    assert main(small_study(tiny_model_dir, glue, run_dir, "train.max_length=64")) == 0
+    out = capsys.readouterr().out
+    assert "done 6, failed 0, blocked 0" in out
+    assert lengths == [64, 64, 64]  # the three evaluate stages (good, random, bad)

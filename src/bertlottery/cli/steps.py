@@ -197,7 +197,8 @@ def register(sub) -> None:
     p.add_argument("--task", help="GLUE task (default: the run's)")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--mask", help="masks file (.safetensors) to apply")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per example (default: the length the run was fine-tuned at, else 128)")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_evaluate)

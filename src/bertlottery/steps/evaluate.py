@@ -24,14 +24,21 @@ def evaluate_run(
     task_name: str | None,
     glue_dir: Path | None,
     masks_path: str | os.PathLike | None = None,
-    max_length: int = 128,
+    max_length: int | None = None,
     max_eval_examples: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask."""
+    """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask.
+
+    ``max_length``: tokens per example; by default the length the run was fine-tuned at (its
+    ``config.json``), so that a pruned model is measured at the truncation its full model was, else 128.
+    """
     path = Path(run_or_model)
+    # a run directory's config.json, or an exported subnetwork's export.json, names the task
+    records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
+    if max_length is None:
+        trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
+        max_length = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), 128)
     if task_name is None:
-        # a run directory's config.json, or an exported subnetwork's export.json, names the task
-        records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
         task_name = next((r["task"] for r in records if isinstance(r, dict) and "task" in r), None)
         if task_name is None:
             raise UserError(f"{path} is not a bertlottery run or export (no task recorded); pass --task.")
