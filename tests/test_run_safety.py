@@ -158,3 +158,47 @@ def test_a_study_at_max_length_64_on_a_64_position_model_runs_every_stage(tiny_m
     out = capsys.readouterr().out
     assert "done 6, failed 0, blocked 0" in out
     assert lengths == [64, 64, 64]  # the three evaluate stages (good, random, bad)
+
+
+# ---- one writer per run directory ------------------------------------------------------------------------
+
+def _start_run(argv: list[str], run_dir: Path):
+    """`bertlottery run` in a child process, returned once it has started its first stage."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "bertlottery.cli", *argv], env=environ,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = run_dir / "events.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not (events.exists() and events.read_text()):
+        time.sleep(0.05)
+    assert process.poll() is None, "the first run ended before it could be caught running"
+    return process
+
+
+def test_a_second_run_on_a_locked_directory_is_refused_and_a_killed_holder_leaves_no_lock(tiny_model_dir, env,
+                                                                                          capsys):
+    import signal
+    import socket
+
+    glue = write_rte(env / "glue", n_train=32, n_dev=16)
+    run_dir = env / "study"
+    argv = small_study(tiny_model_dir, glue, run_dir)
+    first = _start_run(argv, run_dir)
+    try:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert f"is being written by process {first.pid} on {socket.gethostname()}" in err
+        assert main(["status", str(run_dir)]) == 0  # a reader is not locked out
+        assert "stages: done" in capsys.readouterr().out
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert main(argv) == 0  # the lock died with its holder
+    done = _done(run_dir)
+    assert len(done) == len(set(done)) == 6

@@ -31,6 +31,7 @@ A study run directory (``bertlottery run``)::
       failed/<stage>.json         the error of a stage that failed (cleared when it succeeds)
       running/<stage>             the id of the process running the stage
       events.log                  one line per stage start and end
+      run.lock                    locked while a `bertlottery run` writes the directory: its pid and host
       results.parquet, results.csv
 """
 
@@ -66,6 +67,8 @@ __all__ = [
     "FAILED_DIR",
     "RUNNING_DIR",
     "EVENTS_FILE",
+    "LOCK_FILE",
+    "locked_run_dir",
     "GRAPH_FILE",
     "RESULTS_CSV",
     "RESULTS_PARQUET",
@@ -112,6 +115,7 @@ STAGE_FILE = "stage.json"  # written last into a stage's folder: its presence ma
 ROWS_DIR = "rows"
 FAILED_DIR = "failed"
 RUNNING_DIR = "running"
+LOCK_FILE = "run.lock"  # locked by the `bertlottery run` writing the directory; holds its pid and host
 EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
 GRAPH_FILE = "graph.json"
 RESULTS_CSV = "results.csv"
@@ -362,3 +366,41 @@ def is_study_run(path: str | os.PathLike) -> bool:
     path = Path(path)
     return output_marker(path, STUDY_RUN_KIND).is_file() or (
         (path / CONFIG_FILE).is_file() and ((path / STAGES_DIR).is_dir() or (path / GRAPH_FILE).is_file()))
+
+
+@contextmanager
+def locked_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold the study run directory ``run_dir`` for one writer: a second one is refused with one line
+    naming the holder's process id and host.
+
+    The lock is the operating system's (``flock``), which dies with its process: a killed run never
+    leaves a stale lock behind. Readers (``status``, ``report``) take no lock. The folder is checked
+    first (`prepare_output_dir`), so no lock file lands in a folder that is not a study run's.
+    """
+    import fcntl
+    import socket
+
+    run_dir = prepare_output_dir(run_dir, STUDY_RUN_KIND, recognise=is_study_run)
+    path = run_dir / LOCK_FILE
+    try:
+        handle = path.open("a+")
+    except OSError as error:
+        raise UserError(f"Cannot write to the run directory {run_dir} ({error.strerror}); choose a writable "
+                        "folder.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().split()
+            who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+            raise UserError(f"{run_dir} is being written by {who}; wait for it to finish (status and report "
+                            "read it meanwhile), or choose another --run-dir.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield run_dir
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
