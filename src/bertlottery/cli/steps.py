@@ -45,9 +45,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from ..steps.quickstart import quickstart
 
+    if args.max_train_examples == 0:  # quickstart's 0: every example
+        args.max_train_examples = None
+    train_settings_of(args)  # checks --seed and --max-train-examples as the config checks them
     result = quickstart(
         glue_dir=glue_dir_of(args), task_name=args.task, out=args.out, seed=args.seed,
-        max_train_examples=args.max_train_examples or None, progress=not args.no_progress,
+        max_train_examples=args.max_train_examples, progress=not args.no_progress,
         overwrite=args.overwrite,
     )
     metric = result["metric"]

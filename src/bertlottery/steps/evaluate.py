@@ -35,6 +35,7 @@ def evaluate_run(
     path = Path(run_or_model)
     # a run directory's config.json, or an exported subnetwork's export.json, names the task
     records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
+    asked = max_length is not None
     if max_length is None:
         trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
         max_length = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), 128)
@@ -57,6 +58,11 @@ def evaluate_run(
         kept = sizes["body_after"] / sizes["body_before"]
     else:
         model = load_model(str(model_dir), task.num_labels)
+    # a length asked for is checked against the model (a run's own length is what it was trained at)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if asked and isinstance(positions, int) and max_length > positions:
+        raise UserError(f"--max-length {max_length} is beyond the {positions} positions of the model in {model_dir}; "
+                        f"give at most {positions}.")
     masks = None
     if masks_path:
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})
