@@ -375,3 +375,41 @@ def is_study_run(path: str | os.PathLike) -> bool:
 
 _STUDY_RUN_ENTRIES = {CONFIG_FILE, GRAPH_FILE, STAGES_DIR, ROWS_DIR, FAILED_DIR, RUNNING_DIR, EVENTS_FILE, LOCK_FILE,
                       RESULTS_CSV, RESULTS_PARQUET}
+
+
+@contextmanager
+def locked_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold the study run directory ``run_dir`` for one writer: a second one is refused with one line
+    naming the holder's process id and host.
+
+    The lock is the operating system's (``flock``), which dies with its process: a killed run never
+    leaves a stale lock behind. Readers (``status``, ``report``) take no lock. The folder is checked
+    first (`prepare_output_dir`), so no lock file lands in a folder that is not a study run's.
+    """
+    import fcntl
+    import socket
+
+    run_dir = prepare_output_dir(run_dir, STUDY_RUN_KIND, recognise=is_study_run)
+    path = run_dir / LOCK_FILE
+    try:
+        handle = path.open("a+")
+    except OSError as error:
+        raise UserError(f"Cannot write to the run directory {run_dir} ({error.strerror}); choose a writable "
+                        "folder.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().split()
+            who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+            raise UserError(f"{run_dir} is being written by {who}; wait for it to finish (status and report "
+                            "read it meanwhile), or choose another --run-dir.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield run_dir
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
