@@ -78,12 +78,16 @@ MAGNITUDE_TENSOR_SETS = ("paper", "weights")
 RENAMED = {("pruning", "threshold"): "keep_fraction"}  # old key -> new name, accepted with a warning
 
 
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class ConfigError(UserError):
     """Every problem found in a config, one per line after the first."""
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
-        listed = "; ".join(problems)
+        # a key or value holding a line break (any of str.splitlines') must not break the one line
+        listed = "; ".join(problems).translate(_LINE_BREAKS)
         super().__init__(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the config: {listed}")
 
 
@@ -430,7 +434,12 @@ def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
     _rename_old_keys(data, source, problems)
     config = _build(ExperimentConfig, data, "", problems)
     if config is not None:
-        _validate(config, problems)
+        try:
+            _validate(config, problems)
+        except (TypeError, AttributeError, ValueError):
+            if not problems:
+                raise  # a range check failing on well-typed values is a bug, not the user's to fix
+            # else a value of the wrong type, reported above, tripped a range check: fixing it comes first
     if problems or config is None:
         raise ConfigError(source, problems or ["the config could not be built"])
     return config
