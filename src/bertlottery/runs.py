@@ -209,6 +209,14 @@ def staged_run_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iter
     if final.exists() and not overwrite:
         raise UserError(f"{final} already exists; choose another --out or pass --overwrite.")
     final.parent.mkdir(parents=True, exist_ok=True)
+    with _scratch_beside(final) as scratch:
+        yield scratch
+    _put_in_place(scratch, final)
+
+
+@contextmanager
+def _scratch_beside(final: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``final``, removed if the block fails."""
     scratch = final.parent / f".{final.name}.partial-{os.getpid()}"
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -218,14 +226,18 @@ def staged_run_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iter
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    if final.exists():
-        # rename the old run out of the way first, so no moment exists with two half-runs
-        trash = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(scratch, final)
+
+
+def _put_in_place(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing what is there: the old one is renamed out of the way first,
+    so no moment exists with two halves."""
+    if target.is_dir() and not target.is_symlink():
+        trash = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, trash)
+        os.replace(new, target)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(scratch, final)
+        os.replace(new, target)
 
 
 def is_complete_run(run_dir: str | os.PathLike) -> bool:
@@ -332,31 +344,14 @@ def staged_output(final: str | os.PathLike, kind: str, *, overwrite: bool = Fals
     final = prepare_output_dir(final, kind, overwrite=overwrite, recognise=recognise)
     marker = output_marker(final, kind)
     ours = marker.is_file()
-    scratch = final.parent / f".{final.name}.partial-{os.getpid()}"
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    scratch.mkdir()
-    try:
+    with _scratch_beside(final) as scratch:
         yield scratch
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
     if ours:
         shutil.copyfile(marker, output_marker(scratch, kind))
-        trash = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(scratch, final)
-        shutil.rmtree(trash, ignore_errors=True)
+        _put_in_place(scratch, final)
         return
     for entry in sorted(scratch.iterdir()):
-        target = final / entry.name
-        if target.is_dir() and not target.is_symlink():
-            trash = final / f".{entry.name}.old-{os.getpid()}"
-            os.replace(target, trash)
-            os.replace(entry, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(entry, target)
+        _put_in_place(entry, final / entry.name)
     scratch.rmdir()
 
 
