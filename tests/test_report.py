@@ -537,7 +537,7 @@ def test_report_of_something_that_is_not_a_run_exits_2_with_one_line(tmp_path, c
     assert "does not exist" in capsys.readouterr().err
     run = _synthetic_run(tmp_path / "run")
     assert main(["report", str(run), "--out", str(tmp_path)]) == 2  # a folder that is no report: not replaced
-    assert "is not a report folder" in capsys.readouterr().err
+    assert "was not written by bertlottery for report output" in capsys.readouterr().err  # the one rule's words
     assert (tmp_path / "notes.txt").is_file()
     assert main(["report", str(run), "--iterations", "0,last"]) == 2
     assert "--iterations" in capsys.readouterr().err

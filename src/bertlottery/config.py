@@ -64,6 +64,7 @@ __all__ = [
     "SUBNETWORKS",
     "MODES",
     "BASELINES",
+    "max_train_examples_problems",
 ]
 
 METHODS = ("structured", "magnitude")
@@ -77,12 +78,16 @@ MAGNITUDE_TENSOR_SETS = ("paper", "weights")
 RENAMED = {("pruning", "threshold"): "keep_fraction"}  # old key -> new name, accepted with a warning
 
 
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class ConfigError(UserError):
     """Every problem found in a config, one per line after the first."""
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
-        listed = "; ".join(problems)
+        # a key or value holding a line break (any of str.splitlines') must not break the one line
+        listed = "; ".join(problems).translate(_LINE_BREAKS)
         super().__init__(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the config: {listed}")
 
 
@@ -264,7 +269,71 @@ def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]):
         return None
 
 
+def max_train_examples_problems(value: Any, name: str = "train.max_train_examples") -> list[str]:
+    """The config's and the CLI's one check of a training-set cap: none, or a positive whole number."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value >= 1:
+        return []  # a wrong type is reported by the reader of the value
+    return [f"{name} must be at least 1 (or left out for every example), got {value}"]
+
+
+def _outside(value: Any, low: float, high: float, *, low_open: bool, high_open: bool) -> bool:
+    """Whether a number lies outside its range (NaN lies outside every range); a value of another type
+    is reported where it is read, not here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if value != value:  # NaN
+        return True
+    return not ((value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+
+
+def _validate_name(name: Any, problems: list[str]) -> None:
+    # the name becomes the folder runs/<name>: it must stay one folder below runs/
+    if isinstance(name, str) and (not name.strip() or "/" in name or "\\" in name or ".." in name
+                                  or name.startswith(".")):
+        problems.append(f"name must be a plain folder name (not empty, no '/', '\\' or '..', not starting with '.'), "
+                        f"got {name!r}")
+
+
+def _validate_per_task(train: TrainConfig, problems: list[str]) -> None:
+    """Each task's overrides: a mapping of known train keys with values of the right type and range."""
+    hints = typing.get_type_hints(TrainConfig)
+    train_keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "per_task" and f.metadata.get("config", True)]
+    for task, overrides in (train.per_task or {}).items():
+        where = f"train.per_task.{task}"
+        try:
+            get_task(str(task))
+        except UserError as error:
+            problems.append(f"train.per_task: {error}")
+        if overrides is None:
+            overrides = train.per_task[task] = {}
+        if not isinstance(overrides, dict):
+            problems.append(f"{where} must be a mapping of train keys (for example {{epochs: 5}}), got {overrides!r}")
+            continue
+        found: list[str] = []
+        converted = {}
+        for key, value in overrides.items():
+            if key not in train_keys:
+                found.append(f"unknown key '{where}.{key}'.{did_you_mean(str(key), train_keys)}".rstrip())
+            else:
+                converted[key] = _convert(value, hints[key], f"{where}.{key}", found)
+        if not found:
+            # the merged settings checked as the section is, naming only the values this task sets
+            merged = dataclasses.replace(train, **converted, per_task={})
+            found += [line for line in merged.problems(prefix=f"{where}.")
+                      if line.split(" ", 1)[0].removeprefix(f"{where}.").rstrip(":") in converted]
+            if "max_train_examples" in converted:
+                found += max_train_examples_problems(merged.max_train_examples, f"{where}.max_train_examples")
+            if _outside(converted.get("holdout_fraction", 0.0), 0, 1, low_open=False, high_open=True):
+                found.append(f"{where}.holdout_fraction must be in [0, 1), got {converted['holdout_fraction']}")
+            train.per_task[task] = converted  # the typed values (1e-4 read as text by YAML 1.1 becomes a number)
+        problems += found
+
+
 def _validate(config: ExperimentConfig, problems: list[str]) -> None:
+    _validate_name(config.name, problems)
+    for seed in config.seeds or []:
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+            problems.append(f"seeds must be in [0, 2**32), got {seed}")
     for task in config.tasks or []:
         try:
             get_task(task)
@@ -282,20 +351,13 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
     train = config.train
     if train is not None:
         problems += train.problems(prefix="train.")
-        if isinstance(train.holdout_fraction, float) and not 0 <= train.holdout_fraction < 1:
+        if _outside(train.holdout_fraction, 0, 1, low_open=False, high_open=True):
             problems.append(f"train.holdout_fraction must be in [0, 1), got {train.holdout_fraction}")
-        train_keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "per_task" and f.metadata.get("config", True)]
-        for task, overrides in (train.per_task or {}).items():
-            try:
-                get_task(task)
-            except UserError as error:
-                problems.append(f"train.per_task: {error}")
-            for key in overrides or {}:
-                if key not in train_keys:
-                    problems.append(f"unknown key 'train.per_task.{task}.{key}'.{did_you_mean(key, train_keys)}".rstrip())
+        problems += max_train_examples_problems(train.max_train_examples)
+        _validate_per_task(train, problems)
     pruning = config.pruning
     if pruning is not None:
-        if isinstance(pruning.keep_fraction, float) and not 0 < pruning.keep_fraction <= 1:
+        if _outside(pruning.keep_fraction, 0, 1, low_open=True, high_open=False):
             problems.append(f"pruning.keep_fraction must be in (0, 1], got {pruning.keep_fraction}")
         check_names([pruning.compat], list(COMPAT_MODES), "pruning.compat", problems)
         if pruning.structured is not None:
@@ -304,9 +366,13 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
                          problems)
             if pruning.structured.scoring_split == "heldout" and train is not None and not train.holdout_fraction:
                 problems.append("pruning.structured.scoring_split is heldout but train.holdout_fraction is 0")
+            if isinstance(pruning.structured.batch_size, int) and pruning.structured.batch_size < 1:
+                problems.append(f"pruning.structured.batch_size must be at least 1, got {pruning.structured.batch_size}")
         if pruning.magnitude is not None:
             check_names([pruning.magnitude.scope], ("global", "local"), "pruning.magnitude.scope", problems)
             check_names([pruning.magnitude.tensors], MAGNITUDE_TENSOR_SETS, "pruning.magnitude.tensors", problems)
+            if _outside(pruning.magnitude.step_fraction, 0, 1, low_open=True, high_open=False):
+                problems.append(f"pruning.magnitude.step_fraction must be in (0, 1], got {pruning.magnitude.step_fraction}")
     resources = config.resources
     if resources is not None and isinstance(resources.cpus_per_stage, int) and resources.cpus_per_stage < 1:
         problems.append(f"resources.cpus_per_stage must be at least 1, got {resources.cpus_per_stage}")
@@ -318,6 +384,8 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
     if longer is not None:
         check_names(longer.methods, METHODS, "longer_retraining.methods", problems)
         check_names(longer.subnetworks, SUBNETWORKS, "longer_retraining.subnetworks", problems)
+        if isinstance(longer.epochs, int) and not isinstance(longer.epochs, bool) and longer.epochs < 1:
+            problems.append(f"longer_retraining.epochs must be at least 1, got {longer.epochs}")
 
 
 def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:
@@ -366,7 +434,12 @@ def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
     _rename_old_keys(data, source, problems)
     config = _build(ExperimentConfig, data, "", problems)
     if config is not None:
-        _validate(config, problems)
+        try:
+            _validate(config, problems)
+        except (TypeError, AttributeError, ValueError):
+            if not problems:
+                raise  # a range check failing on well-typed values is a bug, not the user's to fix
+            # else a value of the wrong type, reported above, tripped a range check: fixing it comes first
     if problems or config is None:
         raise ConfigError(source, problems or ["the config could not be built"])
     return config
@@ -375,10 +448,16 @@ def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read, override and validate an experiment config; every problem is reported at once."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"Config {path} is a directory; give a YAML file such as configs/smoke.yaml.")
     if not path.is_file():
         raise UserError(f"Config {path} does not exist; give a YAML file such as configs/smoke.yaml.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"Config {path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
+    except OSError as error:
+        raise UserError(f"Cannot read config {path} ({error.strerror}).") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

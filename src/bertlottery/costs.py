@@ -72,12 +72,20 @@ def run_summary(stages: list[Stage], run_dir: Path) -> dict[str, float]:
             record = json.loads((runs.stage_path(run_dir, stage.id) / runs.STAGE_FILE).read_text())
         except (OSError, ValueError):
             continue
-        total["seconds"] += record.get("seconds", 0.0)
-        if "energy_kwh" in record:
-            total["energy_kwh"] += record["energy_kwh"]
-            total["emissions_kg"] += record["emissions_kg"]
+        if not isinstance(record, dict):
+            continue  # a damaged record: the stage runs again, and costs nothing here meanwhile
+        total["seconds"] += _number(record.get("seconds")) or 0.0
+        energy, emissions = _number(record.get("energy_kwh")), _number(record.get("emissions_kg"))
+        if energy is not None and emissions is not None:
+            total["energy_kwh"] += energy
+            total["emissions_kg"] += emissions
             total["stages_with_energy"] += 1
     return total
+
+
+def _number(value) -> float | None:
+    """A recorded figure, or None where a damaged record holds something else."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def stage_seconds(run_dir: Path, stage: Stage) -> float | None:

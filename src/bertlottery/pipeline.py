@@ -124,22 +124,40 @@ def _running_pid(run_dir: Path, stage: Stage) -> int | None:
         return None
 
 
-def _checksums(folder: Path) -> dict[str, list]:
-    """[size, xxh3-128] of every file of a finished stage (relative path -> value)."""
+def _checksum(path: Path) -> list:
+    """[size, xxh3-128] of one file."""
     import xxhash
 
-    sums = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAGE_FILE):
-        digest = xxhash.xxh3_128()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        sums[str(path.relative_to(folder))] = [path.stat().st_size, digest.hexdigest()]
-    return sums
+    digest = xxhash.xxh3_128()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return [path.stat().st_size, digest.hexdigest()]
+
+
+def _checksums(folder: Path) -> dict[str, list]:
+    """[size, xxh3-128] of every file of a finished stage (relative path -> value)."""
+    return {str(path.relative_to(folder)): _checksum(path)
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAGE_FILE)}
+
+
+def _rows_intact(run_dir: Path, stage: Stage, expected: list | None) -> bool:
+    """Whether the stage's row file is what it wrote; a stage recorded before stage.json held the row
+    file's checksum only needs a row file that reads."""
+    path = runs.rows_path(run_dir, stage.file_id)
+    if not path.is_file():
+        return False
+    if expected is not None:
+        return path.stat().st_size == expected[0] and _checksum(path) == expected
+    try:
+        return isinstance(json.loads(path.read_text())["rows"], list)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def verify_stage(run_dir: Path, stage: Stage) -> bool:
-    """Whether a stage is done and its artifacts are exactly what it wrote (none missing, truncated or changed)."""
+    """Whether a stage is done and its artifacts and result rows are exactly what it wrote (none
+    missing, truncated or changed): a stage that fails this runs again."""
     folder = stage_dir(run_dir, stage)
     try:
         record = json.loads((folder / STAGE_FILE).read_text())
@@ -153,7 +171,7 @@ def verify_stage(run_dir: Path, stage: Stage) -> bool:
         path = folder / name
         if not path.is_file() or path.stat().st_size != size:
             return False
-    return _checksums(folder) == expected
+    return _checksums(folder) == expected and _rows_intact(run_dir, stage, record.get("rows"))
 
 
 def _event(run_dir: Path, what: str, stage: Stage) -> None:
@@ -182,12 +200,12 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
     try:
         with EnergyMeter(config) as meter:
             rows = execute(stage, folder, inputs, config, progress)
-        write_stage_rows(run_dir, stage.file_id, rows)
+        rows_file = write_stage_rows(run_dir, stage.file_id, rows)
         folder.mkdir(parents=True, exist_ok=True)
         runs.write_json(folder / STAGE_FILE, {
             "id": stage.id, "kind": stage.kind, "task": stage.task, "keys": stage.keys, "settings": stage.settings,
             "inputs": stage.inputs, "seconds": round(time.time() - started, 2), "files": _checksums(folder),
-            **meter.record(),
+            "rows": _checksum(rows_file), **meter.record(),
         })
         failure.unlink(missing_ok=True)
         _event(run_dir, "done", stage)
@@ -204,13 +222,21 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
 def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) -> dict[str, str]:
     """Write the resolved config and the stage graph, and check every finished stage's artifacts.
 
+    ``run_dir`` is new, empty or a study run directory (`bertlottery.runs.prepare_output_dir`); any
+    other folder is refused with one line before anything is written.
+
     Returns the stages that are done and intact (``done``); a stage whose files were truncated,
     changed or removed since it finished is not, and will run again.
     """
     energy_tracking(config)  # refuses energy.track: true without codecarbon, before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
-    runs.write_graph(run_dir, graph_record(stages))
+    # a fine-tuning run or any other folder named as the run directory is refused, never written into
+    runs.prepare_output_dir(run_dir, runs.STUDY_RUN_KIND, recognise=runs.is_study_run)
+    try:
+        runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+        runs.write_graph(run_dir, graph_record(stages))
+    except OSError as error:
+        raise UserError(f"Cannot write to the run directory {run_dir} ({error.strerror}); choose a writable folder "
+                        "with --run-dir.") from None
     _clear_dead_markers(run_dir)
     return {stage.id: "done" for stage in stages if verify_stage(run_dir, stage)}
 

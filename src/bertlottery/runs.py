@@ -31,6 +31,7 @@ A study run directory (``bertlottery run``)::
       failed/<stage>.json         the error of a stage that failed (cleared when it succeeds)
       running/<stage>             the id of the process running the stage
       events.log                  one line per stage start and end
+      run.lock                    locked while a `bertlottery run` writes the directory: its pid and host
       results.parquet, results.csv
 """
 
@@ -42,7 +43,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -66,10 +67,14 @@ __all__ = [
     "FAILED_DIR",
     "RUNNING_DIR",
     "EVENTS_FILE",
+    "LOCK_FILE",
+    "locked_run_dir",
     "GRAPH_FILE",
     "RESULTS_CSV",
     "RESULTS_PARQUET",
     "GRAPH_VERSION",
+    "STUDY_RUN_KIND",
+    "output_marker",
     "ANALYSIS_FILE",
     "PROPORTIONS_FILE",
     "SELECTION_FILE",
@@ -81,9 +86,13 @@ __all__ = [
     "stage_path",
     "stage_file_name",
     "stage_state",
+    "rows_path",
     "write_graph",
     "read_graph",
     "staged_run_dir",
+    "staged_output",
+    "prepare_output_dir",
+    "is_study_run",
     "write_json",
     "read_json",
     "environment",
@@ -107,11 +116,13 @@ STAGE_FILE = "stage.json"  # written last into a stage's folder: its presence ma
 ROWS_DIR = "rows"
 FAILED_DIR = "failed"
 RUNNING_DIR = "running"
+LOCK_FILE = "run.lock"  # locked by the `bertlottery run` writing the directory; holds its pid and host
 EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
 GRAPH_FILE = "graph.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 GRAPH_VERSION = 1
+STUDY_RUN_KIND = "run"  # the output kind of a study run directory (see `prepare_output_dir`)
 
 # in the stage folders of the attention and Gordon studies
 ANALYSIS_FILE = "analysis.json"  # attention-analysis: proportions and correlations; gordon-pretrain: weight statistics
@@ -155,6 +166,11 @@ def stage_state(run_dir: str | os.PathLike, stage_id: str) -> str:
         return "running"
     except (OSError, ValueError):
         return "left"
+
+
+def rows_path(run_dir: str | os.PathLike, stage_file: str) -> Path:
+    """The file of a stage's result rows (``stage_file``: `stage_file_name` of its id)."""
+    return Path(run_dir) / ROWS_DIR / f"{stage_file}.json"
 
 
 _GRAPH_KEYS = ("id", "kind", "task", "name", "keys", "settings", "inputs")
@@ -222,6 +238,14 @@ def staged_run_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iter
     if final.exists() and not overwrite:
         raise UserError(f"{final} already exists; choose another --out or pass --overwrite.")
     final.parent.mkdir(parents=True, exist_ok=True)
+    with _scratch_beside(final) as scratch:
+        yield scratch
+    _put_in_place(scratch, final)
+
+
+@contextmanager
+def _scratch_beside(final: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``final``, removed if the block fails."""
     scratch = final.parent / f".{final.name}.partial-{os.getpid()}"
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -231,14 +255,18 @@ def staged_run_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iter
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    if final.exists():
-        # rename the old run out of the way first, so no moment exists with two half-runs
-        trash = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(scratch, final)
+
+
+def _put_in_place(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing what is there: the old one is renamed out of the way first,
+    so no moment exists with two halves."""
+    if target.is_dir() and not target.is_symlink():
+        trash = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, trash)
+        os.replace(new, target)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(scratch, final)
+        os.replace(new, target)
 
 
 def is_complete_run(run_dir: str | os.PathLike) -> bool:
@@ -281,7 +309,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
     }
 
 
-def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False) -> Path:
+def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                       recognise: Callable[[Path], bool] | None = None) -> Path:
     """Check that a command may write its ``kind`` of output into folder ``path``; create it if needed.
 
     The one rule for every command that writes a folder: the folder may be new, empty, or one that
@@ -292,6 +321,10 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     the next command asks again. Nothing here deletes anything; a caller may replace the entries it
     writes, never the folder.
 
+    ``recognise``: whether a folder without the marker is this kind's output all the same (one written
+    before the marker existed, such as a study run directory with its ``config.json`` and ``stages/``);
+    such a folder is marked and accepted.
+
     Returns the folder's path.
 
     Example:
@@ -301,13 +334,13 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     if not kind.replace("-", "").isalnum():
         raise ValueError(f"an output kind is a plain name like 'report', got {kind!r}")
     path = Path(path).expanduser()
-    marker = path / f".bertlottery-{kind}"
+    marker = output_marker(path, kind)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a folder; choose a folder path for the output.")
     if marker.is_file():
         return path
     try:
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and any(path.iterdir()) and not (recognise and recognise(path)):
             if overwrite:
                 return path
             others = sorted(p.name.removeprefix(".bertlottery-") for p in path.glob(".bertlottery-*"))
@@ -320,3 +353,87 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     except OSError as error:
         raise UserError(f"Cannot write to {path} ({error.strerror}: {error.filename}); choose a writable folder.") from None
     return path
+
+
+def output_marker(path: str | os.PathLike, kind: str) -> Path:
+    """The file that marks a folder as ``kind`` output (see `prepare_output_dir`)."""
+    return Path(path) / f".bertlottery-{kind}"
+
+
+@contextmanager
+def staged_output(final: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                  recognise: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """`prepare_output_dir`, then a scratch folder that becomes ``final``'s content only if the block
+    finishes (a crash leaves ``final`` as it was).
+
+    A folder of this kind (new, empty, marked or recognised) is replaced as a whole, so that no file of
+    an earlier output outlives it; a foreign folder written into with ``overwrite`` keeps every entry
+    the block did not write (entries of the same names are replaced), since it is not ours to empty.
+    """
+    final = prepare_output_dir(final, kind, overwrite=overwrite, recognise=recognise)
+    marker = output_marker(final, kind)
+    ours = marker.is_file()
+    with _scratch_beside(final) as scratch:
+        yield scratch
+    if ours:
+        shutil.copyfile(marker, output_marker(scratch, kind))
+        _put_in_place(scratch, final)
+        return
+    for entry in sorted(scratch.iterdir()):
+        _put_in_place(entry, final / entry.name)
+    scratch.rmdir()
+
+
+def is_study_run(path: str | os.PathLike) -> bool:
+    """Whether a folder is a study run directory (``bertlottery run``), marked or made before the marker:
+    its ``config.json`` beside ``stages/`` or ``graph.json``, or nothing but the entries a study run
+    writes (a run killed early; a lone ``config.json`` could be anyone's and is not enough)."""
+    path = Path(path)
+    if output_marker(path, STUDY_RUN_KIND).is_file():
+        return True
+    if (path / CONFIG_FILE).is_file() and ((path / STAGES_DIR).is_dir() or (path / GRAPH_FILE).is_file()):
+        return True
+    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    return bool(names - {CONFIG_FILE}) and names <= _STUDY_RUN_ENTRIES
+
+
+_STUDY_RUN_ENTRIES = {CONFIG_FILE, GRAPH_FILE, STAGES_DIR, ROWS_DIR, FAILED_DIR, RUNNING_DIR, EVENTS_FILE, LOCK_FILE,
+                      RESULTS_CSV, RESULTS_PARQUET}
+
+
+@contextmanager
+def locked_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold the study run directory ``run_dir`` for one writer: a second one is refused with one line
+    naming the holder's process id and host.
+
+    The lock is the operating system's (``flock``), which dies with its process: a killed run never
+    leaves a stale lock behind. Readers (``status``, ``report``) take no lock. The folder is checked
+    first (`prepare_output_dir`), so no lock file lands in a folder that is not a study run's.
+    """
+    import fcntl
+    import socket
+
+    run_dir = prepare_output_dir(run_dir, STUDY_RUN_KIND, recognise=is_study_run)
+    path = run_dir / LOCK_FILE
+    try:
+        handle = path.open("a+")
+    except OSError as error:
+        raise UserError(f"Cannot write to the run directory {run_dir} ({error.strerror}); choose a writable "
+                        "folder.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().split()
+            who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+            raise UserError(f"{run_dir} is being written by {who}; wait for it to finish (status and report "
+                            "read it meanwhile), or choose another --run-dir.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield run_dir
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -27,17 +28,19 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 def option(default: Any, help: str, *, flag: str | None = None, config: bool = True, hashed_if_set: bool = False,
-           choices: tuple[str, ...] | None = None, least: float | None = None, positive: bool = False):
+           choices: tuple[str, ...] | None = None, least: float | None = None, positive: bool = False,
+           most: float | None = None, below: float | None = None):
     """A settings field with what the CLI and the config need to know about it.
 
     ``flag``: the command-line option (default ``--field-name``); ``config``: whether a config's
     ``train:`` section may set it (the seed comes from the study's ``seeds``); ``hashed_if_set``: a
     setting added after studies were run, which enters a stage's id only when set away from its default
-    (so those stages keep their ids); ``least``/``positive``/``choices``: its valid values.
+    (so those stages keep their ids); ``least``/``most``/``below``/``positive``/``choices``: its valid
+    values (a number is also always finite).
     """
     return field(default=default, metadata={"help": help, "flag": flag, "config": config,
                                              "hashed_if_set": hashed_if_set, "choices": choices, "least": least,
-                                             "positive": positive})
+                                             "positive": positive, "most": most, "below": below})
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,10 @@ class TrainSettings:
     batch_size: int = option(32, "examples per batch", least=1)
     max_length: int = option(128, "tokens per example", least=1)
     adam_epsilon: float = option(1e-8, "AdamW's epsilon", hashed_if_set=True, positive=True)
-    weight_decay: float = option(0.0, "AdamW weight decay (the paper: none)")
-    warmup_ratio: float = option(0.0, "fraction of the steps with a linear warm-up (the paper: none)")
-    max_grad_norm: float = option(1.0, "gradient-norm clip", hashed_if_set=True)
-    seed: int = option(42, "classifier init, dropout and data order", config=False)
+    weight_decay: float = option(0.0, "AdamW weight decay (the paper: none)", least=0)
+    warmup_ratio: float = option(0.0, "fraction of the steps with a linear warm-up (the paper: none)", least=0, most=1)
+    max_grad_norm: float = option(1.0, "gradient-norm clip", hashed_if_set=True, positive=True)
+    seed: int = option(42, "classifier init, dropout and data order", config=False, least=0, below=2**32)
     mixed_precision: str = option("no", "passed to accelerate", choices=MIXED_PRECISION)
     group_by_length: bool = option(True, "batch examples of similar length (shuffled in groups)",
                                    flag="--no-group-by-length", hashed_if_set=True)
@@ -73,10 +76,21 @@ class TrainSettings:
         found = []
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            if "help" not in meta:
+                continue  # a field a subclass added (the config's data settings): checked there
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 continue  # a wrong type is the config's to report
-            if meta.get("least") is not None and isinstance(value, int) and value < meta["least"]:
+            if isinstance(value, float) and not math.isfinite(value):
+                found.append(f"{name_of(f)} must be a finite number, got {value}")
+                continue
+            if isinstance(value, str) and not meta.get("choices"):
+                continue  # a number given as a word: the config's to report
+            if meta.get("least") is not None and isinstance(value, (int, float)) and value < meta["least"]:
                 found.append(f"{name_of(f)} must be at least {meta['least']}, got {value}")
+            if meta.get("most") is not None and isinstance(value, (int, float)) and value > meta["most"]:
+                found.append(f"{name_of(f)} must be at most {meta['most']}, got {value}")
+            if meta.get("below") is not None and isinstance(value, (int, float)) and value >= meta["below"]:
+                found.append(f"{name_of(f)} must be below {meta['below']}, got {value}")
             if meta.get("positive") and isinstance(value, (int, float)) and value <= 0:
                 found.append(f"{name_of(f)} must be positive, got {value}")
             if meta.get("choices") and value not in meta["choices"]:

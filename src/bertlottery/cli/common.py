@@ -44,9 +44,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_settings_of(args: argparse.Namespace) -> TrainSettings:
-    """The settings the training options asked for; every value out of range raises one line."""
-    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)})
+    """The settings the training options asked for (a command with only some of them, such as
+    quickstart's ``--seed``, gets the defaults of the others), checked by the config's own checks:
+    every value out of range, and a ``--max-train-examples`` below 1, raise one line together."""
+    from ..config import max_train_examples_problems
+
+    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings) if hasattr(args, f.name)})
     problems = settings.problems(name_of=_flag)
+    problems += max_train_examples_problems(getattr(args, "max_train_examples", None), "--max-train-examples")
     if problems:
         raise UserError("; ".join(problems) + ".")
     return settings

@@ -45,9 +45,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from ..steps.quickstart import quickstart
 
+    if args.max_train_examples == 0:  # quickstart's 0: every example
+        args.max_train_examples = None
+    train_settings_of(args)  # checks --seed and --max-train-examples as the config checks them
     result = quickstart(
         glue_dir=glue_dir_of(args), task_name=args.task, out=args.out, seed=args.seed,
-        max_train_examples=args.max_train_examples or None, progress=not args.no_progress,
+        max_train_examples=args.max_train_examples, progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     metric = result["metric"]
     split = next(iter(result["full"]))
@@ -167,7 +171,10 @@ def register(sub) -> None:
     p = sub.add_parser("quickstart", help="fine-tune MiniLM one epoch; evaluate full and with half the heads")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--task", default="SST-2", help="GLUE task (default %(default)s)")
-    p.add_argument("--out", default="runs/quickstart", help="run directory (default %(default)s; replaced)")
+    p.add_argument("--out", default="runs/quickstart",
+                   help="run directory (default %(default)s): new, empty or an earlier quickstart's, which is replaced")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not a quickstart's (replacing files of the same names only)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-train-examples", type=int, default=4000,
                    help="train on the first N examples (default %(default)s; 0 = all)")
@@ -193,7 +200,8 @@ def register(sub) -> None:
     p.add_argument("--task", help="GLUE task (default: the run's)")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--mask", help="masks file (.safetensors) to apply")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per example (default: the length the run was fine-tuned at, else 128)")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_evaluate)

@@ -29,14 +29,24 @@ def _stages_of(run_dir: Path):
 def cmd_run(args: argparse.Namespace) -> int:
     from .. import runs
     from ..config import load
-    from ..pipeline import prepare_run, run_local
-    from ..studies import execute, expand
+    from ..studies import expand
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for the Ray executor; add --executor ray.")
     config = load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     stages = expand(config)
+    # one writer at a time: two runs on one directory would each run every stage and delete each
+    # other's stage folders in progress (with Ray, this driver holds the lock for its workers)
+    with runs.locked_run_dir(run_dir):
+        return _run(args, config, stages, run_dir)
+
+
+def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
+    from .. import runs
+    from ..pipeline import prepare_run, run_local
+    from ..studies import execute
+
     before = prepare_run(stages, run_dir, config)  # finished stages whose artifacts are intact
     left = sum(1 for s in stages if before.get(s.id) != "done")
     print(f"{config.name}: {len(stages)} stages, {len(stages) - left} already done, {left} to run; run directory {run_dir}")

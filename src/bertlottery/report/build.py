@@ -104,7 +104,7 @@ def _summary_line(ctx: Context) -> str:
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, reference: str | Path | None = None,
                  metric: str = "primary", iterations: Sequence[int | str] = (1, "last"),
-                 sections: Sequence[SectionFunction] = ()) -> Path:
+                 sections: Sequence[SectionFunction] = (), overwrite: bool = False) -> Path:
     """Write the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``); returns its
     ``report.html``.
 
@@ -112,6 +112,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refe
     comparison). ``metric``: ``"primary"`` (the pruning threshold's) or ``"reported"`` (the paper's
     Table 1 metric). ``iterations``: of the s-pruning search for the importance histograms (1-based
     or ``"last"``). ``sections``: extra section functions for this report (see `bertlottery.report`).
+    ``overwrite``: write into an ``out_dir`` that is not a report folder (files of the same names
+    replaced, nothing deleted).
     """
     from .. import __version__, runs
     from .paper import reference_dir
@@ -120,13 +122,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refe
         raise UserError(f"--metric is primary or reported, got {metric!r}.")
     run = load_run(run_dir)
     out = Path(out_dir).expanduser() if out_dir is not None else run.run_dir / "report"
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.html").is_file())):
-        raise UserError(f"{out} exists and is not a report folder; choose another --out (it is replaced as a whole).")
     if out.resolve() == run.run_dir.resolve():
         raise UserError("--out must not be the run directory itself; leave it out to write RUN_DIR/report.")
     ref = reference_dir(reference)
     try:
-        with runs.staged_run_dir(out, overwrite=True) as scratch:
+        # a report folder (marked, or holding report.html from before the marker) is replaced as a
+        # whole; any other non-empty folder is refused unless overwrite (then nothing in it is deleted)
+        with runs.staged_output(out, "report", overwrite=overwrite,
+                                recognise=lambda folder: (folder / "report.html").is_file()) as scratch:
             ctx = Context(run, scratch, ref, metric, list(iterations))
             prepare(ctx)
             page_sections = []

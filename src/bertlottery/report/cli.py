@@ -15,7 +15,10 @@ def register(sub) -> None:
                     "tables/*.csv. A run still going, or with failed stages, gets a report of what exists, and "
                     "each section lists what is missing.")
     p.add_argument("run_dir", help="the study's run directory (bertlottery run ... --run-dir)")
-    p.add_argument("--out", help="folder to write (default RUN_DIR/report; replaced as a whole)")
+    p.add_argument("--out", help="folder to write (default RUN_DIR/report): new, empty or a report folder, which "
+                   "is replaced as a whole")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not a report folder (replacing files of the same names only)")
     p.add_argument("--reference", help="the paper's released material (masks/, evaluate_masked/) to compare with "
                    "(default $BERTLOTTERY_REFERENCE_DIR; none: no comparison)")
     p.add_argument("--metric", choices=["primary", "reported"], default="primary",
@@ -32,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .build import build_report, parse_iterations
 
     path = build_report(args.run_dir, args.out, reference=args.reference, metric=args.metric,
-                        iterations=parse_iterations(args.iterations))
+                        iterations=parse_iterations(args.iterations), overwrite=args.overwrite)
     folder = path.parent
     figures = len(list((folder / "figures").glob("*.png")))
     tables = len(list((folder / "tables").glob("*.csv")))

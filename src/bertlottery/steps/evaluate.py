@@ -24,14 +24,22 @@ def evaluate_run(
     task_name: str | None,
     glue_dir: Path | None,
     masks_path: str | os.PathLike | None = None,
-    max_length: int = 128,
+    max_length: int | None = None,
     max_eval_examples: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask."""
+    """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask.
+
+    ``max_length``: tokens per example; by default the length the run was fine-tuned at (its
+    ``config.json``), so that a pruned model is measured at the truncation its full model was, else 128.
+    """
     path = Path(run_or_model)
+    # a run directory's config.json, or an exported subnetwork's export.json, names the task
+    records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
+    asked = max_length is not None
+    if max_length is None:
+        trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
+        max_length = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), 128)
     if task_name is None:
-        # a run directory's config.json, or an exported subnetwork's export.json, names the task
-        records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
         task_name = next((r["task"] for r in records if isinstance(r, dict) and "task" in r), None)
         if task_name is None:
             raise UserError(f"{path} is not a bertlottery run or export (no task recorded); pass --task.")
@@ -50,6 +58,11 @@ def evaluate_run(
         kept = sizes["body_after"] / sizes["body_before"]
     else:
         model = load_model(str(model_dir), task.num_labels)
+    # a length asked for is checked against the model (a run's own length is what it was trained at)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if asked and isinstance(positions, int) and max_length > positions:
+        raise UserError(f"--max-length {max_length} is beyond the {positions} positions of the model in {model_dir}; "
+                        f"give at most {positions}.")
     masks = None
     if masks_path:
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})

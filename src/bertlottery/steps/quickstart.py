@@ -15,7 +15,9 @@ from ..training import TrainSettings
 from .finetune import finetune_run
 from .taskdata import evaluate_model, prepare_task_data
 
-__all__ = ["quickstart"]
+__all__ = ["quickstart", "KIND"]
+
+KIND = "quickstart"  # the kind of output folder quickstart writes (`bertlottery.runs.prepare_output_dir`)
 
 
 def quickstart(
@@ -28,21 +30,27 @@ def quickstart(
     max_train_examples: int | None = 4000,
     learning_rate: float = 1e-4,
     progress: bool = True,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune MiniLM for one epoch, then evaluate it full and with a random half of its heads."""
+    """Fine-tune MiniLM for one epoch, then evaluate it full and with a random half of its heads.
+
+    ``out`` is new, empty or an earlier quickstart's folder (replaced); any other folder is refused
+    unless ``overwrite``, and then only the files quickstart writes are replaced in it, nothing deleted
+    (`bertlottery.runs.staged_output`).
+    """
     settings = TrainSettings(epochs=1, learning_rate=learning_rate, seed=seed)
-    record = finetune_run(model_name, task_name, out, glue_dir=glue_dir, settings=settings,
-                          max_train_examples=max_train_examples, overwrite=overwrite, progress=progress)
     task = get_task(task_name)
-    model_dir = Path(out) / runs.MODEL_DIR
-    tokenizer = load_tokenizer(str(model_dir))
-    data = prepare_task_data(task, tokenizer, glue_dir, with_train=False)
-    model = load_model(str(model_dir), task.num_labels)
-    layout = model_layout(model)
-    full = HeadMask.full(layout.num_layers, layout.num_heads)
-    half = HeadMask.random_like(full, keep=full.n_total // 2, seed=seed)
-    masked = evaluate_model(model, data, Masks(heads=half, params={"kind": "random", "seed": seed}))
+    with runs.staged_output(out, KIND, overwrite=overwrite) as scratch:
+        record = finetune_run(model_name, task_name, scratch, glue_dir=glue_dir, settings=settings,
+                              max_train_examples=max_train_examples, overwrite=True, progress=progress)
+        model_dir = scratch / runs.MODEL_DIR
+        tokenizer = load_tokenizer(str(model_dir))
+        data = prepare_task_data(task, tokenizer, glue_dir, with_train=False)
+        model = load_model(str(model_dir), task.num_labels)
+        layout = model_layout(model)
+        full = HeadMask.full(layout.num_layers, layout.num_heads)
+        half = HeadMask.random_like(full, keep=full.n_total // 2, seed=seed)
+        masked = evaluate_model(model, data, Masks(heads=half, params={"kind": "random", "seed": seed}))
     return {
         "task": task.name,
         "metric": task.primary_metric,
