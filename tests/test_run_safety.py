@@ -67,6 +67,7 @@ def test_run_refuses_a_fine_tuning_run_or_any_foreign_folder_and_leaves_it_untou
         assert main(["run", str(SMOKE), "--run-dir", str(folder), "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "was not written by bertlottery for run output" in err
+        assert "--overwrite" not in err  # `run` has no such switch: a study never shares its folder
         assert _tree(folder) == before and sorted(p.name for p in folder.iterdir()) == sorted(
             {name.split("/")[0] for name in before})
     a_file = env / "a-file"
@@ -202,3 +203,15 @@ def test_a_second_run_on_a_locked_directory_is_refused_and_a_killed_holder_leave
     assert main(argv) == 0  # the lock died with its holder
     done = _done(run_dir)
     assert len(done) == len(set(done)) == 6
+
+
+def test_overrides_may_follow_the_options_and_anything_else_is_still_refused(env, capsys):
+    # `bertlottery run CONFIG --run-dir RUN key=value`: the override reaches the config's validation
+    assert main(["run", str(SMOKE), "--run-dir", str(env / "r"), "train.learning_rate=fast"]) == 2
+    assert "train.learning_rate must be a number, got 'fast'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(SMOKE), "--run-dir", str(env / "r"), "--bogus"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides takes none
+        main(["status", str(env / "r"), "tasks=[RTE]"])
+    assert not (env / "r").exists()

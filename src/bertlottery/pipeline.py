@@ -230,7 +230,7 @@ def prepare_run(stages: list[Stage], run_dir: Path, config: ExperimentConfig) ->
     """
     energy_tracking(config)  # refuses energy.track: true without codecarbon, before anything is written
     # a fine-tuning run or any other folder named as the run directory is refused, never written into
-    runs.prepare_output_dir(run_dir, runs.STUDY_RUN_KIND, recognise=runs.is_study_run)
+    runs.prepare_output_dir(run_dir, runs.STUDY_RUN_KIND, recognise=runs.is_study_run, overwritable=False)
     try:
         runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
         runs.write_graph(run_dir, graph_record(stages))

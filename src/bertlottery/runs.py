@@ -310,7 +310,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
 
 
 def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
-                       recognise: Callable[[Path], bool] | None = None) -> Path:
+                       recognise: Callable[[Path], bool] | None = None, overwritable: bool = True) -> Path:
     """Check that a command may write its ``kind`` of output into folder ``path``; create it if needed.
 
     The one rule for every command that writes a folder: the folder may be new, empty, or one that
@@ -323,7 +323,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
 
     ``recognise``: whether a folder without the marker is this kind's output all the same (one written
     before the marker existed, such as a study run directory with its ``config.json`` and ``stages/``);
-    such a folder is marked and accepted.
+    such a folder is marked and accepted. ``overwritable``: whether the command has an ``--overwrite``
+    switch to suggest (a study run directory has none: a study never shares its folder).
 
     Returns the folder's path.
 
@@ -346,6 +347,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
             others = sorted(p.name.removeprefix(".bertlottery-") for p in path.glob(".bertlottery-*"))
             what = (f"holds bertlottery {' and '.join(others)} output, not {kind} output" if others
                     else f"is not empty and was not written by bertlottery for {kind} output")
+            if not overwritable:
+                raise UserError(f"{path} {what}; choose a new or empty folder.")
             raise UserError(f"{path} {what}; choose another folder, or pass --overwrite to write into it "
                             "(files of the same names are replaced, nothing else is deleted).")
         path.mkdir(parents=True, exist_ok=True)
@@ -413,7 +416,7 @@ def locked_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
     import fcntl
     import socket
 
-    run_dir = prepare_output_dir(run_dir, STUDY_RUN_KIND, recognise=is_study_run)
+    run_dir = prepare_output_dir(run_dir, STUDY_RUN_KIND, recognise=is_study_run, overwritable=False)
     path = run_dir / LOCK_FILE
     try:
         handle = path.open("a+")
