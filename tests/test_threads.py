@@ -75,3 +75,14 @@ def test_bench_precision_quick_times_steps_and_fine_tunes_both_ways(glue_dir):
     out = run_quick("bench_precision.py")
     assert "training step" in out and "bf16 resolves to" in out
     assert "fp32  dev accuracy" in out
+
+
+def test_the_cli_makes_openmp_threads_wait_passively_before_torch_starts():
+    code = ("import os, sys\nfrom bertlottery.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+            "    pass\nprint(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "PASSIVE False"  # set, and torch not yet loaded to have read it
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a user's choice is kept
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "ACTIVE False"

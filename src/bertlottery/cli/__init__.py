@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that sleep rather than spin while they wait: beside another busy process, two
+    # spinning threads ran a MiniLM step about 4x slower than one (benchmarks/bench_threads.py). Set
+    # before torch starts its thread pool; a value the user set is kept.
+    from ..threads import passive_wait
+
+    passive_wait()
     parser = build_parser()
     # `bertlottery run CONFIG --run-dir RUN tasks=[RTE]`: key=value overrides may follow the options too
     # (argparse alone takes positionals only before them)
