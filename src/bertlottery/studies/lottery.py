@@ -65,8 +65,18 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
                                        prefix="super-")
         if "majority" in config.baselines:
             stages.append(Stage("baseline", task, "majority", {"seed": None, "method": "majority", "subnetwork": "none",
-                                                               "mode": "baseline", "epochs": None}, {}))
+                                                               "mode": "baseline", "epochs": None},
+                                _trained_on(config.train.for_task(task, config.seeds[0]))))
     return stages
+
+
+def _trained_on(train: dict) -> dict:
+    """The majority stage's settings: which training examples the models saw (the cap does not depend on
+    the run seed, so one majority class serves every seed). Empty for the whole split, so that uncapped
+    configs keep their ids."""
+    if train["max_train_examples"] is None and not train["holdout_fraction"]:
+        return {}
+    return {k: train[k] for k in ("max_train_examples", "cap_seed", "holdout_fraction") if k in train}
 
 
 def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str = "") -> list[Stage]:
@@ -94,6 +104,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
             progress: bool) -> list[ResultRow]:
     """Run one lottery stage into ``out``; return its result rows."""
     from ..steps import baselines, evaluate, finetune, prune, retrain, subnetworks
+    from ..steps.taskdata import CAP_SEED
     from ..training import TrainSettings
 
     glue = Path(config.glue_dir) if config.glue_dir else None
@@ -104,6 +115,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         record = finetune.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
                                        settings=TrainSettings.from_dict(train),
                                        max_train_examples=train["max_train_examples"],
+                                       cap_seed=train.get("cap_seed", CAP_SEED),
                                        holdout_fraction=train["holdout_fraction"], overwrite=True, progress=progress)
         return rows_from_metrics(record, **row_keys)
     if stage.kind == "prune":
@@ -146,7 +158,9 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                         "body_fraction_kept": record["body_fraction_kept"]}, **{**row_keys, "epochs": epoch["epoch"]})]
         return rows
     if stage.kind == "baseline" and stage.keys["method"] == "majority":
-        record = baselines.majority_baseline_metrics(stage.task, glue)
+        record = baselines.majority_baseline_metrics(stage.task, glue, cap_seed=stage.settings.get("cap_seed", CAP_SEED),
+                                                     max_train_examples=stage.settings.get("max_train_examples"),
+                                                     holdout_fraction=stage.settings.get("holdout_fraction", 0.0))
         out.mkdir(parents=True, exist_ok=True)
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
@@ -155,7 +169,8 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         record = baselines.random_init_baseline_run(stage.settings["model"], stage.task,
                                                     inputs["subnetworks"] / runs.subnetwork_file("bad"), out,
                                                     glue_dir=glue, settings=TrainSettings.from_dict(train),
-                                                    max_train_examples=train["max_train_examples"], overwrite=True,
+                                                    max_train_examples=train["max_train_examples"],
+                                                    cap_seed=train.get("cap_seed", CAP_SEED), overwrite=True,
                                                     progress=progress)
         return rows_from_metrics(record, **row_keys)
     raise ValueError(f"unknown stage kind {stage.kind}")
