@@ -4,6 +4,8 @@ criterion reach the prune stage, and a model that learnt nothing is skipped, not
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,112 @@ def test_the_config_knows_the_criteria_pruning_knows():
     from bertlottery import config, pruning
 
     assert config.CRITERIA == pruning.CRITERIA
+
+
+def _chain():
+    from bertlottery.pipeline import Stage
+
+    fine = Stage("finetune", "RTE", "seed1", {"seed": 1}, {})
+    prune = Stage("prune", "RTE", "seed1-structured", {"seed": 1}, {}, {"finetune": fine.id})
+    subs = Stage("subnetworks", "RTE", "seed1-structured", {"seed": 1}, {}, {"prune": prune.id})
+    other = Stage("baseline", "RTE", "majority", {"seed": None}, {})
+    return [fine, prune, subs, other]
+
+
+def test_a_skipped_stage_is_recorded_apart_from_failures_and_skips_what_reads_it(tmp_path, capsys):
+    from bertlottery import runs
+    from bertlottery.cli.study import skipped_warnings
+    from bertlottery.pipeline import Skipped, run_local, skip_reason, stage_states
+
+    stages = _chain()
+    ran = []
+
+    def execute(stage, out, inputs, config, progress):
+        ran.append(stage.kind)
+        if stage.kind == "prune":
+            raise Skipped("not learnt: accuracy 0.4700 < 0.5810")
+        out.mkdir(parents=True, exist_ok=True)
+        return []
+
+    config = from_dict({"name": "t", "energy": {"track": False}})
+    states = run_local(stages, tmp_path, config, execute=execute, progress=False)
+    assert [states[s.id] for s in stages] == ["done", "skipped", "skipped", "done"]
+    assert ran == ["finetune", "prune", "baseline"]  # the subnetworks stage never ran
+    assert stage_states(stages, tmp_path) == states
+    assert skip_reason(tmp_path, stages[1]) == skip_reason(tmp_path, stages[2]) == "not learnt: accuracy 0.4700 < 0.5810"
+    assert not (tmp_path / runs.FAILED_DIR).exists() and not (tmp_path / runs.STAGES_DIR / "prune").exists()
+    assert skipped_warnings(stages, tmp_path, states) == [
+        f"{stages[1].id} skipped (1 stages after it): not learnt: accuracy 0.4700 < 0.5810"]
+    # a skipped stage is tried again on the next run, and its record goes when it runs
+    ran.clear()
+    states = run_local(stages, tmp_path, config, execute=lambda s, out, *a: out.mkdir(parents=True) or [],
+                       progress=False)
+    assert set(states.values()) == {"done"} and skip_reason(tmp_path, stages[1]) is None
+
+
+def _tiny_study(tiny_model_dir, glue, run_dir, *extra):
+    from pathlib import Path
+
+    from bertlottery.cli import main
+
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    argv = ["run", str(smoke), f"model={tiny_model_dir}", f"glue_dir={glue}", "train.batch_size=8", "seeds=[1]",
+            "subnetworks=[good]", "modes=[pruned]", "baselines=[majority]", "longer_retraining=null", *extra,
+            "--run-dir", str(run_dir), "--no-progress"]
+    return main(argv)
+
+
+def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(tiny_model_dir, env, capsys):
+    import pandas as pd
+
+    from bertlottery.cli import main
+    from tiny import write_rte
+
+    glue = write_rte(env / "glue", n_train=48, n_dev=20)
+    run_dir = env / "study"
+    # a margin no model can reach: the check must fail whatever the tiny model learnt
+    assert _tiny_study(tiny_model_dir, glue, run_dir, "pruning.learnt_check.margin=1.5") == 0
+    out = capsys.readouterr().out
+    assert "skipped 6;" in out  # both prunes, both subnetworks and the evaluations that read them
+    assert re.search(r"warning: prune/RTE/seed1-structured-\w+ skipped \(\d+ stages after it\): not learnt: accuracy",
+                     out)
+    table = pd.read_csv(run_dir / "results.csv").fillna({"note": ""})
+    full = table[table["mode"] == "finetuned"]
+    assert not full.empty and full["note"].str.startswith("not learnt: accuracy").all()
+    assert set(table["mode"]) == {"finetuned", "baseline"}
+    assert (table.loc[table["mode"] == "baseline", "note"] == "").all()
+    assert main(["status", str(run_dir)]) == 0
+    status = capsys.readouterr().out
+    assert "skipped 6" in status and re.search(r"skipped +prune/RTE/seed1-magnitude-\w+ +\(not learnt: ", status)
+
+
+def test_above_chance_on_a_model_at_chance_runs_no_search(tiny_model_dir, env, capsys):
+    import pandas as pd
+
+    from tiny import write_rte
+
+    glue = write_rte(env / "glue", n_train=48, n_dev=20)
+    # keep only dev pairs of the training majority class: the majority class scores 1.0 there, so no
+    # model is above chance and ``above_chance`` has nothing to keep
+    train = pd.read_csv(glue / "RTE" / "train.tsv", sep="\t")
+    dev_path = glue / "RTE" / "dev.tsv"
+    dev = pd.read_csv(dev_path, sep="\t")
+    dev[dev["label"] == train["label"].mode()[0]].to_csv(dev_path, sep="\t", index=False)
+    run_dir = env / "study"
+    assert _tiny_study(tiny_model_dir, glue, run_dir, "pruning.learnt_check.enabled=false",
+                       "pruning.criterion=above_chance") == 0
+    out = capsys.readouterr().out
+    assert "skipped 6;" in out and out.count("is not above chance (1.0000): nothing to keep") == 2
+
+
+@pytest.mark.parametrize("override, first_changed", [
+    (["pruning.criterion=above_chance"], "prune"), (["pruning.learnt_check.enabled=false"], "prune"),
+    (["pruning.learnt_check.alpha=0.01"], "finetune"), (["pruning.learnt_check.margin=0.05"], "finetune"),
+    (["pruning.criterion=paper", "pruning.learnt_check.alpha=0.05"], None)])
+def test_the_criterion_and_the_check_enter_stage_ids_only_when_not_the_default(override, first_changed):
+    base = {"name": "t", "tasks": ["RTE"], "seeds": [1]}
+    before, after = expand(from_dict(base)), expand(from_dict(base, override))
+    changed = [a.kind for a, b in zip(after, before) if a.id != b.id]
+    assert (changed[0] if changed else None) == first_changed
+    assert "baseline" not in changed[:1] and all(a.id == b.id for a, b in zip(after, before) if a.kind == "baseline"
+                                                 and a.keys["method"] == "majority")

@@ -65,6 +65,7 @@ __all__ = [
     "ROWS_DIR",
     "FAILED_DIR",
     "RUNNING_DIR",
+    "SKIPPED_DIR",
     "EVENTS_FILE",
     "GRAPH_FILE",
     "RESULTS_CSV",
@@ -106,6 +107,7 @@ STAGE_FILE = "stage.json"  # written last into a stage's folder: its presence ma
 ROWS_DIR = "rows"
 FAILED_DIR = "failed"
 RUNNING_DIR = "running"
+SKIPPED_DIR = "skipped"  # <stage>.json with the reason a stage had nothing to do (a model not learnt)
 EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
 GRAPH_FILE = "graph.json"
 RESULTS_CSV = "results.csv"
