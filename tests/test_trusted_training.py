@@ -150,7 +150,8 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     glue = write_rte(env / "glue", n_train=48, n_dev=20)
     run_dir = env / "study"
     # a margin no model can reach: the check must fail whatever the tiny model learnt
-    assert _tiny_study(tiny_model_dir, glue, run_dir, "pruning.learnt_check.margin=1.5") == 0
+    assert _tiny_study(tiny_model_dir, glue, run_dir, "pruning.learnt_check.enabled=true",
+                       "pruning.learnt_check.margin=1.5") == 0
     out = capsys.readouterr().out
     assert "skipped 6;" in out  # both prunes, both subnetworks and the evaluations that read them
     assert re.search(r"warning: prune/RTE/seed1-structured-\w+ skipped \(\d+ stages after it\): not learnt: accuracy",
