@@ -164,6 +164,18 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     assert main(["status", str(run_dir)]) == 0
     status = capsys.readouterr().out
     assert "skipped 6" in status and re.search(r"skipped +prune/RTE/seed1-magnitude-\w+ +\(not learnt: ", status)
+    # the fine-tuning run records which examples it saw, the majority class of those, and the verdict
+    from bertlottery import runs
+
+    (finetune_dir,) = (run_dir / runs.STAGES_DIR / "finetune" / "RTE").iterdir()
+    assert runs.read_json(finetune_dir / runs.CONFIG_FILE)["cap"] == {
+        "n": 48, "of": 48, "seed": 0, "sha256": training_examples(get_task("RTE"), glue, max_train_examples=64)[2].digest}
+    metrics = runs.read_json(finetune_dir / runs.METRICS_FILE)
+    train = np.array([e.label for e in read_glue_split(get_task("RTE"), glue, "train")])
+    dev = np.array([e.label for e in read_glue_split(get_task("RTE"), glue, "dev")])
+    assert metrics["majority"]["dev"]["accuracy"] == majority_baseline(get_task("RTE"), train, dev)["accuracy"]
+    assert metrics["learnt_check"]["learnt"] is False and metrics["learnt_check"]["rule"] == "margin"
+    assert metrics["learnt_check"]["threshold"] == pytest.approx(metrics["majority"]["dev"]["accuracy"] + 1.5)
 
 
 def test_above_chance_on_a_model_at_chance_runs_no_search(tiny_model_dir, env, capsys):
