@@ -93,7 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {line}")
     counts = {state: sum(1 for v in states.values() if v == state)
               for state in ("done", "skipped", "failed", "blocked")}
-    print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}, skipped {counts['skipped']}; "
+    print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}, "
+          f"skipped {counts['skipped']}; "
           f"results in {run_dir / runs.RESULTS_CSV}")
     print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1

@@ -21,6 +21,7 @@ from ..tasks import get_task
 __all__ = ["KINDS", "expand", "execute"]
 
 KINDS = ("finetune", "prune", "subnetworks", "super", "evaluate", "retrain", "baseline")
+_DEFAULT_CHECK = {"alpha": LearntCheckConfig.alpha, "margin": LearntCheckConfig.margin}
 
 
 def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
@@ -31,7 +32,7 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
     # Settings at their defaults stay out of the hashed settings, so that runs made before the
     # learnt-check and the criterion existed keep their ids: the paper's criterion, and the check
     # on at alpha 0.05, are what a stage without the key does.
-    check_alpha = {k: check[k] for k in ("alpha", "margin") if check[k] != getattr(LearntCheckConfig, k)}
+    check_alpha = {k: check[k] for k in _DEFAULT_CHECK if check[k] != _DEFAULT_CHECK[k]}
     prune_extra = {**({} if pruning["criterion"] == "paper" else {"criterion": pruning["criterion"]}),
                    **({} if check["enabled"] else {"learnt_check": False})}
     for task_name in config.tasks:
@@ -126,8 +127,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                                        max_train_examples=train["max_train_examples"],
                                        cap_seed=train.get("cap_seed", CAP_SEED),
                                        holdout_fraction=train["holdout_fraction"], overwrite=True, progress=progress,
-                                       learnt_check={"alpha": LearntCheckConfig.alpha, "margin": LearntCheckConfig.margin,
-                                                     **stage.settings.get("learnt_check", {})})
+                                       learnt_check={**_DEFAULT_CHECK, **stage.settings.get("learnt_check", {})})
         check = record["learnt_check"]
         return rows_from_metrics(record, **row_keys, note="" if check["learnt"] else _not_learnt(check["reason"]))
     if stage.kind == "prune":
@@ -178,9 +178,10 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                         "body_fraction_kept": record["body_fraction_kept"]}, **{**row_keys, "epochs": epoch["epoch"]})]
         return rows
     if stage.kind == "baseline" and stage.keys["method"] == "majority":
-        record = baselines.majority_baseline_metrics(stage.task, glue, cap_seed=stage.settings.get("cap_seed", CAP_SEED),
-                                                     max_train_examples=stage.settings.get("max_train_examples"),
-                                                     holdout_fraction=stage.settings.get("holdout_fraction", 0.0))
+        s = stage.settings
+        record = baselines.majority_baseline_metrics(stage.task, glue, cap_seed=s.get("cap_seed", CAP_SEED),
+                                                     max_train_examples=s.get("max_train_examples"),
+                                                     holdout_fraction=s.get("holdout_fraction", 0.0))
         out.mkdir(parents=True, exist_ok=True)
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
