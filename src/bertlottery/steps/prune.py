@@ -51,7 +51,7 @@ def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = Fal
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=config["train"]["max_length"],
                              with_train=False, max_train_examples=config.get("max_train_examples"),
                              cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
-                             holdout_fraction=holdout if heldout else 0.0)
+                             holdout_fraction=holdout if heldout else 0.0, with_majority=True)
     model = load_model(str(model_dir), task.num_labels)
     return model, data, config
 

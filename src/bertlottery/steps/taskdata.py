@@ -119,26 +119,32 @@ def prepare_task_data(
     max_eval_examples: int | None = None,
     holdout_fraction: float = 0.0,
     cap_seed: int = CAP_SEED,
+    with_majority: bool = False,
 ) -> TaskData:
     """Read and tokenise a task's train split and eval splits (cached on disk).
 
     ``max_train_examples`` caps train to a seeded stratified sample (see `training_examples`). With
     ``holdout_fraction`` a seeded slice of train (taken from the capped sample) is set aside as
     ``heldout`` and not trained on: a scoring split that is neither train nor dev. ``majority`` is the
-    majority class's score on each eval split, its class taken from the labels trained on.
+    majority class's score on each eval split, its class taken from the labels trained on (read with
+    the training data, or with ``with_majority``; evaluating alone needs no train split).
     """
-    train_examples, held, cap = training_examples(task, glue_dir, max_train_examples=max_train_examples,
-                                                  cap_seed=cap_seed, holdout_fraction=holdout_fraction)
-    train = tokenize(train_examples, tokenizer, max_length=max_length) if with_train else None
-    heldout = tokenize(held, tokenizer, max_length=max_length) if holdout_fraction else None
-    evals, majority = {}, {}
-    train_labels = np.array([e.label for e in train_examples])
+    train = heldout = cap = majority = None
+    if with_train or holdout_fraction or with_majority:
+        train_examples, held, cap = training_examples(task, glue_dir, max_train_examples=max_train_examples,
+                                                      cap_seed=cap_seed, holdout_fraction=holdout_fraction)
+        train = tokenize(train_examples, tokenizer, max_length=max_length) if with_train else None
+        heldout = tokenize(held, tokenizer, max_length=max_length) if holdout_fraction else None
+        train_labels = np.array([e.label for e in train_examples])
+        majority = {}
+    evals = {}
     for split in task.eval_splits:
         examples = load_split(task, split, glue_dir)
         if max_eval_examples is not None:
             examples = examples[:max_eval_examples]
         evals[split] = tokenize(examples, tokenizer, max_length=max_length)
-        majority[split] = majority_baseline(task, train_labels, np.array([e.label for e in examples]))
+        if majority is not None:
+            majority[split] = majority_baseline(task, train_labels, np.array([e.label for e in examples]))
     return TaskData(task=task, train=train, evals=evals, pad_id=tokenizer.pad_token_id or 0, heldout=heldout,
                     cap=cap, majority=majority)
 
