@@ -208,3 +208,20 @@ def test_the_criterion_and_the_check_enter_stage_ids_only_when_not_the_default(o
     assert (changed[0] if changed else None) == first_changed
     assert "baseline" not in changed[:1] and all(a.id == b.id for a, b in zip(after, before) if a.kind == "baseline"
                                                  and a.keys["method"] == "majority")
+
+
+def test_evaluating_needs_no_train_split_but_the_majority_class_does(tiny_model_dir, tmp_path):
+    from bertlottery.models import load_tokenizer
+    from bertlottery.steps.taskdata import prepare_task_data
+    from tiny import write_rte
+
+    glue = write_rte(tmp_path / "glue", n_train=30, n_dev=10)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    with_majority = prepare_task_data(get_task("RTE"), tokenizer, glue, with_train=False, with_majority=True)
+    train = np.array([e.label for e in read_glue_split(get_task("RTE"), glue, "train")])
+    dev = np.array([e.label for e in read_glue_split(get_task("RTE"), glue, "dev")])
+    assert with_majority.majority["dev"] == majority_baseline(get_task("RTE"), train, dev)
+    assert with_majority.train is None
+    (glue / "RTE" / "train.tsv").unlink()
+    alone = prepare_task_data(get_task("RTE"), tokenizer, glue, with_train=False)
+    assert alone.majority is None and len(alone.evals["dev"].labels) == 10
