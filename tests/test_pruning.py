@@ -191,3 +191,17 @@ def test_above_chance_refuses_a_full_model_at_chance_and_names_unknown_criteria(
         criterion_threshold(0.472, 0.9, "above_chance", chance=0.527)
     with pytest.raises(UserError, match="Unknown pruning criterion 'abovechance'. Did you mean 'above_chance'?"):
         criterion_threshold(0.8, 0.9, "abovechance")
+
+
+def test_a_search_given_an_absolute_min_metric_stops_there_not_at_the_fraction():
+    # each head costs 0.01; min_metric 0.95 stops after 5 heads where the paper's 0.9 went on to 10
+    evaluate, _ = linear_metric(per_head=0.01)
+    result = structured_search(fixed_scores, evaluate, num_layers=2, num_heads=10, full_metric=1.0,
+                               mode="heads", head_step_fraction=0.05, min_metric=0.95)
+    assert result.heads.n_pruned == 5 and result.min_metric == 0.95
+    mags = tensors()
+    total = sum(t.numel() for t in mags.values())
+    by_fraction = lambda mask: 1.0 - 0.5 * (1 - mask.n_kept / total)  # noqa: E731
+    # 0.95 is met only by the first step (pruned 0.1 -> 0.95): the second (0.19 -> 0.905) is reverted
+    assert [s.accepted for s in magnitude_search(mags, by_fraction, full_metric=1.0, min_metric=0.95).trace] == [
+        True, False]

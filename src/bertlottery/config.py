@@ -47,6 +47,8 @@ __all__ = [
     "StructuredConfig",
     "MagnitudeConfig",
     "PruningConfig",
+    "LearntCheckConfig",
+    "CRITERIA",
     "LongerRetrainingConfig",
     "ResourcesConfig",
     "EnergyConfig",
@@ -75,6 +77,7 @@ BASELINES = ("majority", "random-init")
 # config must not, so they are repeated here and a test checks that the two lists agree.
 STRUCTURED_MODES = ("heads+mlps", "heads", "mlps")
 MAGNITUDE_TENSOR_SETS = ("paper", "weights")
+CRITERIA = ("paper", "above_chance")  # `bertlottery.pruning.CRITERIA`
 RENAMED = {("pruning", "threshold"): "keep_fraction"}  # old key -> new name, accepted with a warning
 
 
@@ -98,14 +101,21 @@ class TrainConfig(TrainSettings):
     overrides of any of them by task."""
 
     max_train_examples: int | None = None
+    # The seed of a cap's stratified sample: one data seed for all of a study's seeds, so that they
+    # differ only in initialisation and data order, as in the paper, which trains on the whole set.
+    cap_seed: int = 0
     holdout_fraction: float = 0.0
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def for_task(self, task: str, seed: int) -> dict[str, Any]:
-        """The settings of one task's training runs at ``seed``, as a stage records (and hashes) them."""
+        """The settings of one task's training runs at ``seed``, as a stage records (and hashes) them.
+
+        ``cap_seed`` is there only with a cap: a capped run trains on a seeded stratified sample, not
+        on the file's first lines as before, so its id must change; an uncapped run keeps its id."""
         merged = dataclasses.replace(self, **self.per_task.get(task, {}), seed=seed)
+        cap = {} if merged.max_train_examples is None else {"cap_seed": merged.cap_seed}
         return {**TrainSettings.from_dict(dataclasses.asdict(merged)).stage_dict(),
-                "max_train_examples": merged.max_train_examples, "holdout_fraction": merged.holdout_fraction}
+                "max_train_examples": merged.max_train_examples, **cap, "holdout_fraction": merged.holdout_fraction}
 
 
 @dataclass(frozen=True)
@@ -125,12 +135,27 @@ class MagnitudeConfig:
 
 
 @dataclass(frozen=True)
+class LearntCheckConfig:
+    """Before pruning, a fine-tuned model must beat the majority class on dev (`bertlottery.learnt`):
+    by more than a one-sided test at ``alpha`` allows at the dev set's size, or by ``margin`` if set.
+    A model that does not is not pruned; its downstream stages are skipped with the reason."""
+
+    enabled: bool = True
+    alpha: float = 0.05
+    margin: float | None = None
+
+
+@dataclass(frozen=True)
 class PruningConfig:
     """``keep_fraction``: a search goes on while the pruned model keeps at least this fraction of the
-    full model's dev metric (the paper's 90%; called ``threshold`` before)."""
+    full model's dev metric (the paper's 90%; called ``threshold`` before). ``criterion``: ``paper``
+    (the pruned model keeps keep_fraction x full) or ``above_chance`` (chance + keep_fraction x
+    (full - chance), chance being the majority class's score, 0 for MCC and correlations)."""
 
     keep_fraction: float = 0.9
+    criterion: str = "paper"
     compat: str = "none"
+    learnt_check: LearntCheckConfig = field(default_factory=LearntCheckConfig)
     structured: StructuredConfig = field(default_factory=StructuredConfig)
     magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
 
@@ -360,6 +385,13 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
         if _outside(pruning.keep_fraction, 0, 1, low_open=True, high_open=False):
             problems.append(f"pruning.keep_fraction must be in (0, 1], got {pruning.keep_fraction}")
         check_names([pruning.compat], list(COMPAT_MODES), "pruning.compat", problems)
+        check_names([pruning.criterion], CRITERIA, "pruning.criterion", problems)
+        check = pruning.learnt_check
+        if check is not None and isinstance(check.alpha, float) and not 0 < check.alpha < 1:
+            problems.append(f"pruning.learnt_check.alpha must be between 0 and 1, got {check.alpha}")
+        if check is not None and isinstance(check.margin, float) and not check.margin > 0:
+            problems.append(f"pruning.learnt_check.margin must be above 0 (0 passes a constant predictor), "
+                            f"got {check.margin}")
         if pruning.structured is not None:
             check_names([pruning.structured.mode], STRUCTURED_MODES, "pruning.structured.mode", problems)
             check_names([pruning.structured.scoring_split], ("dev", "heldout"), "pruning.structured.scoring_split",

@@ -36,10 +36,12 @@ from .config import ExperimentConfig, to_dict
 from .costs import EnergyMeter, energy_tracking
 from .errors import UserError
 from .results import ResultRow, write_stage_rows, write_table
-from .runs import EVENTS_FILE, FAILED_DIR, RUNNING_DIR, STAGE_FILE
+from .runs import EVENTS_FILE, FAILED_DIR, RUNNING_DIR, SKIPPED_DIR, STAGE_FILE
 
 __all__ = [
     "Stage",
+    "Skipped",
+    "skip_reason",
     "Execute",
     "run_stage",
     "run_local",
@@ -84,6 +86,38 @@ class Stage:
         return runs.stage_file_name(self.id)
 
 
+class Skipped(Exception):  # noqa: N818 - a state, not an error
+    """Raised by a study's ``execute``: the stage has nothing to do, for ``reason`` (one line).
+
+    The pipeline records it as ``skipped`` in ``skipped/``, not as a failure, and skips every stage
+    that reads it with the same reason: e.g. the pruning of a fine-tuned model that learnt nothing.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def skip_reason(run_dir: Path, stage: Stage) -> str | None:
+    """Why a stage was skipped, or None if it was not."""
+    path = run_dir / SKIPPED_DIR / f"{stage.file_id}.json"
+    return runs.read_json(path).get("reason") if path.is_file() else None
+
+
+def _record_skip(run_dir: Path, stage: Stage, reason: str) -> None:
+    (run_dir / SKIPPED_DIR).mkdir(parents=True, exist_ok=True)
+    runs.write_json(run_dir / SKIPPED_DIR / f"{stage.file_id}.json", {"id": stage.id, "reason": reason})
+    _event(run_dir, "skipped", stage)
+
+
+def _skipped_input(run_dir: Path, stage: Stage, states: dict[str, str], by_id: dict[str, Stage]) -> str | None:
+    """The reason of the first skipped stage ``stage`` reads, or None."""
+    for sid in stage.inputs.values():
+        if states.get(sid) == "skipped":
+            return skip_reason(run_dir, by_id[sid]) or f"{sid} was skipped"
+    return None
+
+
 Execute = Callable[[Stage, Path, dict[str, Path], ExperimentConfig, bool], list[ResultRow]]
 """A study's ``execute(stage, out, inputs, config, progress)``: run one stage into ``out`` (inputs: role ->
 the folder of the stage it reads) and return its result rows."""
@@ -100,11 +134,13 @@ def graph_record(stages: list[Stage]) -> list[dict[str, Any]]:
 
 
 def stage_states(stages: list[Stage], run_dir: Path) -> dict[str, str]:
-    """``done``, ``failed``, ``running`` (a live process holds it) or ``left``, per stage id."""
+    """``done``, ``skipped``, ``failed``, ``running`` (a live process holds it) or ``left``, per stage id."""
     states = {}
     for stage in stages:
         if (stage_dir(run_dir, stage) / STAGE_FILE).is_file():
             states[stage.id] = "done"
+        elif (run_dir / SKIPPED_DIR / f"{stage.file_id}.json").is_file():
+            states[stage.id] = "skipped"
         elif (run_dir / FAILED_DIR / f"{stage.file_id}.json").is_file():
             states[stage.id] = "failed"
         elif _running_pid(run_dir, stage) is not None:
@@ -183,10 +219,11 @@ def _event(run_dir: Path, what: str, stage: Stage) -> None:
 
 def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: ExperimentConfig, execute: Execute, *,
               progress: bool = False) -> str:
-    """Run one stage into its folder and record it; returns ``done`` or ``failed``.
+    """Run one stage into its folder and record it; returns ``done``, ``skipped`` or ``failed``.
 
     This is the unit every executor runs (in this process, or on a Ray worker): it never raises for a
-    failing stage, it records the error in ``failed/`` instead.
+    failing stage, it records the error in ``failed/`` instead (and a `Skipped` stage's reason in
+    ``skipped/``).
     """
     folder = stage_dir(run_dir, stage)
     if folder.exists():
@@ -195,6 +232,7 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
     marker = run_dir / RUNNING_DIR / stage.file_id
     marker.write_text(str(os.getpid()))
     failure = run_dir / FAILED_DIR / f"{stage.file_id}.json"
+    (run_dir / SKIPPED_DIR / f"{stage.file_id}.json").unlink(missing_ok=True)  # skipped before: try again
     started = time.time()
     _event(run_dir, "start", stage)
     try:
@@ -210,6 +248,11 @@ def run_stage(stage: Stage, inputs: dict[str, Path], run_dir: Path, config: Expe
         failure.unlink(missing_ok=True)
         _event(run_dir, "done", stage)
         return "done"
+    except Skipped as skip:
+        shutil.rmtree(folder, ignore_errors=True)  # a skipped stage leaves no folder, like one never run
+        failure.unlink(missing_ok=True)
+        _record_skip(run_dir, stage, skip.reason)
+        return "skipped"
     except Exception as error:  # noqa: BLE001 - a failed stage is recorded and the study goes on
         runs.write_json(failure, {"id": stage.id, "error": f"{type(error).__name__}: {error}",
                                   "traceback": traceback.format_exc()})
@@ -281,6 +324,11 @@ def run_local(
         if any(states.get(i) in ("failed", "blocked") for i in stage.inputs.values()):
             states[stage.id] = "blocked"
             continue
+        reason = _skipped_input(run_dir, stage, states, by_id)
+        if reason is not None:
+            _record_skip(run_dir, stage, reason)
+            states[stage.id] = "skipped"
+            continue
         inputs = {role: stage_dir(run_dir, by_id[sid]) for role, sid in stage.inputs.items()}
         if on_stage:
             on_stage(stage, "start")
@@ -344,6 +392,10 @@ def run_ray(
                 inputs = [states.get(i) for i in stage.inputs.values()]
                 if any(state in ("failed", "blocked") for state in inputs):
                     states[stage.id] = "blocked"
+                    waiting.remove(stage)
+                elif any(state == "skipped" for state in inputs) and all(s in ("done", "skipped") for s in inputs):
+                    _record_skip(run_dir, stage, _skipped_input(run_dir, stage, states, by_id))
+                    states[stage.id] = "skipped"
                     waiting.remove(stage)
                 elif all(state == "done" for state in inputs):
                     paths = {role: str(stage_dir(run_dir, by_id[sid])) for role, sid in stage.inputs.items()}

@@ -80,7 +80,7 @@ class SearchResult:
     """What a search found: the good mask's metric against the full model's, and every step."""
 
     full_metric: float
-    min_metric: float  # the metric a pruned model had to keep: keep_fraction x full (see threshold_for)
+    min_metric: float  # the metric a pruned model had to keep: keep_fraction x full, or what the caller set
     final_metric: float  # metric of the good mask
     trace: list[Step]
 
@@ -125,11 +125,15 @@ def structured_search(
     full_metric: float,
     mode: str = "heads+mlps",
     keep_fraction: float = 0.9,
+    min_metric: float | None = None,
     head_step_fraction: float = 0.1,
     mlps_per_step: int = 1,
     on_step: Callable[[Step], None] | None = None,
 ) -> StructuredResult:
-    """Iteratively mask the least important heads and MLPs while the metric stays above threshold."""
+    """Iteratively mask the least important heads and MLPs while the metric stays above threshold.
+
+    The threshold is ``min_metric`` if given (`criterion_threshold` computes it for a criterion), else
+    the paper's ``keep_fraction`` x ``full_metric``."""
     if mode not in STRUCTURED_MODES:
         raise UserError(f"Unknown pruning mode '{mode}'.{did_you_mean(mode, STRUCTURED_MODES)} "
                         f"Known: {', '.join(STRUCTURED_MODES)}.")
@@ -140,7 +144,7 @@ def structured_search(
         "heads": [("heads", head_step, 0)],
         "mlps": [("mlps", 0, mlps_per_step)],
     }[mode]
-    limit = threshold_for(full_metric, keep_fraction)
+    limit = threshold_for(full_metric, keep_fraction) if min_metric is None else min_metric
     heads = HeadMask.full(num_layers, num_heads)
     mlps = MlpMask.full(num_layers)
     final_metric = full_metric
@@ -227,15 +231,17 @@ def magnitude_search(
     *,
     full_metric: float,
     keep_fraction: float = 0.9,
+    min_metric: float | None = None,
     step_fraction: float = 0.1,
     scope: str = "global",
     max_steps: int = 100,
     compat: Compat | None = None,
     on_step: Callable[[Step], None] | None = None,
 ) -> MagnitudeResult:
-    """Prune 10% of the remaining weights per step while the metric stays above threshold."""
+    """Prune 10% of the remaining weights per step while the metric stays above threshold (``min_metric``
+    if given, else the paper's ``keep_fraction`` x ``full_metric``)."""
     compat = compat or Compat()
-    limit = threshold_for(full_metric, keep_fraction)
+    limit = threshold_for(full_metric, keep_fraction) if min_metric is None else min_metric
     current = WeightMask({n: torch.ones_like(t, dtype=torch.bool) for n, t in magnitude.items()})
     current_metric, total = full_metric, current.n_total
     before_last, before_last_metric = current, current_metric

@@ -6,7 +6,10 @@ crash leaves either the old file or the new one, and re-running a stage replaces
 `write_table` gathers all row files into ``results.parquet`` and ``results.csv`` (also atomically),
 sorted so that the same rows always give byte-identical files.
 
-Columns: task, seed, method, subnetwork, mode, split, metric, value, fraction_kept, epochs, stage_id.
+Columns: task, seed, method, subnetwork, mode, split, metric, value, fraction_kept, epochs, stage_id, note.
+``note`` is empty except on a fine-tuned model's rows when it did not pass the learnt-check
+(`bertlottery.learnt`): ``not learnt: <reason>``, the reason its pruning and everything after it were
+skipped (those stages have no rows; ``bertlottery status`` lists them with the same reason).
 
 Example:
     >>> rows = rows_from_metrics(record, task="RTE", seed=42, method="structured", subnetwork="good",
@@ -54,9 +57,11 @@ class ResultRow:
     fraction_kept: float
     epochs: int | None
     stage_id: str
+    note: str = ""  # "not learnt: <reason>" on the rows of a fine-tuned model that learnt nothing
 
 
 COLUMNS = [f.name for f in fields(ResultRow)]
+_OPTIONAL = {"note": ""}  # columns added later: row files written before them are read with the default
 
 
 def rows_from_metrics(record: dict[str, Any], **keys: Any) -> list[ResultRow]:
@@ -95,7 +100,7 @@ def read_rows(run_dir: str | os.PathLike, stage_ids: list[str] | None = None) ->
             continue
         try:
             data = json.loads(path.read_text())
-            stage_rows = data["rows"]
+            stage_rows = [{**_OPTIONAL, **r} for r in data["rows"]]
             if any(set(r) != set(COLUMNS) for r in stage_rows):
                 raise ValueError("wrong columns")
         except (ValueError, KeyError, TypeError):

@@ -66,6 +66,7 @@ __all__ = [
     "ROWS_DIR",
     "FAILED_DIR",
     "RUNNING_DIR",
+    "SKIPPED_DIR",
     "EVENTS_FILE",
     "LOCK_FILE",
     "locked_run_dir",
@@ -117,6 +118,7 @@ ROWS_DIR = "rows"
 FAILED_DIR = "failed"
 RUNNING_DIR = "running"
 LOCK_FILE = "run.lock"  # locked by the `bertlottery run` writing the directory; holds its pid and host
+SKIPPED_DIR = "skipped"  # <stage>.json with the reason a stage had nothing to do (a model not learnt)
 EVENTS_FILE = "events.log"  # one line per stage start and end, appended: an audit trail of the run
 GRAPH_FILE = "graph.json"
 RESULTS_CSV = "results.csv"
@@ -155,10 +157,13 @@ def stage_file_name(stage_id: str) -> str:
 
 
 def stage_state(run_dir: str | os.PathLike, stage_id: str) -> str:
-    """``done``, ``failed``, ``running`` (a live process holds it) or ``left``."""
+    """``done``, ``skipped`` (nothing to do: its model was not learnt), ``failed``, ``running`` (a live
+    process holds it) or ``left``."""
     run_dir = Path(run_dir)
     if (stage_path(run_dir, stage_id) / STAGE_FILE).is_file():
         return "done"
+    if (run_dir / SKIPPED_DIR / f"{stage_file_name(stage_id)}.json").is_file():
+        return "skipped"
     if (run_dir / FAILED_DIR / f"{stage_file_name(stage_id)}.json").is_file():
         return "failed"
     try:
@@ -400,8 +405,8 @@ def is_study_run(path: str | os.PathLike) -> bool:
     return bool(names - {CONFIG_FILE}) and names <= _STUDY_RUN_ENTRIES
 
 
-_STUDY_RUN_ENTRIES = {CONFIG_FILE, GRAPH_FILE, STAGES_DIR, ROWS_DIR, FAILED_DIR, RUNNING_DIR, EVENTS_FILE, LOCK_FILE,
-                      RESULTS_CSV, RESULTS_PARQUET}
+_STUDY_RUN_ENTRIES = {CONFIG_FILE, GRAPH_FILE, STAGES_DIR, ROWS_DIR, FAILED_DIR, RUNNING_DIR, SKIPPED_DIR, EVENTS_FILE,
+                      LOCK_FILE, RESULTS_CSV, RESULTS_PARQUET}
 
 
 @contextmanager

@@ -99,10 +99,12 @@ def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
     table = summary(results)
     if not table.empty:
         print("\n" + format_summary(table) + "\n")
-    for line in unlearnt_task_warnings(results):
+    for line in unlearnt_task_warnings(results) + skipped_warnings(stages, run_dir, states):
         print(f"warning: {line}")
-    counts = {state: sum(1 for v in states.values() if v == state) for state in ("done", "failed", "blocked")}
-    print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}; "
+    counts = {state: sum(1 for v in states.values() if v == state)
+              for state in ("done", "skipped", "failed", "blocked")}
+    print(f"done {counts['done']}, failed {counts['failed']}, blocked {counts['blocked']}, "
+          f"skipped {counts['skipped']}; "
           f"results in {run_dir / runs.RESULTS_CSV}")
     print(_cost_line(stages, run_dir))
     return 0 if not counts["failed"] and not counts["blocked"] else 1
@@ -117,6 +119,31 @@ def unlearnt_task_warnings(results) -> list[str]:
         return []
     rows, metrics = main_rows(results)
     return uninformative_tasks(final_cells(rows), metrics)
+
+
+def skipped_warnings(stages, run_dir: Path, states: dict[str, str]) -> list[str]:
+    """One line per skipped stage that skipped the ones after it (a prune stage whose fine-tuned model
+    was not learnt), with its reason; the stages downstream of it are counted, not listed."""
+    from ..pipeline import skip_reason
+
+    skipped = {s.id for s in stages if states.get(s.id) == "skipped"}
+    lines = []
+    for stage in stages:
+        if stage.id in skipped and not skipped & set(stage.inputs.values()):
+            after = sum(1 for s in stages if s.id in skipped and stage.id in _upstream(s, stages))
+            lines.append(f"{stage.id} skipped ({after} stages after it): {skip_reason(run_dir, stage)}")
+    return lines
+
+
+def _upstream(stage, stages) -> set[str]:
+    by_id = {s.id: s for s in stages}
+    seen, todo = set(), list(stage.inputs.values())
+    while todo:
+        sid = todo.pop()
+        if sid not in seen and sid in by_id:
+            seen.add(sid)
+            todo += by_id[sid].inputs.values()
+    return seen
 
 
 def _time_left(stages, run_dir: Path, states: dict[str, str], cache: dict[str, float]) -> str:
@@ -141,12 +168,12 @@ def _cost_line(stages, run_dir: Path) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from .. import runs
     from ..costs import estimate_left
-    from ..pipeline import stage_states
+    from ..pipeline import skip_reason, stage_states
 
     run_dir = Path(args.run_dir)
     config, stages = _stages_of(run_dir)
     states = stage_states(stages, run_dir)
-    order = ("done", "running", "failed", "left")
+    order = ("done", "running", "failed", "left", "skipped")
     print(f"{config.name}: {len(stages)} stages: " + ", ".join(
         f"{state} {sum(1 for v in states.values() if v == state)}" for state in order))
     print(_cost_line(stages, run_dir))
@@ -166,6 +193,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if state == "failed":
                 error = runs.read_json(run_dir / runs.FAILED_DIR / f"{stage.file_id}.json")["error"]
                 line += f"  ({error.splitlines()[0][:120]})"
+            elif state == "skipped":
+                line += f"  ({skip_reason(run_dir, stage)})"
             print(line)
     return 0
 

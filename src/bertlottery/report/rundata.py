@@ -46,8 +46,11 @@ class RunData:
                 and (state is None or s.state == state)]
 
     def counts(self) -> dict[str, int]:
-        order = ("done", "running", "failed", "left")
-        return {state: sum(1 for s in self.stages if s.state == state) for state in order}
+        order = ("done", "skipped", "running", "failed", "left")
+        counts = {state: sum(1 for s in self.stages if s.state == state) for state in order}
+        if not counts["skipped"]:  # only studies with a learnt-check that failed have skipped stages
+            del counts["skipped"]
+        return counts
 
 
 def is_run_dir(path: Path) -> bool:

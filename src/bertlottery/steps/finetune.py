@@ -20,7 +20,7 @@ from ..masks import Masks, load_masks, save_masks
 from ..models import load_model, load_tokenizer, model_layout
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
-from .taskdata import HOLDOUT_SEED, evaluate_model, metrics_record, prepare_task_data
+from .taskdata import CAP_SEED, HOLDOUT_SEED, evaluate_model, learnt_check_of, metrics_record, prepare_task_data
 
 __all__ = ["finetune_run"]
 
@@ -35,7 +35,9 @@ def finetune_run(
     masks_path: str | os.PathLike | None = None,
     masks: Masks | None = None,
     max_train_examples: int | None = None,
+    cap_seed: int = CAP_SEED,
     holdout_fraction: float = 0.0,
+    learnt_check: dict[str, Any] | None = None,
     random_init: bool = False,
     eval_each_epoch: bool = False,
     overwrite: bool = False,
@@ -51,14 +53,19 @@ def finetune_run(
     Args:
         masks_path: a masks file held fixed throughout training and evaluation (or ``masks`` itself);
             the run directory keeps a copy as mask.safetensors.
+        max_train_examples: train on a seeded sample of this many examples, stratified by label and
+            source (`bertlottery.caps`), drawn with ``cap_seed``; the run records which (``cap``).
         holdout_fraction: set a seeded slice of train aside (not trained on) for scoring.
+        learnt_check: ``{"alpha": ..., "margin": ...}``: record whether the model beat the majority
+            class on dev (`bertlottery.learnt`) in ``learnt_check`` of the metrics.
         random_init: the architecture with random weights (the paper's random-init baseline).
         eval_each_epoch: record dev metrics after every epoch in history.json (longer re-fine-tuning).
     """
     task = get_task(task_name)
     tokenizer = load_tokenizer(model_name)
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=settings.max_length,
-                             max_train_examples=max_train_examples, holdout_fraction=holdout_fraction)
+                             max_train_examples=max_train_examples, holdout_fraction=holdout_fraction,
+                             cap_seed=cap_seed)
     model = load_model(model_name, task.num_labels, seed=settings.seed, random_init=random_init)
     layout = model_layout(model)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
@@ -88,6 +95,8 @@ def finetune_run(
         "train": settings.to_dict(),
         "masks": str(masks_path) if masks_path else None,
         "max_train_examples": max_train_examples,
+        "cap_seed": cap_seed if max_train_examples is not None else None,
+        "cap": data.cap.to_dict() if data.cap is not None else None,
         "n_train_examples": len(data.train),
         "holdout_fraction": holdout_fraction,
         "holdout_seed": HOLDOUT_SEED if holdout_fraction else None,
@@ -95,7 +104,10 @@ def finetune_run(
         **(extra_config or {}),
     }
     record = metrics_record(task, results, train_seconds=round(train_seconds, 2),
-                             body_fraction_kept=fraction_kept(model, masks))
+                             body_fraction_kept=fraction_kept(model, masks), majority=data.majority,
+                             cap=config["cap"])
+    if learnt_check is not None:
+        record["learnt_check"] = learnt_check_of(record, **learnt_check).to_dict()
     with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
         model.save_pretrained(scratch / runs.MODEL_DIR)  # safetensors by default
         tokenizer.save_pretrained(scratch / runs.MODEL_DIR)

@@ -27,9 +27,10 @@ from ..importance import magnitudes, structured_importance
 from ..masking import fraction_kept, gated, weight_masked
 from ..masks import HeadMask, Masks, MlpMask, WeightMask, save_masks
 from ..models import load_model, load_tokenizer, model_layout
-from ..pruning import magnitude_search, structured_search
+from ..metrics import chance_level
+from ..pruning import criterion_threshold, magnitude_search, structured_search
 from ..tasks import get_task
-from .taskdata import TaskData, evaluate_model, finetuned_run_config, prepare_task_data
+from .taskdata import CAP_SEED, TaskData, evaluate_model, finetuned_run_config, prepare_task_data
 
 __all__ = ["prune_structured_run", "prune_magnitude_run", "SCORING_SPLITS"]
 
@@ -49,9 +50,22 @@ def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = Fal
         )
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=config["train"]["max_length"],
                              with_train=False, max_train_examples=config.get("max_train_examples"),
-                             holdout_fraction=holdout if heldout else 0.0)
+                             cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
+                             holdout_fraction=holdout if heldout else 0.0, with_majority=True)
     model = load_model(str(model_dir), task.num_labels)
     return model, data, config
+
+
+def _min_metric(data: TaskData, full_metric: float, keep_fraction: float, criterion: str) -> dict[str, Any]:
+    """The search's threshold under ``criterion``, with the chance level it used (the majority class of
+    the labels the model was trained on, on the main dev split; 0 for MCC and correlations).
+
+    Raises:
+        NotAboveChance: ``above_chance`` and the full model is not above chance: run no search.
+    """
+    chance = chance_level(data.task.primary_metric, data.majority[data.main_split])
+    return {"criterion": criterion, "chance": chance,
+            "min_metric": criterion_threshold(full_metric, keep_fraction, criterion, chance)}
 
 
 def _primary(model: nn.Module, data: TaskData, batches) -> float:
@@ -84,6 +98,7 @@ def prune_structured_run(
     glue_dir: Path | None,
     mode: str = "heads+mlps",
     keep_fraction: float = 0.9,
+    criterion: str = "paper",
     scoring_split: str = "dev",
     normalize_by_layer: bool = True,
     global_min_max: bool = False,
@@ -92,7 +107,10 @@ def prune_structured_run(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """s-pruning of a fine-tuned run: the good head+MLP mask, its trace and metrics."""
+    """s-pruning of a fine-tuned run: the good head+MLP mask, its trace and metrics.
+
+    ``criterion`` sets the threshold (`bertlottery.pruning.CRITERIA`); with ``above_chance`` a model
+    not above chance raises `bertlottery.pruning.NotAboveChance` before any search runs."""
     if scoring_split not in SCORING_SPLITS:
         raise UserError(f"Unknown scoring split '{scoring_split}'; use one of {', '.join(SCORING_SPLITS)}.")
     quirks = get_compat(compat)
@@ -103,6 +121,7 @@ def prune_structured_run(
     scoring = data.eval_batches("heldout" if scoring_split == "heldout" else data.main_split, batch_size)
 
     full_metric = _primary(model, data, dev)
+    threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"s-pruning {data.task.name}", disable=not progress, leave=False)
 
     def score(heads: HeadMask, mlps: MlpMask):
@@ -119,14 +138,15 @@ def prune_structured_run(
 
     started = time.time()
     result = structured_search(score, evaluate_mask, num_layers=layout.num_layers, num_heads=layout.num_heads,
-                               full_metric=full_metric, mode=mode, keep_fraction=keep_fraction, on_step=show)
+                               full_metric=full_metric, mode=mode, keep_fraction=keep_fraction,
+                               min_metric=threshold["min_metric"], on_step=show)
     bar.close()
     params = {
         "method": "structured", "mode": mode, "keep_fraction": keep_fraction, "scoring_split": scoring_split,
         "normalize_by_layer": normalize_by_layer, "global_min_max": global_min_max,
         "compat": compat or "none", "seed": config["train"]["seed"], "task": data.task.name,
         "model": config["model"], "run": str(run_dir), "full_metric": full_metric,
-        "final_metric": result.final_metric, "subnetwork": "good",
+        "final_metric": result.final_metric, "subnetwork": "good", **threshold,
     }
     masks = Masks(heads=result.heads, mlps=result.mlps, params=params, family=layout.family)
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
@@ -140,6 +160,7 @@ def prune_magnitude_run(
     *,
     glue_dir: Path | None,
     keep_fraction: float = 0.9,
+    criterion: str = "paper",
     scope: str = "global",
     tensor_set: str = "paper",
     step_fraction: float = 0.1,
@@ -147,13 +168,15 @@ def prune_magnitude_run(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """m-pruning of a fine-tuned run: the good weight mask, its trace and metrics."""
+    """m-pruning of a fine-tuned run: the good weight mask, its trace and metrics (``criterion``: as in
+    `prune_structured_run`)."""
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
     model, data, config = _load_finetuned(run_dir, glue_dir)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
     full_metric = _primary(model, data, dev)
+    threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"m-pruning {data.task.name}", disable=not progress, leave=False)
 
     def evaluate_mask(mask: WeightMask) -> float:
@@ -166,14 +189,14 @@ def prune_magnitude_run(
 
     started = time.time()
     result = magnitude_search(magnitudes(model, tensor_set), evaluate_mask, full_metric=full_metric,
-                              keep_fraction=keep_fraction, step_fraction=step_fraction, scope=scope, compat=quirks,
-                              on_step=show)
+                              keep_fraction=keep_fraction, min_metric=threshold["min_metric"],
+                              step_fraction=step_fraction, scope=scope, compat=quirks, on_step=show)
     bar.close()
     params = {
         "method": "magnitude", "scope": scope, "tensor_set": tensor_set, "keep_fraction": keep_fraction,
         "step_fraction": step_fraction, "compat": compat or "none", "seed": config["train"]["seed"],
         "task": data.task.name, "model": config["model"], "run": str(run_dir), "full_metric": full_metric,
-        "final_metric": result.final_metric, "subnetwork": "good",
+        "final_metric": result.final_metric, "subnetwork": "good", **threshold,
     }
     masks = Masks(weights=result.weights, params=params, family=layout.family)
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),

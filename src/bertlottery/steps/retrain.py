@@ -11,7 +11,7 @@ from typing import Any
 from .. import runs
 from ..training import TrainSettings
 from .finetune import finetune_run
-from .taskdata import finetuned_run_config
+from .taskdata import CAP_SEED, finetuned_run_config
 
 __all__ = ["retrain_run"]
 
@@ -40,6 +40,7 @@ def retrain_run(
     return finetune_run(
         config["model"], config["task"], out, glue_dir=glue_dir, settings=settings,
         masks_path=runs.mask_file_of(mask_path), max_train_examples=config.get("max_train_examples"),
+        cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
         holdout_fraction=config.get("holdout_fraction") or 0.0, eval_each_epoch=True,
         overwrite=overwrite, progress=progress,
         extra_config={"mode": "retrained", "found_by": str(run_dir)},

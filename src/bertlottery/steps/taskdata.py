@@ -8,20 +8,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .. import runs
+from ..caps import Cap, cap_examples
 from ..data import TokenizedSplit, load_split, make_loader, tokenize
 from ..errors import UserError
 from ..evaluation import evaluate
+from ..learnt import ALPHA, LearntCheck, check_learnt
 from ..masking import gated, weight_masked
 from ..masks import Masks
+from ..metrics import chance_level, majority_baseline
 from ..tasks import TaskSpec
 from ..training import TrainSettings
 
-__all__ = ["TaskData", "prepare_task_data", "split_holdout", "evaluate_model", "metrics_record", "finetuned_run_config",
-           "HOLDOUT_SEED", "EVAL_BATCH_SIZE"]
+__all__ = ["TaskData", "prepare_task_data", "training_examples", "split_holdout", "evaluate_model", "metrics_record",
+           "finetuned_run_config", "learnt_check_of", "HOLDOUT_SEED", "CAP_SEED", "EVAL_BATCH_SIZE"]
 
 EVAL_BATCH_SIZE = 64
 
@@ -35,6 +39,9 @@ class TaskData:
     evals: dict[str, TokenizedSplit]  # eval split name -> split
     pad_id: int
     heldout: TokenizedSplit | None = None  # a slice of train set aside (scoring without touching dev)
+    cap: Cap | None = None  # which training examples a capped run trains on (None: all of them)
+    # the majority class's metrics on each eval split, the class taken from the labels trained on
+    majority: dict[str, dict[str, float]] | None = None
 
     def eval_batches(self, split: str, batch_size: int = EVAL_BATCH_SIZE):
         data = self.heldout if split == "heldout" else self.evals[split]
@@ -59,6 +66,13 @@ class TaskData:
 
 HOLDOUT_SEED = 0  # the held-out slice is the same for every run seed, so all seeds score on the same data
 
+# The seed of a training cap's sample (`bertlottery.caps`). It is a data seed, fixed across a study's
+# seeds rather than the run seed: the paper trains every seed on the whole training set, so its seeds
+# differ only in the classifier's initialisation and the data order; a cap drawn per run seed would add
+# a third difference (which examples), widening the spread over seeds that the lottery comparisons read.
+# A config can change it (``train.cap_seed``) to ask how much the sample matters.
+CAP_SEED = 0
+
 
 def split_holdout(examples: list, fraction: float, seed: int = HOLDOUT_SEED) -> tuple[list, list]:
     """Split train examples into (train, held out): a seeded ``fraction`` of them is held out."""
@@ -68,6 +82,30 @@ def split_holdout(examples: list, fraction: float, seed: int = HOLDOUT_SEED) -> 
     n_out = max(1, round(fraction * len(examples)))
     held = set(order[:n_out])
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def training_examples(
+    task: TaskSpec,
+    glue_dir: Path | None,
+    *,
+    max_train_examples: int | None = None,
+    cap_seed: int = CAP_SEED,
+    holdout_fraction: float = 0.0,
+) -> tuple[list, list, Cap | None]:
+    """``(train, held out, cap)``: the examples a run trains on, the slice set aside, and the cap drawn.
+
+    A cap is a seeded sample stratified by label and source (`bertlottery.caps.cap_examples`), not
+    the first lines of the file (GLUE's files are sorted by source); the held-out slice is taken
+    from the capped sample.
+    """
+    examples = load_split(task, "train", glue_dir)
+    cap = None
+    if max_train_examples is not None:
+        examples, cap = cap_examples(task, examples, max_train_examples, cap_seed)
+    held: list = []
+    if holdout_fraction:
+        examples, held = split_holdout(examples, holdout_fraction)
+    return examples, held, cap
 
 
 def prepare_task_data(
@@ -80,28 +118,35 @@ def prepare_task_data(
     max_train_examples: int | None = None,
     max_eval_examples: int | None = None,
     holdout_fraction: float = 0.0,
+    cap_seed: int = CAP_SEED,
+    with_majority: bool = False,
 ) -> TaskData:
     """Read and tokenise a task's train split and eval splits (cached on disk).
 
-    With ``holdout_fraction`` a seeded slice of train (taken after ``max_train_examples``) is set
-    aside as ``heldout`` and not trained on: a scoring split that is neither train nor dev.
+    ``max_train_examples`` caps train to a seeded stratified sample (see `training_examples`). With
+    ``holdout_fraction`` a seeded slice of train (taken from the capped sample) is set aside as
+    ``heldout`` and not trained on: a scoring split that is neither train nor dev. ``majority`` is the
+    majority class's score on each eval split, its class taken from the labels trained on (read with
+    the training data, or with ``with_majority``; evaluating alone needs no train split).
     """
-    train = heldout = None
-    if with_train or holdout_fraction:
-        examples = load_split(task, "train", glue_dir)
-        if max_train_examples is not None:
-            examples = examples[:max_train_examples]
-        if holdout_fraction:
-            examples, held = split_holdout(examples, holdout_fraction)
-            heldout = tokenize(held, tokenizer, max_length=max_length)
-        train = tokenize(examples, tokenizer, max_length=max_length) if with_train else None
+    train = heldout = cap = majority = None
+    if with_train or holdout_fraction or with_majority:
+        train_examples, held, cap = training_examples(task, glue_dir, max_train_examples=max_train_examples,
+                                                      cap_seed=cap_seed, holdout_fraction=holdout_fraction)
+        train = tokenize(train_examples, tokenizer, max_length=max_length) if with_train else None
+        heldout = tokenize(held, tokenizer, max_length=max_length) if holdout_fraction else None
+        train_labels = np.array([e.label for e in train_examples])
+        majority = {}
     evals = {}
     for split in task.eval_splits:
         examples = load_split(task, split, glue_dir)
         if max_eval_examples is not None:
             examples = examples[:max_eval_examples]
         evals[split] = tokenize(examples, tokenizer, max_length=max_length)
-    return TaskData(task=task, train=train, evals=evals, pad_id=tokenizer.pad_token_id or 0, heldout=heldout)
+        if majority is not None:
+            majority[split] = majority_baseline(task, train_labels, np.array([e.label for e in examples]))
+    return TaskData(task=task, train=train, evals=evals, pad_id=tokenizer.pad_token_id or 0, heldout=heldout,
+                    cap=cap, majority=majority)
 
 
 def evaluate_model(
@@ -134,3 +179,17 @@ def finetuned_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
             "give the directory `bertlottery finetune --out` wrote."
         )
     return runs.read_json(run_dir / runs.CONFIG_FILE)
+
+
+def learnt_check_of(record: dict[str, Any], *, alpha: float = ALPHA, margin: float | None = None) -> LearntCheck:
+    """The learnt-check (`bertlottery.learnt`) of a fine-tuning run's metrics record: its primary metric
+    on the main dev split against the majority class of the labels it was trained on (``majority``)."""
+    from ..tasks import get_task
+
+    task = get_task(record["task"])
+    split = task.eval_splits[0]
+    entry = record["splits"][split]
+    metric = task.primary_metric
+    chance = chance_level(metric, record["majority"][split])
+    return check_learnt(metric, entry["metrics"][metric], chance=chance, n=int(entry["n_examples"]), alpha=alpha,
+                        margin=margin)
