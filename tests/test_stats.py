@@ -453,7 +453,7 @@ def test_cochrans_q_tests_mask_sizes_not_which_elements_are_kept():
 
 
 def test_the_papers_released_head_masks_agree_above_chance_and_below_their_ceiling(reference_dir):
-    from bertlottery.stability import keep_arrays, load_mask_sets
+    from bertlottery.analysis.masksets import keep_arrays, load_mask_sets
 
     heads = keep_arrays(load_mask_sets(reference_dir / "masks/heads_mlps"), "heads")
     assert len(heads) == 9

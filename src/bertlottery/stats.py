@@ -611,7 +611,7 @@ def tasks_survived(keeps: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 def importance_at(trace: Mapping[str, Any], iterations: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Head and MLP importance scores of an s-pruning search at chosen iterations (Fig. 3).
 
-    ``trace``: the parsed ``trace.json`` of a structured prune step (`bertlottery.lottery`). Its steps
+    ``trace``: the parsed ``trace.json`` of a structured prune step (`bertlottery.steps.prune`). Its steps
     record the scores they were chosen by; scores are recomputed after every accepted step, so
     iteration 1 is the full model's scores (the paper's Fig. 3 shows CoLA at iteration 1), and
     iteration k+1 the scores under the mask after the k-th accepted step. A rejected step moves
