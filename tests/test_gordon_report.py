@@ -115,8 +115,10 @@ def test_the_figures_axes_ticks_colours_and_chance_line():
                           for m, spread in (("gmp", 0.05), ("random", 0.002)) for s in (0.3, 0.6)
                           for h, d in enumerate((-spread, 0.0, spread))])
     fig = head_rates_figure(rates)
-    bars = [c for c in fig.axes[0].containers if c.has_yerr]
-    assert len(bars) == 2  # random pruning's narrow spread is drawn as capped bars, not only a band
+    bars = [c for c in fig.axes[1].containers if c.has_yerr]
+    assert len(bars) == 2  # random pruning's narrow spread, in points from the sparsity: as tall as it is
+    random_segments = bars[1].lines[2][0].get_segments()
+    assert max(abs(seg[1][1] - seg[0][1]) for seg in random_segments) == pytest.approx(0.4)
 
 
 def test_figure3_right_needs_its_sparsity_in_the_grid():

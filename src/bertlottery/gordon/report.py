@@ -258,7 +258,9 @@ def table1_display(t1: pd.DataFrame, paper: pd.DataFrame | None = None):
         from .paper import SOURCE
 
         notes.append(f"In brackets: {SOURCE}, BERT-Base, accuracy for every task (CoLA's too) | training loss; "
-                     + (f"its average over {', '.join(in_paper)}. " if in_paper else "none of this run's tasks. ")
+                     + (f"its average over {', '.join(in_paper)} (accuracy for all, where ours averages each "
+                        "task's own metric: compare the tasks, not the averages, where they differ). "
+                        if in_paper else "none of this run's tasks. ")
                      + "A task the paper did not run, or a variant it has no row for, has no brackets.")
     return _table("gordon-table1", "Table 1 (Gordon et al.).",
                   "Dev metric (x100, best learning rate) | mean training loss over the whole training set, per "
@@ -301,7 +303,9 @@ def budget_table(results: pd.DataFrame, config: dict[str, Any]):
     display["paper"] = [PAPER_BUDGETS.get(m, "-") for m in methods]
     rates = downstream.get("learning_rates") or []
     frame = display.reset_index(names="method")
-    notes = [f"Learning rates: {', '.join(f'{r:g}' for r in rates)}" + (" (one rate: no sweep)" if len(rates) == 1
+    seeds = config.get("seeds") or []
+    notes = [f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)} in all; pre-training and fine-tuning share each)."]
+    notes += [f"Learning rates: {', '.join(f'{r:g}' for r in rates)}" + (" (one rate: no sweep)" if len(rates) == 1
              else " (each run at every rate, the best dev result kept)") + "; the paper swept 2, 3, 4 and 5e-5."]
     return _table("gordon-budgets", "Fine-tuning budgets.",
                   "Fine-tuning epochs per variant and task, from the results (a + b: a before pruning, b after; "
@@ -477,10 +481,10 @@ def similarity_figure(similarity: pd.DataFrame):
     return fig
 
 
-def _percent_y(ax, label: str) -> None:
+def _percent_y(ax, label: str, decimals: int = 1) -> None:
     from matplotlib.ticker import PercentFormatter
 
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))
     ax.set_ylabel(label)
 
 
@@ -536,23 +540,30 @@ def oneshot_figure(curve: dict[str, Any]):
 
 
 def head_rates_figure(head_rates: pd.DataFrame):
-    """G Fig. 4 left: the mean, min and max fraction of single heads' weights pruned, per sparsity."""
-    fig, (ax,) = _figure()
+    """G Fig. 4 left: the mean, least and most pruned single head's share of weights pruned, per
+    sparsity (left), and the same as points from the sparsity (right), where a spread of a fraction of
+    a point, random pruning's, is as visible as GMP's."""
+    fig, (left, right) = _figure(cols=2)
     methods = sorted(head_rates["method"].unique(), key=lambda m: _method_key(f"{m}-pretrain"))
     for i, method in enumerate(methods):
         stats = head_rates[head_rates["method"] == method].groupby("sparsity")["rate"].agg(["mean", "min", "max"])
         stats = stats.reset_index()
         colour = COLOURS.get(method)
-        # a band of a few points (random pruning's) vanishes under the line: error bars with caps show
-        # it at any width, nudged apart so that two methods' bars do not hide each other
-        x = stats["sparsity"] + (i - (len(methods) - 1) / 2) * 0.008
-        ax.errorbar(x, stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]], fmt="o-",
-                    color=colour, capsize=4, elinewidth=1.5, label=f"{method}: mean, bars min-max")
-        ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.15)
-    ax.plot([0, 1], [0, 1], ":", color="#868e96", lw=1)
-    _percent_axis(ax)
-    _percent_y(ax, "share of a head's weights pruned")
-    ax.legend(fontsize=8)
+        x = stats["sparsity"] + (i - (len(methods) - 1) / 2) * 0.01  # nudged apart: bars must not hide each other
+        left.plot(stats["sparsity"], stats["mean"], "o-", color=colour, label=f"{method}: mean")
+        left.fill_between(stats["sparsity"], stats["min"], stats["max"], color=colour, alpha=0.2,
+                          label=f"{method}: least to most pruned head")
+        offset = 100 * (stats["mean"] - stats["sparsity"])
+        right.errorbar(x, offset, yerr=[100 * (stats["mean"] - stats["min"]), 100 * (stats["max"] - stats["mean"])],
+                       fmt="o", color=colour, capsize=4, elinewidth=1.5, label=method)
+    left.plot([0, 1], [0, 1], ":", color="#868e96", lw=1)
+    right.axhline(0, color="#868e96", linestyle=":", lw=1)
+    for ax in (left, right):
+        _percent_axis(ax)
+    _percent_y(left, "share of a head's weights pruned", decimals=0)
+    right.set_ylabel("pruned share minus sparsity (points)")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
     return fig
 
 
@@ -683,8 +694,9 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
         missing.append("Figure 4 (left): no pruned pre-training run")
     else:
         figures.append(figure_html(head_rates_figure(data.head_rates), out_dir, "gordon-figure4-heads",
-                                   "Figure 4 (left): share of each attention head's weights pruned: mean over heads, "
-                                   "bars from the least to the most pruned head."))
+                                   "Figure 4 (left): share of each attention head's weights pruned, mean over heads "
+                                   "and the band from the least to the most pruned head; right: the same in points "
+                                   "from the sparsity, where a narrow band (random pruning's) shows."))
     parts["pretraining"].append(grid(figures))
 
     t1 = table1(data.results)
