@@ -63,9 +63,14 @@ def test_the_graphs_put_inputs_first_and_ids_follow_the_settings():
     before = config.gordon.downstream.before_pruning_epochs  # Figure 3 (right): one select per point
     assert len(selects) == (per_task + len(before)) * len(config.tasks)
     rates = len(config.gordon.downstream.learning_rates)
-    # and a plain fine-tuning per point, but for the one at train.epochs, which the main graph has
+    # and a plain fine-tuning per point, but for the one at train.epochs, which the main graph has; the
+    # control at 0% deletes nothing, so it is the plain fine-tuning, not a run of its own
     extra = 2 * len(before) - sum(e == config.train.epochs for e in before)
-    assert sum(s.kind == "gordon-finetune" for s in stages) == (per_task * rates + extra) * len(config.tasks)
+    assert sum(s.kind == "gordon-finetune" for s in stages) == ((per_task - 1) * rates + extra) * len(config.tasks)
+    matched = [s for s in selects if s.keys["method"] == "information-deletion-matched"]
+    plain = {s.id for s in stages if s.kind == "gordon-finetune" and s.keys["method"] == "gmp-pretrain"
+             and s.keys["subnetwork"] == "sparsity-0"}
+    assert {s.keys["subnetwork"] for s in matched if set(s.inputs.values()) & plain} == {"sparsity-0"}
     changed = expand(load(MINILM, ["gordon.downstream.deletion_epochs=3"]))
     differ = {s.id for s in stages} ^ {s.id for s in changed}
     assert differ and all("information-deletion" in i and "matched" not in i for i in differ)  # only those it changes
@@ -133,11 +138,11 @@ def test_the_study_writes_the_documented_rows_and_resumes_without_redoing_work(s
     assert gmp_half["gmp-pretrain"] == gmp_half["information-deletion"] != gmp_half["random-pretrain"]
 
     stages = list((study["run"] / "stages").rglob("stage.json"))
-    assert len(stages) == 30
+    assert len(stages) == 29
     before = {p: p.stat().st_mtime_ns for p in stages}
     capsys.readouterr()
     assert main(study["argv"]) == 0
-    assert "30 already done, 0 to run" in capsys.readouterr().out
+    assert "29 already done, 0 to run" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 

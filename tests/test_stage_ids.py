@@ -26,7 +26,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 DIGESTS = {
     "smoke": "c1945b6323b12a68",
-    "gordon-minilm": "a091877285ddb3ec",
+    "gordon-minilm": "fd14ee812c336467",
     "minilm-glue": "75c50ea00ad59886",
     "paper": "87d640948418c877",
     "gordon": "1d222d0ac313b48b",

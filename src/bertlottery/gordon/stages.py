@@ -139,9 +139,11 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
                       inputs(lr) if callable(inputs) else inputs)
                 for lr in (rates or d.learning_rates)]
 
-    def select(trials: list[Stage], keys_from: Stage, inputs: dict[str, str], **extra: Any) -> Stage:
-        keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"}
-        name = keys_from.name.rsplit("-lr", 1)[0]
+    def select(trials: list[Stage], keys_from: Stage, inputs: dict[str, str], *, relabel: dict[str, Any] | None = None,
+               **extra: Any) -> Stage:
+        """The best of ``trials``; ``relabel``: keys of its rows that differ from the trials' (a shared run)."""
+        keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"} | (relabel or {})
+        name = keys_from.name.rsplit("-lr", 1)[0].replace(f"-{keys_from.keys['method']}-", f"-{keys['method']}-", 1)
         return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in trials], **extra},
                      {**{f"lr{i}": r.id for i, r in enumerate(trials)}, **inputs})
 
@@ -170,6 +172,10 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
     if MATCHED_DELETION in variants:  # the same deletion at the pruned models' budget: a control for length
         for sparsity in sparsities:
             checkpoint = checkpoints[("gmp", sparsity)]
+            if sparsity == 0 and plain:  # nothing is deleted at 0%: the plain fine-tuning is this run, not repeated
+                stages.append(select(plain, plain[0], {"pretrain": checkpoint.id},
+                                     relabel={"method": MATCHED_DELETION, "mode": "finetuned"}))
+                continue
             trials = sweep("information-deletion", "gmp", sparsity, base["epochs"], "finetuned",
                            {"pretrain": checkpoint.id}, {}, row=MATCHED_DELETION)
             stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
