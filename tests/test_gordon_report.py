@@ -13,6 +13,7 @@ from bertlottery.gordon.analysis import oneshot_curve, table1
 from bertlottery.gordon.pruning import magnitude_mask
 from bertlottery.gordon.report import (
     average_figure,
+    before_pruning_figure,
     budget_table,
     cautions,
     head_rates_figure,
@@ -126,3 +127,18 @@ def test_figure3_right_needs_its_sparsity_in_the_grid():
         load(MINILM, ["gordon.downstream.before_pruning_sparsity=0.5"])
     with pytest.raises(ConfigError, match="distinct positive"):
         load(MINILM, ["gordon.downstream.before_pruning_epochs=[2,2]"])
+
+
+def test_figure3_right_puts_each_run_at_its_epochs_before_pruning():
+    def selection(task, before, dev, difference):
+        run = {"learning_rate": 1e-4, "dev": dev, "train_loss": 0.3, "epochs": 2, "mask_difference": difference}
+        return {"task": task, "method": "epochs-before-pruning", "metric": "accuracy", "learning_rate": 1e-4,
+                "epochs_before_pruning": before, "runs": [run]}
+
+    fig = before_pruning_figure([selection("SST-2", 4, 0.8, 0.03), selection("SST-2", 1, 0.7, 0.01),
+                                 selection("CoLA", 1, 0.2, 0.02)])
+    left, right = fig.axes
+    lines = {line.get_label(): line for line in left.lines}
+    assert list(lines["SST-2 (accuracy)"].get_xdata()) == [1, 4]  # its own epochs, not the run's 2 after pruning
+    assert list(lines["SST-2 (accuracy)"].get_ydata()) == [0.7, 0.8]
+    assert list(right.get_xticks()) == [1, 4]

@@ -64,8 +64,8 @@ STYLES = {"information-deletion-matched": "o--"}
 PAPER_BUDGETS = {"gmp-pretrain": "3", "random-pretrain": "3", "oneshot-pretrain": "-",
                  "information-deletion": "13; 15 from 70%", "information-deletion-matched": "- (a control added here)",
                  "gmp-downstream": "3 + 5; 3 + 7 from 80%", "epochs-before-pruning": "3 to 12, + 2, at 60%"}
-_TASK_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf")
+# matplotlib's tab10 without its grey, which the report keeps for what is not data (chance, unlearnt)
+_TASK_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
 def task_colour(task: str) -> str:
@@ -481,10 +481,10 @@ def similarity_figure(similarity: pd.DataFrame):
     return fig
 
 
-def _percent_y(ax, label: str, decimals: int = 1) -> None:
+def _percent_y(ax, label: str, decimals: int | None = None) -> None:
     from matplotlib.ticker import PercentFormatter
 
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))  # None: as many as the ticks need
     ax.set_ylabel(label)
 
 
@@ -509,16 +509,16 @@ def before_pruning_figure(selections: list[dict[str, Any]]):
     from ..report.tables import task_order
     from .names import BEFORE_PRUNING
 
-    points = pd.DataFrame([{"task": s["task"], "epochs": s["epochs_before_pruning"], "metric": s["metric"],
-                            **next(r for r in s["runs"] if r["learning_rate"] == s["learning_rate"])}
+    points = pd.DataFrame([{**next(r for r in s["runs"] if r["learning_rate"] == s["learning_rate"]),
+                            "task": s["task"], "before": s["epochs_before_pruning"], "metric": s["metric"]}
                            for s in selections if s["method"] == BEFORE_PRUNING])
     fig, (left, right) = _figure(cols=2)
     for task in task_order(points["task"]):
-        rows = points[points["task"] == task].sort_values("epochs")
-        left.plot(rows["epochs"], rows["dev"], "o-", color=task_colour(task), label=f"{task} ({rows['metric'].iloc[0]})")
-        right.plot(rows["epochs"], rows["mask_difference"], "o-", color=task_colour(task), label=task)
+        rows = points[points["task"] == task].sort_values("before")
+        left.plot(rows["before"], rows["dev"], "o-", color=task_colour(task), label=f"{task} ({rows['metric'].iloc[0]})")
+        right.plot(rows["before"], rows["mask_difference"], "o-", color=task_colour(task), label=task)
     for ax in (left, right):
-        ax.set_xticks(sorted(points["epochs"].unique()))
+        ax.set_xticks(sorted(points["before"].unique()))
         ax.set_xlabel("epochs of fine-tuning before pruning")
     left.set_ylabel("dev metric after pruning and training on")
     _percent_y(right, "mask entries that differ from pre-training's (%)")
@@ -558,8 +558,11 @@ def head_rates_figure(head_rates: pd.DataFrame):
                        fmt="o", color=colour, capsize=4, elinewidth=1.5, label=method)
     left.plot([0, 1], [0, 1], ":", color="#868e96", lw=1)
     right.axhline(0, color="#868e96", linestyle=":", lw=1)
+    sparsities = sorted(head_rates["sparsity"].unique())
+    right.set_xlim(sparsities[0] - 0.05, sparsities[-1] + 0.05)
     for ax in (left, right):
         _percent_axis(ax)
+    right.set_xticks(sparsities)  # the nudged positions are not sparsities
     _percent_y(left, "share of a head's weights pruned", decimals=0)
     right.set_ylabel("pruned share minus sparsity (points)")
     left.legend(fontsize=7)
@@ -690,14 +693,15 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
         figures.append(figure_html(similarity_figure(data.similarity), out_dir, "gordon-figure2-similarity",
                                    "Figure 2 (right): cosine similarity of hidden states on pre-training dev text "
                                    "to the unpruned model, per layer and averaged over layers."))
+    parts["pretraining"].append(grid(figures))
     if data.head_rates.empty:
         missing.append("Figure 4 (left): no pruned pre-training run")
-    else:
-        figures.append(figure_html(head_rates_figure(data.head_rates), out_dir, "gordon-figure4-heads",
-                                   "Figure 4 (left): share of each attention head's weights pruned, mean over heads "
-                                   "and the band from the least to the most pruned head; right: the same in points "
-                                   "from the sparsity, where a narrow band (random pruning's) shows."))
-    parts["pretraining"].append(grid(figures))
+    else:  # two panels: the full width
+        parts["pretraining"].append(figure_html(
+            head_rates_figure(data.head_rates), out_dir, "gordon-figure4-heads",
+            "Figure 4 (left): share of each attention head's weights pruned, mean over heads and the band from the "
+            "least to the most pruned head; right: the same in points from the sparsity, where a narrow band (random "
+            "pruning's) shows."))
 
     t1 = table1(data.results)
     if t1.empty:
@@ -729,7 +733,9 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
         missing.append("Figure 3 (left): no gmp-downstream result with a mask difference")
     if any(s["method"] == BEFORE_PRUNING for s in data.selections):
         downstream = (data.config.get("gordon") or {}).get("downstream") or {}
-        figures.append(figure_html(
+        parts["after"].append(grid(figures))  # two panels: the full width
+        figures = []
+        parts["after"].append(figure_html(
             before_pruning_figure(data.selections), out_dir, "gordon-figure3-right",
             f"Figure 3 (right): fine-tuned for a number of epochs, pruned to "
             f"{downstream.get('before_pruning_sparsity', 0.6):.0%} by magnitude, trained "
@@ -770,7 +776,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
     if data.selections:
         parts["runs"].append(table_html(_lr_table(lr_sweep_table(data.selections)), out_dir))
 
-    shown = [key for key in EXPERIMENTS if parts[key]]
+    shown = [key for key in EXPERIMENTS if any(str(part) for part in parts[key])]  # an empty grid is nothing
     contents = Markup('<nav class="contents"><strong>In this section</strong><ol>') + Markup("").join(
         Markup('<li><a href="#gordon-{}">{}</a></li>').format(key, EXPERIMENTS[key]) for key in shown) + Markup(
         "</ol></nav>")
