@@ -175,6 +175,7 @@ def run_downstream(
         "train_loss": train_loss,
         "n_train_examples": len(data.train),
         "cap_seed": cap_seed if max_train_examples is not None else None,
+        "cap": data.cap.to_dict() if data.cap is not None else None,  # which examples were trained on
         # the constant predictor of the examples trained on: the chance line of G Fig. 1
         "majority": {split: dict(m) for split, m in (data.majority or {}).items()},
         "fraction_kept": kept,
