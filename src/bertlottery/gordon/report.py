@@ -297,8 +297,11 @@ def budget_table(results: pd.DataFrame, config: dict[str, Any]):
                 else:
                     shown = str(epochs)
                 span = f"{e.min:.0%}" if e.min == e.max else f"{e.min:.0%}-{e.max:.0%}"
-                parts.append(f"{shown} ({span})" if len(by_epochs) > 1 or method == BEFORE_PRUNING else shown)
-            cells[task].append("; ".join(parts) if parts else "-")
+                parts.append(f"{shown} ({span})" if len(by_epochs) > 1 and method != BEFORE_PRUNING else shown)
+            text = "; ".join(parts) if parts else "-"
+            if method == BEFORE_PRUNING and parts:  # one sparsity for every point
+                text += f", at {group['sparsity'].iloc[0]:.0%}"
+            cells[task].append(text)
     display = pd.DataFrame(cells, index=methods)
     display["paper"] = [PAPER_BUDGETS.get(m, "-") for m in methods]
     rates = downstream.get("learning_rates") or []
