@@ -92,6 +92,7 @@ def test_the_budgets_and_cautions_say_what_each_variant_was_trained_for():
     assert "is the same deletion at the pruned models' budget" in " ".join(cautions(_results(matched=True), CONFIG))
     assert not any("Information deletion" in line for line in cautions(_results((2, 2)), {**CONFIG, "seeds": [1, 2]}))
     assert not any("One seed" in line for line in cautions(results, {**CONFIG, "seeds": [1, 2]}))
+    assert cautions(pd.DataFrame(), {"seeds": [3]})[0].startswith("One seed (3)")  # before any result
 
 
 def test_the_figures_axes_ticks_colours_and_chance_line():

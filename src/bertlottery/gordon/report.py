@@ -326,7 +326,8 @@ def cautions(results: pd.DataFrame, config: dict[str, Any]) -> list[str]:
     if len(seeds) == 1:
         lines.append(f"One seed ({seeds[0]}): every number is a single fine-tuning run, with no spread to judge a "
                      "difference by; differences of a point or two between variants or sparsities may be noise.")
-    epochs = results[results["metric"] == "train_loss"].groupby("method")["epochs"].agg(["min", "max"])
+    epochs = (results[results["metric"] == "train_loss"].groupby("method")["epochs"].agg(["min", "max"])
+              if not results.empty else pd.DataFrame(columns=["min", "max"]))
     if "information-deletion" in epochs.index and "gmp-pretrain" in epochs.index:
         deletion, pruned = epochs.loc["information-deletion"], epochs.loc["gmp-pretrain"]
         if (deletion["min"], deletion["max"]) != (pruned["min"], pruned["max"]):
