@@ -43,7 +43,7 @@ VARIANTS = ("pruned", "information-deletion", "after-downstream")  # what one do
 # information deletion at the pruned models' budget: the paper's 13-15 epochs against their 3 confound
 # deletion with training length (at 0% the two share every weight and differ only in epochs)
 MATCHED_DELETION = "information-deletion-matched"
-STUDY_VARIANTS = (*VARIANTS[:2], MATCHED_DELETION, VARIANTS[2])  # what a study's config chooses from
+STUDY_VARIANTS = ("pruned", "information-deletion", MATCHED_DELETION, "after-downstream")  # a config's choices
 BEFORE_PRUNING = "epochs-before-pruning"  # the row method of G Fig. 3 (right)'s runs
 
 SPLIT_TRAIN = "train"
