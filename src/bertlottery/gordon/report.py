@@ -69,10 +69,10 @@ _TASK_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 
 
 def task_colour(task: str) -> str:
-    """One colour per task in every Gordon figure, from the task's place in the paper's task order.
+    """One colour per task in every Gordon figure, from the task's place in the paper's task order
+    (tab10 without grey, the assignment the lottery report's task palette makes).
 
-    The lottery report's task palette (`bertlottery.report.figures`) is the one to follow once it
-    exists; this function is the one place to point at it."""
+    Once `bertlottery.report.figures` has that palette, this is the one place to point at it."""
     from ..report.paper import PAPER_TASKS
 
     index = PAPER_TASKS.index(task) if task in PAPER_TASKS else len(PAPER_TASKS) + sum(map(ord, task))
