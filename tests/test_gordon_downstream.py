@@ -97,3 +97,32 @@ def test_training_loss_over_the_training_set_is_the_mean_per_example(tiny_model_
         each = [float(model(**{k: v for k, v in batch.items() if k != "index"}).loss)
                 for batch in make_loader(data.train, data.pad_id, 1, shuffle=False, seed=None)]
     assert loss == pytest.approx(sum(each) / len(each), rel=1e-5)
+
+
+def test_a_capped_run_draws_the_seeded_stratified_sample_of_its_cap_seed(checkpoint, glue, tmp_path):
+    from bertlottery.steps.taskdata import training_examples
+
+    records = {seed: run_downstream(checkpoint["folder"], "RTE", tmp_path / f"cap{seed}", glue_dir=glue,
+                                    settings=SETTINGS, variant="pruned", max_train_examples=16, cap_seed=seed,
+                                    progress=False)
+               for seed in (1, 2)}
+    for seed, record in records.items():
+        _, _, cap = training_examples(get_task("RTE"), glue, max_train_examples=16, cap_seed=seed)
+        assert record["n_train_examples"] == 16 and record["cap_seed"] == seed
+        assert record["cap"]["sha256"] == cap.digest  # the lottery's fine-tuning draws the same examples
+    assert records[1]["cap"]["sha256"] != records[2]["cap"]["sha256"]
+    assert set(records[1]["majority"]) == {"dev"}  # the chance line: the majority class of what was trained on
+
+
+def test_the_gordon_stage_passes_the_configs_cap_seed_to_the_fine_tuning(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from bertlottery.config import load
+    from bertlottery.gordon import downstream, stages
+
+    config = load(Path(__file__).resolve().parents[1] / "configs" / "gordon-minilm.yaml", ["train.cap_seed=7"])
+    stage = next(s for s in stages.expand(config) if s.kind == "gordon-finetune" and s.task == "SST-2")
+    seen = {}
+    monkeypatch.setattr(downstream, "run_downstream", lambda *a, **kw: seen.update(kw))
+    stages.execute(stage, tmp_path / "out", {"pretrain": tmp_path / "no-mask"}, config, False)
+    assert seen["cap_seed"] == 7 and seen["max_train_examples"] == 2000

@@ -29,9 +29,10 @@ def tiny_overrides(model_dir: Path, glue: Path, text: Path) -> list[str]:
             "gordon.corpus.dev_sequences=6", "gordon.pretrain.steps=4", "gordon.pretrain.prune_steps=2",
             "gordon.pretrain.prune_every=1", "gordon.pretrain.batch_size=4", "gordon.pretrain.max_length=32",
             "gordon.pretrain.warmup_steps=0", "gordon.pretrain.head_steps=2", "gordon.downstream.learning_rates=[1e-3]",
-            "gordon.downstream.deletion_epochs=1", "gordon.downstream.deletion_epochs_high=2",
+            "gordon.downstream.deletion_epochs=2", "gordon.downstream.deletion_epochs_high=2",
             "gordon.downstream.after_epochs=1", "gordon.downstream.after_epochs_high=1",
-            "gordon.analysis.similarity_sequences=4"]
+            "gordon.downstream.before_pruning_epochs=[1,2]", "gordon.downstream.before_pruning_sparsity=0.5",
+            "gordon.downstream.before_pruning_more_epochs=1", "gordon.analysis.similarity_sequences=4"]
 
 
 def test_config_problems_are_reported_together():
@@ -57,14 +58,34 @@ def test_the_graphs_put_inputs_first_and_ids_follow_the_settings():
     stages = expand(load(MINILM))
     config = load(MINILM)
     selects = [s for s in stages if s.kind == "gordon-select"]
-    per_task = 4 + 3 + 4 + 4  # gmp 0-90%, random 30-90%, information deletion 0-90%, after downstream 0-90%
-    assert len(selects) == per_task * len(config.tasks)
+    # gmp 0-90%, random 30-90%, information deletion 0-90% and its matched control, after downstream 0-90%
+    per_task = 4 + 3 + 4 + 4 + 4
+    before = config.gordon.downstream.before_pruning_epochs  # Figure 3 (right): one select per point
+    assert len(selects) == (per_task + len(before)) * len(config.tasks)
     rates = len(config.gordon.downstream.learning_rates)
-    assert sum(s.kind == "gordon-finetune" for s in stages) == per_task * len(config.tasks) * rates
+    # and a plain fine-tuning per point, but for the one at train.epochs, which the main graph has; the
+    # control at 0% deletes nothing, so it is the plain fine-tuning, not a run of its own
+    extra = 2 * len(before) - sum(e == config.train.epochs for e in before)
+    assert sum(s.kind == "gordon-finetune" for s in stages) == ((per_task - 1) * rates + extra) * len(config.tasks)
+    matched = [s for s in selects if s.keys["method"] == "information-deletion-matched"]
+    plain = {s.id for s in stages if s.kind == "gordon-finetune" and s.keys["method"] == "gmp-pretrain"
+             and s.keys["subnetwork"] == "sparsity-0"}
+    assert {s.keys["subnetwork"] for s in matched if set(s.inputs.values()) & plain} == {"sparsity-0"}
     changed = expand(load(MINILM, ["gordon.downstream.deletion_epochs=3"]))
     differ = {s.id for s in stages} ^ {s.id for s in changed}
-    assert differ and all("information-deletion" in i for i in differ)  # only the stages it changes
+    assert differ and all("information-deletion" in i and "matched" not in i for i in differ)  # only those it changes
     assert {s.id for s in changed if s.kind == "gordon-pretrain"} == {s.id for s in stages if s.kind == "gordon-pretrain"}
+
+
+def test_the_matched_control_fine_tunes_for_the_pruned_models_epochs_and_information_deletion_for_its_own():
+    config = load(MINILM)
+    epochs: dict[str, set[int]] = {}
+    for stage in expand(config):
+        if stage.kind == "gordon-finetune" and stage.task == "SST-2":
+            epochs.setdefault(stage.keys["method"], set()).add(stage.settings["train"]["epochs"])
+    d = config.gordon.downstream
+    assert epochs["information-deletion-matched"] == epochs["gmp-pretrain"] == {config.train.epochs}
+    assert epochs["information-deletion"] == {d.deletion_epochs, d.deletion_epochs_high} != epochs["gmp-pretrain"]
 
 
 @pytest.fixture(scope="module")
@@ -94,29 +115,34 @@ def study(tiny_model_dir, tmp_path_factory):
 
 def test_the_study_writes_the_documented_rows_and_resumes_without_redoing_work(study, capsys):
     table = pd.read_csv(study["run"] / "results.csv")
-    assert set(table["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
+    assert set(table["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion",
+                                    "information-deletion-matched", "gmp-downstream", "epochs-before-pruning"}
     assert set(table["subnetwork"]) == {"sparsity-0", "sparsity-0.5"}
     assert set(table["mode"]) == {"pruned", "finetuned"}
-    assert set(table.loc[table["method"] == "information-deletion", "mode"]) == {"finetuned"}
+    assert set(table.loc[table["method"].str.startswith("information-deletion"), "mode"]) == {"finetuned"}
     assert set(table["metric"]) == {"accuracy", "learning_rate", "train_loss", "pretrain_dev_loss", "mask_difference"}
     pre = table[table["metric"] == "pretrain_dev_loss"]
     assert set(pre["split"]) == {"pretrain-dev"} and "gmp-downstream" not in set(pre["method"])
     assert set(table.loc[table["metric"] == "mask_difference", "subnetwork"]) == {"sparsity-0.5"}
+    assert set(table.loc[table["metric"] == "mask_difference", "method"]) == {"gmp-downstream", "epochs-before-pruning"}
     assert (table.loc[table["metric"] == "learning_rate", "value"] == 1e-3).all()
     half = table[(table["subnetwork"] == "sparsity-0.5") & (table["method"] == "gmp-pretrain")]
     assert half["fraction_kept"].iloc[0] == pytest.approx(0.5, abs=1e-3)
-    epochs = table.groupby("method")["epochs"].first().to_dict()
-    assert epochs == {"gmp-pretrain": 1, "random-pretrain": 1, "information-deletion": 1, "gmp-downstream": 2}
+    epochs = table.groupby("method")["epochs"].agg(lambda e: sorted(set(e))).to_dict()
+    # information deletion 2 epochs, its control the pruned models' 1; Figure 3 (right): 1 or 2 epochs
+    # before pruning, 1 after
+    assert epochs == {"gmp-pretrain": [1], "random-pretrain": [1], "information-deletion": [2],
+                      "information-deletion-matched": [1], "gmp-downstream": [2], "epochs-before-pruning": [2, 3]}
     # the same checkpoint's loss in every row that reads it
     gmp_half = pre[pre["subnetwork"] == "sparsity-0.5"].groupby("method")["value"].first()
     assert gmp_half["gmp-pretrain"] == gmp_half["information-deletion"] != gmp_half["random-pretrain"]
 
     stages = list((study["run"] / "stages").rglob("stage.json"))
-    assert len(stages) == 20
+    assert len(stages) == 29
     before = {p: p.stat().st_mtime_ns for p in stages}
     capsys.readouterr()
     assert main(study["argv"]) == 0
-    assert "20 already done, 0 to run" in capsys.readouterr().out
+    assert "29 already done, 0 to run" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
@@ -164,10 +190,22 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
                 assert {"gordon-pretrain-loss", "gordon-figure1", "gordon-figure2-fits", "gordon-figure2-similarity",
                         "gordon-figure3", "gordon-figure4-heads", "gordon-figure4-movement", "gordon-figure7",
                         "gordon-heatmaps-0", "gordon-heatmaps-0.5"} <= names, sizes
+                assert {"gordon-figure3-right", "gordon-figure5"} <= names, sizes
+                # the budgets, the seeds, and the paper's numbers beside ours
+                assert "Fine-tuning budgets." in text and "One seed (42)" in text
+                assert "Information deletion was fine-tuned for 2 epochs, the pruned models for 1" in text
+                assert "13; 15 from 70%" in text and "[1.82]" in text  # the paper's budget and 0% pre-training loss
+                assert "one learning rate, 0.001: no sweep" in text
+                contents = page.locator("section#gordon nav.contents a").all_inner_texts()
+                assert "Pruning after fine-tuning (Figure 3)" in contents and len(contents) == 7
                 assert not errors
                 page.close()
         finally:
             browser.close()
+    budgets = pd.read_csv(study["run"] / "report" / "tables" / "gordon-budgets.csv", dtype=str).set_index("method")
+    assert budgets.loc["information-deletion", "RTE"] == "2" and budgets.loc["information-deletion-matched", "RTE"] == "1"
+    assert budgets.loc["gmp-downstream", "RTE"] == "1 + 1"
     table1 = pd.read_csv(study["run"] / "report" / "tables" / "gordon-table1.csv")
-    assert set(table1["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
+    assert set(table1["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion",
+                                     "information-deletion-matched", "gmp-downstream"}
     assert json.loads((study["run"] / "config.json").read_text())["gordon"]["sparsities"] == [0.0, 0.5]

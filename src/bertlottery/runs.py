@@ -80,6 +80,7 @@ __all__ = [
     "PROPORTIONS_FILE",
     "SELECTION_FILE",
     "SIMILARITY_FILE",
+    "ONESHOT_FILE",
     "HEATMAPS_FILE",
     "MLM_HEAD_FILE",
     "subnetwork_file",
@@ -131,6 +132,7 @@ ANALYSIS_FILE = "analysis.json"  # attention-analysis: proportions and correlati
 PROPORTIONS_FILE = "proportions.csv"  # attention-analysis: pattern proportions as a table
 SELECTION_FILE = "selection.json"  # gordon-select: every learning rate's result and the one kept
 SIMILARITY_FILE = "similarity.json"  # gordon-similarity: hidden-state cosine similarity per layer
+ONESHOT_FILE = "oneshot.json"  # gordon-oneshot: summed |w| one-shot magnitude pruning removes per sparsity
 HEATMAPS_FILE = "heatmaps.npz"  # gordon-pretrain: weight-magnitude heatmaps
 MLM_HEAD_FILE = "mlm_head.safetensors"  # beside a pre-trained checkpoint's weights: its MLM head
 

@@ -8,6 +8,7 @@
 - `weight_statistics`: per-matrix mean and std (G Table 3).
 - `hidden_state_similarity`: cosine similarity of two encoders' hidden states, per layer (G Fig. 2 right).
 - `key_heatmap`, `embedding_heatmap`: |w| maps (G Figs. 8, 9).
+- `oneshot_curve`: the summed |w| that one-shot magnitude pruning removes at each sparsity (G Fig. 5).
 - `table1`, `loss_metric_fits`, `lr_sweep_table`: tables of a study's results (G Table 1, Fig. 2 left),
   pure functions of the results DataFrame.
 
@@ -38,7 +39,9 @@ __all__ = [
     "hidden_state_similarity",
     "key_heatmap",
     "embedding_heatmap",
+    "oneshot_curve",
     "table1",
+    "table1_tasks",
     "loss_metric_fits",
     "lr_sweep_table",
 ]
@@ -187,6 +190,42 @@ def embedding_heatmap(embeddings: torch.Tensor, tokens: list[str], rows: int = 2
     return heat, np.array([lengths[order][g].mean() for g in groups])
 
 
+def oneshot_curve(weights: Mapping[str, torch.Tensor], sparsities: Iterable[float], *,
+                  scope: str = "local") -> dict[str, Any]:
+    """What one-shot magnitude pruning removes at each sparsity (G Fig. 5): the summed |w| of the
+    pruned weights, as a fraction of the summed |w| of all, and the largest |w| pruned. ``local``
+    prunes each tensor's ``prune_count`` smallest (the paper); ``global`` the smallest over all.
+
+    Example:
+        >>> curve = oneshot_curve({"a": torch.tensor([1.0, -2.0, 3.0, 4.0])}, [0.0, 0.5])
+        >>> curve["pruned_abs_sum"], curve["largest_pruned"]
+        ([0.0, 3.0], [0.0, 2.0])
+    """
+    from .pruning import prune_count
+
+    points = [float(s) for s in sparsities]
+    magnitudes = [w.detach().abs().flatten().double().cpu() for w in weights.values()]
+    if scope == "global":
+        magnitudes = [torch.cat(magnitudes)]
+    elif scope != "local":
+        raise ValueError(f"unknown scope {scope!r}")
+    pruned = np.zeros(len(points))
+    largest = np.zeros(len(points))
+    total = 0.0
+    for values in magnitudes:
+        ordered = torch.sort(values).values
+        sums = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(ordered, 0)])
+        total += float(sums[-1])
+        for i, sparsity in enumerate(points):
+            count = prune_count(ordered.numel(), sparsity)
+            pruned[i] += float(sums[count])
+            if count:
+                largest[i] = max(largest[i], float(ordered[count - 1]))
+    return {"sparsity": points, "pruned_abs_sum": pruned.tolist(),
+            "fraction_of_abs_sum": (pruned / total if total else pruned).tolist(), "largest_pruned": largest.tolist(),
+            "total_abs_sum": total, "n_weights": sum(v.numel() for v in magnitudes), "scope": scope}
+
+
 @torch.no_grad()
 def hidden_state_similarity(
     reference: nn.Module, other: nn.Module, batches: Iterable[torch.Tensor]
@@ -229,12 +268,16 @@ def table1(table) -> Any:
     task, the dev metric (the task's primary one) and the training loss, plus their averages over tasks.
 
     Columns: method, sparsity, pretrain_dev_loss, ``<task>`` and ``<task> train_loss`` per task,
-    ``average``, ``average train_loss``.
+    ``average``, ``average train_loss``; ``<task> accuracy`` for a task whose primary metric is not
+    accuracy but that reports it (CoLA: the paper's Table 1 gives accuracy). G Fig. 3 (right)'s runs
+    (``epochs-before-pruning``) are not Table 1's and are left out.
     """
     import pandas as pd
 
     from ..tasks import get_task
+    from .names import BEFORE_PRUNING
 
+    table = table[table["method"] != BEFORE_PRUNING] if not table.empty else table
     if table.empty:
         return pd.DataFrame(columns=["method", "sparsity", "pretrain_dev_loss"])
     rows = table.copy()
@@ -247,12 +290,21 @@ def table1(table) -> Any:
         loss = group[group["metric"] == "train_loss"]
         parts.append(metric.groupby(keys)["value"].mean().rename(task.name))
         parts.append(loss.groupby(keys)["value"].mean().rename(f"{task.name} train_loss"))
+        accuracy = group[(group["split"] == task.eval_splits[0]) & (group["metric"] == "accuracy")]
+        if task.primary_metric != "accuracy" and not accuracy.empty:
+            parts.append(accuracy.groupby(keys)["value"].mean().rename(f"{task.name} accuracy"))
     pre = rows[rows["metric"] == "pretrain_dev_loss"].groupby(keys)["value"].mean().rename("pretrain_dev_loss")
     out = pd.concat([pre, *parts], axis=1)
     tasks = sorted({get_task(t).name for t in rows["task"]})
     out["average"] = out[tasks].mean(axis=1, skipna=False)
     out["average train_loss"] = out[[f"{t} train_loss" for t in tasks]].mean(axis=1, skipna=False)
     return out.reset_index().sort_values(keys, kind="mergesort").reset_index(drop=True)
+
+
+def table1_tasks(t1) -> list[str]:
+    """The task columns of a `table1` frame (their primary metric), in its order."""
+    return [c for c in t1.columns if c not in ("method", "sparsity", "pretrain_dev_loss", "average")
+            and not c.endswith((" train_loss", " accuracy"))]
 
 
 def loss_metric_fits(table, method: str = "information-deletion") -> Any:
@@ -269,8 +321,7 @@ def loss_metric_fits(table, method: str = "information-deletion") -> Any:
     if t1.empty:
         return pd.DataFrame(columns=["task", "method", "slope", "intercept", "r", "n"])
     chosen = t1[t1["method"] == method]
-    for task in [c for c in t1.columns if c not in ("method", "sparsity", "pretrain_dev_loss", "average")
-                 and not c.endswith("train_loss")]:
+    for task in table1_tasks(t1):
         points = chosen[["pretrain_dev_loss", task]].dropna()
         if len(points) < 2 or points["pretrain_dev_loss"].nunique() < 2:
             continue

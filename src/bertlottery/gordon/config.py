@@ -9,7 +9,7 @@ from typing import Any
 from .. import checks
 from ..checks import check_names
 from ..settings import MIXED_PRECISION, option
-from .names import PRETRAIN_METHODS, SCOPES, TENSOR_CHOICES, VARIANTS
+from .names import PRETRAIN_METHODS, SCOPES, STUDY_VARIANTS, TENSOR_CHOICES
 
 __all__ = ["PretrainSettings", "GordonConfig", "GordonCorpusConfig", "GordonPretrainConfig", "GordonDownstreamConfig",
            "GordonAnalysisConfig", "validate"]
@@ -98,10 +98,17 @@ class GordonDownstreamConfig:
 
     ``variants``: ``pruned`` (each pre-training method's checkpoint, its mask held fixed),
     ``information-deletion`` (the GMP checkpoint's pruned weights zeroed but free to train, for
-    ``deletion_epochs``, ``deletion_epochs_high`` from ``deletion_high_from`` sparsity up) and
+    ``deletion_epochs``, ``deletion_epochs_high`` from ``deletion_high_from`` sparsity up),
+    ``information-deletion-matched`` (the same at the pruned models' budget, ``train.epochs``: a
+    control, since the paper's longer budget confounds deletion with training length) and
     ``after-downstream`` (fine-tune the unpruned checkpoint ``train.epochs``, prune to the target by
     magnitude, train ``after_epochs`` more, ``after_epochs_high`` from ``after_high_from`` up). Every
     run is repeated at each of ``learning_rates``; the best dev result is kept.
+
+    ``before_pruning_epochs`` (G Fig. 3 right; empty: not run): fine-tune the unpruned checkpoint for
+    each of these numbers of epochs, prune to ``before_pruning_sparsity`` by magnitude and train
+    ``before_pruning_more_epochs`` more, at the sweep's largest learning rate (the paper's 5e-5 is
+    its sweep's largest).
     """
 
     variants: list[str] = field(default_factory=lambda: ["pruned", "information-deletion", "after-downstream"])
@@ -112,6 +119,9 @@ class GordonDownstreamConfig:
     after_epochs: int = 5
     after_epochs_high: int = 7
     after_high_from: float = 0.8
+    before_pruning_epochs: list[int] = field(default_factory=list)
+    before_pruning_sparsity: float = 0.6
+    before_pruning_more_epochs: int = 2
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,7 @@ def validate(gordon: GordonConfig, problems: list[str]) -> None:
         check_names([pretrain.mixed_precision], MIXED_PRECISION, "gordon.pretrain.mixed_precision", problems)
     downstream = gordon.downstream
     if downstream is not None:
-        check_names(downstream.variants, VARIANTS, "gordon.downstream.variants", problems)
+        check_names(downstream.variants, STUDY_VARIANTS, "gordon.downstream.variants", problems)
         if not downstream.learning_rates:
             problems.append("gordon.downstream.learning_rates must not be empty")
         for lr in downstream.learning_rates or []:
@@ -200,8 +210,18 @@ def validate(gordon: GordonConfig, problems: list[str]) -> None:
                 problems.append(f"gordon.downstream.learning_rates must be positive, got {lr}")
         if len(set(downstream.learning_rates or [])) != len(downstream.learning_rates or []):
             problems.append(f"gordon.downstream.learning_rates must be distinct, got {downstream.learning_rates}")
-        at_least(downstream, ("deletion_epochs", "deletion_epochs_high", "after_epochs", "after_epochs_high"), 1,
-                 "downstream")
+        at_least(downstream, ("deletion_epochs", "deletion_epochs_high", "after_epochs", "after_epochs_high",
+                              "before_pruning_more_epochs"), 1, "downstream")
+        before = [e for e in downstream.before_pruning_epochs or [] if isinstance(e, int)]
+        if any(e < 1 for e in before) or len(set(before)) != len(before):
+            problems.append(f"gordon.downstream.before_pruning_epochs must be distinct positive numbers of epochs, "
+                            f"got {downstream.before_pruning_epochs}")
+        if before and downstream.before_pruning_sparsity not in sparsities:
+            problems.append(f"gordon.downstream.before_pruning_sparsity ({downstream.before_pruning_sparsity}) must be "
+                            f"one of gordon.sparsities {gordon.sparsities}: its mask is compared with the one GMP "
+                            "found during pre-training at that sparsity")
+        elif before and downstream.before_pruning_sparsity == 0:
+            problems.append("gordon.downstream.before_pruning_sparsity must be above 0: it is the sparsity pruned to")
     analysis = gordon.analysis
     if analysis is not None:
         at_least(analysis, ("similarity_sequences",), 1, "analysis")

@@ -42,7 +42,7 @@ from ..errors import UserError, did_you_mean
 from ..masking import apply_weight_mask_, gated, weight_masked
 from ..masks import Masks, WeightMask, save_masks
 from ..models import load_model, load_tokenizer, model_layout
-from ..steps.taskdata import evaluate_model, prepare_task_data
+from ..steps.taskdata import CAP_SEED, evaluate_model, prepare_task_data
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
 from .analysis import mask_difference, movement_summary, sort_order_ranks
@@ -97,6 +97,7 @@ def run_downstream(
     after: AfterDownstream | None = None,
     reference_mask: WeightMask | None = None,
     max_train_examples: int | None = None,
+    cap_seed: int = CAP_SEED,
     sort_order: dict[str, Any] | None = None,
     save_model: bool = False,
     progress: bool = True,
@@ -111,6 +112,8 @@ def run_downstream(
         mask: the pre-training mask (``pruned``, ``information-deletion``); None means nothing pruned.
         after: the target and tensors of ``after-downstream`` pruning.
         reference_mask: a mask to compare the ``after-downstream`` mask with (the pre-training one).
+        max_train_examples, cap_seed: a cap on the training set, a seeded stratified sample
+            (`bertlottery.steps.taskdata.training_examples`), as the lottery's fine-tuning draws it.
         sort_order: ``{"bins": int, "tensors": str, "embeddings": bool}`` records the sort-order movement
             of those tensors after every epoch.
         save_model: keep the fine-tuned model in ``out/model``.
@@ -122,7 +125,7 @@ def run_downstream(
     task = get_task(task_name)
     tokenizer = load_tokenizer(str(checkpoint))
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=settings.max_length,
-                             max_train_examples=max_train_examples)
+                             max_train_examples=max_train_examples, cap_seed=cap_seed)
     fresh_classifier = variant != "after-downstream"
     model = load_model(str(checkpoint), task.num_labels, seed=settings.seed if fresh_classifier else None)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
@@ -171,6 +174,10 @@ def run_downstream(
         "splits": {split: {"metrics": m} for split, m in results.items()},
         "train_loss": train_loss,
         "n_train_examples": len(data.train),
+        "cap_seed": cap_seed if max_train_examples is not None else None,
+        "cap": data.cap.to_dict() if data.cap is not None else None,  # which examples were trained on
+        # the constant predictor of the examples trained on: the chance line of G Fig. 1
+        "majority": {split: dict(m) for split, m in (data.majority or {}).items()},
         "fraction_kept": kept,
         "train_seconds": round(seconds, 2),
     }
@@ -182,7 +189,7 @@ def run_downstream(
         record["sort_order"] = history.epochs[-1]["sort_order"] if history.epochs else None
     config = {"checkpoint": str(checkpoint), "task": task.name, "variant": variant, "train": settings.to_dict(),
               "glue_dir": str(glue_dir) if glue_dir else None, "max_train_examples": max_train_examples,
-              "after": after.to_dict() if after else None, "sort_order": sort_order}
+              "cap_seed": cap_seed if max_train_examples is not None else None, "after": after.to_dict() if after else None, "sort_order": sort_order}
     with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
         if save_model:
             model.save_pretrained(scratch / runs.MODEL_DIR)

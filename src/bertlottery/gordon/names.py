@@ -11,7 +11,11 @@ seed              the study seed (pre-training and fine-tuning)
 method            ``gmp-pretrain`` / ``random-pretrain`` / ``oneshot-pretrain``: pruned during
                   pre-training by that method, fine-tuned with the mask held fixed (G§3.2);
                   ``information-deletion``: the GMP checkpoint, pruned weights zeroed but free to train
-                  (G§3.3); ``gmp-downstream``: fine-tuned unpruned, pruned by magnitude, trained on (G§3.4)
+                  (G§3.3); ``information-deletion-matched``: the same, fine-tuned for the pruned models'
+                  epochs (a control for training length, which G§3.3 gives information deletion more of);
+                  ``gmp-downstream``: fine-tuned unpruned, pruned by magnitude, trained on (G§3.4);
+                  ``epochs-before-pruning``: the same at one sparsity after a varied number of epochs
+                  (G Fig. 3 right)
 subnetwork        ``sparsity-0.3`` (the target sparsity)
 mode              ``pruned`` (mask fixed while fine-tuning) or ``finetuned`` (information deletion)
 split, metric     ``dev`` (and ``dev_mismatched``): the task's metrics at the best learning rate;
@@ -29,13 +33,18 @@ epochs            fine-tuning epochs in all (``gmp-downstream``: before and afte
 
 from __future__ import annotations
 
-__all__ = ["PRETRAIN_METHODS", "SCOPES", "TENSOR_CHOICES", "VARIANTS", "row_method", "subnetwork_name",
-           "SPLIT_TRAIN", "SPLIT_PRETRAIN", "SPLIT_MASK"]
+__all__ = ["PRETRAIN_METHODS", "SCOPES", "TENSOR_CHOICES", "VARIANTS", "STUDY_VARIANTS", "MATCHED_DELETION",
+           "BEFORE_PRUNING", "row_method", "subnetwork_name", "SPLIT_TRAIN", "SPLIT_PRETRAIN", "SPLIT_MASK"]
 
 PRETRAIN_METHODS = ("gmp", "oneshot", "random")
 SCOPES = ("local", "global")
 TENSOR_CHOICES = ("gordon", "weights")
-VARIANTS = ("pruned", "information-deletion", "after-downstream")
+VARIANTS = ("pruned", "information-deletion", "after-downstream")  # what one downstream run can be
+# information deletion at the pruned models' budget: the paper's 13-15 epochs against their 3 confound
+# deletion with training length (at 0% the two share every weight and differ only in epochs)
+MATCHED_DELETION = "information-deletion-matched"
+STUDY_VARIANTS = ("pruned", "information-deletion", MATCHED_DELETION, "after-downstream")  # a config's choices
+BEFORE_PRUNING = "epochs-before-pruning"  # the row method of G Fig. 3 (right)'s runs
 
 SPLIT_TRAIN = "train"
 SPLIT_PRETRAIN = "pretrain-dev"

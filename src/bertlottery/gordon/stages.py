@@ -6,8 +6,12 @@ Per seed::
     gordon-pretrain    per (method, sparsity): continued MLM pre-training, pruning on the cubic
                        schedule; one unpruned run (method gmp, sparsity 0) serves every method
     gordon-similarity  per pruned checkpoint: hidden-state cosine similarity to the unpruned one
+    gordon-oneshot     the summed |w| one-shot magnitude pruning removes at each sparsity from the
+                       checkpoint pre-training starts from (G Fig. 5; no training, seconds)
     per task:
-      gordon-finetune  per (variant, method, sparsity, learning rate): one downstream run
+      gordon-finetune  per (variant, method, sparsity, learning rate): one downstream run; with
+                       ``before_pruning_epochs``, per number of epochs a fine-tuning of the unpruned
+                       checkpoint and its pruning (G Fig. 3 right)
       gordon-select    per (variant, method, sparsity): the learning rate with the best dev metric;
                        writes the result rows (their mapping: `bertlottery.gordon.names`)
 
@@ -21,9 +25,11 @@ Stage folders (``RUN/stages/<kind>/<task>/<name>-<hash>/``; pre-training stages 
   (per-head prune rates, per-tensor weight mean/std at the start and end) and ``heatmaps.npz``
   (|w| of layer 1's key matrix and of the word embeddings by subword length).
 - gordon-similarity: ``similarity.json`` (per layer, entry 0 the embeddings, and the mean over layers).
+- gordon-oneshot: ``oneshot.json`` (`bertlottery.gordon.analysis.oneshot_curve`'s record).
 - gordon-finetune: a `bertlottery.gordon.downstream` run directory.
-- gordon-select: ``selection.json`` (every learning rate's dev metric, training loss, sort-order
-  movement and mask difference; the one kept).
+- gordon-select: ``selection.json`` (every learning rate's dev metric, training loss, epochs, sort-order
+  movement and mask difference; the one kept; the majority class's dev metric, its class taken from
+  the examples trained on).
 
 Every setting that changes a stage's result is in its ``settings`` (and so in its id); the results
 of the stages it reads are in its ``inputs``.
@@ -42,16 +48,18 @@ from ..pipeline import Stage
 from ..results import ResultRow
 from ..settings import stage_fields
 from .config import GordonCorpusConfig, GordonPretrainConfig
-from .names import SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
+from .names import BEFORE_PRUNING, MATCHED_DELETION, SPLIT_MASK, SPLIT_PRETRAIN, SPLIT_TRAIN, row_method, subnetwork_name
 from .pretraining import ANALYSIS_FILE, DEV_MASK_SEED, HEATMAPS_FILE, blocks_of, device, head_run, pretrain_run
 
 __all__ = ["KINDS", "expand", "execute", "head_run", "pretrain_run", "PRETRAIN_TASK", "DEV_MASK_SEED", "SELECTION_FILE", "SIMILARITY_FILE",
-           "ANALYSIS_FILE", "HEATMAPS_FILE"]
+           "ANALYSIS_FILE", "HEATMAPS_FILE", "ONESHOT_FILE"]
 
-KINDS = ("gordon-head", "gordon-pretrain", "gordon-similarity", "gordon-finetune", "gordon-select")
+KINDS = ("gordon-head", "gordon-pretrain", "gordon-similarity", "gordon-oneshot", "gordon-finetune", "gordon-select")
 PRETRAIN_TASK = "pretrain"
 SELECTION_FILE = runs.SELECTION_FILE
 SIMILARITY_FILE = runs.SIMILARITY_FILE
+ONESHOT_FILE = runs.ONESHOT_FILE
+ONESHOT_POINTS = 100  # G Fig. 5's curve: sparsities 0, 1%, ..., 99%
 SIMILARITY_BATCH = 16
 
 
@@ -81,6 +89,9 @@ def expand(config: ExperimentConfig) -> list[Stage]:
                                    "weight_decay": g.pretrain.weight_decay}})
             stages.append(head)
             start = {"start": head.id}
+        stages.append(Stage("gordon-oneshot", PRETRAIN_TASK, f"seed{seed}", {"seed": seed},
+                            {"model": config.model, "points": ONESHOT_POINTS, "scope": g.pretrain.scope,
+                             "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}, dict(start)))
         checkpoints: dict[tuple[str, float], Stage] = {}
         for method in g.pretrain.methods:
             for sparsity in sparsities:
@@ -114,21 +125,26 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
     stages: list[Stage] = []
 
     def sweep(variant: str, method: str, sparsity: float, epochs: int, mode: str, inputs, extra: dict[str, Any],
-              total_epochs: int | None = None) -> list[Stage]:
-        """One fine-tuning stage per learning rate; ``inputs``: a dict, or a function of the rate."""
-        name = f"seed{seed}-{row_method(variant, method)}-{sparsity:g}"
-        keys = {"seed": seed, "method": row_method(variant, method), "subnetwork": subnetwork_name(sparsity),
-                "mode": mode, "epochs": total_epochs or epochs}
+              total_epochs: int | None = None, *, row: str | None = None, label: str = "",
+              rates: list[float] | None = None) -> list[Stage]:
+        """One fine-tuning stage per learning rate; ``inputs``: a dict, or a function of the rate.
+        ``row``: the results' method when it is not the variant's own (a control, a Figure 3 run)."""
+        row = row or row_method(variant, method)
+        name = f"seed{seed}-{row}-{sparsity:g}{label}"
+        keys = {"seed": seed, "method": row, "subnetwork": subnetwork_name(sparsity), "mode": mode,
+                "epochs": total_epochs or epochs}
         return [Stage("gordon-finetune", task, f"{name}-lr{lr:g}", {**keys, "learning_rate": lr},
                       {"variant": variant, "sparsity": sparsity, "glue_dir": glue,
                        "train": {**base, "learning_rate": lr, "epochs": epochs}, **extra},
                       inputs(lr) if callable(inputs) else inputs)
-                for lr in d.learning_rates]
+                for lr in (rates or d.learning_rates)]
 
-    def select(trials: list[Stage], keys_from: Stage, inputs: dict[str, str]) -> Stage:
-        keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"}
-        name = keys_from.name.rsplit("-lr", 1)[0]
-        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in trials]},
+    def select(trials: list[Stage], keys_from: Stage, inputs: dict[str, str], *, relabel: dict[str, Any] | None = None,
+               **extra: Any) -> Stage:
+        """The best of ``trials``; ``relabel``: keys of its rows that differ from the trials' (a shared run)."""
+        keys = {k: v for k, v in keys_from.keys.items() if k != "learning_rate"} | (relabel or {})
+        name = keys_from.name.rsplit("-lr", 1)[0].replace(f"-{keys_from.keys['method']}-", f"-{keys['method']}-", 1)
+        return Stage("gordon-select", task, name, keys, {"order": [r.keys["learning_rate"] for r in trials], **extra},
                      {**{f"lr{i}": r.id for i, r in enumerate(trials)}, **inputs})
 
     unpruned = checkpoints[("gmp", 0.0)]
@@ -153,6 +169,16 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
             epochs = d.deletion_epochs_high if sparsity >= d.deletion_high_from else d.deletion_epochs
             trials = sweep("information-deletion", "gmp", sparsity, epochs, "finetuned", {"pretrain": checkpoint.id}, {})
             stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
+    if MATCHED_DELETION in variants:  # the same deletion at the pruned models' budget: a control for length
+        for sparsity in sparsities:
+            checkpoint = checkpoints[("gmp", sparsity)]
+            if sparsity == 0 and plain:  # nothing is deleted at 0%: the plain fine-tuning is this run, not repeated
+                stages.append(select(plain, plain[0], {"pretrain": checkpoint.id},
+                                     relabel={"method": MATCHED_DELETION, "mode": "finetuned"}))
+                continue
+            trials = sweep("information-deletion", "gmp", sparsity, base["epochs"], "finetuned",
+                           {"pretrain": checkpoint.id}, {}, row=MATCHED_DELETION)
+            stages += trials + [select(trials, trials[0], {"pretrain": checkpoint.id})]
     if "after-downstream" in variants:
         prune = {"scope": g.pretrain.scope, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
         start_of = {r.keys["learning_rate"]: r.id for r in plain}
@@ -163,6 +189,33 @@ def _downstream(config, task: str, seed: int, checkpoints: dict, sparsities: lis
                          lambda lr: {"finetuned": start_of[lr], **reference}, {"prune": prune},
                          total_epochs=base["epochs"] + more)
             stages += trials + [select(trials, trials[0], {})]
+    stages += _before_pruning(config, seed, checkpoints, plain, sweep, select)
+    return stages
+
+
+def _before_pruning(config, seed: int, checkpoints: dict, plain: list[Stage], sweep, select) -> list[Stage]:
+    """G Fig. 3 (right): the unpruned checkpoint fine-tuned for each of ``before_pruning_epochs``, then
+    pruned to ``before_pruning_sparsity`` and trained ``before_pruning_more_epochs`` more, at the
+    sweep's largest learning rate. A run the main graph already has (the plain fine-tuning at
+    ``train.epochs``) is shared, not repeated."""
+    g = config.gordon
+    d = g.downstream
+    if not d.before_pruning_epochs:
+        return []
+    rate, sparsity, more = max(d.learning_rates), d.before_pruning_sparsity, d.before_pruning_more_epochs
+    prune = {"scope": g.pretrain.scope, "tensors": g.pretrain.tensors, "embeddings": g.pretrain.prune_embeddings}
+    shared = {r.keys["epochs"]: r for r in plain if r.keys["learning_rate"] == rate}
+    stages: list[Stage] = []
+    for epochs in d.before_pruning_epochs:
+        start = shared.get(epochs)
+        if start is None:
+            (start,) = sweep("pruned", "gmp", 0.0, epochs, "finetuned", {"pretrain": checkpoints[("gmp", 0.0)].id},
+                             {"save_model": True}, row=BEFORE_PRUNING, label=f"-{epochs}ep", rates=[rate])
+            stages.append(start)
+        trials = sweep("after-downstream", "gmp", sparsity, more, "pruned",
+                       {"finetuned": start.id, "pretrain_mask": checkpoints[("gmp", sparsity)].id}, {"prune": prune},
+                       total_epochs=epochs + more, row=BEFORE_PRUNING, label=f"-{epochs}ep", rates=[rate])
+        stages += trials + [select(trials, trials[0], {}, epochs_before_pruning=epochs)]
     return stages
 
 
@@ -172,7 +225,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
             progress: bool) -> list[ResultRow]:
     """Run one Gordon stage into ``out``; return its result rows (only gordon-select has any)."""
     runners = {"gordon-head": _head, "gordon-pretrain": _pretrain, "gordon-similarity": _similarity,
-               "gordon-finetune": _finetune, "gordon-select": _select}
+               "gordon-oneshot": _oneshot, "gordon-finetune": _finetune, "gordon-select": _select}
     if stage.kind not in runners:
         raise ValueError(f"unknown stage kind {stage.kind}")
     return runners[stage.kind](stage, out, inputs, progress)
@@ -219,8 +272,26 @@ def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool
     return []
 
 
+def _oneshot(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
+    from ..models import load_model
+    from .analysis import oneshot_curve
+    from .mlm import _quiet_transformers
+    from .pruning import pruned_parameters
+
+    s = stage.settings
+    start = inputs["start"] / runs.MODEL_DIR if "start" in inputs else s["model"]
+    with _quiet_transformers():
+        model = load_model(str(start), 2, seed=0)  # the classifier is not pruned: any head will do
+    weights = pruned_parameters(model, s["tensors"], s["embeddings"])
+    sparsities = [i / s["points"] for i in range(s["points"])]
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / ONESHOT_FILE, oneshot_curve(weights, sparsities, scope=s["scope"]))
+    return []
+
+
 def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) -> list[ResultRow]:
     from ..masks import load_masks
+    from ..steps.taskdata import CAP_SEED
     from ..training import TrainSettings
     from .downstream import AfterDownstream, run_downstream
 
@@ -238,7 +309,8 @@ def _finetune(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) 
         mask_file = inputs["pretrain"] / runs.MASK_FILE
         mask = load_masks(mask_file).weights if mask_file.is_file() else None
     run_downstream(checkpoint, stage.task, out, glue_dir=glue, settings=settings, variant=s["variant"], mask=mask,
-                   after=after, reference_mask=reference, max_train_examples=cap, sort_order=s.get("sort_order"),
+                   after=after, reference_mask=reference, max_train_examples=cap,
+                   cap_seed=s["train"].get("cap_seed", CAP_SEED), sort_order=s.get("sort_order"),
                    save_model=s.get("save_model", False), progress=progress)
     return []
 
@@ -272,6 +344,9 @@ def _select(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool) ->
         "task": task.name, "method": keys["method"], "mode": keys["mode"], "seed": keys["seed"],
         "sparsity": float(keys["subnetwork"].removeprefix("sparsity-")), "metric": metric,
         "learning_rate": best["learning_rate"], "pretrain_dev_loss": pretrain_loss,
+        "epochs_before_pruning": stage.settings.get("epochs_before_pruning"),
+        # older runs did not record the majority class
+        "majority": best.get("majority", {}).get(main, {}).get(metric),
         "runs": [{"learning_rate": r["learning_rate"], "dev": r["splits"][main]["metrics"][metric],
                   "train_loss": r["train_loss"], "epochs": r["epochs"], "sort_order": r.get("sort_order"),
                   "mask_difference": r.get("mask_difference")} for r in records],
