@@ -148,7 +148,7 @@ def test_calibration_estimates_every_stage_that_computes(tiny_model_dir, glue_di
     plan = study_plan(config, stages, calibrate_here=True, threads=1, seconds_each=0.05)
     by_kind = plan["seconds"]["by_kind"]
     assert plan["calibration"]["threads"] == 1
-    assert all(v > 0 for v in plan["calibration"]["seconds_per_token"].values())
+    assert all(line["per_flop"] > 0 and line["per_step"] >= 0 for line in plan["calibration"]["seconds_per_step"].values())
     for kind in ("finetune", "prune", "evaluate", "retrain"):
         assert by_kind[kind]["calibrated"] == plan["stages"][kind] and by_kind[kind]["most"] > 0
     # a search runs between one step and all of them; the other kinds have one figure
@@ -162,11 +162,30 @@ def test_calibration_estimates_every_stage_that_computes(tiny_model_dir, glue_di
     assert longer["flops"]["by_kind"]["finetune"] > plan["flops"]["by_kind"]["finetune"]
 
 
-def test_calibrate_measures_each_shape(tiny_model_dir):
+def test_calibrate_fits_a_line_per_kind(tiny_model_dir):
+    from bertlottery.plan import Pass
+
     dims = json.loads((tiny_model_dir / "config.json").read_text())
-    calibration = calibrate(dims, {("train", 4, 16), ("eval", 8, 16)}, threads=1, seconds_each=0.02)
-    assert set(calibration.seconds_per_token) == {("train", 4, 16), ("eval", 8, 16)}
-    assert all(v > 0 for v in calibration.seconds_per_token.values())
+    shapes = {("train", 4, 16), ("train", 8, 40), ("eval", 8, 16)}
+    calibration = calibrate(dims, shapes, threads=1, seconds_each=0.02)
+    assert set(calibration.seconds_per_step) == {"train", "eval"}
+    # each kind timed at its smallest shape and at its longest length (the batch cut to 512 tokens)
+    assert {(t["kind"], t["batch"], t["length"]) for t in calibration.timed} == {
+        ("train", 4, 16), ("train", 8, 40), ("eval", 8, 16)}
+    assert all(t["seconds_per_step"] > 0 for t in calibration.timed)
+    per_step, per_flop = calibration.seconds_per_step["train"]
+    assert per_flop > 0 and per_step >= 0
+    # a pass of 10 steps of 4 x 16 tokens: 10 steps' fixed part and its FLOPs' part
+    assert calibration.seconds(Pass("train", 640, 4, 16), 1000.0) == pytest.approx(10 * per_step + 640 * 1000 * 3 * per_flop)
+    assert calibration.busy >= 0.9
+
+
+def test_line_through_two_points():
+    from bertlottery.plan import _line
+
+    assert _line([(100.0, 2.0), (300.0, 4.0)]) == pytest.approx((1.0, 0.01))
+    assert _line([(100.0, 2.0)]) == pytest.approx((0.0, 0.02))
+    assert _line([(100.0, 3.0), (300.0, 2.0)]) == pytest.approx((0.0, 3.0 / 300))  # noise: through the origin
 
 
 def test_paper_plan_runs_offline_and_prints_gpu_hours(tmp_path, monkeypatch, capsys):

@@ -9,8 +9,9 @@ and evaluation (forward only). From those come
   matrix products and attention; embeddings, LayerNorms and the classifier are left out), a training
   pass 3x that (the backward pass computes gradients of activations and of weights, each about a
   forward's cost: the usual 6 x parameters x tokens), a scoring pass 2x (gradients of activations only);
-- seconds on this machine: the passes times the per-token time of each kind of pass measured on the
-  config's model with random weights at the study's batch sizes and lengths (`calibrate`), or the
+- seconds on this machine: each pass's steps and FLOPs on a line (seconds per step + seconds per FLOP)
+  fitted to steps of the config's model with random weights timed at the study's smallest and longest
+  shapes (`calibrate`; on one thread its CPU time, so that a busy machine does not inflate it), or the
   recorded times of finished stages of the same kind in a run directory (`bertlottery.costs`);
 - hours at the bf16 dense peak of a datacenter GPU: FLOPs / peak, a physical lower bound.
 
@@ -120,7 +121,7 @@ def model_dims(model: str) -> tuple[dict[str, Any], str]:
     name = str(model)
     if name in MODEL_ALIASES or Path(name).expanduser().is_dir():
         path = Path(resolve_model_path(name)) / "config.json"
-        return json.loads(path.read_text()), str(path)
+        return json.loads(path.read_text()), f"{name}'s config.json" if name in MODEL_ALIASES else str(path)
     from transformers import AutoConfig, BertConfig
 
     try:
@@ -335,36 +336,51 @@ def work_flops(passes: list[Pass], layout, vocab: int | None = None) -> float:
 
 @dataclass
 class Calibration:
-    """Seconds per token of a training and an evaluation pass, measured at each (batch, length)."""
+    """Seconds per step of a training pass and of an evaluation pass as a line in the step's FLOPs,
+    ``seconds = per_step + per_flop x FLOPs``, fitted to steps timed at the smallest and the largest
+    shape a study needs (the per-step part is what makes small batches cost more per token).
 
-    seconds_per_token: dict[tuple[str, int, int], float]  # (train|eval, batch, length) -> seconds per token
+    ``seconds_per_step``: kind (``train``, ``eval``) -> ``(per_step, per_flop)``. ``busy``: wall time
+    over CPU time while timing on one thread (1 on an idle core); the line is fitted to CPU time there,
+    so it estimates a stage on an idle core, and ``busy`` says how much slower the machine is now.
+    """
+
+    seconds_per_step: dict[str, tuple[float, float]]
+    timed: list[dict[str, Any]]  # every timed shape: kind, batch, length, seconds per step
     setup_seconds: float  # building the model: what a stage pays before its first batch
     threads: int
     measured_seconds: float
+    busy: float
 
-    def seconds(self, p: Pass, mlm_ratio: float = 1.0) -> float:
-        if p.kind == "score":  # forward and backward without weight gradients: 2 forward passes' FLOPs
-            per_token = 2 * self.seconds_per_token[("eval", p.batch, p.length)]
-        else:
-            per_token = self.seconds_per_token[(p.kind, p.batch, p.length)]
-        return p.tokens * per_token * mlm_ratio
+    def seconds(self, p: Pass, flops_per_token: float) -> float:
+        """Seconds of a pass whose tokens cost ``flops_per_token`` each (`work_flops`' counting)."""
+        per_step, per_flop = self.seconds_per_step["train" if p.kind == "train" else "eval"]
+        steps = p.tokens / max(1, p.batch * p.length)
+        return steps * per_step + p.tokens * flops_per_token * PASS_FACTORS[p.kind] * per_flop
+
+
+# the largest step timed: its batch is cut so that a step holds at most this many tokens (a step of
+# 32 x 128 takes seconds on one core; the line in FLOPs carries it over to the full batch)
+_MOST_TIMED_TOKENS = 512
 
 
 def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, threads: int,
-              seconds_each: float = 0.5) -> Calibration:
+              seconds_each: float = 0.3) -> Calibration:
     """Time training steps (forward, backward, AdamW) and forward passes of the config's architecture
-    with random weights at each ``(train|eval, batch, length)`` of ``shapes``, for about
-    ``seconds_each`` each after a warm-up step."""
+    with random weights, for each kind of ``shapes`` (``(train|eval, batch, length)``) at its smallest
+    and its longest shape, for about ``seconds_each`` each after a warm-up step; fit `Calibration`."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from .models import attention_implementation
+    from .models import attention_implementation, layout_from_config
 
     started = time.perf_counter()
     values = dict(dims)
     model_type = str(values.pop("model_type", "bert"))
+    layout = layout_from_config(dims)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    wall_total = cpu_total = 0.0
     try:
         torch.manual_seed(0)
         built = time.perf_counter()
@@ -374,43 +390,70 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
         setup = time.perf_counter() - built
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         vocab = getattr(model.config, "vocab_size", 1000)
-        per_token = {}
-        for kind, batch, length in sorted(shapes):
-            ids = torch.randint(5, vocab, (batch, max(2, length)))
-            labels = torch.zeros(batch, dtype=torch.long)
+        lines, timed = {}, []
+        for kind in ("train", "eval"):
+            needed = sorted({(b, n) for k, b, n in shapes if k == kind}, key=lambda bn: (bn[0] * bn[1], bn))
+            if not needed:
+                continue
+            longest = max(n for _, n in needed)
+            points = {needed[0], (max(1, min(max(b for b, _ in needed), _MOST_TIMED_TOKENS // longest)), longest)}
+            measured = []
+            for batch, length in sorted(points):
+                ids = torch.randint(5, vocab, (batch, max(2, length)))
+                labels = torch.zeros(batch, dtype=torch.long)
 
-            def step() -> None:
-                if kind == "train":
-                    model.train()
-                    model(input_ids=ids, labels=labels).loss.backward()
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                else:
-                    model.eval()
-                    with torch.inference_mode():
-                        model(input_ids=ids)
+                def step() -> None:
+                    if kind == "train":
+                        model.train()
+                        model(input_ids=ids, labels=labels).loss.backward()
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    else:
+                        model.eval()
+                        with torch.inference_mode():
+                            model(input_ids=ids)
 
-            step()  # warm-up: allocations, kernel choice
-            n, t0 = 0, time.perf_counter()
-            while n < 2 or time.perf_counter() - t0 < seconds_each:
-                step()
-                n += 1
-            per_token[(kind, batch, length)] = (time.perf_counter() - t0) / n / (batch * max(2, length))
+                step()  # warm-up: allocations, kernel choice
+                n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+                while n < 2 or time.perf_counter() - wall0 < seconds_each:
+                    step()
+                    n += 1
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                wall_total, cpu_total = wall_total + wall, cpu_total + cpu
+                # on one thread the process's CPU time is the step's work without the waits of a busy machine
+                per_step = min(wall, cpu) / n if threads == 1 else wall / n
+                flops = PASS_FACTORS[kind] * _forward_flops_per_token(layout, length, None) * batch * length
+                measured.append((flops, per_step))
+                timed.append({"kind": kind, "batch": batch, "length": length, "seconds_per_step": per_step})
+            lines[kind] = _line(measured)
     finally:
         torch.set_num_threads(before)
-    return Calibration(per_token, setup, threads, time.perf_counter() - started)
+    busy = wall_total / cpu_total if threads == 1 and cpu_total > 0 else 1.0
+    return Calibration(lines, timed, setup, threads, time.perf_counter() - started, busy)
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(per_step, per_flop)`` through two ``(flops, seconds)`` points; through the origin for one (or
+    where the two give a negative per-step time, which timing noise can)."""
+    (f0, s0), (f1, s1) = points[0], points[-1]
+    if f1 > f0:
+        per_flop = (s1 - s0) / (f1 - f0)
+        per_step = s0 - per_flop * f0
+        if per_step >= 0 and per_flop > 0:
+            return per_step, per_flop
+    return 0.0, max(s for _, s in points) / max(f for f, _ in points)
 
 
 def _shapes(works: list[StageWork]) -> set[tuple[str, int, int]]:
     shapes = set()
     for work in works:
         for p in work.most:
-            shapes.add(("eval" if p.kind in ("eval", "score") else "train", p.batch, p.length))
+            shapes.add(("train" if p.kind == "train" else "eval", p.batch, p.length))
     return shapes
 
 
 def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path | None = None,
-               calibrate_here: bool = True, threads: int | None = None, seconds_each: float = 0.5) -> dict[str, Any]:
+               calibrate_here: bool = True, threads: int | None = None, seconds_each: float = 0.3) -> dict[str, Any]:
     """The plan of a study: stage counts per kind, the data per task, FLOPs and estimated seconds.
 
     ``run_dir``: a run directory of this config (or an earlier one) whose finished stages' recorded
@@ -435,8 +478,6 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     for stage in stages:
         work = works[stage.id]
         flops[stage.kind] += work_flops(work.most, layout, vocab if work.mlm else None)
-    # the per-token time of MLM passes: the measured classifier's scaled by the FLOPs with the head
-    mlm_ratio = _forward_flops_per_token(layout, 128, vocab) / _forward_flops_per_token(layout, 128, None)
 
     recorded = finished_stage_times(stages, run_dir) if run_dir is not None else {}
     from_run = estimate_stages(stages, recorded) if recorded else {}
@@ -456,10 +497,11 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
         elif not work.most:
             continue  # masks and tables: well under a second
         elif calibration is not None:
-            ratio = mlm_ratio if work.mlm else 1.0
             setup = calibration.setup_seconds if work.loads_model else 0.0
-            row["least"] += setup + sum(calibration.seconds(p, ratio) for p in work.least)
-            row["most"] += setup + sum(calibration.seconds(p, ratio) for p in work.most)
+            per_token = {p: _forward_flops_per_token(layout, p.length, vocab if work.mlm else None)
+                         for p in {*work.least, *work.most}}
+            row["least"] += setup + sum(calibration.seconds(p, per_token[p]) for p in work.least)
+            row["most"] += setup + sum(calibration.seconds(p, per_token[p]) for p in work.most)
             row["calibrated"] += 1
         else:
             row["unknown"] += 1
@@ -491,9 +533,10 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
                     "unknown_stages": sum(r["unknown"] for r in seconds.values())},
         "calibration": None if calibration is None else {
             "threads": calibration.threads, "setup_seconds": calibration.setup_seconds,
-            "measured_seconds": calibration.measured_seconds,
-            "seconds_per_token": {f"{k} batch {b} x {n}": v for (k, b, n), v in
-                                  sorted(calibration.seconds_per_token.items())}},
+            "measured_seconds": calibration.measured_seconds, "busy": calibration.busy,
+            "seconds_per_step": {kind: {"per_step": a, "per_flop": b}
+                                 for kind, (a, b) in calibration.seconds_per_step.items()},
+            "timed": calibration.timed},
         "run_dir": str(run_dir) if run_dir is not None else None,
         "gpu_peak_hours": {gpu: total_flops / peak / 3600 for gpu, peak in PEAK_FLOPS.items()},
     }
@@ -551,6 +594,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         if plan["calibration"]:
             c = plan["calibration"]
             line += f"; calibrated on {c['threads']} thread{'s' if c['threads'] > 1 else ''} in {c['measured_seconds']:.0f} s"
+            if c["busy"] > 1.2:
+                line += (f" (an idle core's time: the machine is busy now, timing ran {c['busy']:.1f}x its CPU "
+                         "time)")
         if seconds["unknown_stages"]:
             line += f"; {seconds['unknown_stages']} stages not estimated"
         out.append(line)
