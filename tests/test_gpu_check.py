@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bertlottery.config import load
+from bertlottery.studies import expand
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,3 +45,50 @@ def test_gpu_check_runs_on_cpu(tmp_path, glue_dir):
     good = next(line for line in markdown.splitlines() if line.startswith("| RTE | structured | good | retrained |"))
     assert good.rstrip(" |").split("|")[-1].strip() != "-"  # the CPU run's cell is filled
     assert "Encoder throughput" in markdown and "Quickstart study" in markdown and "Ray executor" in markdown
+
+
+class _FakeRay:
+    """What `run_ray` asks of Ray, recorded: the resources of its stage tasks (no cluster started)."""
+
+    def __init__(self, gpus_in_cluster: int):
+        self.gpus, self.options = gpus_in_cluster, None
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        pass
+
+    def shutdown(self):
+        pass
+
+    def cluster_resources(self):
+        return {"CPU": 2.0, **({"GPU": float(self.gpus)} if self.gpus else {})}
+
+    def remote(self, function):
+        fake = self
+
+        class Remote:
+            def options(self, **kwargs):
+                fake.options = kwargs
+                return self
+        return Remote()
+
+
+@pytest.mark.parametrize("setting,cluster_gpus,asked", [(None, 0, 0), (None, 2, 1), (1, 1, 1), (0, 2, 0), (0.5, 1, 0.5)])
+def test_ray_asks_for_the_gpus_per_stage(tmp_path, monkeypatch, setting, cluster_gpus, asked, glue_dir):
+    """The Ray executor's request (benchmarks/gpu_check.py runs it with ``resources.gpus_per_stage=1``)."""
+    import sys
+
+    from bertlottery.pipeline import run_ray
+
+    fake = _FakeRay(cluster_gpus)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    overrides = [f"glue_dir={glue_dir}", "resources.cpus_per_stage=2"]
+    if setting is not None:
+        overrides.append(f"resources.gpus_per_stage={setting}")
+    config = load(REPO / "configs" / "smoke.yaml", overrides)
+    stages = expand(config)
+    (tmp_path / "run").mkdir()
+    run_ray(stages, tmp_path / "run", config, execute=lambda *a: [], states={s.id: "done" for s in stages})
+    assert fake.options == {"num_cpus": 2, "num_gpus": asked, "max_retries": 0}

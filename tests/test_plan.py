@@ -230,3 +230,4 @@ def test_plan_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--run-dir" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "none").exists()
+
