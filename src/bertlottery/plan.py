@@ -42,7 +42,7 @@ ExperimentConfig = Any  # a `bertlottery.config.ExperimentConfig`
 
 __all__ = ["GLUE_SIZES", "PEAK_FLOPS", "PASS_FACTORS", "TaskSize", "Pass", "StageWork", "Calibration",
            "model_dims", "task_sizes", "stage_work", "structured_steps_bound", "magnitude_steps_bound",
-           "calibrate", "study_plan", "format_plan"]
+           "work_flops", "calibrate", "study_plan", "format_plan"]
 
 # Examples per split of the GLUE tasks as the hub (nyu-mll/glue) and the GLUE download hold them: what a
 # plan counts where the config reads GLUE from the hub and the TSV files are not on this machine.
