@@ -17,7 +17,8 @@ from .errors import UserError
 Stage = Any  # a `bertlottery.pipeline.Stage`: what is read here is its id, kind and task
 ExperimentConfig = Any  # a `bertlottery.config.ExperimentConfig`: what is read here is its energy section
 
-__all__ = ["energy_tracking", "EnergyMeter", "run_summary", "stage_seconds", "estimate_left"]
+__all__ = ["energy_tracking", "EnergyMeter", "run_summary", "stage_seconds", "estimate_left", "finished_stage_times",
+           "estimate_stages"]
 
 
 def energy_tracking(config: ExperimentConfig) -> bool:
@@ -107,8 +108,7 @@ def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
     ``estimated`` is how many unfinished stages got an estimate and ``unknown`` how many did not (no
     stage of their kind has finished yet). ``seconds_of``: a cache of finished stages' times, filled as
     they are read (a live view recomputes this after every stage)."""
-    by_kind_task: dict[tuple[str, str], list[float]] = {}
-    by_kind: dict[str, list[float]] = {}
+    finished: dict[str, tuple[str, str, float]] = {}
     for stage in stages:
         if states.get(stage.id) != "done":
             continue
@@ -119,17 +119,49 @@ def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
                 continue
             if seconds_of is not None:
                 seconds_of[stage.id] = seconds
-        by_kind_task.setdefault((stage.kind, stage.task), []).append(seconds)
-        by_kind.setdefault(stage.kind, []).append(seconds)
-    total = {"seconds": 0.0, "estimated": 0, "unknown": 0}
+        finished[stage.id] = (stage.kind, stage.task, seconds)
+    left = [stage for stage in stages if states.get(stage.id) != "done"]
+    estimates = estimate_stages(left, finished, own=False)
+    known = [v for v in estimates.values() if v is not None]
+    return {"seconds": float(sum(known)), "estimated": len(known), "unknown": len(estimates) - len(known)}
+
+
+def finished_stage_times(stages: list[Stage], run_dir: Path) -> dict[str, tuple[str, str, float]]:
+    """``id -> (kind, task, seconds)`` of every finished stage recorded in ``run_dir``: the stages of its
+    ``graph.json`` (an earlier config's too) and ``stages``. Reads only; a missing folder has none."""
+    known = {s.id: (s.kind, s.task) for s in stages}
+    for entry in runs.read_graph(run_dir) or []:
+        if isinstance(entry, dict) and {"id", "kind", "task"} <= entry.keys():
+            known.setdefault(entry["id"], (entry["kind"], entry["task"]))
+    found = {}
+    for stage_id, (kind, task) in known.items():
+        try:
+            record = json.loads((runs.stage_path(run_dir, stage_id) / runs.STAGE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        seconds = _number(record.get("seconds")) if isinstance(record, dict) else None
+        if seconds is not None:
+            found[stage_id] = (kind, task, seconds)
+    return found
+
+
+def estimate_stages(stages: list[Stage], finished: dict[str, tuple[str, str, float]], *,
+                    own: bool = True) -> dict[str, float | None]:
+    """Each stage's time from ``finished`` (`finished_stage_times`): its own recorded time where it is
+    there (with ``own``), else the mean of the finished stages of its kind and task, else of the task's
+    fine-tuning for stages that train like it (re-fine-tuning, baselines), else of its kind on any
+    task; None where no stage of its kind has finished."""
+    by_kind_task: dict[tuple[str, str], list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    for kind, task, seconds in finished.values():
+        by_kind_task.setdefault((kind, task), []).append(seconds)
+        by_kind.setdefault(kind, []).append(seconds)
+    estimates: dict[str, float | None] = {}
     for stage in stages:
-        if states.get(stage.id) == "done":
+        if own and stage.id in finished:
+            estimates[stage.id] = finished[stage.id][2]
             continue
         known = (by_kind_task.get((stage.kind, stage.task)) or by_kind_task.get((_SAME_WORK.get(stage.kind), stage.task))
                  or by_kind.get(stage.kind))
-        if known:
-            total["seconds"] += sum(known) / len(known)
-            total["estimated"] += 1
-        else:
-            total["unknown"] += 1
-    return total
+        estimates[stage.id] = sum(known) / len(known) if known else None
+    return estimates

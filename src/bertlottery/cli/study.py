@@ -36,10 +36,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     stages = expand(config)
+    if args.plan:
+        return _plan(args, config, stages, run_dir)
     # one writer at a time: two runs on one directory would each run every stage and delete each
     # other's stage folders in progress (with Ray, this driver holds the lock for its workers)
     with runs.locked_run_dir(run_dir):
         return _run(args, config, stages, run_dir)
+
+
+def _plan(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
+    """``run --plan``: what the study would run and cost; runs nothing, writes nothing."""
+    import json
+
+    from ..plan import format_plan, study_plan
+
+    if args.run_dir and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir} does not exist; give a run directory with finished stages, or leave "
+                        "--run-dir out to estimate from a calibration.")
+    # the threads a stage will get: Ray gives each stage cpus_per_stage (1 by default), the local
+    # executor all of this process's
+    threads = config.resources.cpus_per_stage or (1 if args.executor == "ray" else None)
+    plan = study_plan(config, stages, run_dir=run_dir if run_dir.is_dir() else None,
+                      calibrate_here=not args.no_calibrate, threads=threads)
+    print(json.dumps(plan, indent=2) if args.format == "json" else format_plan(plan))
+    return 0
 
 
 def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
@@ -208,6 +228,11 @@ def register(sub) -> None:
                    help="local: one stage at a time in this process (default); ray: independent stages in parallel")
     p.add_argument("--address", help="ray: an existing cluster (e.g. auto or ray://host:10001); default: start one")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plan", action="store_true",
+                   help="print the stages per kind, the data per task, FLOPs and estimated stage time; run nothing")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="--plan: skip the few seconds of timing the model (time only from --run-dir's finished stages)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="--plan's output (default %(default)s)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="what is done, running, failed and left in a study run directory")

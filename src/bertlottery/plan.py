@@ -1,0 +1,612 @@
+"""What a study will cost, before it runs (``bertlottery run CONFIG --plan``).
+
+For every stage of the graph, the work it does is counted in *passes over tokens*: training (forward,
+backward and an optimizer step), scoring (forward and backward to the head/MLP gates, weights frozen)
+and evaluation (forward only). From those come
+
+- FLOPs, from the model's real shapes (`bertlottery.models.layout_from_config`, no weights loaded):
+  a forward pass costs 2 x `bertlottery.export.body_macs_per_token` per token (the encoder layers'
+  matrix products and attention; embeddings, LayerNorms and the classifier are left out), a training
+  pass 3x that (the backward pass computes gradients of activations and of weights, each about a
+  forward's cost: the usual 6 x parameters x tokens), a scoring pass 2x (gradients of activations only);
+- seconds on this machine: each pass's steps and FLOPs on a line (seconds per step + seconds per FLOP)
+  fitted to steps of the config's model with random weights timed at the study's smallest and longest
+  shapes (`calibrate`; on one thread its CPU time, so that a busy machine does not inflate it), or the
+  recorded times of finished stages of the same kind in a run directory (`bertlottery.costs`);
+- hours at the bf16 dense peak of a datacenter GPU: FLOPs / peak, a physical lower bound.
+
+Searches stop when the pruned model falls below the threshold, which is not known before they run: a
+search is counted between its least work (the first step is rejected) and its most (every step is
+accepted until nothing is left to prune), and the FLOPs are the most. Formulas: `docs/algorithms.md`
+(section "The cost of a study").
+
+Example:
+    >>> config = load("configs/quickstart.yaml")                                    # doctest: +SKIP
+    >>> plan = study_plan(config, expand(config), calibrate=False)                   # doctest: +SKIP
+    >>> print(format_plan(plan))                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+Stage = Any  # a `bertlottery.pipeline.Stage`
+ExperimentConfig = Any  # a `bertlottery.config.ExperimentConfig`
+
+__all__ = ["GLUE_SIZES", "PEAK_FLOPS", "PASS_FACTORS", "TaskSize", "Pass", "StageWork", "Calibration",
+           "model_dims", "task_sizes", "stage_work", "structured_steps_bound", "magnitude_steps_bound",
+           "work_flops", "calibrate", "study_plan", "format_plan"]
+
+# Examples per split of the GLUE tasks as the hub (nyu-mll/glue) and the GLUE download hold them: what a
+# plan counts where the config reads GLUE from the hub and the TSV files are not on this machine.
+GLUE_SIZES = {
+    "CoLA": {"train": 8551, "dev": 1043},
+    "SST-2": {"train": 67349, "dev": 872},
+    "MRPC": {"train": 3668, "dev": 408},
+    "STS-B": {"train": 5749, "dev": 1500},
+    "QQP": {"train": 363846, "dev": 40430},
+    "MNLI": {"train": 392702, "dev": 9815, "dev_mismatched": 9832},
+    "QNLI": {"train": 104743, "dev": 5463},
+    "RTE": {"train": 2490, "dev": 277},
+    "WNLI": {"train": 635, "dev": 71},
+}
+
+# Dense bf16 tensor-core peak without sparsity, FLOP/s (NVIDIA's data sheets: H100 SXM 989.4 TFLOPS;
+# the H200 has the same compute with more memory).
+PEAK_FLOPS = {"H100 SXM": 989.4e12, "H200": 989.4e12}
+
+# FLOPs of one token in a pass, in forward passes: see the module's docstring.
+PASS_FACTORS = {"train": 3.0, "score": 2.0, "eval": 1.0}
+
+# Tokens per example sampled to measure a task's mean length (a seeded sample: enough for a mean).
+_LENGTH_SAMPLE = 2000
+_NO_WORK = ("subnetworks", "super", "attention-analysis", "gordon-select")  # read and write masks or tables
+
+
+@dataclass(frozen=True)
+class TaskSize:
+    """A task's data as the plan counts it: examples per split, and mean tokens per example (after
+    truncation to the study's max_length; batches are padded to their longest example and grouped by
+    length, so a batch holds about the mean)."""
+
+    task: str
+    examples: dict[str, int]  # split -> examples in it
+    train_tokens: float  # mean tokens of a training example
+    eval_tokens: float  # mean tokens of a dev example
+    source: str  # "files" (the TSVs were read) or "GLUE sizes" (`GLUE_SIZES`; lengths at max_length)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """``tokens`` tokens of one kind of pass (train, score, eval) at batch ``batch`` and ``length`` tokens
+    per example."""
+
+    kind: str
+    tokens: float
+    batch: int
+    length: int
+
+
+@dataclass
+class StageWork:
+    """What one stage computes: its passes at most, and at least (they differ only for searches)."""
+
+    most: list[Pass] = field(default_factory=list)
+    least: list[Pass] = field(default_factory=list)
+    loads_model: bool = False
+    mlm: bool = False  # the passes include an MLM head over the vocabulary (continued pre-training)
+
+
+# ---- the model and the data ------------------------------------------------------------------------------
+
+def model_dims(model: str) -> tuple[dict[str, Any], str]:
+    """The ``config.json`` values of ``model`` and where they came from, without the network or weights:
+    a local folder or alias, the Hugging Face cache, or for ``bert-base-uncased``/``bert-base-cased``
+    transformers' `BertConfig` defaults (which are bert-base's dimensions).
+
+    Raises:
+        UserError: a hub model that is not cached (its dimensions are unknown offline).
+    """
+    import json
+
+    from .models import MODEL_ALIASES, resolve_model_path
+
+    name = str(model)
+    if name in MODEL_ALIASES or Path(name).expanduser().is_dir():
+        path = Path(resolve_model_path(name)) / "config.json"
+        return json.loads(path.read_text()), f"{name}'s config.json" if name in MODEL_ALIASES else str(path)
+    from transformers import AutoConfig, BertConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True).to_dict(), "the Hugging Face cache"
+    except (OSError, ValueError):
+        pass
+    if name.removeprefix("google-bert/") in ("bert-base-uncased", "bert-base-cased"):
+        values = BertConfig().to_dict()
+        if name.endswith("-cased") and not name.endswith("uncased"):
+            values["vocab_size"] = 28996
+        return values, "transformers' BertConfig defaults (bert-base; not downloaded)"
+    raise UserError(f"The dimensions of model '{name}' are not known offline (not a local folder, not in the "
+                    "Hugging Face cache); download it once, or plan with a local model folder.")
+
+
+def _examples(task, split: str, glue_dir: Path) -> list:
+    from .data import read_glue_split
+
+    return read_glue_split(task, glue_dir, split)
+
+
+def _mean_tokens(examples: list, tokenizer, max_length: int) -> float:
+    """Mean tokens per example (truncated as the data module does) over a seeded sample."""
+    import random
+
+    if not examples:
+        return 0.0
+    sample = examples if len(examples) <= _LENGTH_SAMPLE else random.Random(0).sample(examples, _LENGTH_SAMPLE)
+    pairs = [e.text_b is not None for e in sample]
+    encoded = tokenizer([e.text_a for e in sample], [e.text_b for e in sample] if all(pairs) else None,
+                        truncation="longest_first" if all(pairs) else True, max_length=max_length)
+    return sum(len(ids) for ids in encoded["input_ids"]) / len(sample)
+
+
+def _tokenizer(model: str):
+    """The model's tokenizer where it loads without the network, else None."""
+    from transformers import AutoTokenizer
+
+    from .models import MODEL_ALIASES, resolve_model_path
+
+    try:
+        name = resolve_model_path(model) if model in MODEL_ALIASES or Path(model).expanduser().is_dir() else model
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, UserError):
+        return None
+
+
+def task_sizes(config: ExperimentConfig, tasks: list[str], max_length: dict[str, int]) -> dict[str, TaskSize]:
+    """Each task's `TaskSize`: its TSV files counted and a sample tokenised where ``config.glue_dir`` holds
+    them and the tokenizer loads offline; otherwise `GLUE_SIZES` at ``max_length`` tokens per example
+    (an upper bound on the length). Reads files only; writes nothing (no tokenisation cache)."""
+    from .tasks import get_task
+
+    glue = Path(config.glue_dir) if config.glue_dir else None
+    tokenizer = None
+    sizes = {}
+    for name in tasks:
+        task = get_task(name)
+        length = max_length[task.name]
+        splits = ("train", *task.eval_splits)
+        if glue is not None and all((glue / task.glue_dir / task.splits[s]).is_file() for s in splits):
+            examples = {s: _examples(task, s, glue) for s in splits}
+            tokenizer = tokenizer or _tokenizer(config.model)
+            if tokenizer is not None:
+                train_tokens = _mean_tokens(examples["train"], tokenizer, length)
+                eval_tokens = _mean_tokens([e for s in task.eval_splits for e in examples[s]], tokenizer, length)
+            else:
+                train_tokens = eval_tokens = float(length)
+            sizes[task.name] = TaskSize(task.name, {s: len(e) for s, e in examples.items()}, train_tokens,
+                                        eval_tokens, "files")
+        elif task.name in GLUE_SIZES:
+            sizes[task.name] = TaskSize(task.name, dict(GLUE_SIZES[task.name]), float(length), float(length),
+                                        "GLUE sizes")
+        else:
+            raise UserError(f"No data for {task.name}: {glue} has no {task.glue_dir}/ files; set glue_dir.")
+    return sizes
+
+
+# ---- the work of a stage ---------------------------------------------------------------------------------
+
+def structured_steps_bound(num_layers: int, num_heads: int, mode: str = "heads+mlps",
+                           head_step_fraction: float = 0.1) -> int:
+    """The most steps an s-pruning search can take: every step accepted until nothing is left to prune
+    (the phases of `bertlottery.pruning.structured_search`: heads and an MLP together, heads at half the
+    step, then MLPs one at a time)."""
+    head_step = max(1, int(head_step_fraction * num_layers * num_heads))
+    phases = {"heads+mlps": [(head_step, 1), (max(1, head_step // 2), 0), (0, 1)],
+              "heads": [(head_step, 0)], "mlps": [(0, 1)]}[mode]
+    heads, mlps, steps = num_layers * num_heads, num_layers, 0
+    for n_heads, n_mlps in phases:
+        while True:
+            out_heads, out_mlps = min(n_heads, heads), min(n_mlps, mlps)
+            if (not out_heads and not out_mlps) or (n_heads and not out_heads) or (n_mlps and not out_mlps):
+                break
+            heads, mlps, steps = heads - out_heads, mlps - out_mlps, steps + 1
+    return steps
+
+
+def magnitude_steps_bound(weights: int, step_fraction: float = 0.1, max_steps: int = 100) -> int:
+    """The most steps an m-pruning search can take: each removes ``step_fraction`` of the remaining
+    weights (rounded) until none goes or ``max_steps`` (`bertlottery.pruning.magnitude_search`)."""
+    steps = 0
+    while steps < max_steps and round(step_fraction * weights) > 0:
+        weights -= round(step_fraction * weights)
+        steps += 1
+    return steps
+
+
+def _train_examples(size: TaskSize, train: dict[str, Any]) -> int:
+    """Examples a run trains on: the capped sample, less the held-out slice."""
+    n = size.examples["train"]
+    if train.get("max_train_examples") is not None:
+        n = min(n, train["max_train_examples"])
+    return n - int(round(n * (train.get("holdout_fraction") or 0.0)))
+
+
+def _eval_passes(size: TaskSize, length: int, passes: int, *, main_only: bool = False, task=None) -> list[Pass]:
+    from .steps.taskdata import EVAL_BATCH_SIZE
+
+    splits = task.eval_splits[:1] if main_only else task.eval_splits
+    examples = sum(size.examples[s] for s in splits)
+    return [Pass("eval", passes * examples * size.eval_tokens, EVAL_BATCH_SIZE, length)] if passes else []
+
+
+def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize], layout) -> StageWork:
+    """The passes of one stage (see `StageWork`), from its kind and settings."""
+    from .tasks import get_task
+
+    kind, s = stage.kind, stage.settings
+    if kind in _NO_WORK or (kind == "baseline" and stage.keys.get("method") == "majority"):
+        return StageWork()
+    if kind.startswith("gordon-") and stage.task == "pretrain":
+        return _pretraining_work(stage, config)
+    task = get_task(stage.task)
+    size = sizes[task.name]
+    train = config.train.for_task(task.name, stage.keys.get("seed") or config.seeds[0])
+    length = int(round(size.eval_tokens))
+    if kind in ("finetune", "baseline", "retrain", "gordon-finetune"):
+        if kind == "gordon-finetune":
+            train = s["train"]
+        epochs = stage.keys["epochs"] if kind in ("finetune", "baseline", "retrain") else train["epochs"]
+        tokens = _train_examples(size, train) * epochs * size.train_tokens
+        # re-fine-tuning evaluates dev after every epoch as well as at the end (`steps.retrain`)
+        evals = epochs + 1 if kind == "retrain" else 1
+        work = [Pass("train", tokens, train["batch_size"], int(round(size.train_tokens))),
+                *_eval_passes(size, length, evals, task=task)]
+        return StageWork(work, work, loads_model=True)
+    if kind == "evaluate":
+        work = _eval_passes(size, length, 1, task=task)
+        return StageWork(work, work, loads_model=True)
+    if kind == "attention-maps":
+        examples = min(s["examples"], size.examples[task.eval_splits[0]])
+        work = [Pass("eval", examples * min(size.eval_tokens, s["max_length"]), s["batch_size"], length)]
+        return StageWork(work, work, loads_model=True)
+    if kind == "prune":
+        # the full model and the good mask on every eval split, and one evaluation of the watched split
+        # per step; s-pruning scores the current mask before its first step and after each accepted one
+        fixed = _eval_passes(size, length, 2, task=task)
+        if stage.keys["method"] == "structured":
+            steps = structured_steps_bound(layout.num_layers, layout.num_heads, s["mode"])
+            scoring = size.examples["dev"] if s["scoring_split"] == "dev" else round(
+                _train_examples(size, {**train, "holdout_fraction": 0}) * train["holdout_fraction"])
+            score_tokens = scoring * (size.eval_tokens if s["scoring_split"] == "dev" else size.train_tokens)
+
+            def search(n: int, accepted: int) -> list[Pass]:
+                return [*fixed, *_eval_passes(size, length, n, main_only=True, task=task),
+                        Pass("score", (accepted + 1) * score_tokens, s["batch_size"], length)]
+            return StageWork(search(steps, steps), search(1, 0), loads_model=True)
+        from .compat import Compat, get_compat
+
+        compat = get_compat(None if s["compat"] == "none" else s["compat"])
+        weights = layout.num_layers * (layout.num_heads * layout.params_per_head + layout.params_per_mlp)
+        steps = magnitude_steps_bound(weights, s["step_fraction"],
+                                      Compat.MAGNITUDE_MAX_STEPS if compat.magnitude_mask_before_last_step else 100)
+        return StageWork([*fixed, *_eval_passes(size, length, steps, main_only=True, task=task)],
+                         [*fixed, *_eval_passes(size, length, 1, main_only=True, task=task)], loads_model=True)
+    raise ValueError(f"no work model for stage kind {kind}")
+
+
+def _pretraining_work(stage: Stage, config: ExperimentConfig) -> StageWork:
+    """Continued MLM pre-training (Gordon et al.): steps x batch x max_length tokens, and its dev loss."""
+    g = config.gordon
+    length = g.pretrain.max_length
+    if stage.kind == "gordon-similarity":  # the reference and the pruned model over the same blocks
+        work = [Pass("eval", 2 * stage.settings["sequences"] * length, 16, length)]
+    elif stage.kind == "gordon-head":
+        head = stage.settings["head"]
+        work = [Pass("train", head["steps"] * head["batch_size"] * length, head["batch_size"], length)]
+    else:
+        p = stage.settings["pretrain"]
+        evals = 2 + (p["steps"] // p["eval_every"] if p.get("eval_every") else 0)  # at the start, the end, between
+        work = [Pass("train", p["steps"] * p["batch_size"] * length, p["batch_size"], length),
+                Pass("eval", evals * g.corpus.dev_sequences * length, p["batch_size"], length)]
+    return StageWork(work, work, loads_model=True, mlm=True)
+
+
+# ---- FLOPs and seconds -----------------------------------------------------------------------------------
+
+def _forward_flops_per_token(layout, length: int, vocab: int | None) -> float:
+    from .export import body_macs_per_token
+
+    macs = body_macs_per_token(layout, max(1, length))
+    if vocab:  # the MLM head: a d x d transform and the projection onto the vocabulary
+        macs += layout.hidden_size * layout.hidden_size + layout.hidden_size * vocab
+    return 2.0 * macs
+
+
+def work_flops(passes: list[Pass], layout, vocab: int | None = None) -> float:
+    """FLOPs of a stage's passes (``vocab``: with an MLM head over that many tokens)."""
+    return sum(PASS_FACTORS[p.kind] * p.tokens * _forward_flops_per_token(layout, p.length, vocab) for p in passes)
+
+
+@dataclass
+class Calibration:
+    """Seconds per step of a training pass and of an evaluation pass as a line in the step's FLOPs,
+    ``seconds = per_step + per_flop x FLOPs``, fitted to steps timed at the smallest and the largest
+    shape a study needs (the per-step part is what makes small batches cost more per token).
+
+    ``seconds_per_step``: kind (``train``, ``eval``) -> ``(per_step, per_flop)``. ``busy``: wall time
+    over CPU time while timing on one thread (1 on an idle core); the line is fitted to CPU time there,
+    so it estimates a stage on an idle core, and ``busy`` says how much slower the machine is now.
+    """
+
+    seconds_per_step: dict[str, tuple[float, float]]
+    timed: list[dict[str, Any]]  # every timed shape: kind, batch, length, seconds per step
+    setup_seconds: float  # building the model: what a stage pays before its first batch
+    threads: int
+    measured_seconds: float
+    busy: float
+
+    def seconds(self, p: Pass, flops_per_token: float) -> float:
+        """Seconds of a pass whose tokens cost ``flops_per_token`` each (`work_flops`' counting)."""
+        per_step, per_flop = self.seconds_per_step["train" if p.kind == "train" else "eval"]
+        steps = p.tokens / max(1, p.batch * p.length)
+        return steps * per_step + p.tokens * flops_per_token * PASS_FACTORS[p.kind] * per_flop
+
+
+# the largest step timed: its batch is cut so that a step holds at most this many tokens (a step of
+# 32 x 128 takes seconds on one core; the line in FLOPs carries it over to the full batch)
+_MOST_TIMED_TOKENS = 512
+
+
+def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, threads: int,
+              seconds_each: float = 0.3) -> Calibration:
+    """Time training steps (forward, backward, AdamW) and forward passes of the config's architecture
+    with random weights, for each kind of ``shapes`` (``(train|eval, batch, length)``) at its smallest
+    and its longest shape, for about ``seconds_each`` each after a warm-up step; fit `Calibration`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .models import attention_implementation, layout_from_config
+
+    started = time.perf_counter()
+    values = dict(dims)
+    model_type = str(values.pop("model_type", "bert"))
+    layout = layout_from_config(dims)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    wall_total = cpu_total = 0.0
+    try:
+        torch.manual_seed(0)
+        built = time.perf_counter()
+        model = AutoModelForSequenceClassification.from_config(
+            AutoConfig.for_model(model_type, **{**values, "num_labels": 2}),
+            attn_implementation=attention_implementation(model_type))
+        setup = time.perf_counter() - built
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        vocab = getattr(model.config, "vocab_size", 1000)
+        lines, timed = {}, []
+        for kind in ("train", "eval"):
+            needed = sorted({(b, n) for k, b, n in shapes if k == kind}, key=lambda bn: (bn[0] * bn[1], bn))
+            if not needed:
+                continue
+            longest = max(n for _, n in needed)
+            points = {needed[0], (max(1, min(max(b for b, _ in needed), _MOST_TIMED_TOKENS // longest)), longest)}
+            measured = []
+            for batch, length in sorted(points):
+                ids = torch.randint(5, vocab, (batch, max(2, length)))
+                labels = torch.zeros(batch, dtype=torch.long)
+
+                def step() -> None:
+                    if kind == "train":
+                        model.train()
+                        model(input_ids=ids, labels=labels).loss.backward()
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    else:
+                        model.eval()
+                        with torch.inference_mode():
+                            model(input_ids=ids)
+
+                step()  # warm-up: allocations, kernel choice
+                n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+                while n < 2 or time.perf_counter() - wall0 < seconds_each:
+                    step()
+                    n += 1
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                wall_total, cpu_total = wall_total + wall, cpu_total + cpu
+                # on one thread the process's CPU time is the step's work without the waits of a busy machine
+                per_step = min(wall, cpu) / n if threads == 1 else wall / n
+                flops = PASS_FACTORS[kind] * _forward_flops_per_token(layout, length, None) * batch * length
+                measured.append((flops, per_step))
+                timed.append({"kind": kind, "batch": batch, "length": length, "seconds_per_step": per_step})
+            lines[kind] = _line(measured)
+    finally:
+        torch.set_num_threads(before)
+    busy = wall_total / cpu_total if threads == 1 and cpu_total > 0 else 1.0
+    return Calibration(lines, timed, setup, threads, time.perf_counter() - started, busy)
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(per_step, per_flop)`` through two ``(flops, seconds)`` points; through the origin for one (or
+    where the two give a negative per-step time, which timing noise can)."""
+    (f0, s0), (f1, s1) = points[0], points[-1]
+    if f1 > f0:
+        per_flop = (s1 - s0) / (f1 - f0)
+        per_step = s0 - per_flop * f0
+        if per_step >= 0 and per_flop > 0:
+            return per_step, per_flop
+    return 0.0, max(s for _, s in points) / max(f for f, _ in points)
+
+
+def _shapes(works: list[StageWork]) -> set[tuple[str, int, int]]:
+    shapes = set()
+    for work in works:
+        for p in work.most:
+            shapes.add(("train" if p.kind == "train" else "eval", p.batch, p.length))
+    return shapes
+
+
+def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path | None = None,
+               calibrate_here: bool = True, threads: int | None = None, seconds_each: float = 0.3) -> dict[str, Any]:
+    """The plan of a study: stage counts per kind, the data per task, FLOPs and estimated seconds.
+
+    ``run_dir``: a run directory of this config (or an earlier one) whose finished stages' recorded
+    times estimate the stages of their kind (`bertlottery.costs.estimate_stages`); stages of kinds it
+    has not run are estimated from a calibration when ``calibrate_here``. Reads, never writes.
+    """
+    from .costs import estimate_stages, finished_stage_times
+    from .models import layout_from_config
+
+    import torch
+
+    dims, dims_from = model_dims(config.model)
+    layout = layout_from_config(dims)
+    vocab = int(dims.get("vocab_size") or 0)
+    tasks = list(dict.fromkeys(s.task for s in stages if s.task != "pretrain"))
+    max_length = {t: config.train.for_task(t, config.seeds[0])["max_length"] for t in tasks}
+    sizes = task_sizes(config, tasks, max_length)
+    works = {s.id: stage_work(s, config, sizes, layout) for s in stages}
+
+    kinds = Counter(s.kind for s in stages)
+    flops: Counter = Counter()
+    for stage in stages:
+        work = works[stage.id]
+        flops[stage.kind] += work_flops(work.most, layout, vocab if work.mlm else None)
+
+    recorded = finished_stage_times(stages, run_dir) if run_dir is not None else {}
+    from_run = estimate_stages(stages, recorded) if recorded else {}
+    calibration = None
+    needs_calibration = [s for s in stages if from_run.get(s.id) is None and works[s.id].most]
+    if calibrate_here and needs_calibration:
+        threads = threads or torch.get_num_threads()
+        calibration = calibrate(dims, _shapes([works[s.id] for s in needs_calibration]), threads=threads,
+                                seconds_each=seconds_each)
+    seconds = {kind: {"least": 0.0, "most": 0.0, "from_run": 0, "calibrated": 0, "unknown": 0} for kind in kinds}
+    for stage in stages:
+        row, work = seconds[stage.kind], works[stage.id]
+        if from_run.get(stage.id) is not None:
+            row["least"] += from_run[stage.id]
+            row["most"] += from_run[stage.id]
+            row["from_run"] += 1
+        elif not work.most:
+            continue  # masks and tables: well under a second
+        elif calibration is not None:
+            setup = calibration.setup_seconds if work.loads_model else 0.0
+            per_token = {p: _forward_flops_per_token(layout, p.length, vocab if work.mlm else None)
+                         for p in {*work.least, *work.most}}
+            row["least"] += setup + sum(calibration.seconds(p, per_token[p]) for p in work.least)
+            row["most"] += setup + sum(calibration.seconds(p, per_token[p]) for p in work.most)
+            row["calibrated"] += 1
+        else:
+            row["unknown"] += 1
+
+    task_rows = []
+    for task in tasks:
+        size = sizes[task]
+        runs_of = [s for s in stages if s.task == task and s.kind in ("finetune", "gordon-finetune")]
+        epochs = sorted({(s.keys["epochs"] if s.kind == "finetune" else s.settings["train"]["epochs"]) for s in runs_of})
+        train = config.train.for_task(task, config.seeds[0])
+        task_rows.append({"task": task, "train_examples": size.examples["train"],
+                          "trained_on": _train_examples(size, train), "epochs": epochs,
+                          "eval_examples": sum(v for k, v in size.examples.items() if k != "train"),
+                          "train_tokens_per_example": round(size.train_tokens, 1),
+                          "eval_tokens_per_example": round(size.eval_tokens, 1), "source": size.source})
+    total_flops = float(sum(flops.values()))
+    return {
+        "config": config.name,
+        "model": config.model,
+        "dimensions_from": dims_from,
+        "layout": {k: v for k, v in asdict(layout).items() if v is not None},
+        "stages": dict(kinds),
+        "total_stages": len(stages),
+        "tasks": task_rows,
+        "flops": {"by_kind": {k: float(v) for k, v in flops.items()}, "total": total_flops,
+                  "searches_at_most": True},
+        "seconds": {"by_kind": seconds, "least": sum(r["least"] for r in seconds.values()),
+                    "most": sum(r["most"] for r in seconds.values()),
+                    "unknown_stages": sum(r["unknown"] for r in seconds.values())},
+        "calibration": None if calibration is None else {
+            "threads": calibration.threads, "setup_seconds": calibration.setup_seconds,
+            "measured_seconds": calibration.measured_seconds, "busy": calibration.busy,
+            "seconds_per_step": {kind: {"per_step": a, "per_flop": b}
+                                 for kind, (a, b) in calibration.seconds_per_step.items()},
+            "timed": calibration.timed},
+        "run_dir": str(run_dir) if run_dir is not None else None,
+        "gpu_peak_hours": {gpu: total_flops / peak / 3600 for gpu, peak in PEAK_FLOPS.items()},
+    }
+
+
+# ---- printing --------------------------------------------------------------------------------------------
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
+def _flops(value: float) -> str:
+    if value <= 0:
+        return "0"
+    exponent = int(math.floor(math.log10(value)))
+    return f"{value / 10 ** exponent:.2f}e{exponent}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)  # noqa: E731
+                               for i, (v, w) in enumerate(zip(r, widths)))
+    return [line(header), *[line(r) for r in rows]]
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The plan as the CLI prints it: stages per kind with their FLOPs and estimated time, the data per
+    task, the totals and the GPU lower bound."""
+    out = [f"plan of {plan['config']}: {plan['total_stages']} stages of {plan['model']} "
+           f"({plan['layout']['num_layers']} layers x {plan['layout']['num_heads']} heads, hidden "
+           f"{plan['layout']['hidden_size']}; dimensions from {plan['dimensions_from']})", ""]
+    rows = []
+    for kind, count in plan["stages"].items():
+        s = plan["seconds"]["by_kind"][kind]
+        if s["unknown"]:
+            time_text = f"? ({s['unknown']} not estimated)"
+        elif s["least"] == s["most"]:
+            time_text = _hours(s["most"])
+        else:
+            time_text = f"{_hours(s['least'])} - {_hours(s['most'])}"
+        source = ", ".join(f"{n} {what}" for what, n in (("from the run", s["from_run"]),
+                                                        ("calibrated", s["calibrated"])) if n)
+        rows.append([kind, count, _flops(plan["flops"]["by_kind"][kind]), time_text, source])
+    out += _table(["kind", "stages", "FLOPs", "stage time", "estimated from"], rows)
+    out += ["", *_table(["task", "train", "trained on", "epochs", "dev", "tokens/ex", "data"],
+                        [[t["task"], t["train_examples"], t["trained_on"], ",".join(map(str, t["epochs"])) or "-",
+                          t["eval_examples"], f"{t['train_tokens_per_example']:.0f}", t["source"]]
+                         for t in plan["tasks"]])]
+    seconds = plan["seconds"]
+    out.append("")
+    out.append(f"FLOPs: {_flops(plan['flops']['total'])} (searches counted at their most steps: an upper bound)")
+    if seconds["most"] or not seconds["unknown_stages"]:
+        line = (f"stage time: {_hours(seconds['least'])} - {_hours(seconds['most'])} (searches stopping at their "
+                "first step - running to the end)")
+        if plan["calibration"]:
+            c = plan["calibration"]
+            line += f"; calibrated on {c['threads']} thread{'s' if c['threads'] > 1 else ''} in {c['measured_seconds']:.0f} s"
+            if c["busy"] > 1.2:
+                line += (f" (an idle core's time: the machine is busy now, timing ran {c['busy']:.1f}x its CPU "
+                         "time)")
+        if seconds["unknown_stages"]:
+            line += f"; {seconds['unknown_stages']} stages not estimated"
+        out.append(line)
+    else:
+        out.append(f"stage time: not estimated ({seconds['unknown_stages']} stages; calibration skipped and no "
+                   "finished stages of their kinds in a run directory)")
+    out.append("at the bf16 dense peak of a GPU (a physical lower bound): " + ", ".join(
+        f"{gpu} {hours:.2f} h" if hours >= 0.01 else f"{gpu} {hours * 3600:.1f} s"
+        for gpu, hours in plan["gpu_peak_hours"].items()))
+    if any(t["source"] == "GLUE sizes" for t in plan["tasks"]):
+        out.append("tasks marked 'GLUE sizes' are not in glue_dir: counted from the GLUE splits' sizes at "
+                   "max_length tokens per example (an upper bound)")
+    return "\n".join(out)

@@ -1,0 +1,233 @@
+"""`bertlottery run CONFIG --plan`: stage counts, data, FLOPs by hand, estimates from a run directory and
+from a calibration, and that it runs and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertlottery import runs
+from bertlottery.cli import main
+from bertlottery.config import from_dict, load
+from bertlottery.plan import (PEAK_FLOPS, calibrate, magnitude_steps_bound, structured_steps_bound, study_plan,
+                              task_sizes)
+from bertlottery.studies import expand
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_study(model_dir: Path, glue_dir: Path, **extra) -> dict:
+    return {"name": "tiny", "model": str(model_dir), "glue_dir": str(glue_dir), "tasks": ["RTE"], "seeds": [1],
+            "methods": ["structured"], "subnetworks": ["good"], "modes": ["pruned", "retrained"], "baselines": [],
+            "super_survivors": False, "train": {"epochs": 2, "max_train_examples": 64, "max_length": 48}, **extra}
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def plans(glue_dir) -> dict:
+    """The plans of three packaged configs (lottery, lottery with attention, Gordon), without calibration."""
+    found = {}
+    for name in ("smoke.yaml", "minilm-glue.yaml", "gordon-minilm.yaml"):
+        config = load(REPO / "configs" / name, [f"glue_dir={glue_dir}"])
+        stages = expand(config)
+        found[name] = (stages, study_plan(config, stages, calibrate_here=False))
+    return found
+
+
+def test_counts_per_kind_are_the_graphs(plans):
+    for name, (stages, plan) in plans.items():
+        assert plan["stages"] == dict(Counter(s.kind for s in stages))
+        assert plan["total_stages"] == len(stages)
+        # every kind that trains or evaluates has FLOPs; the mask and table kinds none
+        for kind, flops in plan["flops"]["by_kind"].items():
+            trains = kind not in ("subnetworks", "super", "attention-analysis", "gordon-select")
+            assert (flops > 0) == trains, (name, kind, flops)
+    assert {"attention-maps", "gordon-pretrain", "gordon-finetune"} <= {
+        kind for _, plan in plans.values() for kind in plan["stages"]}
+
+
+def test_training_examples_and_epochs_per_task(plans, glue_dir):
+    rows = {row["task"]: row for row in plans["minilm-glue.yaml"][1]["tasks"]}
+    lines = sum(1 for _ in open(glue_dir / "SST-2" / "train.tsv")) - 1  # a header line
+    assert rows["SST-2"]["train_examples"] == lines
+    assert rows["SST-2"]["trained_on"] == 4000 and rows["SST-2"]["epochs"] == [1]
+    assert rows["WNLI"]["trained_on"] == rows["WNLI"]["train_examples"] == 635  # no cap
+    assert rows["MRPC"]["trained_on"] == 1000 and rows["MRPC"]["epochs"] == [2]
+    assert all(row["source"] == "files" for row in rows.values())
+    assert 5 < rows["SST-2"]["train_tokens_per_example"] < rows["RTE"]["train_tokens_per_example"] <= 128
+
+
+def test_flops_of_a_tiny_study_equal_a_count_by_hand(tiny_model_dir, glue_dir):
+    config = from_dict(_tiny_study(tiny_model_dir, glue_dir))
+    stages = expand(config)
+    plan = study_plan(config, stages, calibrate_here=False)
+    size = task_sizes(config, ["RTE"], {"RTE": 48})["RTE"]
+    # tiny BERT: 2 layers, 4 heads of 8, hidden 32, MLP 37. Per token and layer: each head's Q, K, V and
+    # output 4*32*8 MACs and its scores and weighted values 2*8*L; the MLP 2*32*37.
+    def forward(length: float) -> float:
+        return 2 * 2 * (4 * (4 * 32 * 8 + 2 * 8 * round(length)) + 2 * 32 * 37)
+
+    train_tokens = 64 * 2 * size.train_tokens
+    dev_tokens = 277 * size.eval_tokens
+    expected_finetune = 3 * forward(size.train_tokens) * train_tokens + forward(size.eval_tokens) * dev_tokens
+    assert plan["flops"]["by_kind"]["finetune"] == pytest.approx(expected_finetune, rel=1e-9)
+    # re-fine-tuning: the same training and dev after each of its 2 epochs and at the end
+    expected_retrain = 3 * forward(size.train_tokens) * train_tokens + 3 * forward(size.eval_tokens) * dev_tokens
+    assert plan["flops"]["by_kind"]["retrain"] == pytest.approx(expected_retrain, rel=1e-9)
+    assert plan["flops"]["by_kind"]["evaluate"] == pytest.approx(forward(size.eval_tokens) * dev_tokens, rel=1e-9)
+    # the search at its most: 8 heads, a step of int(0.1 * 8) -> 1 head and an MLP, then heads alone:
+    # 2 joint steps and 6 head steps; the full and good models evaluated, a scoring (2 forward passes)
+    # before the first step and after each accepted one
+    steps = structured_steps_bound(2, 4)
+    assert steps == 8
+    expected_prune = forward(size.eval_tokens) * dev_tokens * (2 + steps + 2 * (steps + 1))
+    assert plan["flops"]["by_kind"]["prune"] == pytest.approx(expected_prune, rel=1e-9)
+    assert plan["flops"]["total"] == pytest.approx(sum(plan["flops"]["by_kind"].values()))
+    assert plan["gpu_peak_hours"]["H100 SXM"] == pytest.approx(plan["flops"]["total"] / PEAK_FLOPS["H100 SXM"] / 3600)
+
+
+@pytest.mark.parametrize("mode", ["heads+mlps", "heads", "mlps"])
+@pytest.mark.parametrize("layers,heads", [(2, 4), (6, 12), (12, 12), (3, 5)])
+def test_structured_bound_is_the_length_of_a_search_that_accepts_everything(mode, layers, heads):
+    from bertlottery.importance import ImportanceScores
+    from bertlottery.pruning import structured_search
+
+    def score(head_mask, mlp_mask):
+        return ImportanceScores(heads=torch.rand(layers, heads), mlps=torch.rand(layers), n_tokens=1, n_examples=1)
+
+    result = structured_search(score, lambda h, m: 1.0, num_layers=layers, num_heads=heads, full_metric=1.0, mode=mode)
+    assert structured_steps_bound(layers, heads, mode) == len(result.trace)
+
+
+@pytest.mark.parametrize("weights,step,max_steps", [(100, 0.1, 100), (1000, 0.1, 100), (10**6, 0.1, 100), (60, 0.5, 100),
+                                                     (10**6, 0.1, 10)])
+def test_magnitude_bound_is_the_length_of_a_search_that_accepts_everything(weights, step, max_steps):
+    from bertlottery.pruning import magnitude_search
+
+    result = magnitude_search({"w": torch.rand(weights)}, lambda mask: 1.0, full_metric=1.0, step_fraction=step,
+                              max_steps=max_steps)
+    assert magnitude_steps_bound(weights, step, max_steps) == len(result.trace)
+
+
+def test_estimate_from_finished_stages_uses_their_recorded_seconds(tiny_model_dir, glue_dir, tmp_path):
+    from bertlottery.pipeline import graph_record
+
+    config = from_dict(_tiny_study(tiny_model_dir, glue_dir))
+    stages = expand(config)
+    run_dir = tmp_path / "run"
+    runs.write_graph(run_dir, graph_record(stages))
+    recorded = {"finetune": 100.0, "prune": 40.0}
+    for stage in stages:
+        if stage.kind in recorded:
+            folder = runs.stage_path(run_dir, stage.id)
+            folder.mkdir(parents=True)
+            runs.write_json(folder / runs.STAGE_FILE, {"id": stage.id, "seconds": recorded[stage.kind]})
+    before = _listing(run_dir)
+    plan = study_plan(config, stages, run_dir=run_dir, calibrate_here=False)
+    by_kind = plan["seconds"]["by_kind"]
+    assert by_kind["finetune"]["most"] == 100.0 and by_kind["finetune"]["from_run"] == 1
+    assert by_kind["prune"]["least"] == by_kind["prune"]["most"] == 40.0
+    # re-fine-tuning trains like the task's fine-tuning: estimated from its time
+    assert by_kind["retrain"]["most"] == 100.0 * plan["stages"]["retrain"]
+    assert by_kind["evaluate"]["unknown"] == plan["stages"]["evaluate"]  # no evaluate finished, no calibration
+    assert plan["seconds"]["most"] == 100.0 + 40.0 + 100.0 * plan["stages"]["retrain"]
+    assert _listing(run_dir) == before
+
+
+def test_calibration_estimates_every_stage_that_computes(tiny_model_dir, glue_dir):
+    config = from_dict(_tiny_study(tiny_model_dir, glue_dir))
+    stages = expand(config)
+    plan = study_plan(config, stages, calibrate_here=True, threads=1, seconds_each=0.05)
+    by_kind = plan["seconds"]["by_kind"]
+    assert plan["calibration"]["threads"] == 1
+    assert all(line["per_flop"] > 0 and line["per_step"] >= 0 for line in plan["calibration"]["seconds_per_step"].values())
+    for kind in ("finetune", "prune", "evaluate", "retrain"):
+        assert by_kind[kind]["calibrated"] == plan["stages"][kind] and by_kind[kind]["most"] > 0
+    # a search runs between one step and all of them; the other kinds have one figure
+    assert by_kind["prune"]["least"] < by_kind["prune"]["most"]
+    assert by_kind["finetune"]["least"] == by_kind["finetune"]["most"]
+    # the training passes of one epoch more cost more
+    longer = study_plan(from_dict(_tiny_study(tiny_model_dir, glue_dir, train={"epochs": 4, "max_train_examples": 64,
+                                                                               "max_length": 48})),
+                        expand(from_dict(_tiny_study(tiny_model_dir, glue_dir, train={
+                            "epochs": 4, "max_train_examples": 64, "max_length": 48}))), calibrate_here=False)
+    assert longer["flops"]["by_kind"]["finetune"] > plan["flops"]["by_kind"]["finetune"]
+
+
+def test_calibrate_fits_a_line_per_kind(tiny_model_dir):
+    from bertlottery.plan import Pass
+
+    dims = json.loads((tiny_model_dir / "config.json").read_text())
+    shapes = {("train", 4, 16), ("train", 8, 40), ("eval", 8, 16)}
+    calibration = calibrate(dims, shapes, threads=1, seconds_each=0.02)
+    assert set(calibration.seconds_per_step) == {"train", "eval"}
+    # each kind timed at its smallest shape and at its longest length (the batch cut to 512 tokens)
+    assert {(t["kind"], t["batch"], t["length"]) for t in calibration.timed} == {
+        ("train", 4, 16), ("train", 8, 40), ("eval", 8, 16)}
+    assert all(t["seconds_per_step"] > 0 for t in calibration.timed)
+    per_step, per_flop = calibration.seconds_per_step["train"]
+    assert per_flop > 0 and per_step >= 0
+    # a pass of 10 steps of 4 x 16 tokens: 10 steps' fixed part and its FLOPs' part
+    assert calibration.seconds(Pass("train", 640, 4, 16), 1000.0) == pytest.approx(10 * per_step + 640 * 1000 * 3 * per_flop)
+    assert calibration.busy >= 0.9
+
+
+def test_line_through_two_points():
+    from bertlottery.plan import _line
+
+    assert _line([(100.0, 2.0), (300.0, 4.0)]) == pytest.approx((1.0, 0.01))
+    assert _line([(100.0, 2.0)]) == pytest.approx((0.0, 0.02))
+    assert _line([(100.0, 3.0), (300.0, 2.0)]) == pytest.approx((0.0, 3.0 / 300))  # noise: through the origin
+
+
+def test_paper_plan_runs_offline_and_prints_gpu_hours(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
+    assert main(["run", str(REPO / "configs" / "paper.yaml"), "--plan", "--no-calibrate", "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["layout"]["num_layers"] == 12 and plan["layout"]["hidden_size"] == 768
+    assert plan["stages"]["finetune"] == 45 and plan["tasks"][0]["source"] == "GLUE sizes"
+    # bert-base at 128 tokens (no data here: every example counted at max_length): 87,293,952 body MACs
+    # per token (`body_macs_per_token`'s example); 5 seeds x 3 epochs of training and one dev evaluation
+    macs = 87_293_952
+    train = sum(t["trained_on"] for t in plan["tasks"]) * 128
+    dev = sum(t["eval_examples"] for t in plan["tasks"]) * 128
+    assert plan["flops"]["by_kind"]["finetune"] == pytest.approx(5 * (6 * macs * 3 * train + 2 * macs * dev))
+    assert plan["gpu_peak_hours"]["H100 SXM"] > 1
+    assert main(["run", str(REPO / "configs" / "paper.yaml"), "--plan", "--no-calibrate"]) == 0
+    text = capsys.readouterr().out
+    assert "H100 SXM" in text and "H200" in text and "finetune" in text
+    assert _listing(tmp_path) == []  # no run directory, no cache
+
+
+def test_plan_creates_nothing(tiny_model_dir, glue_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(_tiny_study(tiny_model_dir, glue_dir)))
+    before = _listing(tmp_path)
+    assert main(["run", str(config), "--plan", "--no-calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "finetune" in out and "RTE" in out and "FLOPs" in out
+    assert _listing(tmp_path) == before
+    assert not (tmp_path / "runs").exists() and not os.path.exists(tmp_path / "cache")
+
+
+def test_plan_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml"), "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--plan", "--run-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--run-dir" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()
+
