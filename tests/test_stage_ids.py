@@ -6,7 +6,9 @@ Issue 16 changed them once, deliberately, for the configs with training caps (sm
 minilm-glue, gordon-minilm): a cap is now a seeded stratified sample instead of the file's first
 lines, so every capped stage computes something else; configs without caps (paper, gordon) keep their
 ids. minilm-glue also took the chance-aware criterion, so its prune stages and all after them changed,
-uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs."""
+uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs. It then took the tune stage
+(also issue 16): its tuned tasks' fine-tuning reads the choice, so their stages changed again; WNLI is
+not tuned and keeps its ids. Configs without a ``tune:`` section keep theirs."""
 
 import hashlib
 import json
@@ -22,7 +24,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGESTS = {
     "smoke": "c1945b6323b12a68",
     "gordon-minilm": "d0f2806f0367c7a4",
-    "minilm-glue": "75c50ea00ad59886",
+    "minilm-glue": "0da73e42e9c3ae3c",
     "paper": "87d640948418c877",
     "gordon": "01036f8008207cad",
     "quickstart": "dbb55ff5cf7eb383",
