@@ -17,6 +17,7 @@ from bertlottery.steps import tune as tune_step
 from bertlottery.studies import expand
 from bertlottery.tuning import TuneConfig, candidates, choose
 
+from rungraph import write_graph_of
 from tiny import write_rte
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,3 +224,28 @@ def test_the_lottery_stages_train_with_the_choice_and_a_finished_tune_stage_is_n
     status = capsys.readouterr().out
     assert "done 13" in status and stages["tune"].id in status
     assert all(s.id in status for s in expand(load(SMOKE, argv[2:-3])) if s.kind == "tune-candidate")
+    # the report's section: every candidate's held-out score, the chosen one marked
+    from bertlottery.report.context import Context
+    from bertlottery.report.rundata import load_run
+    from bertlottery.report.sections.tune import tune_section
+
+    section = tune_section(Context(load_run(run_dir), env / "report", None))
+    assert not section.missing
+    assert "never on dev" in section.html_body and "fewer epochs" in section.html_body
+    table = pd.read_csv(env / "report" / "tables" / "tune.csv")
+    assert len(table) == 4 and table["heldout_score"].tolist() == list(wanted.values())
+    (chosen,) = table[table["chosen"]].to_dict("records")
+    assert (chosen["learning_rate"], chosen["epochs"]) == (3e-3, 2)
+
+
+def test_the_report_of_an_untuned_run_states_the_settings_from_the_config(env):
+    from bertlottery.config import to_dict
+    from bertlottery.report.context import Context
+    from bertlottery.report.rundata import load_run
+    from bertlottery.report.sections.tune import tune_section
+
+    runs.write_json(env / "run" / runs.CONFIG_FILE, to_dict(load(REPO / "configs" / "minilm-glue.yaml")))
+    write_graph_of(env / "run")
+    section = tune_section(Context(load_run(env / "run"), env / "report", None))
+    assert "WNLI lr 0.0001, epochs 1, batch 32" in section.html_body  # the one task minilm-glue does not tune
+    assert any(line.startswith("SST-2: nothing yet") for line in section.missing)
