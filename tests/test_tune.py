@@ -249,3 +249,23 @@ def test_the_report_of_an_untuned_run_states_the_settings_from_the_config(env):
     section = tune_section(Context(load_run(env / "run"), env / "report", None))
     assert "WNLI lr 0.0001, epochs 1, batch 32" in section.html_body  # the one task minilm-glue does not tune
     assert any(line.startswith("SST-2: nothing yet") for line in section.missing)
+
+
+def test_a_candidate_that_diverges_is_recorded_without_a_score_and_passed_over(tiny_model_dir, env, monkeypatch):
+    from bertlottery.training import TrainingDiverged
+
+    glue = write_rte(env / "glue", n_train=24, n_dev=8)
+    real_finetune = tune_step.finetune
+
+    def finetune(model, batches, settings, **kwargs):
+        if settings.learning_rate > 1e-2:
+            raise TrainingDiverged("the loss became nan at step 3")
+        return real_finetune(model, batches, settings, **kwargs)
+
+    monkeypatch.setattr(tune_step, "finetune", finetune)
+    record = tune_step.tune_run(str(tiny_model_dir), "RTE", env / "t", glue_dir=glue,
+                                base=tune_step.TrainSettings(epochs=1, batch_size=8),
+                                grid={"learning_rate": [1.0, 1e-3]}, tune_fraction=0.25, progress=False)
+    first, second = record["candidates"]
+    assert first["score"] is None and "nan at step 3" in first["diverged"]
+    assert second["score"] is not None and record["choice"] == {"learning_rate": 1e-3}

@@ -25,7 +25,7 @@ from ..data import tokenize
 from ..evaluation import evaluate
 from ..models import load_model, load_tokenizer
 from ..tasks import get_task
-from ..training import TrainSettings, finetune
+from ..training import TrainingDiverged, TrainSettings, finetune
 from ..tuning import TIE_RULE, candidate_name, candidates, choose
 from .taskdata import CAP_SEED, TaskData, split_holdout, training_examples
 
@@ -54,6 +54,8 @@ def tune_candidate_run(
     The pool is what the study's fine-tuning trains on (the seeded cap, less the study's own scoring
     slice ``holdout_fraction``); ``tune_fraction`` of the pool, drawn with ``tune_seed``, is held out.
     The candidate trains on the rest: the two parts are disjoint by construction (`split_holdout`).
+    A candidate whose loss diverges is a result, not a failure: it is recorded with no score
+    (``diverged``: why), and the choice passes it over.
     """
     task = get_task(task_name)
     tokenizer = load_tokenizer(model_name)
@@ -65,9 +67,14 @@ def tune_candidate_run(
                     heldout=tokenize(held, tokenizer, max_length=settings.max_length), cap=cap)
     model = load_model(model_name, task.num_labels, seed=settings.seed)
     started = time.time()
-    history = finetune(model, data.train_batches(settings), settings, progress=progress)
+    diverged = None
+    try:
+        history = finetune(model, data.train_batches(settings), settings, progress=progress)
+        metrics = evaluate(model, task, data.eval_batches(TUNE_SPLIT))
+    except TrainingDiverged as error:
+        history, diverged = None, str(error)
+        metrics = {"n_examples": len(held)}
     train_seconds = time.time() - started
-    metrics = evaluate(model, task, data.eval_batches(TUNE_SPLIT))
     record = {
         "task": task.name,
         "model": model_name,
@@ -80,7 +87,8 @@ def tune_candidate_run(
         "max_train_examples": max_train_examples,
         "cap": cap.to_dict() if cap is not None else None,
         "holdout_fraction": holdout_fraction,
-        "train_loss": history.epochs[-1]["train_loss"] if history.epochs else None,
+        "train_loss": history.epochs[-1]["train_loss"] if history and history.epochs else None,
+        "diverged": diverged,
         "train_seconds": round(train_seconds, 2),
     }
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -106,7 +114,8 @@ def tuning_record(records: list[dict[str, Any]], tuned: list[str]) -> dict[str, 
         "rule": TIE_RULE,
         "candidates": [{**{k: r["train"][k] for k in tuned}, "score": score,
                         "metrics": {k: v for k, v in r["splits"][TUNE_SPLIT]["metrics"].items() if k != "n_examples"},
-                        "train_loss": r.get("train_loss"), "train_seconds": r.get("train_seconds")}
+                        "train_loss": r.get("train_loss"), "train_seconds": r.get("train_seconds"),
+                        "diverged": r.get("diverged")}
                        for r, score in zip(records, scores)],
         "choice": {k: records[best]["train"][k] for k in tuned},
         "chosen": best,
