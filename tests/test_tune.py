@@ -40,6 +40,10 @@ def test_the_highest_score_wins_and_ties_go_to_fewer_epochs_then_the_lower_rate(
     assert choose(grid, [float("nan"), None, 0.1, float("nan")]) == 2  # undefined scores lose
     sized = candidates({"batch_size": [16, 32]})
     assert choose(sized, [0.5, 0.5]) == 1  # then the larger batch
+    # the held-out loss comes first among equal scores: a finer signal than accuracy on a small slice
+    assert choose(grid, [0.7, 0.7, 0.7, 0.6], [0.5, 0.6, 0.4, 0.1]) == 2
+    # an unknown loss loses the tie (candidate 1 would win it on epochs); 0 and 2 then go by learning rate
+    assert choose(grid, [0.7, 0.7, 0.7, 0.6], [0.5, None, 0.5, 0.1]) == 2
 
 
 def test_tune_config_problems_are_listed_together():
@@ -150,8 +154,9 @@ def test_tune_scores_on_a_slice_of_train_disjoint_from_what_it_trains_on_and_nev
     record = read(out / runs.TUNE_FILE)
     assert record["choice"] == {"learning_rate": 3e-3, "epochs": 1} and record["chosen"] == 2
     assert [c["score"] for c in record["candidates"]] == list(wanted.values())
+    assert all(c["heldout_loss"] > 0 for c in record["candidates"])  # the real loss of each candidate's model
     assert record["split"] == "heldout" and record["n_heldout"] == 10 and record["tune_seed"] == 3
-    assert "* lr0.003-ep1: 0.8000" in printed and "chosen: lr0.003-ep1" in printed
+    assert "* lr0.003-ep1: 0.8000 (loss " in printed and "chosen: lr0.003-ep1" in printed
     assert read(out / "candidates" / "lr0.001-ep2" / runs.METRICS_FILE)["train"]["seed"] == 3
     # another seed holds out another slice
     other, _ = taskdata.split_holdout(list(range(40)), 0.25, 4)

@@ -13,6 +13,8 @@ Example:
     [2e-05, 2e-05, 5e-05, 5e-05]
     >>> choose([{"learning_rate": 2e-5, "epochs": 3}, {"learning_rate": 5e-5, "epochs": 2}], [0.61, 0.61])
     1
+    >>> choose([{"learning_rate": 2e-5, "epochs": 3}, {"learning_rate": 5e-5, "epochs": 2}], [0.61, 0.61], [0.6, 0.7])
+    0
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ __all__ = ["TuneConfig", "GRID", "TIE_RULE", "candidates", "candidate_name", "ch
 GRID = {"learning_rates": "learning_rate", "epochs": "epochs", "batch_sizes": "batch_size"}
 
 TIE_RULE = ("the highest held-out score (the task's primary metric; undefined counts as lowest); among equal "
-            "scores, fewer epochs, then the lower learning rate, then the larger batch: the cheapest and most "
-            "conservative of the equals")
+            "scores (common on a small slice), the lower held-out loss (cross-entropy; squared error for "
+            "regression), then fewer epochs, the lower learning rate, the larger batch")
 
 
 @dataclass(frozen=True)
@@ -76,18 +78,21 @@ def candidate_name(candidate: dict[str, Any]) -> str:
     return "-".join(f"{short[k]}{v:g}" for k, v in candidate.items())
 
 
-def choose(settings: Sequence[dict[str, Any]], scores: Sequence[float | None]) -> int:
+def choose(settings: Sequence[dict[str, Any]], scores: Sequence[float | None],
+           losses: Sequence[float | None] | None = None) -> int:
     """The index of the chosen candidate (`TIE_RULE`): ``settings[i]`` holds its ``learning_rate``,
-    ``epochs`` and ``batch_size`` (missing ones count as equal), ``scores[i]`` its held-out score."""
+    ``epochs`` and ``batch_size`` (missing ones count as equal), ``scores[i]`` its held-out score and
+    ``losses[i]`` its held-out loss (None: not known)."""
     if not settings:
         raise ValueError("no candidates to choose from")
 
+    def worst_if_undefined(value: float | None, sign: float) -> float:
+        return math.inf if value is None or math.isnan(value) else sign * value
+
     def key(i: int) -> tuple:
-        score = scores[i]
-        defined = score is not None and not math.isnan(score)
         s = settings[i]
-        return (-score if defined else math.inf, s.get("epochs", 0), s.get("learning_rate", 0.0),
-                -s.get("batch_size", 0))
+        return (worst_if_undefined(scores[i], -1), worst_if_undefined(losses[i] if losses else 0.0, 1),
+                s.get("epochs", 0), s.get("learning_rate", 0.0), -s.get("batch_size", 0))
 
     return min(range(len(settings)), key=key)
 

@@ -62,7 +62,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for i, candidate in enumerate(record["candidates"]):
         name = candidate_name({k: candidate[k] for k in record["tuned"]})
         score = "n/a" if candidate["score"] is None else f"{candidate['score']:.4f}"
-        print(f"{'*' if i == record['chosen'] else ' '} {name}: {score}")
+        loss = "" if candidate["heldout_loss"] is None else f" (loss {candidate['heldout_loss']:.4f})"
+        print(f"{'*' if i == record['chosen'] else ' '} {name}: {score}{loss}")
     print(f"chosen: {candidate_name(record['choice'])} ({record['rule']})")
     print(f"wrote {args.out}")
     return 0

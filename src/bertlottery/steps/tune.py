@@ -22,14 +22,14 @@ from typing import Any
 
 from .. import runs
 from ..data import tokenize
-from ..evaluation import evaluate
+from ..evaluation import evaluate, predict
 from ..models import load_model, load_tokenizer
 from ..tasks import get_task
 from ..training import TrainingDiverged, TrainSettings, finetune
 from ..tuning import TIE_RULE, candidate_name, candidates, choose
 from .taskdata import CAP_SEED, TaskData, split_holdout, training_examples
 
-__all__ = ["tune_candidate_run", "tuning_record", "tune_run", "TUNE_SPLIT"]
+__all__ = ["tune_candidate_run", "heldout_loss", "tuning_record", "tune_run", "TUNE_SPLIT"]
 
 TUNE_SPLIT = "heldout"  # the split name a candidate's scores are recorded under
 
@@ -71,8 +71,9 @@ def tune_candidate_run(
     try:
         history = finetune(model, data.train_batches(settings), settings, progress=progress)
         metrics = evaluate(model, task, data.eval_batches(TUNE_SPLIT))
+        loss = heldout_loss(model, task, data.eval_batches(TUNE_SPLIT))
     except TrainingDiverged as error:
-        history, diverged = None, str(error)
+        history, diverged, loss = None, str(error), None
         metrics = {"n_examples": len(held)}
     train_seconds = time.time() - started
     record = {
@@ -87,6 +88,7 @@ def tune_candidate_run(
         "max_train_examples": max_train_examples,
         "cap": cap.to_dict() if cap is not None else None,
         "holdout_fraction": holdout_fraction,
+        "heldout_loss": loss,
         "train_loss": history.epochs[-1]["train_loss"] if history and history.epochs else None,
         "diverged": diverged,
         "train_seconds": round(train_seconds, 2),
@@ -96,12 +98,25 @@ def tune_candidate_run(
     return record
 
 
+def heldout_loss(model, task, batches) -> float:
+    """The mean loss on the held-out slice (cross-entropy; squared error for regression): finer than a
+    score such as accuracy, so it separates candidates whose scores tie on a small slice."""
+    import torch
+    import torch.nn.functional as F
+
+    outputs, labels = (torch.from_numpy(a) for a in predict(model, batches))
+    if task.is_regression:
+        return float(F.mse_loss(outputs.float(), labels.float()))
+    return float(F.cross_entropy(outputs.float(), labels.long()))
+
+
 def tuning_record(records: list[dict[str, Any]], tuned: list[str]) -> dict[str, Any]:
     """``tune.json``: every candidate's settings and held-out score, and the choice (`TIE_RULE`).
     ``tuned``: the settings the grid varies (the choice holds only those)."""
     metric = records[0]["primary_metric"]
     scores = [r["splits"][TUNE_SPLIT]["metrics"].get(metric) for r in records]
-    best = choose([r["train"] for r in records], scores)
+    losses = [r.get("heldout_loss") for r in records]
+    best = choose([r["train"] for r in records], scores, losses)
     return {
         "task": records[0]["task"],
         "metric": metric,
@@ -112,7 +127,7 @@ def tuning_record(records: list[dict[str, Any]], tuned: list[str]) -> dict[str, 
         "tune_seed": records[0]["tune_seed"],
         "tuned": tuned,
         "rule": TIE_RULE,
-        "candidates": [{**{k: r["train"][k] for k in tuned}, "score": score,
+        "candidates": [{**{k: r["train"][k] for k in tuned}, "score": score, "heldout_loss": r.get("heldout_loss"),
                         "metrics": {k: v for k, v in r["splits"][TUNE_SPLIT]["metrics"].items() if k != "n_examples"},
                         "train_loss": r.get("train_loss"), "train_seconds": r.get("train_seconds"),
                         "diverged": r.get("diverged")}

@@ -57,10 +57,13 @@ def tune_table(records: dict[str, dict[str, Any]]) -> Table:
             settings = {k: candidate[k] for k in record["tuned"]}
             chosen = i == record["chosen"]
             rows.append({"task": task, **settings, "metric": record["metric"], "heldout_score": candidate["score"],
+                         "heldout_loss": candidate.get("heldout_loss"),
                          "n_heldout": record["n_heldout"], "n_train": record["n_train"], "chosen": chosen,
                          "train_seconds": candidate.get("train_seconds")})
             display.append({"settings": _settings_text(settings),
                              "held-out score": "–" if candidate["score"] is None else f"{candidate['score']:.4f}",
+                             "held-out loss": "–" if candidate.get("heldout_loss") is None
+                             else f"{candidate['heldout_loss']:.4f}",
                              "metric": record["metric"], "chosen": "chosen" if chosen else ""})
             labels.append(task)
             groups.append(task)
