@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -478,3 +479,59 @@ def test_super_survivors_of_the_released_masks_are_the_released_super_masks(refe
     summary = stability_summary(released_super)
     assert all(e["heads"]["kappa"] in (1.0, None) for e in summary["tasks"].values())
     assert math.isclose(summary["tasks"]["CoLA"]["heads"]["kappa"], 1.0)
+
+
+# ---- kappa against the masks' sizes (issue 16) ----------------------------------------------------------
+
+def _kappa_table_rows(out: str, title: str) -> dict[str, list[str]]:
+    """The rows of one 'kappa beside what masks of these sizes allow' table, by task."""
+    lines = out.splitlines()
+    start = lines.index(title)
+    rows = {}
+    for line in lines[start + 3:]:
+        if not line.strip() or line.startswith("("):
+            break
+        # after the task: kappa, max, random mean, "[low, high]", "[low, high]" (or n/a)
+        rows[line.split()[0]] = re.findall(r"\[[^\]]*\]|n/a|-?\d+\.\d+", line)
+    return rows
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_cli_shows_kappa_beside_its_ceiling_null_and_bootstrap(tmp_path, capsys, n_seeds):
+    seeds = list(range(1, n_seeds + 1))
+    truth = write_released(tmp_path / "heads_mlps", ["RTE"], seeds, seed=n_seeds)
+    heads = np.stack([truth["RTE", s] for s in seeds])
+    code, out, _ = run_cli(capsys, tmp_path / "heads_mlps")
+    assert code == 0
+    kappa, ceiling, mean, null, boot = _kappa_table_rows(out, "Heads: kappa beside what masks of these sizes allow")["RTE"]
+    expected_null = stats.kappa_null(heads, n_permutations=2000)
+    expected_boot = stats.kappa_bootstrap(heads, n_resamples=2000)
+    assert float(kappa) == pytest.approx(stats.fleiss_kappa(heads).value, abs=5e-4)
+    assert float(ceiling) == pytest.approx(stats.max_fleiss_kappa(heads).value, abs=5e-4)
+    assert float(mean) == pytest.approx(expected_null.mean, abs=5e-4)
+    assert null == f"[{expected_null.low:.3f}, {expected_null.high:.3f}]"
+    if n_seeds >= 5:
+        assert boot == f"[{expected_boot.low:.3f}, {expected_boot.high:.3f}]"
+    else:
+        assert boot == "n/a" and "n/a with fewer than 5 seeds: RTE" in out
+    assert "Cochran's Q tests whether the seeds keep elements at equal rates" in out
+    code, out, _ = run_cli(capsys, tmp_path / "heads_mlps", "--format", "json")
+    entry = json.loads(out)["tasks"]["RTE"]["heads"]
+    assert entry["kappa_max"] == pytest.approx(stats.max_fleiss_kappa(heads).value)
+    assert entry["kappa_null"]["high"] == pytest.approx(expected_null.high)
+    assert entry["kappa_null"]["n_permutations"] == 2000
+    assert (entry["kappa_bootstrap"]["low"] is None) == (n_seeds < 5)
+
+
+def test_released_masks_kappa_sits_between_chance_and_its_ceiling(reference_dir, capsys):
+    """The paper's released masks: every task's head kappa (WNLI aside, whose masks are all or nothing)
+    is above the 95% range of random masks of the same sizes and below the ceiling the sizes allow."""
+    code, out, _ = run_cli(capsys, reference_dir / "masks" / "heads_mlps", "--format", "json")
+    assert code == 0
+    for task, entry in json.loads(out)["tasks"].items():
+        heads = entry["heads"]
+        if task == "WNLI":
+            assert heads["kappa"] == pytest.approx(heads["kappa_max"])  # one seed kept all: nothing else possible
+            continue
+        assert heads["kappa_null"]["high"] < heads["kappa"] < heads["kappa_max"], task
+        assert heads["kappa_bootstrap"]["low"] <= heads["kappa"] <= heads["kappa_bootstrap"]["high"], task

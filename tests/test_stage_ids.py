@@ -6,7 +6,9 @@ Issue 16 changed them once, deliberately, for the configs with training caps (sm
 minilm-glue, gordon-minilm): a cap is now a seeded stratified sample instead of the file's first
 lines, so every capped stage computes something else; configs without caps (paper, gordon) keep their
 ids. minilm-glue also took the chance-aware criterion, so its prune stages and all after them changed,
-uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs.
+uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs. It then took the tune stage
+(also issue 16): its tuned tasks' fine-tuning reads the choice, so their stages changed again; WNLI is
+not tuned and keeps its ids. Configs without a ``tune:`` section keep theirs.
 
 Issue 16 changed the Gordon configs' digests once more, deliberately, by adding stages: the one-shot
 curve (G Fig. 5) in both, Figure 3 (right)'s fine-tunings in both, and in gordon-minilm the
@@ -27,7 +29,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGESTS = {
     "smoke": "c1945b6323b12a68",
     "gordon-minilm": "fd14ee812c336467",
-    "minilm-glue": "75c50ea00ad59886",
+    "minilm-glue": "0da73e42e9c3ae3c",
     "paper": "87d640948418c877",
     "gordon": "1d222d0ac313b48b",
     "quickstart": "dbb55ff5cf7eb383",

@@ -38,6 +38,8 @@ from .gordon.config import (
 from .gordon.config import validate as validate_gordon
 from .settings import TrainSettings
 from .tasks import get_task
+from .tuning import TuneConfig
+from .tuning import validate as validate_tune
 
 __all__ = [
     "ConfigError",
@@ -58,6 +60,7 @@ __all__ = [
     "GordonPretrainConfig",
     "GordonDownstreamConfig",
     "GordonAnalysisConfig",
+    "TuneConfig",
     "ExperimentConfig",
     "load",
     "from_dict",
@@ -208,6 +211,7 @@ class ExperimentConfig:
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     longer_retraining: LongerRetrainingConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig | None = None  # set: each task's fine-tuning settings are chosen from a grid (bertlottery.tuning)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
@@ -408,6 +412,10 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
     resources = config.resources
     if resources is not None and isinstance(resources.cpus_per_stage, int) and resources.cpus_per_stage < 1:
         problems.append(f"resources.cpus_per_stage must be at least 1, got {resources.cpus_per_stage}")
+    if config.tune is not None:
+        validate_tune(config.tune, config.tasks, _convert, problems)
+        if config.gordon is not None:
+            problems.append("tune: is for the lottery study; a gordon: study sweeps gordon.downstream.learning_rates")
     if config.attention is not None:
         validate_attention(config.attention, problems)
     if config.gordon is not None:

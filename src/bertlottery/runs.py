@@ -61,6 +61,7 @@ __all__ = [
     "EXPORT_FILE",
     "TRACE_FILE",
     "SUBNETWORKS_FILE",
+    "TUNE_FILE",
     "STAGES_DIR",
     "STAGE_FILE",
     "ROWS_DIR",
@@ -111,6 +112,7 @@ EXPORT_FILE = "export.json"  # in an exported-subnetwork folder: which run and m
 MASK_FILE = "mask.safetensors"  # the mask a run trained under, or the mask a prune step found
 TRACE_FILE = "trace.json"  # in a prune directory: every step of the search
 SUBNETWORKS_FILE = "subnetworks.json"  # in a subnetworks directory: sizes, seed, where the good mask came from
+TUNE_FILE = "tune.json"  # in a tune folder: every candidate's held-out score and the settings chosen
 
 # a study run directory
 STAGES_DIR = "stages"

@@ -28,6 +28,37 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
 
 
+COCHRAN_NOTE = ("max: the largest kappa masks of the seeds' sizes can reach (nested masks); random: kappa of masks of "
+                "the same sizes drawn at random (mean, 95% range); seeds 95%: a bootstrap over seeds (5 or more). "
+                "Cochran's Q tests whether the seeds keep elements at equal rates, i.e. whether their masks' sizes "
+                "differ, not whether they keep the same elements: kappa beside its ceiling and chance range says that.")
+
+
+def _interval(entry: Mapping[str, Any]) -> str:
+    return "n/a" if entry["low"] is None else f"[{entry['low']:.3f}, {entry['high']:.3f}]"
+
+
+def _kappa_table(kind: str, tasks: Mapping[str, Any]) -> list[str]:
+    """Kappa beside what masks of the seeds' sizes allow: the most they can reach (nested masks), the
+    mean and 95% range of random masks of the same sizes, and a bootstrap interval over seeds."""
+    rows = []
+    for task, entry in tasks.items():
+        e = entry[kind]
+        if e is None:
+            continue
+        null, boot = e["kappa_null"], e["kappa_bootstrap"]
+        rows.append([task, _num(e["kappa"], ".3f"), _num(e["kappa_max"], ".3f"), _num(null["mean"], ".3f"),
+                     _interval(null), _interval(boot)])
+    if not rows:
+        return []
+    fewer = [task for task, entry in tasks.items() if entry[kind] is not None and len(entry["seeds"]) < 5]
+    lines = [f"{ {'heads': 'Heads', 'mlps': 'MLPs'}[kind]}: kappa beside what masks of these sizes allow",
+             *_table(["task", "kappa", "max", "random mean", "random 95%", "seeds 95%"], rows)]
+    if fewer:
+        lines.append(f"(seeds 95%: n/a with fewer than 5 seeds: {', '.join(fewer)})")
+    return lines + [""]
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """`stability_summary`'s result as readable text tables (what ``bertlottery stability`` prints)."""
     source = {"prasanna2020": "the paper's released masks", "run": "run directory",
@@ -55,11 +86,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             if rows:
                 out += [{"heads": "Heads", "mlps": "MLPs"}[kind], *_table(
                     ["task", "seeds", "kept per seed", "kappa", "Q", "p", "pairs differ", "super"], rows), ""]
+                out += _kappa_table(kind, tasks)
         rows = []
         for task, entry in tasks.items():
             size, sup = entry["body_fraction_kept"], entry["super_survivors"]
             rows.append([task, f"{_mean_pm(size['per_seed'], '.1%')}" if size else "n/a",
                          _num(sup["heads"], "d"), _num(sup["mlps"], "d"), _num(sup["body_fraction"], ".1%")])
+        out += [COCHRAN_NOTE, ""]
         out += ["encoder-body weights kept (good masks) and super-survivors (kept in every seed)",
                 *_table(["task", "good mask size", "super heads", "super MLPs", "super size"], rows), ""]
     else:

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
     from ..models import Layout
 
-__all__ = ["stability_summary", "structured_task", "magnitude_task", "cross_task"]
+__all__ = ["stability_summary", "structured_task", "magnitude_task", "cross_task", "N_PERMUTATIONS"]
+
+N_PERMUTATIONS = 2000  # draws of kappa's permutation null and resamples of its bootstrap (both seeded)
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def _mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"per_seed": list(values), "mean": float(mean), "std": float(std)}
 
 
-def _kind_summary(keep: np.ndarray, seeds: list[int], alpha: float) -> dict[str, Any]:
+def _kind_summary(keep: np.ndarray, seeds: list[int], alpha: float, n_permutations: int) -> dict[str, Any]:
     from .. import stats
 
     kappa = stats.fleiss_kappa(keep)
@@ -45,6 +47,11 @@ def _kind_summary(keep: np.ndarray, seeds: list[int], alpha: float) -> dict[str,
         "kept_per_seed": [int(k.sum()) for k in keep],
         "kappa": kappa.value,
         "kappa_reason": kappa.reason,
+        # a kappa read against what masks of these sizes allow: its ceiling, what random masks of the
+        # same sizes reach, and (five seeds or more) how much it moves when the seeds are resampled
+        "kappa_max": stats.max_fleiss_kappa(keep).value,
+        "kappa_null": stats.kappa_null(keep, n_permutations=n_permutations).to_dict(),
+        "kappa_bootstrap": stats.kappa_bootstrap(keep, n_resamples=n_permutations).to_dict(),
         "cochran_q": stats.cochran_q(keep).to_dict(),
         "pairwise": stats.pairwise_cochran_q(keep, alpha).to_dict(labels=seeds),
         "survival_mean": mean,
@@ -54,17 +61,19 @@ def _kind_summary(keep: np.ndarray, seeds: list[int], alpha: float) -> dict[str,
 
 
 def structured_task(heads: np.ndarray | None, mlps: np.ndarray | None, seeds: list[int], layout: Layout | None,
-                    alpha: float, stage_super: Mapping[str, np.ndarray | None] | None = None) -> dict[str, Any]:
+                    alpha: float, stage_super: Mapping[str, np.ndarray | None] | None = None,
+                    n_permutations: int = N_PERMUTATIONS) -> dict[str, Any]:
     """One task's s-pruning masks: ``heads: bool[seed, layer, head]`` and ``mlps: bool[seed, layer]``
     (``None``: the masks do not hold that kind), seeds in the arrays' order. ``layout``: the model's,
     for weight fractions (``None``: not computed). ``stage_super``: the super-survivor masks a run's
-    stage wrote (``{"heads": bool[layer, head] | None, "mlps": ...}``), checked against the seeds'."""
+    stage wrote (``{"heads": bool[layer, head] | None, "mlps": ...}``), checked against the seeds'.
+    ``n_permutations``: draws of the kappa's permutation null and resamples of its bootstrap."""
     from .. import stats
 
     arrays = {"heads": heads, "mlps": mlps}
     entry: dict[str, Any] = {"seeds": seeds}
     for kind, keep in arrays.items():
-        entry[kind] = _kind_summary(keep, seeds, alpha) if keep is not None else None
+        entry[kind] = _kind_summary(keep, seeds, alpha, n_permutations) if keep is not None else None
     supers = {kind: stats.super_survivors(keep) if keep is not None else None for kind, keep in arrays.items()}
     n_seeds = len(seeds)
     entry["body_fraction_kept"] = _mean_std([
@@ -140,14 +149,15 @@ def cross_task(keeps: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
     return out
 
 
-def _structured_entry(mask_set: MaskSet, task: str, alpha: float) -> dict[str, Any]:
+def _structured_entry(mask_set: MaskSet, task: str, alpha: float, n_permutations: int) -> dict[str, Any]:
     arrays = {kind: keep_arrays(mask_set, kind, tasks=[task]).get(task) for kind in KINDS}
     stage_super = None
     if task in mask_set.super_survivors:
         stage = mask_set.super_survivors[task]
         stage_super = {kind: getattr(stage, kind).keep.numpy() if getattr(stage, kind) is not None else None
                        for kind in KINDS}
-    return structured_task(arrays["heads"], arrays["mlps"], mask_set.seeds(task), mask_set.layout, alpha, stage_super)
+    return structured_task(arrays["heads"], arrays["mlps"], mask_set.seeds(task), mask_set.layout, alpha, stage_super,
+                           n_permutations)
 
 
 def _magnitude_entry(mask_set: MaskSet, task: str) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def _magnitude_entry(mask_set: MaskSet, task: str) -> dict[str, Any]:
     return magnitude_task(weights, mask_set.seeds(task), mask_set.num_heads, mask_set.layout, task)
 
 
-def stability_summary(mask_set: MaskSet, *, alpha: float = 0.05) -> dict[str, Any]:
+def stability_summary(mask_set: MaskSet, *, alpha: float = 0.05, n_permutations: int = N_PERMUTATIONS) -> dict[str, Any]:
     """Per task and component kind, how stable the good masks are across seeds, and how tasks'
     masks overlap. JSON-ready: numbers, lists and ``None`` (for undefined values), no NaN.
 
@@ -168,7 +178,10 @@ def stability_summary(mask_set: MaskSet, *, alpha: float = 0.05) -> dict[str, An
         heads, mlps: {                       # None when the masks do not hold that kind
             shape, n_elements, kept_per_seed: [int],
             kappa: float|None, kappa_reason: str|None,           # Fleiss' kappa (seeds = raters)
-            cochran_q: {statistic, pvalue, df, reason},          # all seeds
+            kappa_max: float|None,                               # the most masks of these sizes can reach
+            kappa_null: {mean, low, high, n_permutations, confidence, reason},  # random masks of these sizes
+            kappa_bootstrap: {value, low, high, n_resamples, confidence, reason},  # over seeds (5 or more)
+            cochran_q: {statistic, pvalue, df, reason},          # all seeds: equal keep rates (sizes)
             pairwise: {alpha, n_pairs, n_differ, n_identical, differ_fraction,
                        pairs: [{seeds: [a, b], statistic, pvalue, df, reason}]},
             survival_mean, survival_std: [[float]] (layers x heads) or [float] (layers),
@@ -189,9 +202,11 @@ def stability_summary(mask_set: MaskSet, *, alpha: float = 0.05) -> dict[str, An
 
     if not 0 < alpha < 1:
         raise UserError(f"alpha must lie between 0 and 1, got {alpha}.")
+    if n_permutations < 1:
+        raise UserError(f"the number of permutations must be at least 1, got {n_permutations}.")
     tasks = {}
     for task in mask_set.tasks:
-        tasks[task] = (_structured_entry(mask_set, task, alpha) if mask_set.method == "structured"
+        tasks[task] = (_structured_entry(mask_set, task, alpha, n_permutations) if mask_set.method == "structured"
                        else _magnitude_entry(mask_set, task))
     notes = list(mask_set.notes)
     cross: dict[str, Any] = {}

@@ -1,13 +1,15 @@
-"""The commands that run one step: finetune, evaluate, quickstart, prune, subnetworks, retrain, export,
+"""The commands that run one step: finetune, tune, evaluate, quickstart, prune, subnetworks, retrain, export,
 baseline, masks. Each parses, calls its `bertlottery.steps` module and prints."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from typing import Any
 
 from ..errors import UserError
+from ..settings import TrainSettings
 from .common import GLUE_HELP, add_train_arguments, glue_dir_of, print_metrics, train_settings_of
 
 __all__ = ["register"]
@@ -22,6 +24,47 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, progress=not args.no_progress,
     )
     print_metrics(record)
+    print(f"wrote {args.out}")
+    return 0
+
+
+_GRID_FLAGS = {"learning_rate": "--lr", "epochs": "--epochs", "batch_size": "--batch-size"}
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from argparse import Namespace
+
+    from ..steps.tune import tune_run
+    from ..tuning import candidate_name
+
+    values = {name: getattr(args, name) for name in _GRID_FLAGS}
+    grid = {name: v for name, v in values.items() if len(v) > 1}
+    if not grid:
+        raise UserError("Nothing to tune: give two or more values to --lr, --epochs or --batch-size "
+                        "(for example --lr 2e-5 5e-5 --epochs 2 3).")
+    repeated = [f"{_GRID_FLAGS[n]} {' '.join(map(str, v))}" for n, v in grid.items() if len(set(v)) != len(v)]
+    if repeated:
+        raise UserError(f"A grid value is given twice ({'; '.join(repeated)}); give each value once.")
+    if not 0 < args.holdout_fraction < 1:
+        raise UserError(f"--holdout-fraction is the share of train held out to score the candidates, between 0 and 1; "
+                        f"got {args.holdout_fraction}.")
+    # every value of the grid checked as a single --lr/--epochs/--batch-size is
+    for name, v in grid.items():
+        for value in v:
+            train_settings_of(Namespace(**{**vars(args), **{n: w[0] for n, w in values.items()}, name: value}))
+    base = train_settings_of(Namespace(**{**vars(args), **{n: w[0] for n, w in values.items()}}))
+    record = tune_run(args.model, args.task, args.out, glue_dir=glue_dir_of(args), base=base, grid=grid,
+                      tune_fraction=args.holdout_fraction, tune_seed=args.seed,
+                      max_train_examples=args.max_train_examples, overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    print(f"{record['task']}: {len(record['candidates'])} candidates, each trained on {record['n_train']} examples "
+          f"and scored ({record['metric']}) on {record['n_heldout']} held out of train")
+    for i, candidate in enumerate(record["candidates"]):
+        name = candidate_name({k: candidate[k] for k in record["tuned"]})
+        score = "n/a" if candidate["score"] is None else f"{candidate['score']:.4f}"
+        loss = "" if candidate["heldout_loss"] is None else f" (loss {candidate['heldout_loss']:.4f})"
+        print(f"{'*' if i == record['chosen'] else ' '} {name}: {score}{loss}")
+    print(f"chosen: {candidate_name(record['choice'])} ({record['rule']})")
     print(f"wrote {args.out}")
     return 0
 
@@ -194,6 +237,32 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_train_arguments(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("tune", conflict_handler="resolve",
+                       help="choose fine-tuning settings from a grid on a held-out slice of train (never dev)",
+                       description="Fine-tunes every combination of the values given to --lr, --epochs and "
+                       "--batch-size on train less a seeded held-out slice, scores each on that slice, and writes "
+                       "every score and the choice to OUT/tune.json.")
+    p.add_argument("--model", default="bert-base-uncased", help="hub id, local folder or alias minilm-l6 (default %(default)s)")
+    p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
+    p.add_argument("--out", required=True, help="folder to write (candidates/<name>/metrics.json and tune.json)")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--max-train-examples", type=int, help="tune on a seeded stratified sample of N training examples")
+    p.add_argument("--holdout-fraction", type=float, default=0.1,
+                   help="share of train held out to score the candidates (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds other files")
+    p.add_argument("--no-progress", action="store_true")
+    add_train_arguments(p)
+    # the grid: these replace the single-valued options of the same names (conflict_handler="resolve")
+    default = {f.name: [f.default] for f in fields(TrainSettings)}
+    p.add_argument("--lr", dest="learning_rate", type=float, nargs="+", default=default["learning_rate"],
+                   help="learning rates to try (default %(default)s)")
+    p.add_argument("--epochs", type=int, nargs="+", default=default["epochs"], help="epochs to try (default %(default)s)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=default["batch_size"],
+                   help="batch sizes to try (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="which slice is held out, and the candidates' run seed "
+                   "(default %(default)s)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="evaluate a fine-tuned run on its task's dev sets, optionally under a mask")
     p.add_argument("run", help="run directory (or a model folder, with --task)")

@@ -22,6 +22,7 @@ from .rundata import RunData, load_run
 from .sections.masks import importance_section, overlaps_section, stability_section
 from .sections.run import config_section, costs_section, environment_section, status_section
 from .sections.subnetworks import baselines_section, longer_section, subnetworks_section, super_section
+from .sections.tune import tune_section
 
 __all__ = ["Context", "build_report", "builtin_sections", "package_sections", "failed_section", "parse_iterations",
            "TAIL_SECTIONS"]
@@ -32,6 +33,7 @@ def builtin_sections() -> list[tuple[str, Callable[[Context], Section]]]:
     status first, then the lottery study's (left out for a Compressing-BERT study)."""
     return [
         ("status", status_section),
+        ("tune", tune_section),
         ("subnetworks", subnetworks_section),
         ("baselines", baselines_section),
         ("super", super_section),

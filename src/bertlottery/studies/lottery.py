@@ -4,7 +4,10 @@ Per task and seed: ``finetune``; per method ``prune`` (the good mask) and ``subn
 and bad masks of its size); per subnetwork ``evaluate`` (pruned) and ``retrain`` (re-fine-tuned, and
 longer with ``longer_retraining``); ``baseline`` (random-init). Per task: ``super`` (super-survivors
 over the seeds' structured masks, evaluated and re-fine-tuned like the others) and the majority
-baseline. Each stage calls a step of `bertlottery.steps`, which a user can also run alone.
+baseline. With a ``tune:`` section, first per task: ``tune-candidate`` (one per grid point, scored on a
+held-out slice of train) and ``tune`` (the choice), which that task's fine-tuning and random-init
+baseline read, and re-fine-tuning through them (`docs/algorithms.md`, "Tuning the full model").
+Each stage calls a step of `bertlottery.steps`, which a user can also run alone.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from ..config import ExperimentConfig, LearntCheckConfig
 from ..pipeline import Skipped, Stage
 from ..results import ResultRow, rows_from_metrics
 from ..tasks import get_task
+from ..tuning import candidate_name, candidates
 
 __all__ = ["KINDS", "expand", "execute"]
 
-KINDS = ("finetune", "prune", "subnetworks", "super", "evaluate", "retrain", "baseline")
+KINDS = ("tune-candidate", "tune", "finetune", "prune", "subnetworks", "super", "evaluate", "retrain", "baseline")
 _DEFAULT_CHECK = {"alpha": LearntCheckConfig.alpha, "margin": LearntCheckConfig.margin}
 
 
@@ -39,12 +43,15 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
         task = get_task(task_name).name
         prunes: dict[str, list[Stage]] = {m: [] for m in config.methods}
         per_seed: dict[int, dict[str, Stage]] = {}
+        tune = _tune_stages(config, task) if config.tune is not None and config.tune.tunes(task) else []
+        stages += tune
+        tuned = {"tune": tune[-1].id} if tune else {}
         for seed in config.seeds:
-            train = config.train.for_task(task, seed)
+            train = _untuned(config.train.for_task(task, seed), tune)
             finetune = Stage("finetune", task, f"seed{seed}", {"seed": seed, "method": "none", "subnetwork": "full",
-                                                              "mode": "finetuned", "epochs": train["epochs"]},
+                                                              "mode": "finetuned", "epochs": train.get("epochs")},
                              {"model": config.model, "train": train,
-                              **({"learnt_check": check_alpha} if check_alpha else {})})
+                              **({"learnt_check": check_alpha} if check_alpha else {})}, tuned)
             stages.append(finetune)
             per_seed[seed] = {"finetune": finetune}
             for method in config.methods:
@@ -61,15 +68,15 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
             if "random-init" in config.baselines and "structured" in config.methods:
                 stages.append(Stage("baseline", task, f"seed{seed}-random-init",
                                     {"seed": seed, "method": "random-init", "subnetwork": "random", "mode": "baseline",
-                                     "epochs": train["epochs"]},
+                                     "epochs": train.get("epochs")},
                                     {"model": config.model, "train": train, "size_of": "bad"},
-                                    {"finetune": finetune.id, "subnetworks": per_seed[seed]["structured"].id}))
+                                    {"finetune": finetune.id, "subnetworks": per_seed[seed]["structured"].id, **tuned}))
         if config.super_survivors and "structured" in config.methods and len(config.seeds) > 1:
             sup = Stage("super", task, "structured", {"method": "structured"}, {"seed": 0},
                         {f"prune{i}": p.id for i, p in enumerate(prunes["structured"])})
             stages.append(sup)
             for seed in config.seeds:
-                train = config.train.for_task(task, seed)
+                train = _untuned(config.train.for_task(task, seed), tune)
                 stages += _evaluations(config, task, seed, "structured", per_seed[seed]["finetune"], sup, train,
                                        prefix="super-")
         if "majority" in config.baselines:
@@ -77,6 +84,27 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
                                                                "mode": "baseline", "epochs": None},
                                 _trained_on(config.train.for_task(task, config.seeds[0]))))
     return stages
+
+
+def _tune_stages(config: ExperimentConfig, task: str) -> list[Stage]:
+    """A task's tuning: one ``tune-candidate`` per grid point, then ``tune``, which reads them all and
+    writes the choice. Their ids hash the grid and the training settings, not the choice: the stages
+    that train with the choice read it when they run, from their ``tune`` input."""
+    tune = config.tune
+    grid = tune.grid_for(task)
+    base = config.train.for_task(task, tune.seed)
+    trials = [Stage("tune-candidate", task, candidate_name(candidate), {"seed": tune.seed, **candidate},
+                    {"model": config.model, "train": {**base, **candidate}, "tune_fraction": tune.holdout_fraction})
+              for candidate in candidates(grid)]
+    choice = Stage("tune", task, "grid", {"seed": tune.seed}, {"tuned": list(grid)},
+                   {f"candidate{i}": trial.id for i, trial in enumerate(trials)})
+    return [*trials, choice]
+
+
+def _untuned(train: dict, tune: list[Stage]) -> dict:
+    """A stage's training settings less those its task's ``tune`` stage chooses (read when it runs)."""
+    tuned = tune[-1].settings["tuned"] if tune else []
+    return {k: v for k, v in train.items() if k not in tuned}
 
 
 def _trained_on(train: dict) -> dict:
@@ -95,11 +123,11 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
         inputs = {"finetune": finetune.id, "subnetworks": subs.id}
         if "pruned" in config.modes:
             stages.append(Stage("evaluate", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
-                                {**keys, "mode": "pruned", "epochs": train["epochs"]}, {"subnetwork": subnetwork},
+                                {**keys, "mode": "pruned", "epochs": train.get("epochs")}, {"subnetwork": subnetwork},
                                 inputs))
         if "retrained" in config.modes:
             stages.append(Stage("retrain", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
-                                {**keys, "mode": "retrained", "epochs": train["epochs"]},
+                                {**keys, "mode": "retrained", "epochs": train.get("epochs")},
                                 {"subnetwork": subnetwork, "epochs": None}, inputs))
         longer = config.longer_retraining
         if longer and not prefix and method in longer.methods and subnetwork in longer.subnetworks:
@@ -112,7 +140,7 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
 def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: ExperimentConfig,
             progress: bool) -> list[ResultRow]:
     """Run one lottery stage into ``out``; return its result rows."""
-    from ..steps import baselines, evaluate, finetune, prune, retrain, subnetworks
+    from ..steps import baselines, evaluate, finetune, prune, retrain, subnetworks, tune
     from ..pruning import NotAboveChance
     from ..steps.taskdata import CAP_SEED
     from ..training import TrainSettings
@@ -120,14 +148,31 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
     glue = Path(config.glue_dir) if config.glue_dir else None
     row_keys = {k: v for k, v in stage.keys.items() if k in ("seed", "method", "subnetwork", "mode", "epochs")}
     row_keys.update(task=stage.task, stage_id=stage.id)
+    if row_keys.get("epochs", 0) is None and "finetune" in inputs:  # a tuned task: the epochs its fine-tuning chose
+        row_keys["epochs"] = runs.read_json(inputs["finetune"] / runs.CONFIG_FILE)["train"]["epochs"]
+    if stage.kind == "tune-candidate":
+        s = stage.settings
+        tune.tune_candidate_run(s["model"], stage.task, out, glue_dir=glue, settings=TrainSettings.from_dict(s["train"]),
+                                tune_fraction=s["tune_fraction"], tune_seed=s["train"]["seed"],
+                                max_train_examples=s["train"]["max_train_examples"],
+                                cap_seed=s["train"].get("cap_seed", CAP_SEED),
+                                holdout_fraction=s["train"]["holdout_fraction"], progress=progress)
+        return []
+    if stage.kind == "tune":
+        records = [runs.read_json(inputs[f"candidate{i}"] / runs.METRICS_FILE) for i in range(len(inputs))]
+        out.mkdir(parents=True, exist_ok=True)
+        runs.write_json(out / runs.TUNE_FILE, tune.tuning_record(records, stage.settings["tuned"]))
+        return []
     if stage.kind == "finetune":
-        train = stage.settings["train"]
+        train, choice = _with_choice(stage.settings["train"], inputs)
+        row_keys["epochs"] = train["epochs"]
         record = finetune.finetune_run(stage.settings["model"], stage.task, out, glue_dir=glue,
                                        settings=TrainSettings.from_dict(train),
                                        max_train_examples=train["max_train_examples"],
                                        cap_seed=train.get("cap_seed", CAP_SEED),
                                        holdout_fraction=train["holdout_fraction"], overwrite=True, progress=progress,
-                                       learnt_check={**_DEFAULT_CHECK, **stage.settings.get("learnt_check", {})})
+                                       learnt_check={**_DEFAULT_CHECK, **stage.settings.get("learnt_check", {})},
+                                       extra_config={"tuned": choice} if choice else None)
         check = record["learnt_check"]
         return rows_from_metrics(record, **row_keys, note="" if check["learnt"] else _not_learnt(check["reason"]))
     if stage.kind == "prune":
@@ -186,7 +231,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
     if stage.kind == "baseline":
-        train = stage.settings["train"]
+        train, _ = _with_choice(stage.settings["train"], inputs)
         record = baselines.random_init_baseline_run(stage.settings["model"], stage.task,
                                                     inputs["subnetworks"] / runs.subnetwork_file("bad"), out,
                                                     glue_dir=glue, settings=TrainSettings.from_dict(train),
@@ -195,6 +240,14 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                                                     progress=progress)
         return rows_from_metrics(record, **row_keys)
     raise ValueError(f"unknown stage kind {stage.kind}")
+
+
+def _with_choice(train: dict, inputs: dict[str, Path]) -> tuple[dict, dict | None]:
+    """A stage's training settings with its task's tuned choice (``None`` for an untuned task)."""
+    if "tune" not in inputs:
+        return train, None
+    choice = runs.read_json(inputs["tune"] / runs.TUNE_FILE)["choice"]
+    return {**train, **choice}, choice
 
 
 def _not_learnt(reason: str) -> str:
