@@ -48,7 +48,7 @@ def test_counts_per_kind_are_the_graphs(plans):
         assert plan["total_stages"] == len(stages)
         # every kind that trains or evaluates has FLOPs; the mask and table kinds none
         for kind, flops in plan["flops"]["by_kind"].items():
-            trains = kind not in ("subnetworks", "super", "attention-analysis", "gordon-select")
+            trains = kind not in ("subnetworks", "super", "attention-analysis", "gordon-select", "gordon-oneshot", "tune")
             assert (flops > 0) == trains, (name, kind, flops)
     assert {"attention-maps", "gordon-pretrain", "gordon-finetune"} <= {
         kind for _, plan in plans.values() for kind in plan["stages"]}
@@ -58,9 +58,11 @@ def test_training_examples_and_epochs_per_task(plans, glue_dir):
     rows = {row["task"]: row for row in plans["minilm-glue.yaml"][1]["tasks"]}
     lines = sum(1 for _ in open(glue_dir / "SST-2" / "train.tsv")) - 1  # a header line
     assert rows["SST-2"]["train_examples"] == lines
-    assert rows["SST-2"]["trained_on"] == 4000 and rows["SST-2"]["epochs"] == [1]
+    # minilm-glue tunes its epochs: the plan lists the grid's, one of which the tune stage chooses
+    assert rows["SST-2"]["trained_on"] == 4000 and rows["SST-2"]["epochs"] == [1, 2]
     assert rows["WNLI"]["trained_on"] == rows["WNLI"]["train_examples"] == 635  # no cap
-    assert rows["MRPC"]["trained_on"] == 1000 and rows["MRPC"]["epochs"] == [2]
+    assert rows["MRPC"]["trained_on"] == 1000 and rows["MRPC"]["epochs"] == [2, 3]
+    assert rows["WNLI"]["epochs"] == [1]  # not tuned
     assert all(row["source"] == "files" for row in rows.values())
     assert 5 < rows["SST-2"]["train_tokens_per_example"] < rows["RTE"]["train_tokens_per_example"] <= 128
 
@@ -231,3 +233,23 @@ def test_plan_bad_input_is_one_line(tmp_path, capsys):
     assert "--run-dir" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "none").exists()
 
+
+
+def test_a_tuned_task_is_costed_by_its_candidates_and_bounded_by_the_grid(tiny_model_dir, glue_dir):
+    from bertlottery.models import layout_from_config
+    from bertlottery.plan import model_dims, stage_work, task_sizes
+
+    tuned = from_dict(_tiny_study(tiny_model_dir, glue_dir, tune={"learning_rates": [1e-4, 5e-5], "epochs": [1, 3]}))
+    plain = from_dict(_tiny_study(tiny_model_dir, glue_dir, train={"epochs": 3, "max_train_examples": 64,
+                                                                   "max_length": 48}))
+    plan = study_plan(tuned, expand(tuned), calibrate_here=False)
+    assert plan["stages"]["tune-candidate"] == 4 and plan["stages"]["tune"] == 1
+    assert plan["flops"]["by_kind"]["tune-candidate"] > 0 and not plan["flops"]["by_kind"].get("tune")
+    # the tuned fine-tuning's epochs are chosen at run time: costed at the grid's most (3), as a plain 3-epoch run
+    assert plan["flops"]["by_kind"]["finetune"] == study_plan(plain, expand(plain), calibrate_here=False)[
+        "flops"]["by_kind"]["finetune"]
+    candidates = [s for s in expand(tuned) if s.kind == "tune-candidate"]
+    sizes = task_sizes(tuned, ["RTE"], {"RTE": 48})
+    layout = layout_from_config(model_dims(tuned.model)[0])
+    tokens = sorted({stage_work(s, tuned, sizes, layout).most[0].tokens for s in candidates})
+    assert len(tokens) == 2 and tokens[1] == pytest.approx(3 * tokens[0])  # 1 or 3 epochs over the same examples

@@ -67,7 +67,7 @@ PASS_FACTORS = {"train": 3.0, "score": 2.0, "eval": 1.0}
 
 # Tokens per example sampled to measure a task's mean length (a seeded sample: enough for a mean).
 _LENGTH_SAMPLE = 2000
-_NO_WORK = ("subnetworks", "super", "attention-analysis", "gordon-select")  # read and write masks or tables
+_NO_WORK = ("subnetworks", "super", "attention-analysis", "gordon-select", "gordon-oneshot", "tune")  # read and write masks or tables
 
 
 @dataclass(frozen=True)
@@ -263,11 +263,22 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
         if kind == "gordon-finetune":
             train = s["train"]
         epochs = stage.keys["epochs"] if kind in ("finetune", "baseline", "retrain") else train["epochs"]
+        if epochs is None:  # a tuned task: the choice is made when the study runs; bound it by the grid's most
+            grid = config.tune.grid_for(task.name)
+            epochs = max(grid["epochs"])
+            train = {**train, "batch_size": min(grid.get("batch_sizes") or [train["batch_size"]])}
         tokens = _train_examples(size, train) * epochs * size.train_tokens
         # re-fine-tuning evaluates dev after every epoch as well as at the end (`steps.retrain`)
         evals = epochs + 1 if kind == "retrain" else 1
         work = [Pass("train", tokens, train["batch_size"], int(round(size.train_tokens))),
                 *_eval_passes(size, length, evals, task=task)]
+        return StageWork(work, work, loads_model=True)
+    if kind == "tune-candidate":  # trains on the pool less the held-out slice; scores and losses on the slice
+        pool = _train_examples(size, s["train"])
+        held_out = pool * s["tune_fraction"]
+        work = [Pass("train", (pool - held_out) * s["train"]["epochs"] * size.train_tokens, s["train"]["batch_size"],
+                     int(round(size.train_tokens))),
+                Pass("eval", 2 * held_out * size.train_tokens, s["train"]["batch_size"], int(round(size.train_tokens)))]
         return StageWork(work, work, loads_model=True)
     if kind == "evaluate":
         work = _eval_passes(size, length, 1, task=task)
@@ -510,7 +521,10 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     for task in tasks:
         size = sizes[task]
         runs_of = [s for s in stages if s.task == task and s.kind in ("finetune", "gordon-finetune")]
-        epochs = sorted({(s.keys["epochs"] if s.kind == "finetune" else s.settings["train"]["epochs"]) for s in runs_of})
+        epochs = sorted({(s.keys["epochs"] if s.kind == "finetune" else s.settings["train"]["epochs"]) for s in runs_of}
+                        - {None})
+        if config.tune is not None and any(s.kind == "finetune" and s.keys["epochs"] is None for s in runs_of):
+            epochs = sorted(set(epochs) | set(config.tune.grid_for(task)["epochs"]))  # one of these, chosen by tune
         train = config.train.for_task(task, config.seeds[0])
         task_rows.append({"task": task, "train_examples": size.examples["train"],
                           "trained_on": _train_examples(size, train), "epochs": epochs,
