@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from .tables import task_order
 
 __all__ = [
     "COLOURS",
+    "TASK_COLOURS",
+    "task_colour",
     "METHOD_LABELS",
     "save_figure",
     "lottery_bars",
@@ -37,6 +40,13 @@ __all__ = [
 
 # good / random / bad: the same colours in every figure (super-survivor variants share them).
 COLOURS = {"good": "#2f9e44", "random": "#868e96", "bad": "#e03131"}
+# One colour per GLUE task in every figure of the report (the Compressing-BERT and attention sections
+# import it too): matplotlib's tab10 in the paper's task order, its grey left out because greyed marks
+# mean "not learnt" here.
+TASK_COLOURS = {"CoLA": "#1f77b4", "SST-2": "#ff7f0e", "MRPC": "#2ca02c", "QQP": "#d62728", "STS-B": "#9467bd",
+                "MNLI": "#8c564b", "QNLI": "#e377c2", "RTE": "#bcbd22", "WNLI": "#17becf"}
+_OTHER_TASK_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+NOT_LEARNT_COLOUR = "#adb5bd"
 METHOD_LABELS = {"structured": "s-pruning", "magnitude": "m-pruning"}
 MODE_LABELS = {"pruned": "pruned", "retrained": "re-fine-tuned"}
 DPI = 110
@@ -44,6 +54,18 @@ DPI = 110
 
 def _colour(subnetwork: str) -> str:
     return COLOURS.get(subnetwork.removeprefix("super-"), "#1c7ed6")
+
+
+def task_colour(task: str) -> str:
+    """The task's colour (`TASK_COLOURS`); a task outside GLUE (or a split suffix such as ``MNLI-mm``
+    of a known one: its task's) gets one of a few more, the same in every run."""
+    name = str(task)
+    if name in TASK_COLOURS:
+        return TASK_COLOURS[name]
+    base = name.split("-mm")[0].split("/")[0]
+    if base in TASK_COLOURS:
+        return TASK_COLOURS[base]
+    return _OTHER_TASK_COLOURS[zlib.crc32(name.encode("utf-8")) % len(_OTHER_TASK_COLOURS)]
 
 
 def save_figure(fig: Figure, folder: Path, name: str) -> tuple[Path, Path]:
