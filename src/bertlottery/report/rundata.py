@@ -23,7 +23,7 @@ from .. import runs
 from ..analysis.rundir import StageInfo, json_or_none, read_stages
 from ..errors import UserError
 
-__all__ = ["StageInfo", "RunData", "load_run", "is_run_dir"]
+__all__ = ["StageInfo", "RunData", "load_run", "is_run_dir", "json_or_none"]
 
 
 @dataclass
