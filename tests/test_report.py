@@ -245,6 +245,107 @@ def test_names_from_the_data_and_the_config_are_escaped(tmp_path, browser, monke
 
 # ---- the smoke study, end to end -----------------------------------------------------------------------
 
+# every table's header cells, each scrolled into view: is it the element drawn at its centre, inside the
+# window? And each table's first row label, with its table scrolled fully right: still drawn in place?
+LAYOUT_JS = """() => {
+  const out = {unreachable: [], hidden_labels: [], tables: 0};
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const drawn = (el) => { const r = el.getBoundingClientRect();
+    const x = r.left + r.width / 2, y = r.top + r.height / 2;
+    if (x < 0 || x > innerWidth || y < 0 || y > innerHeight) return false;
+    const top = document.elementFromPoint(x, y); return top === el || el.contains(top); };
+  for (const table of document.querySelectorAll('table[data-table]')) {
+    out.tables += 1;
+    const box = table.closest('.scroll');
+    for (const th of table.querySelectorAll('thead th')) {
+      if (!th.textContent.trim()) continue;
+      th.scrollIntoView({block: 'center', inline: 'center'});
+      if (!drawn(th)) out.unreachable.push(table.dataset.table + ': ' + th.textContent.trim());
+    }
+    const label = table.querySelector('tbody tr:not(.group) th');
+    if (label) {
+      label.scrollIntoView({block: 'center', inline: 'nearest'});
+      box.scrollLeft = box.scrollWidth;
+      if (!drawn(label)) out.hidden_labels.push(table.dataset.table + ': ' + label.textContent.trim());
+      box.scrollLeft = 0;
+    }
+  }
+  return out;
+}"""
+
+FIGURES_JS = """() => Array.from(document.images).map(i => {
+  const link = i.closest('a'), figure = i.closest('figure');
+  const caption = figure && figure.querySelector('figcaption');
+  return {name: i.dataset.figure, href: link ? link.getAttribute('href') : null, width: i.naturalWidth,
+          height: i.naturalHeight, caption: caption ? caption.innerText.trim() : '',
+          data: figure ? Array.from(figure.querySelectorAll('figcaption a.data')).map(a => a.getAttribute('href')) : []};
+})"""
+
+KEY_RESULTS_JS = """() => {
+  const table = document.querySelector('#key-results table[data-table=key_results]');
+  const heads = Array.from(table.querySelectorAll('thead tr:last-child th')).slice(1).map(th => th.innerText.trim());
+  return Array.from(table.querySelectorAll('tbody tr')).map(tr => {
+    const cells = Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim());
+    return [tr.querySelector('th').innerText.trim(), Object.fromEntries(heads.map((h, k) => [h, cells[k]]))];
+  });
+}"""
+
+
+def _check_layout(page, out: Path) -> None:
+    """At 1280 px: every table's header cells reachable and its row labels in view while scrolled; every
+    image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there."""
+    from PIL import Image
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    layout = page.evaluate(LAYOUT_JS)
+    assert layout["tables"] >= 10 and layout["unreachable"] == [] and layout["hidden_labels"] == [], layout
+    figures = page.evaluate(FIGURES_JS)
+    for figure in figures:
+        assert len(figure["caption"]) > 20, figure["name"]
+        assert figure["href"] == f"figures/{figure['name']}.png", figure
+        with Image.open(out / figure["href"]) as image:
+            assert image.size == (figure["width"], figure["height"]), figure["name"]
+        assert all((out / href).is_file() for href in figure["data"]), figure
+    drawn_from = {f["name"]: f["data"] for f in figures}
+    assert "figures/figure2_subnetworks.csv" in drawn_from["figure2_subnetworks"]
+    assert "figures/survival_structured_rte.csv" in drawn_from["survival_structured_rte"]
+    assert page.get_attribute("a.results", "href") == "results.csv" and (out / "results.csv").is_file()
+    # the key results and the cautions come before the contents
+    order = page.evaluate("['#key-results', '.caution', 'nav'].map(s => document.querySelector(s)"
+                          ".getBoundingClientRect().top + scrollY)")
+    assert order == sorted(order), order
+
+
+def _check_key_results(shown: list, results: pd.DataFrame) -> None:
+    """The key-results box's numbers against the same numbers computed here from results.csv."""
+    dev = results[(results["split"] == "dev") & (results["metric"] == "accuracy") & (results["task"] == "RTE")]
+
+    def mean(**keys) -> float:
+        part = dev
+        for key, value in keys.items():
+            part = part[part[key] == value]
+        assert not part.empty, keys
+        return float(part["value"].mean())
+
+    # the learnt-check is off in the smoke config: a model it marks not learnt is pruned anyway, its rows marked
+    full_rows = dev[(dev["method"] == "none") & (dev["mode"] == "finetuned")]
+    marked = full_rows["note"].fillna("").str.startswith("not learnt").all()
+    rows = {label.removesuffix(" (not learnt)"): cells for label, cells in shown}
+    assert all(label.endswith(" (not learnt)") == marked for label, _ in shown)
+    assert set(rows) == {"RTE, s-pruning", "RTE, m-pruning"}
+    full = mean(method="none", subnetwork="full", mode="finetuned")
+    for method, label in (("structured", "s-pruning"), ("magnitude", "m-pruning")):
+        cells = rows[f"RTE, {label}"]
+        assert cells["full model"] == f"{full:.3f}"
+        for mode, column in (("pruned", "pruned"), ("retrained", "re-fine-tuned")):
+            for sub in ("good", "random", "bad"):
+                assert f"{sub} {mean(method=method, subnetwork=sub, mode=mode):.3f}" in cells[column], (label, column)
+        gap = [mean(method=method, subnetwork="good", mode=m) - mean(method=method, subnetwork="bad", mode=m)
+               for m in ("pruned", "retrained")]
+        assert cells["good − bad gap: pruned → re-fine-tuned"].startswith(f"{gap[0]:.3f} → {gap[1]:.3f}")
+        kept = dev[(dev["method"] == method) & (dev["subnetwork"] == "good")]["fraction_kept"].mean()
+        assert cells["weights kept"] == f"{100 * kept:.1f}%"
+
 @pytest.fixture(scope="module")
 def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
     """The smoke config run through the real CLI on the tiny model (about 40 s of CPU)."""
@@ -260,8 +361,8 @@ def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
     return run_dir
 
 
-SMOKE_TABLES = ["stages", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors", "longer_retraining",
-                "stability", "cost_by_kind", "cost_by_stage", "environment"]
+SMOKE_TABLES = ["key_results", "stages", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors",
+                "longer_retraining", "stability", "cost_by_kind", "cost_by_stage", "environment", "revisions"]
 SMOKE_FIGURES = ["figure2_subnetworks", "figure17_super_survivors", "appendixD_longer_retraining",
                  "survival_structured_rte", "survival_magnitude_rte", "figure3_importance_rte",
                  *[f"survival_paper_{t}" for t in ("cola", "sst-2", "mrpc", "qqp", "sts-b", "mnli", "qnli", "rte", "wnli")],
@@ -294,7 +395,10 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     for name in SMOKE_TABLES:
         assert (out / "tables" / f"{name}.csv").is_file()
     assert "the paper's released masks" in page.inner_text("#stability-of-the-good-subnetworks-across-seeds-section-5-1-figure-1-appendix-a")
+    _check_layout(page, out)
+    key_results = page.evaluate(KEY_RESULTS_JS)
     page.close()
+    _check_key_results(key_results, pd.read_csv(out / "results.csv"))
 
     # the CSV's numbers are the results table's, recomputed here
     results = pd.read_csv(smoke_run / "results.csv")
