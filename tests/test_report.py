@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from html import unescape
 import shutil
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from bertlottery.report.tables import (
     TABLE3_ROWS,
     bad_vs_baselines_table,
     cell_stats,
+    key_results,
     longer_table,
     main_rows,
+    ordering,
     results_table,
     uninformative_tasks,
 )
@@ -171,6 +174,86 @@ def test_the_papers_released_metrics_match_its_table_3(reference_dir):
     assert cell("QNLI", "structured", "super-bad", "retrained", "accuracy") == (0.57, 0.03)
     assert cell("MNLI", "magnitude", "good", "retrained", "accuracy") == (0.84, 0.00)
     assert cell("RTE", "majority", "none", "baseline", "accuracy") == (0.53, 0.00)
+
+
+def test_key_results_order_the_subnetworks_and_say_how_much_of_the_gap_re_fine_tuning_closes():
+    values = {("good", "pruned"): [0.50, 0.54], ("random", "pruned"): [0.40, 0.42], ("bad", "pruned"): [0.10, 0.14],
+              ("good", "retrained"): [0.60, 0.62], ("random", "retrained"): [0.61, 0.61], ("bad", "retrained"): [0.57, 0.59]}
+    rows = [_row("CoLA", seed, "structured", sub, mode, v, fraction=0.3)
+            for (sub, mode), vs in values.items() for seed, v in zip((1, 2), vs)]
+    rows += [_row("CoLA", seed, "none", "full", "finetuned", v) for seed, v in ((1, 0.58), (2, 0.62))]
+    rows, metrics = main_rows(pd.DataFrame(rows, columns=COLUMNS))
+    (record,) = key_results(cell_stats(rows), metrics).to_dict("records")
+    assert record["full"] == pytest.approx(0.60) and record["fraction kept"] == pytest.approx(0.3)
+    assert record["gap pruned"] == pytest.approx(0.52 - 0.12) and record["gap retrained"] == pytest.approx(0.61 - 0.58)
+    assert record["gap closed"] == pytest.approx(1 - 0.03 / 0.40)
+    assert ordering({s: record[f"{s} pruned"] for s in ("good", "random", "bad")}) == \
+        "good 0.520 > random 0.410 > bad 0.120"
+    assert ordering({"good": 0.61, "random": 0.61, "bad": 0.58}) == "good 0.610 = random 0.610 > bad 0.580"
+    # a task that failed the learnt-check is left out
+    assert key_results(cell_stats(rows), metrics, {"CoLA": "not learnt: ..."}).empty
+
+
+def test_a_task_not_learnt_is_folded_into_one_grey_panel_and_named_with_its_reason(tmp_path, monkeypatch):
+    from bertlottery.report.figures import lottery_bars
+
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    reason = "not learnt: accuracy 0.51 is not above the majority class's 0.53 by the margin"
+    results = synthetic_results()
+    rte = results["task"] == "RTE"
+    results = results[~rte | results["method"].isin(["none", "majority"])].copy()  # its searches were skipped
+    results["note"] = results["note"].astype(object)
+    results.loc[(results["task"] == "RTE") & (results["method"] == "none"), "note"] = reason
+    # the majority class written once per seed: the same value, shown without a spread
+    results = pd.concat([results, pd.DataFrame([_row("CoLA", seed, "majority", "none", "baseline", 0.0)
+                                                for seed in (1, 2, 3)], columns=COLUMNS)])
+    run = tmp_path / "run"
+    run.mkdir()
+    results.to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"name": "unlearnt", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    html = build_report(run, tmp_path / "out").read_text()
+    out = tmp_path / "out"
+    assert list(pd.read_csv(out / "tables" / "key_results.csv")["task"].unique()) == ["CoLA"]
+    assert f"RTE: {reason}. Its pruning was skipped" in unescape(html)
+    assert html.index('id="key-results"') < html.index('class="caution"') < html.index("<nav>")
+    table3 = pd.read_csv(out / "tables" / "table3.csv").set_index("row")
+    assert "0.000 ±" not in html and table3.loc["majority class", "CoLA n"] == 3
+    assert "'(n=k)'" not in html  # every cell of the tables has all its seeds
+    # appendix D did not run: said in place, not listed in the contents
+    nav = html[html.index("<nav>"):html.index("</nav>")]
+    assert "Longer re-fine-tuning" not in nav and "Not run: the config asks for no longer re-fine-tuning" in html
+
+    rows, metrics = main_rows(results)
+    cells = cell_stats(rows)
+    fig = lottery_bars(cells, cells[cells["method"] == "none"], metrics=metrics, seeds=rows,
+                       majority=cells[cells["method"] == "majority"], not_learnt={"RTE": reason})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles[-1] == "Not learnt: no subnetworks to compare" and not any(t.startswith("RTE") for t in titles)
+    grey = [ax for ax in fig.axes if ax.get_title().startswith("Not learnt")][0]
+    assert "RTE: not learnt" in grey.texts[0].get_text().replace("\n", " ")
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_title().startswith("CoLA")]
+    assert labels and all(label == "CoLA: Matthews correlation (dev)" for label in labels)
+    from matplotlib.collections import PathCollection
+
+    dots = sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections if isinstance(c, PathCollection))
+    assert dots == len(rows[(rows["task"] == "CoLA") & rows["subnetwork"].isin(["good", "random", "bad"])])  # one a seed
+
+
+def test_skipped_stages_and_every_git_revision_are_counted(tmp_path):
+    from bertlottery.report.sections.run import revisions_table, status_table
+
+    stages = []
+    for i, (state, revision) in enumerate((("done", "aaa"), ("done", "aaa"), ("done", "bbb"), ("skipped", None))):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        if revision:
+            (folder / "environment.json").write_text(json.dumps({"git_revision": revision}))
+        stages.append(StageInfo(f"finetune/RTE/s{i}", "finetune", "RTE", {}, state, folder))
+    frame = status_table(stages).frame.set_index("kind")
+    assert frame.loc["finetune", "skipped"] == 1 and frame.loc["finetune", "done"] == 3
+    revisions = revisions_table(stages).frame.set_index("git revision")
+    assert revisions["stages"].to_dict() == {"aaa": 2, "bbb": 1}
 
 
 def test_time_and_energy_are_summed_per_kind_and_over_the_run(tmp_path):
