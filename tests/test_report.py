@@ -494,6 +494,22 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     assert row["RTE paper mean"].iloc[0] == pytest.approx(0.5747, abs=1e-3)  # head_mlp_retrained, RTE
     assert set(table3["subnetwork"]) >= {"full", "good", "random", "bad", "super-good", "super-random", "super-bad"}
 
+    # each of the paper's kappas beside its ceiling, its random-mask interval and (5 seeds) its bootstrap interval
+    from bertlottery import stats
+
+    stability = pd.read_csv(out / "tables" / "stability.csv")
+    paper = stability[stability["source"].str.startswith("The paper's")].set_index("task")
+    summary = json.loads((out / "tables" / "stability_paper.json").read_text())
+    for task, row in paper.iterrows():
+        heads = summary["tasks"][task]["heads"]
+        nested = np.arange(heads["n_elements"])[None, :] < np.array(heads["kept_per_seed"])[:, None]
+        assert row["kappa heads ceiling"] == pytest.approx(stats.max_fleiss_kappa(nested).value), task
+        assert row["kappa heads"] <= row["kappa heads ceiling"] + 1e-9, task
+        assert row["kappa heads random masks low"] <= row["kappa heads random masks mean"] \
+            <= row["kappa heads random masks high"], task
+        assert row["kappa heads bootstrap low"] <= row["kappa heads bootstrap high"], task
+    assert paper.loc["CoLA", "kappa heads"] > paper.loc["CoLA", "kappa heads random masks high"]
+
     # the default output folder is RUN_DIR/report; a second report replaces the first
     monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
     assert main(["report", str(smoke_run)]) == 0
