@@ -71,7 +71,7 @@ def not_learnt_tasks(results: pd.DataFrame, *, partly: bool = False) -> dict[str
     out = {}
     for task in task_order(full["task"]):
         part = full[full["task"] == task]
-        notes = part.groupby("seed", dropna=False)["note"].first().fillna("").astype(str)
+        notes = part.groupby("seed", dropna=False)["note"].first().astype(object).fillna("").astype(str)
         failed = notes[notes.str.startswith("not learnt")]
         if failed.empty:
             continue
