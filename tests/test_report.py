@@ -413,6 +413,8 @@ def _check_key_results(shown: list, results: pd.DataFrame) -> None:
     # the learnt-check is off in the smoke config: a model it marks not learnt is pruned anyway, its rows marked
     full_rows = dev[(dev["method"] == "none") & (dev["mode"] == "finetuned")]
     marked = full_rows["note"].fillna("").str.startswith("not learnt").all()
+    assert all(label.splitlines()[1] == "accuracy" for label, _ in shown)  # a label's second line: the metric
+    shown = [(label.splitlines()[0], cells) for label, cells in shown]
     rows = {label.removesuffix(" (not learnt)"): cells for label, cells in shown}
     assert all(label.endswith(" (not learnt)") == marked for label, _ in shown)
     assert set(rows) == {"RTE, s-pruning", "RTE, m-pruning"}
@@ -425,7 +427,7 @@ def _check_key_results(shown: list, results: pd.DataFrame) -> None:
                 assert f"{sub} {mean(method=method, subnetwork=sub, mode=mode):.3f}" in cells[column], (label, column)
         gap = [mean(method=method, subnetwork="good", mode=m) - mean(method=method, subnetwork="bad", mode=m)
                for m in ("pruned", "retrained")]
-        assert cells["good − bad gap: pruned → re-fine-tuned"].startswith(f"{gap[0]:.3f} → {gap[1]:.3f}")
+        assert cells["good − bad gap\npruned → re-fine-tuned"].startswith(f"{gap[0]:.3f} → {gap[1]:.3f}")
         kept = dev[(dev["method"] == method) & (dev["subnetwork"] == "good")]["fraction_kept"].mean()
         assert cells["weights kept"] == f"{100 * kept:.1f}%"
 

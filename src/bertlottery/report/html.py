@@ -185,7 +185,8 @@ nav ol { columns: 2; margin: .3rem 0 0; }
 tr.unlearnt { color: #868e96; background: #f1f3f5; }
 .keyresults { background: #ebfbee; border-left: 4px solid #2f9e44; padding: .4rem .9rem; margin: .8rem 0; }
 .keyresults p { margin: .3rem 0; }
-.keyresults td { white-space: normal; min-width: 7em; }
+.keyresults td, .keyresults th { white-space: pre-line; vertical-align: top; }
+.keyresults td { text-align: left; min-width: 8.5em; }
 table { border-collapse: collapse; font-size: 12.5px; margin: .4rem 0; }
 th, td { border: 1px solid #dee2e6; padding: .22rem .5rem; text-align: right; white-space: nowrap; }
 thead th { background: #f1f3f5; text-align: center; }

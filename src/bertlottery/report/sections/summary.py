@@ -29,6 +29,8 @@ def key_results_table(ctx: Context) -> Table | None:
         return None
     ours = run_mask_summary(ctx)
     paper = _paper_summary(ctx)
+    # tasks whose comparison says nothing by the numbers (runs without the learnt-check): greyed like the marked ones
+    doubtful = {line.split(":")[0] for line in uninformative_tasks(ctx.cells, ctx.metrics)}
     display, labels, classes = [], [], []
     for i, row in frame.iterrows():
         structured = row["method"] == "structured"
@@ -40,20 +42,20 @@ def key_results_table(ctx: Context) -> Table | None:
             paper_kappa = ((paper["tasks"][row["task"]].get("heads") or {}).get("kappa"))
         frame.loc[i, "paper kappa"] = _float(paper_kappa)
         marked = row["task"] in ctx.marked  # not learnt, pruned anyway (the learnt-check turned off)
-        labels.append(f"{row['task']}, {'s-pruning' if structured else 'm-pruning'}" + (" (not learnt)" if marked else ""))
-        classes.append("unlearnt" if marked else "")
+        note = " (not learnt)" if marked else " (see the cautions)" if row["task"] in doubtful else ""
+        # the label's second line names the metric (pre-line in the box's CSS)
+        labels.append(f"{row['task']}, {'s-pruning' if structured else 'm-pruning'}{note}\n{metric_name(row['metric'])}")
+        classes.append("unlearnt" if note else "")
         gap = ("–" if math.isnan(row["gap pruned"]) else
-               f"{row['gap pruned']:.3f} → {row['gap retrained']:.3f}"
-               + ("" if math.isnan(row["gap closed"]) else f" ({100 * row['gap closed']:.0f}% closed)"))
+               f"{row['gap pruned']:.3f} → {row['gap retrained']:.3f}" + _closed(row["gap closed"]))
         display.append({
-            "metric": metric_name(row["metric"]),
             "full model": _fmt(row["full"]),
-            "pruned": ordering({s: row[f"{s} pruned"] for s in ("good", "random", "bad")}),
-            "re-fine-tuned": ordering({s: row[f"{s} retrained"] for s in ("good", "random", "bad")}),
-            "good − bad gap: pruned → re-fine-tuned": gap,
+            "pruned": _lines(ordering({s: row[f"{s} pruned"] for s in ("good", "random", "bad")})),
+            "re-fine-tuned": _lines(ordering({s: row[f"{s} retrained"] for s in ("good", "random", "bad")})),
+            "good − bad gap\npruned → re-fine-tuned": gap,
             "weights kept": "–" if math.isnan(row["fraction kept"]) else f"{100 * row['fraction kept']:.1f}%",
-            "κ heads (ceiling; random masks 95%)": _kappa_text(kappa) if structured else "",
-            "paper's κ heads": ((f"{paper_kappa:.3f} (released masks)" if paper_kappa is not None else QUOTED_KAPPA)
+            "κ heads\n(its ceiling; random masks' 95%)": _kappa_text(kappa) if structured else "",
+            "paper's κ heads": ((f"{paper_kappa:.3f}\n(released masks)" if paper_kappa is not None else QUOTED_KAPPA)
                                 if structured else ""),
         })
     return Table("key_results", "Key results", "Computed from this run's results and masks: means over seeds of "
@@ -72,6 +74,17 @@ def _paper_summary(ctx: Context) -> dict[str, Any] | None:
     return None if folder is None else _mask_summary(ctx, "paper", folder, "structured")[0]
 
 
+def _closed(fraction: float) -> str:
+    if math.isnan(fraction):
+        return ""
+    return f"\n({100 * fraction:.0f}% closed)" if fraction >= 0 else f"\n(widened by {-100 * fraction:.0f}%)"
+
+
+def _lines(ordered: str) -> str:
+    """One subnetwork a line: the box's cells stay narrow enough for the table to fit the page."""
+    return ordered.replace(" > ", " >\n").replace(" = ", " =\n")
+
+
 def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
@@ -84,12 +97,11 @@ def _kappa_text(kappa: dict[str, Any]) -> str:
     if kappa.get("kappa") is None:
         return "–" + (f" ({kappa['reason']})" if kappa.get("reason") else "")
     text = f"{kappa['kappa']:.3f}"
-    extra = []
     if kappa.get("ceiling") is not None:
-        extra.append(f"ceiling {kappa['ceiling']:.3f}")
+        text += f"\nceiling {kappa['ceiling']:.3f}"
     if kappa.get("null_low") is not None:
-        extra.append(f"random [{kappa['null_low']:.3f}, {kappa['null_high']:.3f}]")
-    return text + (f" ({'; '.join(extra)})" if extra else "")
+        text += f"\nrandom [{kappa['null_low']:.3f}, {kappa['null_high']:.3f}]"
+    return text
 
 
 def key_results_html(ctx: Context) -> Markup:
