@@ -81,6 +81,8 @@ def proportions_figure(table: pd.DataFrame):
     """Stacked bars of the pattern shares: a panel per map kind and head group, a bar per task and weights."""
     from matplotlib.figure import Figure
 
+    from ..report.figures import task_colour
+
     kinds = [k for k in ("raw", "norm") if k in set(table["kind"])]
     groups = [g for g in GROUP_LABELS if g in set(table["group"])]
     bars = max([len(table[(table["kind"] == k) & (table["group"] == g)]) for k in kinds for g in groups] or [1])
@@ -101,6 +103,8 @@ def proportions_figure(table: pd.DataFrame):
                        width=0.75)
                 bottom += values
             ax.set_xticks(range(len(part)), labels, fontsize=7, rotation=45, ha="right", rotation_mode="anchor")
+            for tick, task in zip(ax.get_xticklabels(), part["task"], strict=True):
+                tick.set_color(task_colour(task))  # each task's colour in every section of the report
             ax.set_ylim(0, 1)
             ax.set_title(f"{kind} maps, {GROUP_LABELS[group]}", fontsize=9)
             if c == 0:
