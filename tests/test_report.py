@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from html import unescape
 import shutil
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from bertlottery.report.tables import (
     TABLE3_ROWS,
     bad_vs_baselines_table,
     cell_stats,
+    key_results,
     longer_table,
     main_rows,
+    ordering,
     results_table,
     uninformative_tasks,
 )
@@ -173,6 +176,86 @@ def test_the_papers_released_metrics_match_its_table_3(reference_dir):
     assert cell("RTE", "majority", "none", "baseline", "accuracy") == (0.53, 0.00)
 
 
+def test_key_results_order_the_subnetworks_and_say_how_much_of_the_gap_re_fine_tuning_closes():
+    values = {("good", "pruned"): [0.50, 0.54], ("random", "pruned"): [0.40, 0.42], ("bad", "pruned"): [0.10, 0.14],
+              ("good", "retrained"): [0.60, 0.62], ("random", "retrained"): [0.61, 0.61], ("bad", "retrained"): [0.57, 0.59]}
+    rows = [_row("CoLA", seed, "structured", sub, mode, v, fraction=0.3)
+            for (sub, mode), vs in values.items() for seed, v in zip((1, 2), vs)]
+    rows += [_row("CoLA", seed, "none", "full", "finetuned", v) for seed, v in ((1, 0.58), (2, 0.62))]
+    rows, metrics = main_rows(pd.DataFrame(rows, columns=COLUMNS))
+    (record,) = key_results(cell_stats(rows), metrics).to_dict("records")
+    assert record["full"] == pytest.approx(0.60) and record["fraction kept"] == pytest.approx(0.3)
+    assert record["gap pruned"] == pytest.approx(0.52 - 0.12) and record["gap retrained"] == pytest.approx(0.61 - 0.58)
+    assert record["gap closed"] == pytest.approx(1 - 0.03 / 0.40)
+    assert ordering({s: record[f"{s} pruned"] for s in ("good", "random", "bad")}) == \
+        "good 0.520 > random 0.410 > bad 0.120"
+    assert ordering({"good": 0.61, "random": 0.61, "bad": 0.58}) == "good 0.610 = random 0.610 > bad 0.580"
+    # a task that failed the learnt-check is left out
+    assert key_results(cell_stats(rows), metrics, {"CoLA": "not learnt: ..."}).empty
+
+
+def test_a_task_not_learnt_is_folded_into_one_grey_panel_and_named_with_its_reason(tmp_path, monkeypatch):
+    from bertlottery.report.figures import lottery_bars
+
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    reason = "not learnt: accuracy 0.51 is not above the majority class's 0.53 by the margin"
+    results = synthetic_results()
+    rte = results["task"] == "RTE"
+    results = results[~rte | results["method"].isin(["none", "majority"])].copy()  # its searches were skipped
+    results["note"] = results["note"].astype(object)
+    results.loc[(results["task"] == "RTE") & (results["method"] == "none"), "note"] = reason
+    # the majority class written once per seed: the same value, shown without a spread
+    results = pd.concat([results, pd.DataFrame([_row("CoLA", seed, "majority", "none", "baseline", 0.0)
+                                                for seed in (1, 2, 3)], columns=COLUMNS)])
+    run = tmp_path / "run"
+    run.mkdir()
+    results.to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"name": "unlearnt", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    html = build_report(run, tmp_path / "out").read_text()
+    out = tmp_path / "out"
+    assert list(pd.read_csv(out / "tables" / "key_results.csv")["task"].unique()) == ["CoLA"]
+    assert f"RTE: {reason}. Its pruning was skipped" in unescape(html)
+    assert html.index('id="key-results"') < html.index('class="caution"') < html.index("<nav>")
+    table3 = pd.read_csv(out / "tables" / "table3.csv").set_index("row")
+    assert "0.000 ±" not in html and table3.loc["majority class", "CoLA n"] == 3
+    assert "'(n=k)'" not in html  # every cell of the tables has all its seeds
+    # appendix D did not run: said in place, not listed in the contents
+    nav = html[html.index("<nav>"):html.index("</nav>")]
+    assert "Longer re-fine-tuning" not in nav and "Not run: the config asks for no longer re-fine-tuning" in html
+
+    rows, metrics = main_rows(results)
+    cells = cell_stats(rows)
+    fig = lottery_bars(cells, cells[cells["method"] == "none"], metrics=metrics, seeds=rows,
+                       majority=cells[cells["method"] == "majority"], not_learnt={"RTE": reason})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles[-1] == "Not learnt: no subnetworks to compare" and not any(t.startswith("RTE") for t in titles)
+    grey = [ax for ax in fig.axes if ax.get_title().startswith("Not learnt")][0]
+    assert "RTE: not learnt" in grey.texts[0].get_text().replace("\n", " ")
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_title().startswith("CoLA")]
+    assert labels and all(label == "CoLA: Matthews correlation (dev)" for label in labels)
+    from matplotlib.collections import PathCollection
+
+    dots = sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections if isinstance(c, PathCollection))
+    assert dots == len(rows[(rows["task"] == "CoLA") & rows["subnetwork"].isin(["good", "random", "bad"])])  # one a seed
+
+
+def test_skipped_stages_and_every_git_revision_are_counted(tmp_path):
+    from bertlottery.report.sections.run import revisions_table, status_table
+
+    stages = []
+    for i, (state, revision) in enumerate((("done", "aaa"), ("done", "aaa"), ("done", "bbb"), ("skipped", None))):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        if revision:
+            (folder / "environment.json").write_text(json.dumps({"git_revision": revision}))
+        stages.append(StageInfo(f"finetune/RTE/s{i}", "finetune", "RTE", {}, state, folder))
+    frame = status_table(stages).frame.set_index("kind")
+    assert frame.loc["finetune", "skipped"] == 1 and frame.loc["finetune", "done"] == 3
+    revisions = revisions_table(stages).frame.set_index("git revision")
+    assert revisions["stages"].to_dict() == {"aaa": 2, "bbb": 1}
+
+
 def test_time_and_energy_are_summed_per_kind_and_over_the_run(tmp_path):
     stages = [StageInfo("finetune/RTE/a", "finetune", "RTE", {}, "done", tmp_path, 10.0, 0.002, 0.001),
               StageInfo("finetune/RTE/b", "finetune", "RTE", {}, "done", tmp_path, 20.0, 0.004, 0.002),
@@ -245,6 +328,109 @@ def test_names_from_the_data_and_the_config_are_escaped(tmp_path, browser, monke
 
 # ---- the smoke study, end to end -----------------------------------------------------------------------
 
+# every table's header cells, each scrolled into view: is it the element drawn at its centre, inside the
+# window? And each table's first row label, with its table scrolled fully right: still drawn in place?
+LAYOUT_JS = """() => {
+  const out = {unreachable: [], hidden_labels: [], tables: 0};
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const drawn = (el) => { const r = el.getBoundingClientRect();
+    const x = r.left + r.width / 2, y = r.top + r.height / 2;
+    if (x < 0 || x > innerWidth || y < 0 || y > innerHeight) return false;
+    const top = document.elementFromPoint(x, y); return top === el || el.contains(top); };
+  for (const table of document.querySelectorAll('table[data-table]')) {
+    out.tables += 1;
+    const box = table.closest('.scroll');
+    for (const th of table.querySelectorAll('thead th')) {
+      if (!th.textContent.trim()) continue;
+      th.scrollIntoView({block: 'center', inline: 'center'});
+      if (!drawn(th)) out.unreachable.push(table.dataset.table + ': ' + th.textContent.trim());
+    }
+    const label = table.querySelector('tbody tr:not(.group) th');
+    if (label) {
+      label.scrollIntoView({block: 'center', inline: 'nearest'});
+      box.scrollLeft = box.scrollWidth;
+      if (!drawn(label)) out.hidden_labels.push(table.dataset.table + ': ' + label.textContent.trim());
+      box.scrollLeft = 0;
+    }
+  }
+  return out;
+}"""
+
+FIGURES_JS = """() => Array.from(document.images).map(i => {
+  const link = i.closest('a'), figure = i.closest('figure');
+  const caption = figure && figure.querySelector('figcaption');
+  return {name: i.dataset.figure, href: link ? link.getAttribute('href') : null, width: i.naturalWidth,
+          height: i.naturalHeight, caption: caption ? caption.innerText.trim() : '',
+          data: figure ? Array.from(figure.querySelectorAll('figcaption a.data')).map(a => a.getAttribute('href')) : []};
+})"""
+
+KEY_RESULTS_JS = """() => {
+  const table = document.querySelector('#key-results table[data-table=key_results]');
+  const heads = Array.from(table.querySelectorAll('thead tr:last-child th')).slice(1).map(th => th.innerText.trim());
+  return Array.from(table.querySelectorAll('tbody tr')).map(tr => {
+    const cells = Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim());
+    return [tr.querySelector('th').innerText.trim(), Object.fromEntries(heads.map((h, k) => [h, cells[k]]))];
+  });
+}"""
+
+
+def _check_layout(page, out: Path) -> None:
+    """At 1280 px: every table's header cells reachable and its row labels in view while scrolled; every
+    image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there."""
+    from PIL import Image
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    layout = page.evaluate(LAYOUT_JS)
+    assert layout["tables"] >= 10 and layout["unreachable"] == [] and layout["hidden_labels"] == [], layout
+    figures = page.evaluate(FIGURES_JS)
+    for figure in figures:
+        assert len(figure["caption"]) > 20, figure["name"]
+        assert figure["href"] == f"figures/{figure['name']}.png", figure
+        with Image.open(out / figure["href"]) as image:
+            assert image.size == (figure["width"], figure["height"]), figure["name"]
+        assert all((out / href).is_file() for href in figure["data"]), figure
+    drawn_from = {f["name"]: f["data"] for f in figures}
+    assert "figures/figure2_subnetworks.csv" in drawn_from["figure2_subnetworks"]
+    assert "figures/survival_structured_rte.csv" in drawn_from["survival_structured_rte"]
+    assert page.get_attribute("a.results", "href") == "results.csv" and (out / "results.csv").is_file()
+    # the key results and the cautions come before the contents
+    order = page.evaluate("['#key-results', '.caution', 'nav'].map(s => document.querySelector(s)"
+                          ".getBoundingClientRect().top + scrollY)")
+    assert order == sorted(order), order
+
+
+def _check_key_results(shown: list, results: pd.DataFrame) -> None:
+    """The key-results box's numbers against the same numbers computed here from results.csv."""
+    dev = results[(results["split"] == "dev") & (results["metric"] == "accuracy") & (results["task"] == "RTE")]
+
+    def mean(**keys) -> float:
+        part = dev
+        for key, value in keys.items():
+            part = part[part[key] == value]
+        assert not part.empty, keys
+        return float(part["value"].mean())
+
+    # the learnt-check is off in the smoke config: a model it marks not learnt is pruned anyway, its rows marked
+    full_rows = dev[(dev["method"] == "none") & (dev["mode"] == "finetuned")]
+    marked = full_rows["note"].fillna("").str.startswith("not learnt").all()
+    assert all(label.splitlines()[1] == "accuracy" for label, _ in shown)  # a label's second line: the metric
+    shown = [(label.splitlines()[0], cells) for label, cells in shown]
+    rows = {label.removesuffix(" (not learnt)"): cells for label, cells in shown}
+    assert all(label.endswith(" (not learnt)") == marked for label, _ in shown)
+    assert set(rows) == {"RTE, s-pruning", "RTE, m-pruning"}
+    full = mean(method="none", subnetwork="full", mode="finetuned")
+    for method, label in (("structured", "s-pruning"), ("magnitude", "m-pruning")):
+        cells = rows[f"RTE, {label}"]
+        assert cells["full model"] == f"{full:.3f}"
+        for mode, column in (("pruned", "pruned"), ("retrained", "re-fine-tuned")):
+            for sub in ("good", "random", "bad"):
+                assert f"{sub} {mean(method=method, subnetwork=sub, mode=mode):.3f}" in cells[column], (label, column)
+        gap = [mean(method=method, subnetwork="good", mode=m) - mean(method=method, subnetwork="bad", mode=m)
+               for m in ("pruned", "retrained")]
+        assert cells["good − bad gap\npruned → re-fine-tuned"].startswith(f"{gap[0]:.3f} → {gap[1]:.3f}")
+        kept = dev[(dev["method"] == method) & (dev["subnetwork"] == "good")]["fraction_kept"].mean()
+        assert cells["weights kept"] == f"{100 * kept:.1f}%"
+
 @pytest.fixture(scope="module")
 def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
     """The smoke config run through the real CLI on the tiny model (about 40 s of CPU)."""
@@ -260,8 +446,8 @@ def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
     return run_dir
 
 
-SMOKE_TABLES = ["stages", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors", "longer_retraining",
-                "stability", "cost_by_kind", "cost_by_stage", "environment"]
+SMOKE_TABLES = ["key_results", "stages", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors",
+                "longer_retraining", "stability", "cost_by_kind", "cost_by_stage", "environment", "revisions"]
 SMOKE_FIGURES = ["figure2_subnetworks", "figure17_super_survivors", "appendixD_longer_retraining",
                  "survival_structured_rte", "survival_magnitude_rte", "figure3_importance_rte",
                  *[f"survival_paper_{t}" for t in ("cola", "sst-2", "mrpc", "qqp", "sts-b", "mnli", "qnli", "rte", "wnli")],
@@ -294,7 +480,10 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     for name in SMOKE_TABLES:
         assert (out / "tables" / f"{name}.csv").is_file()
     assert "the paper's released masks" in page.inner_text("#stability-of-the-good-subnetworks-across-seeds-section-5-1-figure-1-appendix-a")
+    _check_layout(page, out)
+    key_results = page.evaluate(KEY_RESULTS_JS)
     page.close()
+    _check_key_results(key_results, pd.read_csv(out / "results.csv"))
 
     # the CSV's numbers are the results table's, recomputed here
     results = pd.read_csv(smoke_run / "results.csv")
@@ -306,6 +495,22 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     assert row["RTE mean"].iloc[0] == pytest.approx(good.mean()) and row["RTE n"].iloc[0] == 2
     assert row["RTE paper mean"].iloc[0] == pytest.approx(0.5747, abs=1e-3)  # head_mlp_retrained, RTE
     assert set(table3["subnetwork"]) >= {"full", "good", "random", "bad", "super-good", "super-random", "super-bad"}
+
+    # each of the paper's kappas beside its ceiling, its random-mask interval and (5 seeds) its bootstrap interval
+    from bertlottery import stats
+
+    stability = pd.read_csv(out / "tables" / "stability.csv")
+    paper = stability[stability["source"].str.startswith("The paper's")].set_index("task")
+    summary = json.loads((out / "tables" / "stability_paper.json").read_text())
+    for task, row in paper.iterrows():
+        heads = summary["tasks"][task]["heads"]
+        nested = np.arange(heads["n_elements"])[None, :] < np.array(heads["kept_per_seed"])[:, None]
+        assert row["kappa heads ceiling"] == pytest.approx(stats.max_fleiss_kappa(nested).value), task
+        assert row["kappa heads"] <= row["kappa heads ceiling"] + 1e-9, task
+        assert row["kappa heads random masks low"] - 1e-9 <= row["kappa heads random masks mean"] \
+            <= row["kappa heads random masks high"] + 1e-9, task
+        assert row["kappa heads bootstrap low"] <= row["kappa heads bootstrap high"], task
+    assert paper.loc["CoLA", "kappa heads"] > paper.loc["CoLA", "kappa heads random masks high"]
 
     # the default output folder is RUN_DIR/report; a second report replaces the first
     monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)

@@ -4,8 +4,11 @@
 per-stage ``rows/``, ``graph.json`` and the stages' ``stage.json`` / ``trace.json`` / masks,
 ``config.json``) and writes into ``RUN_DIR/report/`` (or ``--out``)::
 
-    report.html          one page, figures embedded as base64 PNG, no external URL
-    figures/<name>.png   every figure, also as .pdf
+    report.html          one page, figures embedded as base64 PNG, no external URL; the key results
+                         (computed from the results) and the cautions come first
+    results.csv          every row of the run, per seed (linked from the page)
+    figures/<name>.png   every figure (a click on it opens this file), also as .pdf, and <name>.csv:
+                         the per-seed rows it was drawn from, where it has them
     tables/<name>.csv    every table, numbers unrounded
 
 It never loads a model nor imports the pipeline: every table and figure is a pure function of
@@ -27,7 +30,9 @@ are given), ``missing`` (plain-text lines: what the section would show but the r
 yet). ``run`` is what the report read (`bertlottery.report.rundata.RunData`: config, results,
 stages and their folders). A section may write its own figure and table files under ``out_dir``
 (``figures/`` and ``tables/``; `bertlottery.report.html.figure_html` does both for a matplotlib
-figure). One that raises gets a section saying so; the rest of the report is still written.
+figure, and with ``data=`` writes and links the per-seed table it was drawn from). Colours of tasks
+come from `bertlottery.report.figures.task_colour`, the same in every section. A ``Section`` with
+``toc=False`` is shown in place but left out of the contents (a part of the study that did not run). One that raises gets a section saying so; the rest of the report is still written.
 
 The packages' sections are listed in `bertlottery.report.build.package_sections`;
 `register_section(function)` adds one for every report built afterwards in this process (a

@@ -22,6 +22,7 @@ from .rundata import RunData, load_run
 from .sections.masks import importance_section, overlaps_section, stability_section
 from .sections.run import config_section, costs_section, environment_section, status_section
 from .sections.subnetworks import baselines_section, longer_section, subnetworks_section, super_section
+from .sections.summary import lead_html
 from .sections.tune import tune_section
 
 __all__ = ["Context", "build_report", "builtin_sections", "package_sections", "failed_section", "parse_iterations",
@@ -86,6 +87,15 @@ def _package_sections(run: RunData, out_dir: Path, functions: Sequence[SectionFu
     return sections
 
 
+def _write_results(run: RunData, out: Path) -> str | None:
+    """Every row of the run, per seed, as ``results.csv`` beside the page (the report can be moved or
+    shared alone); its link, or None when the run has no rows yet."""
+    if run.results.empty:
+        return None
+    run.results.to_csv(out / "results.csv", index=False)
+    return "results.csv"
+
+
 def _summary_line(ctx: Context) -> str:
     run = ctx.run
     config = run.config or {}
@@ -134,6 +144,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refe
                                 recognise=lambda folder: (folder / "report.html").is_file()) as scratch:
             ctx = Context(run, scratch, ref, metric, list(iterations))
             prepare(ctx)
+            lead = lead_html(ctx)
             page_sections = []
             # a Compressing-BERT study has no lottery grid: its package's section stands in for those
             lottery = run.config is None or run.config.get("gordon") is None
@@ -151,7 +162,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refe
             html = render_page(title=f"bertlottery report: {run.name}", run_dir=str(run.run_dir),
                                generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), version=__version__,
                                results_source=run.results_source, summary=_summary_line(ctx),
-                               problems=run.problems, sections=page_sections)
+                               problems=run.problems, sections=page_sections, lead=lead,
+                               results_link=_write_results(run, scratch))
             (scratch / "report.html").write_text(html, encoding="utf-8")
             (scratch / "missing.json").write_text(json.dumps(
                 {s.title: s.missing for s in page_sections if s.missing}, indent=1))

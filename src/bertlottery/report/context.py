@@ -35,6 +35,10 @@ class Context:
     cells: Any = None
     expected_n: int | None = None
     model: str = "this run"
+    # {task: reason}: tasks whose every seed failed the learnt-check; ``not_learnt`` only those whose
+    # searches were skipped (nothing to draw), ``marked`` also those pruned anyway (the check turned off)
+    not_learnt: dict[str, str] = field(default_factory=dict)
+    marked: dict[str, str] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def config_list(self, key: str) -> list[Any]:
@@ -106,7 +110,7 @@ def join(parts: Sequence[Any]) -> Markup:
 
 
 def prepare(ctx: Context) -> None:
-    from .tables import final_cells, main_rows
+    from .tables import final_cells, main_rows, not_learnt_tasks
 
     rows, metrics = main_rows(ctx.run.results, ctx.metric)
     ctx.rows, ctx.metrics = rows, metrics
@@ -114,6 +118,9 @@ def prepare(ctx: Context) -> None:
     seeds = ctx.config_list("seeds")
     ctx.expected_n = len(seeds) or None
     ctx.model = model_label((ctx.run.config or {}).get("model"))
+    ctx.marked = not_learnt_tasks(ctx.run.results)
+    compared = set(rows.loc[rows["subnetwork"].isin(["good", "random", "bad"]), "task"].astype(str)) if not rows.empty else set()
+    ctx.not_learnt = {task: reason for task, reason in ctx.marked.items() if task not in compared}
 
 
 def reference_metrics(ctx: Context):

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,10 +23,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .tables import task_order
+from .tables import metric_name, task_order
 
 __all__ = [
     "COLOURS",
+    "TASK_COLOURS",
+    "task_colour",
     "METHOD_LABELS",
     "save_figure",
     "lottery_bars",
@@ -37,6 +40,13 @@ __all__ = [
 
 # good / random / bad: the same colours in every figure (super-survivor variants share them).
 COLOURS = {"good": "#2f9e44", "random": "#868e96", "bad": "#e03131"}
+# One colour per GLUE task in every figure of the report (the Compressing-BERT and attention sections
+# import it too): matplotlib's tab10 in the paper's task order, its grey left out because greyed marks
+# mean "not learnt" here.
+TASK_COLOURS = {"CoLA": "#1f77b4", "SST-2": "#ff7f0e", "MRPC": "#2ca02c", "QQP": "#d62728", "STS-B": "#9467bd",
+                "MNLI": "#8c564b", "QNLI": "#e377c2", "RTE": "#bcbd22", "WNLI": "#17becf"}
+_OTHER_TASK_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+NOT_LEARNT_COLOUR = "#adb5bd"
 METHOD_LABELS = {"structured": "s-pruning", "magnitude": "m-pruning"}
 MODE_LABELS = {"pruned": "pruned", "retrained": "re-fine-tuned"}
 DPI = 110
@@ -44,6 +54,18 @@ DPI = 110
 
 def _colour(subnetwork: str) -> str:
     return COLOURS.get(subnetwork.removeprefix("super-"), "#1c7ed6")
+
+
+def task_colour(task: str) -> str:
+    """The task's colour (`TASK_COLOURS`); a task outside GLUE (or a split suffix such as ``MNLI-mm``
+    of a known one: its task's) gets one of a few more, the same in every run."""
+    name = str(task)
+    if name in TASK_COLOURS:
+        return TASK_COLOURS[name]
+    base = name.split("-mm")[0].split("/")[0]
+    if base in TASK_COLOURS:
+        return TASK_COLOURS[base]
+    return _OTHER_TASK_COLOURS[zlib.crc32(name.encode("utf-8")) % len(_OTHER_TASK_COLOURS)]
 
 
 def save_figure(fig: Figure, folder: Path, name: str) -> tuple[Path, Path]:
@@ -65,26 +87,34 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
                  methods: Sequence[str] = ("structured", "magnitude"),
                  subnetworks: Sequence[str] = ("good", "random", "bad"),
                  modes: Sequence[str] = ("pruned", "retrained"),
-                 metrics: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+                 metrics: Mapping[str, str] | None = None, title: str | None = None,
+                 seeds: pd.DataFrame | None = None, majority: pd.DataFrame | None = None,
+                 not_learnt: Mapping[str, str] | None = None) -> Figure:
     """The paper's Figure 2 (and, with ``subnetworks=("super-good", ...)``, Figure 17).
 
     One panel per task and method; in each, the subnetworks' mean over seeds as bars (std as error
-    bars), grouped by mode (pruned, re-fine-tuned), and the full model's mean minus one std as a
-    dashed line. The title gives the subnetworks' size (% of encoder-body weights kept, mean and std
-    over seeds). ``cells``: `bertlottery.report.tables.cell_stats` output; ``full``: its rows of the
-    full model (method ``none``) or None.
+    bars) and each seed's value as a dot, grouped by mode (pruned, re-fine-tuned); the full model's
+    mean minus one std as a dashed line and the majority class as a dotted one. The title gives the
+    subnetworks' size (% of encoder-body weights kept, mean and std over seeds). ``cells``:
+    `bertlottery.report.tables.cell_stats` output; ``full``: its rows of the full model (method
+    ``none``) or None; ``seeds``: the per-seed rows (task, method, subnetwork, mode, value);
+    ``majority``: the majority class's cells. Tasks in ``not_learnt`` (``{task: reason}``) are not
+    drawn as data: one greyed panel names them with their reason.
     """
-    tasks = task_order(cells["task"]) if not cells.empty else []
+    not_learnt = dict(not_learnt or {})
+    tasks = [t for t in (task_order(cells["task"]) if not cells.empty else []) if t not in not_learnt]
     methods = [m for m in methods if not cells[cells["method"] == m].empty]
     panels = [(t, m) for t in tasks for m in methods
               if not cells[(cells["task"] == t) & (cells["method"] == m) & cells["subnetwork"].isin(subnetworks)].empty]
-    if not panels:
+    folded = [t for t in task_order(not_learnt)]
+    if not panels and not folded:
         raise ValueError("no cells of the asked subnetworks to plot")
     per_row = 4 if len(methods) > 1 else 3
-    rows, cols = _grid(len(panels), per_row)
+    rows, cols = _grid(len(panels) + (1 if folded else 0), per_row)
     fig = Figure(figsize=(3.3 * cols, 2.9 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     width = 0.8 / len(subnetworks)
+    rng = np.random.default_rng(0)  # the dots' horizontal jitter: the same figure every time
     for ax, (task, method) in zip(axes.flat, panels):
         part = cells[(cells["task"] == task) & (cells["method"] == method)]
         sizes = []
@@ -94,11 +124,18 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
                 cell = part[(part["subnetwork"] == sub) & (part["mode"] == mode)]
                 if cell.empty:
                     continue
-                xs.append(j + (i - (len(subnetworks) - 1) / 2) * width)
+                x = j + (i - (len(subnetworks) - 1) / 2) * width
+                xs.append(x)
                 means.append(float(cell["mean"].iloc[0]))
                 std = cell["std"].iloc[0]
                 stds.append(math.nan if pd.isna(std) else float(std))  # one seed: no error bar
                 sizes.append((float(cell["fraction_kept"].iloc[0]), cell["fraction_kept_std"].iloc[0]))
+                if seeds is not None and not seeds.empty:
+                    values = seeds[(seeds["task"] == task) & (seeds["method"] == method) & (seeds["subnetwork"] == sub)
+                                   & (seeds["mode"] == mode)]["value"].to_numpy(dtype=float)
+                    jitter = rng.uniform(-0.22, 0.22, len(values)) * width
+                    ax.scatter(x + jitter, values, s=9, color="white", edgecolors="#212529", linewidths=0.6,
+                               zorder=3)
             if xs:
                 ax.bar(xs, means, width * 0.92, yerr=stds, color=_colour(sub), capsize=2.5,
                        error_kw={"linewidth": 0.8})
@@ -108,6 +145,10 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
                 mean, std = float(reference["mean"].iloc[0]), reference["std"].iloc[0]
                 level = mean - (0.0 if pd.isna(std) else float(std))
                 ax.axhline(level, color="#343a40", linestyle="--", linewidth=1.0)
+        if majority is not None and not majority.empty:
+            floor = majority[majority["task"] == task]
+            if not floor.empty:
+                ax.axhline(float(floor["mean"].iloc[0]), color="#1864ab", linestyle=":", linewidth=1.2)
         ax.set_xticks(range(len(modes)), [MODE_LABELS.get(m, m) for m in modes])
         ax.set_xlim(-0.6, len(modes) - 0.4)
         size = ""
@@ -115,21 +156,46 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
             kept, kept_std = sizes[0]
             size = f"\n{100 * kept:.1f}% kept" + ("" if pd.isna(kept_std) else f" (std {100 * kept_std:.1f})")
         ax.set_title(f"{task}, {METHOD_LABELS.get(method, method)}{size}", fontsize=9)
-        ax.set_ylabel((metrics or {}).get(task, "metric"), fontsize=8)
+        ax.set_ylabel(f"{task}: {metric_name((metrics or {}).get(task))} (dev)", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", linewidth=0.3, alpha=0.6)
         ax.set_axisbelow(True)
-    for ax in list(axes.flat)[len(panels):]:
+    used = len(panels)
+    if folded:
+        ax = list(axes.flat)[used]
+        used += 1
+        _not_learnt_panel(ax, {t: not_learnt[t] for t in folded})
+    for ax in list(axes.flat)[used:]:
         ax.set_visible(False)
     # one legend for all panels, the same entries whatever a panel lacks
     handles = [Patch(color=_colour(sub), label=sub.replace("super-", "super-survivor ")) for sub in subnetworks]
+    if seeds is not None and not seeds.empty:
+        handles.append(Line2D([], [], marker="o", linestyle="", markersize=4, markerfacecolor="white",
+                              markeredgecolor="#212529", label="one seed"))
     if full is not None and not full.empty:
         handles.append(Line2D([], [], color="#343a40", linestyle="--", linewidth=1.0, label="full model − 1 std"))
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles) if cols > 1 else 2, fontsize=8,
-               frameon=False)
+    if majority is not None and not majority.empty:
+        handles.append(Line2D([], [], color="#1864ab", linestyle=":", linewidth=1.2, label="majority class"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6) if cols > 1 else 2,
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def _not_learnt_panel(ax, reasons: Mapping[str, str]) -> None:
+    """One greyed panel standing for every task that was not learnt, with each one's reason."""
+    import textwrap
+
+    ax.set_facecolor("#f1f3f5")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color(NOT_LEARNT_COLOUR)
+    lines = [textwrap.fill(f"{task}: {reason}", 44) for task, reason in reasons.items()]
+    ax.text(0.04, 0.96, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=7,
+            color="#495057", wrap=True)
+    ax.set_title("Not learnt: no subnetworks to compare", fontsize=9, color="#495057")
 
 
 def _annotated(ax, mean: np.ndarray, std: np.ndarray | None, vmin: float, vmax: float, cmap: str,
@@ -137,7 +203,8 @@ def _annotated(ax, mean: np.ndarray, std: np.ndarray | None, vmin: float, vmax: 
     image = ax.imshow(mean, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     span = vmax - vmin or 1.0
     many = mean.shape[1] > 12
-    size = 5.5 if many else 6.5 if mean.shape[1] > 6 else 9
+    # sized with the figure (about 0.6 inch per column, shown at its natural size): 11-12 px text
+    size = 6.5 if many else (7.5 if std is not None else 8.5)
     for (r, c), value in np.ndenumerate(mean):
         if np.isnan(value):
             continue
@@ -158,15 +225,17 @@ def _annotated(ax, mean: np.ndarray, std: np.ndarray | None, vmin: float, vmax: 
 def component_heatmaps(heads_mean, heads_std=None, mlps_mean=None, mlps_std=None, *, title: str = "",
                        vmax: float | None = None, label: str = "survival over seeds", fmt: str = ".2f") -> Figure:
     """Heads (layers x heads) and MLPs (1 x layers) as annotated heatmaps: the mean in each cell and
-    the std below it (the paper's Fig. 1 and appendix A; with ``vmax`` = the number of tasks, Fig. 15).
-    Missing values (``None``/nan) are left blank."""
+    the std below it when given (the paper's Fig. 1 and appendix A; with ``vmax`` = the number of
+    tasks, Fig. 15). Missing values (``None``/nan) are left blank. The figure grows with the grid."""
     heads_mean = np.asarray(heads_mean, dtype=float)
     heads_std = None if heads_std is None else np.asarray(heads_std, dtype=float)
     layers, heads = heads_mean.shape
     has_mlps = mlps_mean is not None
     vmax = vmax if vmax is not None else max(1.0, float(np.nanmax(heads_mean)) if heads_mean.size else 1.0)
-    width = max(4.5, 0.5 * heads + 1.6)
-    height = 0.42 * layers + (0.9 if has_mlps else 0) + 1.2
+    # the grid sets the size, so that the numbers in the cells stay legible at any grid (12 x 12 or more)
+    cell_w, cell_h = (0.62, 0.5 if heads_std is not None else 0.36)
+    width = max(4.5, cell_w * heads + 1.8)
+    height = cell_h * layers + (0.9 if has_mlps else 0) + 1.2
     fig = Figure(figsize=(width, height), layout="constrained")
     if has_mlps:
         axes = fig.subplots(2, 1, height_ratios=[layers, 1.0])
@@ -227,7 +296,7 @@ def overlap_matrices(matrices: Sequence[tuple[str, np.ndarray, np.ndarray | None
             text = f"{value:.1f}" if std is not None else f"{value:.0f}"
             if std is not None and not np.isnan(std[r, c]):
                 text += f"\n±{std[r, c]:.1f}"
-            ax.text(c, r, text, ha="center", va="center", fontsize=6.5,
+            ax.text(c, r, text, ha="center", va="center", fontsize=7.5,
                     color="white" if value > 0.6 * (vmax or 1.0) else "black", linespacing=0.95)
         ax.set_xticks(range(n), list(tasks), rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(n), list(tasks), fontsize=7)
@@ -254,8 +323,8 @@ def longer_lines(cells: pd.DataFrame, *, metrics: Mapping[str, str] | None = Non
             ax.plot(x, y, marker="o", color=_colour(sub), label=f"{METHOD_LABELS.get(method, method)} {sub}")
             ax.fill_between(x, y - s, y + s, color=_colour(sub), alpha=0.15, linewidth=0)
         ax.set_title(task, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel((metrics or {}).get(task, "metric"), fontsize=8)
+        ax.set_xlabel("epochs of re-fine-tuning", fontsize=8)
+        ax.set_ylabel(f"{metric_name((metrics or {}).get(task))} (dev)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7, frameon=False)

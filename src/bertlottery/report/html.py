@@ -124,23 +124,35 @@ def table_html(table: Any, out_dir: Path | None = None, *, write_csv: bool = Tru
 
 
 _FIGURE = """<figure class="figure" id="figure-{{ name }}">
-<img src="data:image/png;base64,{{ data }}" alt="{{ caption }}" data-figure="{{ name }}">
-<figcaption>{{ caption }}{% if pdf %} <a class="pdf" href="{{ pdf }}">PDF</a>{% endif %}</figcaption>
+{% if full %}<a class="full" href="{{ full }}" title="open the figure full-size">{% endif %}<img src="data:image/png;base64,{{ data }}" alt="{{ caption }}" data-figure="{{ name }}">{% if full %}</a>{% endif %}
+
+<figcaption>{{ caption }}{% if full %} <a class="png" href="{{ full }}">full size</a>{% endif %}{% if pdf %} <a class="pdf" href="{{ pdf }}">PDF</a>{% endif %}{% for label, href in data_links %} <a class="data" href="{{ href }}">{{ label }}</a>{% endfor %}</figcaption>
 </figure>"""
 
 
-def image_html(png: Path, name: str, caption: str, pdf: str | None = None) -> Markup:
-    """An existing PNG embedded as a base64 data URI."""
+def image_html(png: Path, name: str, caption: str, pdf: str | None = None, full: str | None = None,
+               data_links: list[tuple[str, str]] | None = None) -> Markup:
+    """An existing PNG embedded as a base64 data URI; ``full``: the link (relative to the page) that
+    opens it full-size; ``data_links``: ``(label, href)`` of the files it was drawn from."""
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-    return Markup(_ENV.from_string(_FIGURE).render(name=name, data=data, caption=caption, pdf=pdf))
+    return Markup(_ENV.from_string(_FIGURE).render(name=name, data=data, caption=caption, pdf=pdf, full=full,
+                                                   data_links=data_links or []))
 
 
-def figure_html(fig: Any, out_dir: Path, name: str, caption: str) -> Markup:
-    """Save a matplotlib figure as ``out_dir/figures/<name>.png`` and ``.pdf``, and embed the PNG."""
+def figure_html(fig: Any, out_dir: Path, name: str, caption: str, *, data: Any = None,
+                data_links: list[tuple[str, str]] | None = None) -> Markup:
+    """Save a matplotlib figure as ``out_dir/figures/<name>.png`` and ``.pdf``, and embed the PNG; the
+    image opens the PNG full-size. ``data``: the per-seed table the figure was drawn from (a
+    DataFrame), written as ``figures/<name>.csv`` and linked; ``data_links``: other files it was
+    drawn from, ``(label, href relative to the report)``."""
     from .figures import save_figure
 
     png, _ = save_figure(fig, Path(out_dir) / "figures", name)
-    return image_html(png, name, caption, pdf=f"figures/{name}.pdf")
+    links = list(data_links or [])
+    if data is not None:
+        data.to_csv(Path(out_dir) / "figures" / f"{name}.csv", index=False)
+        links.insert(0, ("data (CSV, per seed)", f"figures/{name}.csv"))
+    return image_html(png, name, caption, pdf=f"figures/{name}.pdf", full=f"figures/{name}.png", data_links=links)
 
 
 _PAGE = """<!DOCTYPE html>
@@ -162,7 +174,19 @@ nav ol { columns: 2; margin: .3rem 0 0; }
 .caution { background: #fff0f0; border-left: 4px solid #e03131; padding: .4rem .9rem; margin: .8rem 0; }
 .caution ul { margin: .3rem 0; padding-left: 1.2rem; }
 .problems { background: #fff5f5; border-left: 4px solid #fa5252; padding: .4rem .9rem; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+/* the row labels stay in view when a wide table scrolls sideways */
+.scroll thead th:first-child, .scroll tbody th:first-child { position: sticky; left: 0; z-index: 1; }
+.scroll thead th:first-child { background: #f1f3f5; }
+.scroll tbody th:first-child { background: #fff; box-shadow: 1px 0 0 #dee2e6; }
+.scroll tr.group th:first-child { background: #e7f5ff; }
+.scroll tr.quoted th:first-child { background: #fff4e6; }
+.scroll tr.unlearnt th:first-child { background: #f1f3f5; }
+tr.unlearnt { color: #868e96; background: #f1f3f5; }
+.keyresults { background: #ebfbee; border-left: 4px solid #2f9e44; padding: .4rem .9rem; margin: .8rem 0; }
+.keyresults p { margin: .3rem 0; }
+.keyresults td, .keyresults th { white-space: pre-line; vertical-align: top; }
+.keyresults td { text-align: left; min-width: 8.5em; }
 table { border-collapse: collapse; font-size: 12.5px; margin: .4rem 0; }
 th, td { border: 1px solid #dee2e6; padding: .22rem .5rem; text-align: right; white-space: nowrap; }
 thead th { background: #f1f3f5; text-align: center; }
@@ -170,11 +194,11 @@ tbody th { text-align: left; font-weight: normal; }
 tr.group th { background: #e7f5ff; font-weight: 600; text-align: left; }
 tr.quoted { color: #5c3c00; background: #fff4e6; font-style: italic; }
 figure { margin: 1rem 0 1.4rem; }
-figure.figure img { max-width: 100%; height: auto; border: 1px solid #e9ecef; }
+figure.figure img { max-width: 100%; height: auto; border: 1px solid #e9ecef; cursor: zoom-in; }
 figcaption { font-size: 12.5px; color: #495057; margin: .3rem 0; }
 .note { font-size: 12px; color: #495057; margin: .2rem 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 0 1.5rem; }
-.grid figure { flex: 1 1 460px; max-width: 560px; }
+.grid figure { flex: 0 1 auto; max-width: 100%; }
 pre { background: #f8f9fa; border: 1px solid #e9ecef; padding: .6rem; overflow-x: auto; font-size: 12px; }
 details summary { cursor: pointer; color: #1864ab; margin: .5rem 0; }
 a { color: #1864ab; }
@@ -184,13 +208,14 @@ a { color: #1864ab; }
 <main>
 <h1>{{ title }}</h1>
 <p class="meta">Run directory <code>{{ run_dir }}</code> &middot; generated {{ generated }} by bertlottery {{ version }}
-&middot; results from {{ results_source }}</p>
+&middot; results from {{ results_source }}{% if results_link %} (every row, per seed: <a class="results" href="{{ results_link }}">results.csv</a>){% endif %}</p>
 <p class="meta">{{ summary }}</p>
 {% if problems %}<div class="problems"><strong>Problems reading the run:</strong><ul>
 {% for p in problems %}<li>{{ p }}</li>
 {% endfor %}</ul></div>{% endif %}
+{{ lead }}
 <nav><strong>Contents</strong><ol>
-{% for s in sections %}<li><a href="#{{ s.anchor }}">{{ s.title }}</a>{% if s.missing %} <span class="note">({{ s.missing|length }} missing)</span>{% endif %}</li>
+{% for s in sections if s.toc %}<li><a href="#{{ s.anchor }}">{{ s.title }}</a>{% if s.missing %} <span class="note">({{ s.missing|length }} missing)</span>{% endif %}</li>
 {% endfor %}</ol></nav>
 {% for s in sections %}
 <section id="{{ s.anchor }}" data-section="{{ s.anchor }}">
@@ -206,8 +231,10 @@ a { color: #1864ab; }
 
 
 def render_page(*, title: str, run_dir: str, generated: str, version: str, results_source: str, summary: str,
-                problems: list[str], sections: list[Any]) -> str:
-    """The whole page. ``sections``' ``html_body`` is trusted HTML; every other value is escaped."""
+                problems: list[str], sections: list[Any], lead: str = "", results_link: str | None = None) -> str:
+    """The whole page. ``sections``' ``html_body`` and ``lead`` (what comes before the contents: the
+    key results and the cautions) are trusted HTML; every other value is escaped. A section whose
+    ``toc`` is False (one that did not run) is shown in place but not listed in the contents."""
     seen: set[str] = set()
     for section in sections:
         anchor = base = section.anchor or slug(section.title)
@@ -217,8 +244,9 @@ def render_page(*, title: str, run_dir: str, generated: str, version: str, resul
         section.anchor = anchor
         seen.add(anchor)
     bodies = [Markup(s.html_body) for s in sections]
-    views = [{"title": s.title, "anchor": s.anchor, "missing": list(s.missing), "html_body": body}
-             for s, body in zip(sections, bodies)]
+    views = [{"title": s.title, "anchor": s.anchor, "missing": list(s.missing), "html_body": body,
+              "toc": getattr(s, "toc", True)} for s, body in zip(sections, bodies)]
     return _ENV.from_string(_PAGE).render(title=title, run_dir=run_dir, generated=generated, version=version,
                                           results_source=results_source, summary=summary, problems=problems,
-                                          sections=views, missing_list=missing_list)
+                                          sections=views, missing_list=missing_list, lead=Markup(lead),
+                                          results_link=results_link)

@@ -23,7 +23,7 @@ from .. import runs
 from ..analysis.rundir import StageInfo, json_or_none, read_stages
 from ..errors import UserError
 
-__all__ = ["StageInfo", "RunData", "load_run", "is_run_dir"]
+__all__ = ["StageInfo", "RunData", "load_run", "is_run_dir", "json_or_none"]
 
 
 @dataclass
@@ -65,7 +65,12 @@ def _results(run_dir: Path, stages: list[StageInfo] | None, problems: list[str])
     run's graph (``stages``), only its stages' row files: a changed config leaves others behind."""
     import pandas as pd
 
-    from ..results import COLUMNS, read_rows
+    from dataclasses import MISSING, fields
+
+    from ..results import COLUMNS, ResultRow, read_rows
+
+    # columns added after a table was written (``note``): an older results.csv is read with their default
+    optional = {f.name: f.default for f in fields(ResultRow) if f.default is not MISSING}
 
     rows_dir = run_dir / runs.ROWS_DIR
     if rows_dir.is_dir() and any(rows_dir.glob("*.json")):
@@ -82,6 +87,9 @@ def _results(run_dir: Path, stages: list[StageInfo] | None, problems: list[str])
             except Exception as error:  # noqa: BLE001 - a damaged table is reported, the next one tried
                 problems.append(f"{path} could not be read ({type(error).__name__})")
                 continue
+            for column, default in optional.items():
+                if column not in table.columns:
+                    table[column] = default
             absent = [c for c in COLUMNS if c not in table.columns]
             if absent:
                 problems.append(f"{path} lacks the columns {absent}")

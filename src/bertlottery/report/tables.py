@@ -41,7 +41,48 @@ __all__ = [
     "sizes_table",
     "uninformative_tasks",
     "longer_table",
+    "METRIC_NAMES",
+    "metric_name",
+    "not_learnt_tasks",
+    "key_results",
+    "ordering",
 ]
+
+# How a metric is named on an axis or in a sentence (the results table's names are identifiers).
+METRIC_NAMES = {"accuracy": "accuracy", "mcc": "Matthews correlation", "f1": "F1", "pearson": "Pearson correlation",
+                "spearman": "Spearman correlation", "pearson_spearman_mean": "Pearson/Spearman mean",
+                "accuracy_f1_mean": "accuracy/F1 mean"}
+
+
+def metric_name(metric: str | None) -> str:
+    """``"mcc"`` -> ``"Matthews correlation"``; an unknown name as it is (underscores as spaces)."""
+    if not metric:
+        return "score"
+    return METRIC_NAMES.get(str(metric), str(metric).replace("_", " "))
+
+
+def not_learnt_tasks(results: pd.DataFrame, *, partly: bool = False) -> dict[str, str]:
+    """``{task: reason}`` for each task whose fine-tuned models all failed the learnt-check (their
+    rows' ``note`` says "not learnt: ..."), so that its searches were skipped and it has nothing to
+    compare. With ``partly``, also the tasks where only some seeds failed, the reason naming them."""
+    if results is None or results.empty or "note" not in results.columns:
+        return {}
+    full = results[(results["method"] == "none") & (results["mode"] == "finetuned")]
+    out = {}
+    for task in task_order(full["task"]):
+        part = full[full["task"] == task]
+        notes = part.groupby("seed", dropna=False)["note"].first().astype(object).fillna("").astype(str)
+        failed = notes[notes.str.startswith("not learnt")]
+        if failed.empty:
+            continue
+        reason = failed.iloc[0]
+        if len(failed) < len(notes):
+            if not partly:
+                continue
+            seeds = ", ".join(str(s) for s in failed.index)
+            reason = f"seed{'s' if len(failed) > 1 else ''} {seeds} of {len(notes)}: {reason}"
+        out[str(task)] = reason
+    return out
 
 
 @dataclass
@@ -213,6 +254,7 @@ def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.Da
     if with_ref and metrics:
         reference = reference[[metrics.get(t) == m for t, m in zip(reference["task"], reference["metric"])]]
     frame_rows, display_rows = [], []
+    short = False  # some cell has fewer seeds than configured
     for spec in rows:
         record: dict[str, Any] = {"group": spec.group, "row": spec.label, "method": spec.method,
                                   "subnetwork": spec.subnetwork, "mode": spec.mode}
@@ -224,7 +266,9 @@ def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.Da
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
             key = (task, model) if with_ref else task
             expected = 1 if spec.method == "majority" else expected_n  # the majority class has no seeds
-            shown[key] = format_cell(mean, std, n, expected) if n else "–"
+            # the majority class is the same for every seed: its std is no spread, so it is not shown
+            shown[key] = format_cell(mean, None if spec.method == "majority" else std, n, expected) if n else "–"
+            short |= bool(n) and expected is not None and n < expected
             if with_ref:
                 ref = _lookup(reference, task=task, method=spec.method, subnetwork=spec.subnetwork, mode=spec.mode)
                 r_mean, r_std = (ref["mean"].iloc[0], ref["std"].iloc[0]) if not ref.empty else (math.nan, math.nan)
@@ -237,11 +281,12 @@ def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.Da
                            index=[s.label for s in rows])
     notes = []
     if metrics:
-        notes.append("Metric per task: " + ", ".join(f"{t} {metrics[t]}" for t in tasks if t in metrics) + ".")
+        notes.append("Metric per task: " + ", ".join(f"{t} {metric_name(metrics[t])}" for t in tasks if t in metrics)
+                     + ".")
     if with_ref:
         notes.append("'paper' columns: the paper's released metrics for bert-base-uncased over its 5 seeds "
                      "(evaluate_masked/), std converted to the sample std (ddof=1) like the paper's Table 3.")
-    if expected_n:
+    if expected_n and short:
         notes.append(f"'(n=k)': only k of the configured {expected_n} seeds have a result yet.")
     return Table(name, title, caption, pd.DataFrame(frame_rows), display, [s.group for s in rows], [], notes)
 
@@ -276,7 +321,8 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
             mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0])) if not cell.empty
                             else (math.nan, math.nan, 0))
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
-            shown[task] = format_cell(mean, std, n, 1 if method == "majority" else expected_n) if n else "–"
+            shown[task] = (format_cell(mean, None if method == "majority" else std, n,
+                                       1 if method == "majority" else expected_n) if n else "–")
             means.append(mean)
         average = float(np.mean(means)) if means and not any(math.isnan(m) for m in means) else math.nan
         record["mean over these tasks"] = average
@@ -304,7 +350,8 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
     notes = ["Rows marked 'quoted from the paper' are copied from the paper's Table 2 as printed; "
              "'mean over these tasks' is computed here over the columns shown, for every row."]
     if metrics:
-        notes.append("Metric per task (this run): " + ", ".join(f"{t} {metrics[t]}" for t in tasks if t in metrics) + ".")
+        notes.append("Metric per task (this run): "
+                     + ", ".join(f"{t} {metric_name(metrics[t])}" for t in tasks if t in metrics) + ".")
     return Table("table2_bad_vs_baselines", "'Bad' subnetworks against baselines (like the paper's Table 2)",
                  "How trainable the worst subnetworks are: the 'bad' masks re-fine-tuned, against a majority "
                  "class, a randomly initialised encoder with a random s-mask of the 'bad' size, and the GLUE "
@@ -427,3 +474,53 @@ def longer_table(rows: pd.DataFrame, *, expected_n: int | None = None) -> Table:
                  "tasks, computed here (also for the quoted rows).",
                  pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=columns, index=labels),
                  groups, classes)
+
+
+KEY_SUBNETWORKS = ("good", "random", "bad")
+
+
+def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
+                not_learnt: dict[str, str] | None = None) -> pd.DataFrame:
+    """The findings, one row per learnt task and pruning method: the full model's mean; good, random
+    and bad subnetworks' means pruned and re-fine-tuned (``<sub> <mode>``); the good-bad gap pruned
+    and re-fine-tuned and the fraction of it that re-fine-tuning closes (``gap closed``: 1 - gap
+    re-fine-tuned / gap pruned, where the pruned gap is positive); the good mask's fraction of the
+    encoder-body weights kept. Means over seeds of each task's main metric. Tasks in ``not_learnt``
+    are left out (they have nothing to compare)."""
+    metrics, not_learnt = metrics or {}, not_learnt or {}
+    records = []
+    tasks = [t for t in (task_order(cells["task"]) if not cells.empty else []) if t not in not_learnt]
+    for task in tasks:
+        full = _lookup(cells, task=task, method="none", subnetwork="full", mode="finetuned")
+        for method in ("structured", "magnitude"):
+            part = _lookup(cells, task=task, method=method)
+            if part.empty or not part["subnetwork"].isin(KEY_SUBNETWORKS).any():
+                continue
+            record: dict[str, Any] = {"task": task, "method": method, "metric": metrics.get(task),
+                                      "full": float(full["mean"].iloc[0]) if not full.empty else math.nan}
+            for mode in ("pruned", "retrained"):
+                for sub in KEY_SUBNETWORKS:
+                    cell = part[(part["subnetwork"] == sub) & (part["mode"] == mode)]
+                    record[f"{sub} {mode}"] = float(cell["mean"].iloc[0]) if not cell.empty else math.nan
+                record[f"gap {mode}"] = record[f"good {mode}"] - record[f"bad {mode}"]
+            gap = record["gap pruned"]
+            record["gap closed"] = (1 - record["gap retrained"] / gap) if gap > 0 else math.nan
+            good = part[(part["subnetwork"] == "good")]
+            record["fraction kept"] = float(good["fraction_kept"].iloc[0]) if not good.empty else math.nan
+            records.append(record)
+    columns = ["task", "method", "metric", "full", *[f"{s} {m}" for m in ("pruned", "retrained") for s in KEY_SUBNETWORKS],
+               "gap pruned", "gap retrained", "gap closed", "fraction kept"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def ordering(values: dict[str, float], digits: int = 3) -> str:
+    """``{"good": .8, "random": .7, "bad": .5}`` -> ``"good 0.800 > random 0.700 > bad 0.500"`` (best
+    first; ``=`` between equal means); ``–`` when any is missing."""
+    if not values or any(math.isnan(v) for v in values.values()):
+        return "–"
+    ranked = sorted(values.items(), key=lambda item: -item[1])
+    text = f"{ranked[0][0]} {ranked[0][1]:.{digits}f}"
+    for (_, previous), (name, value) in zip(ranked, ranked[1:]):
+        sign = "=" if round(previous, digits) == round(value, digits) else ">"
+        text += f" {sign} {name} {value:.{digits}f}"
+    return text

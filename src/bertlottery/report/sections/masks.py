@@ -16,20 +16,77 @@ from ..context import Context, join, missing_stages, no_reference_line
 from ..html import figure_html, paragraph, slug, table_html
 from ..section import Section
 
-__all__ = ["stability_section", "importance_section", "overlaps_section"]
+__all__ = ["stability_section", "importance_section", "overlaps_section", "run_mask_summary", "kappa_context",
+           "COCHRAN_Q_NOTE"]
+
+# What Cochran's Q over the seeds' masks tests, said wherever the report shows it.
+COCHRAN_Q_NOTE = ("Cochran's Q tests whether the seeds keep heads at equal rates, i.e. whether their masks keep "
+                  "about the same number of heads; masks of different sizes give a small p whatever heads they "
+                  "keep, so Q does not test whether the seeds keep the same heads (that is what kappa, read "
+                  "against its ceiling and its random-mask interval, measures).")
 
 
 def _mask_summary(ctx: Context, key: str, path: Path, method: str | None):
-    """``stability_summary`` of a mask folder, cached; ``(summary, None)`` or ``(None, reason)``."""
+    """``stability_summary`` of a mask folder, cached; ``(summary, None)`` or ``(None, reason)``. The
+    mask set itself is cached under ``key + ":masks"`` (for what needs each seed's mask)."""
     if key not in ctx._cache:
         from ...analysis import load_mask_sets, stability_summary
 
         try:
             mask_set = load_mask_sets(path, method)
             ctx._cache[key] = (stability_summary(mask_set), None)
+            ctx._cache[key + ":masks"] = mask_set
         except UserError as error:
             ctx._cache[key] = (None, str(error))
     return ctx._cache[key]
+
+
+def run_mask_summary(ctx: Context):
+    """This run's s-pruning `stability_summary` (cached), or None when it has no s-pruning masks."""
+    if "structured" not in _run_methods(ctx):
+        return None
+    return _mask_summary(ctx, "run-structured", ctx.run.run_dir, "structured")[0]
+
+
+def kappa_context(ctx: Context, key: str, task: str) -> dict[str, Any]:
+    """Head kappa of ``task``'s seeds beside what the masks' sizes allow: ``kappa``, ``ceiling`` (the
+    largest kappa masks of these sizes reach), ``null_mean``/``null_low``/``null_high`` (kappa of
+    random masks of the same sizes, 95% interval) and, with five seeds or more, ``boot_low``/
+    ``boot_high`` (a bootstrap interval over seeds); ``reason`` where kappa is undefined. Cached.
+    ``key``: the `_mask_summary` cache key of the mask folder ("run-structured", "paper")."""
+    import numpy as np
+
+    from ... import stats
+
+    cache_key = f"kappa:{key}:{task}"
+    if cache_key in ctx._cache:
+        return ctx._cache[cache_key]
+    summary = (ctx._cache.get(key) or (None, None))[0]
+    heads = ((summary or {}).get("tasks", {}).get(task) or {}).get("heads") or {}
+    out: dict[str, Any] = {"kappa": heads.get("kappa"), "reason": heads.get("kappa_reason")}
+    sizes = heads.get("kept_per_seed")
+    if sizes and heads.get("n_elements"):
+        # the ceiling and the null depend on the masks' sizes only: nested masks of those sizes stand in
+        nested = np.arange(heads["n_elements"])[None, :] < np.asarray(sizes)[:, None]
+        ceiling, null = stats.max_fleiss_kappa(nested), stats.kappa_null(nested)
+        out.update(ceiling=_finite(ceiling.value), null_mean=_finite(null.mean), null_low=_finite(null.low),
+                   null_high=_finite(null.high))
+        mask_set = ctx._cache.get(key + ":masks")
+        if len(sizes) >= 5 and mask_set is not None:
+            from ...analysis.masksets import keep_arrays
+
+            keep = keep_arrays(mask_set, "heads", tasks=[task]).get(task)
+            if keep is not None:
+                interval = stats.kappa_bootstrap(keep)
+                out.update(boot_low=_finite(interval.low), boot_high=_finite(interval.high))
+    ctx._cache[cache_key] = out
+    return out
+
+
+def _finite(value: float) -> float | None:
+    import math
+
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def _run_methods(ctx: Context) -> list[str]:
@@ -45,15 +102,16 @@ def _paper_masks(ctx: Context) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
+def _stability_table(ctx: Context, sources: list[tuple[str, str, dict[str, Any]]]):
     import pandas as pd
 
     from ..tables import Table, format_cell, task_order
 
     records, display, labels, groups = [], [], [], []
-    for group, summary in sources:
+    for group, key, summary in sources:
         for task in task_order(summary["tasks"]):
             entry = summary["tasks"][task]
+            kappa = kappa_context(ctx, key, task)
             heads, mlps = entry.get("heads") or {}, entry.get("mlps") or {}
             q = heads.get("cochran_q") or {}
             pairs = heads.get("pairwise") or {}
@@ -63,7 +121,13 @@ def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
                       "heads kept (mean)": _mean(heads.get("kept_per_seed")),
                       "heads total": heads.get("n_elements"),
                       "MLPs kept (mean)": _mean(mlps.get("kept_per_seed")), "MLPs total": mlps.get("n_elements"),
-                      "kappa heads": heads.get("kappa"), "kappa MLPs": mlps.get("kappa"),
+                      "kappa heads": heads.get("kappa"), "kappa heads ceiling": kappa.get("ceiling"),
+                      "kappa heads random masks mean": kappa.get("null_mean"),
+                      "kappa heads random masks low": kappa.get("null_low"),
+                      "kappa heads random masks high": kappa.get("null_high"),
+                      "kappa heads bootstrap low": kappa.get("boot_low"),
+                      "kappa heads bootstrap high": kappa.get("boot_high"),
+                      "kappa MLPs": mlps.get("kappa"),
                       "Cochran Q heads": q.get("statistic"), "Cochran Q heads p": q.get("pvalue"),
                       "seed pairs differing (p<alpha)": pairs.get("n_differ"), "seed pairs": pairs.get("n_pairs"),
                       "super-survivor heads": sup.get("heads"), "super-survivor MLPs": sup.get("mlps"),
@@ -81,6 +145,13 @@ def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
                 "heads kept": f"{_num(record['heads kept (mean)'], '.1f')} / {_num(record['heads total'], 'd')}",
                 "MLPs kept": f"{_num(record['MLPs kept (mean)'], '.1f')} / {_num(record['MLPs total'], 'd')}",
                 "κ heads": _num(record["kappa heads"], ".3f"),
+                "κ ceiling (sizes)": _num(record["kappa heads ceiling"], ".3f"),
+                "κ of random masks: mean [95%]": _interval(record["kappa heads random masks mean"],
+                                                           record["kappa heads random masks low"],
+                                                           record["kappa heads random masks high"]),
+                "κ over seeds: bootstrap 95%": (_interval(None, record["kappa heads bootstrap low"],
+                                                          record["kappa heads bootstrap high"])
+                                                if record["seeds"] >= 5 else "needs ≥ 5 seeds"),
                 "κ MLPs": _num(record["kappa MLPs"], ".3f"),
                 "Cochran's Q heads (p)": q_text,
                 "pairs differing": (f"{record['seed pairs differing (p<alpha)']} of {record['seed pairs']}"
@@ -93,15 +164,25 @@ def _stability_table(sources: list[tuple[str, dict[str, Any]]]):
             groups.append(group)
     frame = pd.DataFrame(records)
     shown = pd.DataFrame(display, index=labels)
-    alpha = next((s.get("alpha") for _, s in sources), 0.05)
-    notes = [f"Fleiss' kappa over seeds (raters) on [kept, pruned] per element; Cochran's Q over the elements x seeds "
-             f"matrix (all seeds), and for every pair of seeds how many differ at alpha = {alpha}. The paper reports "
-             "head kappa 0.15-0.32 per task."]
-    for group, summary in sources:
+    alpha = next((s.get("alpha") for _, _, s in sources), 0.05)
+    notes = ["Fleiss' kappa over seeds (raters) on [kept, pruned] per head. Masks of different sizes cannot agree "
+             "perfectly: 'κ ceiling' is the largest kappa masks of these seeds' sizes can reach (nested masks), "
+             "and 'κ of random masks' the mean and 95% interval of kappa for masks drawn at random with the same "
+             "sizes (2,000 permutations); a kappa is above chance where it is above that interval. With five "
+             "seeds or more, a bootstrap interval over seeds. The paper reports head kappa 0.15-0.32 per task "
+             "over its 5 seeds.",
+             f"{COCHRAN_Q_NOTE} 'Pairs differing': pairs of seeds whose keep rates differ at alpha = {alpha}."]
+    for group, _, summary in sources:
         for note in summary.get("notes") or []:
             notes.append(f"{group} — {note}")
     return Table("stability", "Stability of the good s-pruning masks across seeds",
                  "Agreement between the seeds' good masks, per task.", frame, shown, groups, [], notes)
+
+
+def _interval(mean: float | None, low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "–"
+    return (f"{mean:.3f} " if mean is not None else "") + f"[{low:.3f}, {high:.3f}]"
 
 
 def _num(value: Any, spec: str) -> str:
@@ -112,23 +193,56 @@ def _mean(values) -> float | None:
     return None if not values else sum(values) / len(values)
 
 
-def _survival_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: str, label: str) -> list[Any]:
+def _survival_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: str, label: str, *,
+                      key: str | None = None, source: str = "", skip: Any = ()) -> list[Any]:
+    """Survival heatmaps per task. ``key``: the cached mask set of 0/1 survival (s-pruning), whose
+    std over seeds is a function of the mean and is left out, and whose per-seed masks are written
+    beside each figure; without it (m-pruning: fractions of weights) the std is shown. ``source``:
+    the JSON the figures were drawn from (linked). Tasks in ``skip`` (not learnt) are left out."""
     from ..figures import component_heatmaps
     from ..tables import task_order
 
     out = []
+    mask_set = ctx._cache.get(key + ":masks") if key else None
     for task in task_order(summary["tasks"]):
+        if task in skip:
+            continue
         entry = summary["tasks"][task]
         heads, mlps = entry.get("heads"), entry.get("mlps")
         if not heads or heads.get("survival_mean") is None:
             continue
         n = len(entry["seeds"])
-        fig = component_heatmaps(_arr(heads["survival_mean"]), _arr(heads.get("survival_std")),
-                                 _arr((mlps or {}).get("survival_mean")), _arr((mlps or {}).get("survival_std")),
+        binary = key is not None
+        fig = component_heatmaps(_arr(heads["survival_mean"]), None if binary else _arr(heads.get("survival_std")),
+                                 _arr((mlps or {}).get("survival_mean")),
+                                 None if binary else _arr((mlps or {}).get("survival_std")),
                                  title=f"{task} ({who}, {n} seed{'s' if n != 1 else ''})", label=label)
-        out.append(figure_html(fig, ctx.out_dir, f"{prefix}_{slug(task)}",
-                               f"{task}: {label}, mean (top number) and std (bottom) over {n} seeds; {who}."))
+        caption = (f"{task}: {label} over {n} seeds; {who}." if binary
+                   else f"{task}: {label}, mean (top number) and std (bottom) over {n} seeds; {who}.")
+        out.append(figure_html(fig, ctx.out_dir, f"{prefix}_{slug(task)}", caption,
+                               data=_per_seed_masks(mask_set, task) if mask_set is not None else None,
+                               data_links=[("summary (JSON)", source)] if source else None))
     return out
+
+
+def _per_seed_masks(mask_set, task: str):
+    """Each seed's s-pruning mask of ``task`` as rows: seed, component (head / MLP), layer, head, kept."""
+    import numpy as np
+    import pandas as pd
+
+    from ...analysis.masksets import keep_arrays
+
+    records = []
+    seeds = mask_set.seeds(task)
+    for kind in ("heads", "mlps"):
+        keep = keep_arrays(mask_set, kind, tasks=[task]).get(task)
+        if keep is None:
+            continue
+        for (s, *where), kept in np.ndenumerate(keep):
+            records.append({"seed": seeds[s], "component": kind[:-1], "layer": where[0] + 1,
+                            "head": where[1] + 1 if len(where) > 1 else None, "kept": bool(kept)})
+    return pd.DataFrame(records, columns=["seed", "component", "layer", "head", "kept"])
+
 
 
 def _arr(value):
@@ -153,7 +267,7 @@ def stability_section(ctx: Context) -> Section:
         if ours is None:
             missing.append(f"s-pruning masks of this run: {reason}")
         else:
-            sources.append((f"This run ({ctx.model}, s-pruning)", ours))
+            sources.append((f"This run ({ctx.model}, s-pruning)", "run-structured", ours))
             _seed_gaps(ctx, ours, missing)
     paper_dir = _paper_masks(ctx)
     paper = None
@@ -162,11 +276,11 @@ def stability_section(ctx: Context) -> Section:
         if paper is None:
             missing.append(f"the paper's released masks: {reason}")
         else:
-            sources.append(("The paper's released masks (bert-base-uncased, masks/heads_mlps)", paper))
+            sources.append(("The paper's released masks (bert-base-uncased, masks/heads_mlps)", "paper", paper))
     else:
         missing.append(no_reference_line())
     if sources:
-        body.append(table_html(_stability_table(sources), ctx.out_dir))
+        body.append(table_html(_stability_table(ctx, sources), ctx.out_dir))
         folder = ctx.out_dir / "tables"
         folder.mkdir(parents=True, exist_ok=True)
         for name, summary in (("stability_run_structured", ours), ("stability_paper", paper)):
@@ -175,7 +289,8 @@ def stability_section(ctx: Context) -> Section:
     if ours is not None:
         body.append(join([Markup("<h3>This run: s-pruning survival</h3>"), Markup('<div class="grid">'),
                           *_survival_figures(ours, ctx, "survival_structured", f"{ctx.model}, s-pruning",
-                                             "fraction of seeds in which it survived"),
+                                             "fraction of seeds in which it survived", key="run-structured",
+                                             source="tables/stability_run_structured.json", skip=ctx.not_learnt),
                           Markup("</div>")]))
     if "magnitude" in methods:
         magnitude, reason = _mask_summary(ctx, "run-magnitude", ctx.run.run_dir, "magnitude")
@@ -187,11 +302,13 @@ def stability_section(ctx: Context) -> Section:
             body.append(join([Markup("<h3>This run: m-pruning, % of each component's weights kept</h3>"),
                               Markup('<div class="grid">'),
                               *_survival_figures(magnitude, ctx, "survival_magnitude", f"{ctx.model}, m-pruning",
-                                                 "fraction of the component's weights kept"),
+                                                 "fraction of the component's weights kept",
+                                                 source="tables/stability_run_magnitude.json", skip=ctx.not_learnt),
                               Markup("</div>")]))
     if paper is not None:
         figures = _survival_figures(paper, ctx, "survival_paper", "the paper's released masks, bert-base-uncased",
-                                    "fraction of seeds in which it survived")
+                                    "fraction of seeds in which it survived", key="paper",
+                                    source="tables/stability_paper.json")
         body.append(join([Markup("<h3>The paper's released masks: s-pruning survival</h3>"),
                           Markup('<div class="grid">'), *figures, Markup("</div>")]))
     return Section(title, join(body), missing)

@@ -18,7 +18,8 @@ from ..rundata import StageInfo
 from ..section import Section
 from ..tables import Table
 
-__all__ = ["status_section", "costs_section", "config_section", "environment_section", "status_table", "cost_tables"]
+__all__ = ["status_section", "costs_section", "config_section", "environment_section", "status_table", "cost_tables",
+           "revisions_table"]
 
 
 def status_section(ctx: Context) -> Section:
@@ -37,6 +38,14 @@ def status_section(ctx: Context) -> Section:
                           + [Markup("</ul>")]))
         missing.append(f"{len(failed)} failed stage{'s' if len(failed) > 1 else ''} (listed below; "
                        "bertlottery run again retries them)")
+    skipped = [s for s in run.stages if s.state == "skipped"]
+    if skipped:
+        reasons: dict[str, list[StageInfo]] = {}
+        for stage in skipped:
+            reasons.setdefault(_skip_reason(run.run_dir, stage), []).append(stage)
+        items = [Markup("<li>{} stage{}: {}</li>").format(len(group), "s" if len(group) > 1 else "", reason)
+                 for reason, group in reasons.items()]
+        body.append(join([Markup("<h3>Skipped stages (not learnt)</h3><ul>"), *items, Markup("</ul>")]))
     left = [s for s in run.stages if s.state in ("left", "running")]
     if left:
         running = sum(1 for s in left if s.state == "running")
@@ -48,6 +57,12 @@ def status_section(ctx: Context) -> Section:
     if not run.stages:
         missing.append("no stages found (nothing has run yet, or the folder holds only a results table)")
     return Section("Status of the run", join(body), missing)
+
+
+def _skip_reason(run_dir, stage: StageInfo) -> str:
+    record = runs.read_json(run_dir / runs.SKIPPED_DIR / f"{stage.file_id}.json") if (
+        run_dir / runs.SKIPPED_DIR / f"{stage.file_id}.json").is_file() else {}
+    return f"{stage.task}: {(record or {}).get('reason') or 'no reason recorded'}"
 
 
 def costs_section(ctx: Context) -> Section:
@@ -105,12 +120,42 @@ def environment_section(ctx: Context) -> Section:
     table = Table("environment", "Environment", "Versions, platform and revision of the run and of this report.",
                   frame, display)
     missing = [] if ctx.run.environment else ["the run's environment.json (written by fine-tuning stages)"]
-    return Section("Environment", table_html(table, ctx.out_dir), missing)
+    body = [table_html(table, ctx.out_dir)]
+    revisions = revisions_table(ctx.run.stages)
+    if not revisions.empty:
+        body.append(table_html(revisions, ctx.out_dir))
+    return Section("Environment", join(body), missing)
+
+
+def revisions_table(stages: Sequence[StageInfo]) -> Table:
+    """Every git revision the finished stages ran at, with how many stages ran at each (from the
+    ``environment.json`` the training stages write)."""
+    from ..rundata import json_or_none
+
+    counts: dict[str, dict[str, int]] = {}
+    for stage in stages:
+        if stage.state != "done":
+            continue
+        env = json_or_none(stage.folder / runs.ENVIRONMENT_FILE)
+        if not env:
+            continue
+        revision = str(env.get("git_revision") or "unknown (not a git checkout)")
+        by_kind = counts.setdefault(revision, {})
+        by_kind[stage.kind] = by_kind.get(stage.kind, 0) + 1
+    frame = pd.DataFrame([{"git revision": rev, "stages": sum(kinds.values()),
+                           "kinds": ", ".join(f"{k} {n}" for k, n in kinds.items())} for rev, kinds in counts.items()],
+                         columns=["git revision", "stages", "kinds"])
+    display = frame.set_index("git revision").astype(str)
+    display.index.name = None
+    return Table("revisions", "Git revisions the stages ran at",
+                 "Each revision of bertlottery that finished stages of this run, with the number of stages (of "
+                 "those that record their environment: the training stages) per revision and kind.",
+                 frame, display)
 
 
 def status_table(stages: Sequence[StageInfo]) -> Table:
-    """Stages per kind and state (done, running, failed, left)."""
-    states = ("done", "running", "failed", "left")
+    """Stages per kind and state (done, skipped, running, failed, left)."""
+    states = ("done", "skipped", "running", "failed", "left")
     kinds = list(dict.fromkeys(s.kind for s in stages))
     records = [{"kind": kind, **{state: sum(1 for s in stages if s.kind == kind and s.state == state) for state in states}}
                for kind in kinds]
@@ -119,8 +164,9 @@ def status_table(stages: Sequence[StageInfo]) -> Table:
     frame = pd.DataFrame(records, columns=["kind", *states])
     display = frame.set_index("kind").astype(str)
     display.index.name = None
-    return Table("stages", "Stages of the run", "How many stages of each kind are done, running, failed or left "
-                 "(left: not started yet, or waiting for a failed input).", frame, display)
+    return Table("stages", "Stages of the run", "How many stages of each kind are done, skipped, running, failed or "
+                 "left (skipped: nothing to do, because the model they start from was not learnt; left: not started "
+                 "yet, or waiting for a failed input).", frame, display)
 
 
 def cost_tables(stages: Sequence[StageInfo]) -> tuple[Table, Table]:

@@ -7,11 +7,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..context import Context, join, missing_stages, no_reference_line, reference_metrics
-from ..html import caution_list, figure_html, paragraph, table_html
+from ..html import figure_html, paragraph, table_html
 from ..rundata import StageInfo
 from ..section import Section
 
-__all__ = ["subnetworks_section", "baselines_section", "super_section", "longer_section"]
+__all__ = ["subnetworks_section", "baselines_section", "super_section", "longer_section", "per_seed_rows"]
+
+PER_SEED_COLUMNS = ["task", "seed", "method", "subnetwork", "mode", "split", "metric", "value", "fraction_kept",
+                    "epochs"]
+
+
+def per_seed_rows(ctx: Context, select: Callable):
+    """The per-seed rows (each task's main split and metric) that ``select`` (a function of the rows
+    returning a boolean Series) picks: what a figure was drawn from."""
+    rows = ctx.rows
+    if rows is None or rows.empty:
+        return None
+    return rows[select(rows)][[c for c in PER_SEED_COLUMNS if c in rows.columns]]
+
+
+def _majority(cells):
+    majority = cells[cells["method"] == "majority"]
+    return majority if not majority.empty else None
 
 
 def _lottery_selected(stage: StageInfo, subnetworks: Callable[[str], bool]) -> bool:
@@ -25,7 +42,7 @@ def _lottery_selected(stage: StageInfo, subnetworks: Callable[[str], bool]) -> b
 
 def subnetworks_section(ctx: Context) -> Section:
     from ..figures import lottery_bars
-    from ..tables import TABLE3_ROWS, results_table, sizes_table, uninformative_tasks
+    from ..tables import TABLE3_ROWS, results_table, sizes_table
 
     missing = missing_stages(ctx, lambda s: _lottery_selected(s, lambda sub: not sub.startswith("super-"))
                        or s.kind == "baseline", "fine-tuning, pruning, evaluation and baseline")
@@ -36,9 +53,7 @@ def subnetworks_section(ctx: Context) -> Section:
     if cells.empty:
         return Section("Good, random and bad subnetworks (Table 3, Figure 2)",
                        paragraph("No results yet."), missing or ["no results rows yet"])
-    body = [caution_list("Tasks this run did not learn (read their rows as such):",
-                         uninformative_tasks(cells, ctx.metrics)),
-            paragraph("Every subnetwork evaluated pruned (the mask applied to the fine-tuned model) and "
+    body = [paragraph("Every subnetwork evaluated pruned (the mask applied to the fine-tuned model) and "
                       "re-fine-tuned (pre-trained weights, the mask held fixed, the same seed and data order), "
                       "mean and sample std over seeds on each task's dev set.")]
     table = results_table(cells, TABLE3_ROWS, reference=reference, expected_n=ctx.expected_n, metrics=ctx.metrics,
@@ -47,11 +62,17 @@ def subnetworks_section(ctx: Context) -> Section:
     full = cells[(cells["method"] == "none") & (cells["subnetwork"] == "full")]
     lottery = cells[cells["subnetwork"].isin(["good", "random", "bad"]) & cells["mode"].isin(["pruned", "retrained"])]
     if not lottery.empty:
-        fig = lottery_bars(cells, full if not full.empty else None, metrics=ctx.metrics)
+        fig = lottery_bars(cells, full if not full.empty else None, metrics=ctx.metrics, seeds=ctx.rows,
+                           majority=_majority(cells), not_learnt=ctx.not_learnt)
         body.append(figure_html(fig, ctx.out_dir, "figure2_subnetworks",
                                 "Figure 2 of the paper for this run: good, random and bad subnetworks, pruned and "
-                                "re-fine-tuned (mean over seeds, error bars one std); dashed line: the full model's "
-                                "mean minus one std (the success criterion); titles: % of encoder-body weights kept."))
+                                "re-fine-tuned (bars: mean over seeds, error bars one std, dots: each seed); dashed "
+                                "line: the full model's mean minus one std (the success criterion); dotted line: "
+                                "the majority class; titles: % of encoder-body weights kept."
+                                + (" Tasks not learnt are named in the grey panel, not drawn." if ctx.not_learnt
+                                   else ""),
+                                data=per_seed_rows(ctx, lambda r: r["subnetwork"].isin(["good", "random", "bad", "full"])
+                                                   | (r["method"] == "majority"))))
         if full.empty:
             missing.append("the full model's results (its dashed line in the figure)")
     else:
@@ -98,10 +119,14 @@ def super_section(ctx: Context) -> Section:
     body.append(table_html(table, ctx.out_dir))
     full = cells[(cells["method"] == "none") & (cells["subnetwork"] == "full")]
     fig = lottery_bars(cells, full if not full.empty else None, methods=("structured",),
-                       subnetworks=("super-good", "super-random", "super-bad"), metrics=ctx.metrics)
+                       subnetworks=("super-good", "super-random", "super-bad"), metrics=ctx.metrics, seeds=ctx.rows,
+                       majority=_majority(cells), not_learnt=ctx.not_learnt)
     body.append(figure_html(fig, ctx.out_dir, "figure17_super_survivors",
                             "Figure 17 of the paper for this run: super-survivor good, random and bad subnetworks "
-                            "(mean over seeds, error bars one std; dashed: full model mean minus one std)."))
+                            "(bars: mean over seeds, error bars one std, dots: each seed; dashed: full model mean "
+                            "minus one std; dotted: the majority class).",
+                            data=per_seed_rows(ctx, lambda r: r["subnetwork"].astype(str).str.startswith("super-")
+                                               | r["subnetwork"].eq("full") | r["method"].eq("majority"))))
     return Section(title, join(body), missing)
 
 
@@ -116,13 +141,16 @@ def longer_section(ctx: Context) -> Section:
     missing = missing_stages(ctx, lambda s: s.keys.get("mode") == "retrained-long", "longer re-fine-tuning")
     if long is None or long.empty:
         if not configured and ctx.run.config is not None:
-            return Section(title, paragraph("The config asks for no longer re-fine-tuning (longer_retraining); "
-                                            "the paper's appendix D ran its 'bad' s-pruned subnetworks for 6 epochs."))
+            # not run: said in place, without an entry in the contents
+            return Section(title, paragraph("Not run: the config asks for no longer re-fine-tuning "
+                                            "(longer_retraining); the paper's appendix D ran its 'bad' s-pruned "
+                                            "subnetworks for 6 epochs."), toc=False)
         return Section(title, paragraph("No longer re-fine-tuning results yet."),
                        missing or ["longer re-fine-tuning results"])
     table = longer_table(rows, expected_n=ctx.expected_n)
     body = [table_html(table, ctx.out_dir)]
     cells = cell_stats(long, by_epoch=True)
     body.append(figure_html(longer_lines(cells, metrics=ctx.metrics), ctx.out_dir, "appendixD_longer_retraining",
-                            "Dev metric after every epoch of the longer re-fine-tuning (mean over seeds, band: one std)."))
+                            "Dev metric after every epoch of the longer re-fine-tuning (mean over seeds, band: one "
+                            "std).", data=per_seed_rows(ctx, lambda r: r["mode"].eq("retrained-long"))))
     return Section(title, join(body), missing)
