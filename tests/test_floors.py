@@ -70,7 +70,7 @@ FLOORS = {
     "cli": ("bertlottery.cli", "bertlottery.gordon.cli", "bertlottery.attention.cli", "bertlottery.annotate.cli",
             "bertlottery.report.cli"),
     "studies": ("bertlottery.studies", "bertlottery.gordon.stages", "bertlottery.attention.stages"),
-    "pipeline": ("bertlottery.pipeline", "bertlottery.costs"),
+    "pipeline": ("bertlottery.pipeline", "bertlottery.costs", "bertlottery.plan"),
     "steps": ("bertlottery.steps", "bertlottery.gordon.downstream", "bertlottery.gordon.pretraining"),
 }
 ORDER = ["cli", "studies", "pipeline", "steps", "core"]

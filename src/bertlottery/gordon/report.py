@@ -64,19 +64,13 @@ STYLES = {"information-deletion-matched": "o--"}
 PAPER_BUDGETS = {"gmp-pretrain": "3", "random-pretrain": "3", "oneshot-pretrain": "-",
                  "information-deletion": "13; 15 from 70%", "information-deletion-matched": "- (a control added here)",
                  "gmp-downstream": "3 + 5; 3 + 7 from 80%", "epochs-before-pruning": "3 to 12, + 2, at 60%"}
-# matplotlib's tab10 without its grey, which the report keeps for what is not data (chance, unlearnt)
-_TASK_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
 def task_colour(task: str) -> str:
-    """One colour per task in every Gordon figure, from the task's place in the paper's task order
-    (tab10 without grey, the assignment the lottery report's task palette makes).
+    """One colour per task, the same in every figure of the report (`bertlottery.report.figures`)."""
+    from ..report.figures import task_colour as report_task_colour
 
-    Once `bertlottery.report.figures` has that palette, this is the one place to point at it."""
-    from ..report.paper import PAPER_TASKS
-
-    index = PAPER_TASKS.index(task) if task in PAPER_TASKS else len(PAPER_TASKS) + sum(map(ord, task))
-    return _TASK_PALETTE[index % len(_TASK_PALETTE)]
+    return report_task_colour(task)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .. import runs
 from ..errors import UserError
 from . import Section, SectionFunction
 from .context import Context, parse_iterations, prepare
@@ -92,8 +93,8 @@ def _write_results(run: RunData, out: Path) -> str | None:
     shared alone); its link, or None when the run has no rows yet."""
     if run.results.empty:
         return None
-    run.results.to_csv(out / "results.csv", index=False)
-    return "results.csv"
+    run.results.to_csv(out / runs.RESULTS_CSV, index=False)
+    return runs.RESULTS_CSV
 
 
 def _summary_line(ctx: Context) -> str:
