@@ -10,7 +10,8 @@ A prune step writes a directory (names in `bertlottery.runs`)::
                          was made in its metadata
       trace.json         every step: phase, sizes, metric, accepted, the scores it was chosen by
       metrics.json       the good mask's metrics on every eval split, and its size
-      fisher.safetensors Fisher only: the diagonal Fisher scores and the tuned scales
+      fisher.safetensors Fisher only: the diagonal Fisher scores (heads, neurons), the tuned scales
+                         (head_scales, neuron_scales) and the kept neurons (neurons_kept: uint8[layer, unit])
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def prune_fisher_run(
     masks.params = params
     trace = {**result.trace, "params": params, "metric_name": data.task.primary_metric, "seconds_total": seconds}
     scores = {"heads": result.scores.heads, "neurons": result.scores.neurons, "head_scales": result.head_scales,
-              "neuron_scales": result.neuron_scales}
+              "neuron_scales": result.neuron_scales, "neurons_kept": result.neurons.to(torch.uint8)}
     extra = {"tuned": {split: {"metrics": m} for split, m in tuned.items()}, "neurons_kept": int(result.neurons.sum()),
              "cost": result.cost, "budget": result.budget, "full_cost": result.full_cost, "seconds": seconds,
              "layout": {"num_layers": layout.num_layers, "num_heads": layout.num_heads,
