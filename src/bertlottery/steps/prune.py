@@ -218,22 +218,6 @@ def prune_magnitude_run(
     return _write_prune_dir(out, masks, model, data, trace, overwrite)
 
 
-def fisher_budget_of(model: nn.Module, good: Masks, *, cost: str = "macs", seq_len: int = 128) -> int:
-    """The cost of an s-pruning head + MLP good mask in the Fisher search's units (MACs per token at
-    ``seq_len``, or parameters): the default budget, so that the two methods are compared at equal cost.
-    A mask without heads (or without MLPs) keeps all of them."""
-    from ..export import mask_cost
-
-    if good.weights is not None:
-        raise UserError("The Fisher budget is taken from a head and MLP mask (an s-pruning good mask); this one "
-                        "holds single weights.")
-    layout = model_layout(model)
-    heads = good.heads.keep if good.heads is not None else torch.ones(layout.num_layers, layout.num_heads, dtype=torch.bool)
-    mlps = good.mlps.keep if good.mlps is not None else torch.ones(layout.num_layers, dtype=torch.bool)
-    neurons = mlps.bool().unsqueeze(1).expand(layout.num_layers, layout.intermediate_size)
-    return mask_cost(layout, heads, neurons, cost=cost, seq_len=seq_len)
-
-
 def prune_fisher_run(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -263,7 +247,7 @@ def prune_fisher_run(
     binary mask's metrics (what the lottery's pruned mode evaluates, as for the other methods) and,
     under ``tuned``, the tuned model's (the method's own, retraining-free result).
     """
-    from ..fisher import fisher_sample, fisher_search
+    from ..fisher import budget_from_masks, fisher_sample, fisher_search
     from ..masking import fisher_gated
     from ..masks import load_masks
 
@@ -276,7 +260,7 @@ def prune_fisher_run(
     model, data, config = _load_finetuned(run_dir, glue_dir, with_train=True)
     layout = model_layout(model)
     if budget_of is not None:
-        budget = fisher_budget_of(model, load_masks(runs.mask_file_of(budget_of)), cost=cost, seq_len=seq_len)
+        budget = budget_from_masks(model, load_masks(runs.mask_file_of(budget_of)), cost=cost, seq_len=seq_len)
     seed = config["train"]["seed"]
     sample = fisher_sample(data.train, data.pad_id, n_examples=examples, seed=seed, batch_size=batch_size)
     calibration = None
