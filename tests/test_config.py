@@ -127,9 +127,32 @@ def test_the_resolved_config_reads_back_the_same():
 
 
 def test_the_configs_copies_of_torch_module_names_agree_with_them():
-    from bertlottery.config import MAGNITUDE_TENSOR_SETS, STRUCTURED_MODES
+    from bertlottery.config import FISHER_COSTS, FISHER_LABELS, MAGNITUDE_TENSOR_SETS, STRUCTURED_MODES
+    from bertlottery.export import COSTS
+    from bertlottery.fisher import LABEL_SOURCES
     from bertlottery.importance import TENSOR_SETS
     from bertlottery.pruning import STRUCTURED_MODES as SEARCH_MODES
 
     assert tuple(STRUCTURED_MODES) == tuple(SEARCH_MODES)
     assert tuple(MAGNITUDE_TENSOR_SETS) == tuple(TENSOR_SETS)
+    assert tuple(FISHER_COSTS) == tuple(COSTS)
+    assert tuple(FISHER_LABELS) == tuple(LABEL_SOURCES)
+
+
+def test_the_fisher_method_is_asked_for_by_name_and_its_budget_is_checked():
+    config = from_dict({"name": "x"})
+    assert config.methods == ["structured", "magnitude"]  # configs without fisher keep their graphs
+    assert config.pruning.fisher.examples == 2048 and config.pruning.fisher.budget_fraction is None
+    config = from_dict({"name": "x", "methods": ["structured", "fisher"], "pruning": {"fisher": {"examples": 64}}})
+    assert config.pruning.fisher.examples == 64
+    with pytest.raises(ConfigError) as error:
+        from_dict({"name": "x", "methods": ["fisher"]})
+    assert "methods has no structured" in str(error.value)
+    assert from_dict({"name": "x", "methods": ["fisher"], "pruning": {"fisher": {"budget_fraction": 0.5}}})
+    with pytest.raises(ConfigError) as error:
+        from_dict({"name": "x", "methods": ["fishr"], "pruning": {"fisher": {
+            "budget_fraction": 1.5, "budget": 10, "cost": "flops", "examples": 0, "labls": "gold"}}})
+    message = str(error.value)
+    for part in ("Did you mean 'fisher'", "budget_fraction must be in (0, 1]", "not both", "pruning.fisher.cost",
+                 "examples must be at least 1", "unknown key 'pruning.fisher.labls'"):
+        assert part in message, part

@@ -335,6 +335,11 @@ def test_the_default_budget_is_the_cost_of_an_s_pruning_mask():
     assert result.cost <= budget and result.full_cost == body_macs_per_token(layout, 64)
     with pytest.raises(UserError, match="single weights"):
         budget_from_masks(model, result.masks(model))
+    # in parameters: each kept head's Q, K, V rows with biases and output columns, each kept MLP's
+    # 37 units with an input row and bias and an output column
+    assert budget_from_masks(model, s_mask, cost="params") == 5 * (3 * (32 * 8 + 8) + 32 * 8) + 37 * (32 + 1 + 32)
+    assert budget_from_masks(model, Masks(heads=heads), cost="params") == budget_from_masks(
+        model, Masks(heads=heads, mlps=MlpMask(torch.tensor([True, True]))), cost="params")
 
 
 def test_a_tuned_fisher_model_exports_to_a_smaller_model_with_equal_logits():

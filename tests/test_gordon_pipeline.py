@@ -88,6 +88,15 @@ def test_the_matched_control_fine_tunes_for_the_pruned_models_epochs_and_informa
     assert epochs["information-deletion"] == {d.deletion_epochs, d.deletion_epochs_high} != epochs["gmp-pretrain"]
 
 
+def _study_data(root: Path) -> tuple[Path, Path]:
+    """A slice of real WikiText-2 (fails, never skips, without the shared data) and a tiny RTE."""
+    if not WIKI.is_file():
+        pytest.fail(f"WikiText-2 not found at {WIKI}")
+    text = root / "wiki.txt"
+    text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
+    return text, write_rte(root / "glue", n_train=24, n_dev=10)
+
+
 @pytest.fixture(scope="module")
 def study(tiny_model_dir, tmp_path_factory):
     """The gordon-minilm config cut down to seconds on the tiny model, run once through the CLI."""
@@ -97,11 +106,7 @@ def study(tiny_model_dir, tmp_path_factory):
     old = os.environ.get("BERTLOTTERY_CACHE")
     os.environ["BERTLOTTERY_CACHE"] = str(root / "cache")
     try:
-        if not WIKI.is_file():
-            pytest.fail(f"WikiText-2 not found at {WIKI}")
-        text = root / "wiki.txt"
-        text.write_text("\n".join(WIKI.read_text(encoding="utf-8").splitlines()[:80]), encoding="utf-8")
-        glue = write_rte(root / "glue", n_train=24, n_dev=10)
+        text, glue = _study_data(root)
         argv = ["run", str(MINILM), *tiny_overrides(tiny_model_dir, glue, text), "--run-dir", str(root / "run"),
                 "--no-progress"]
         assert main(argv) == 0
@@ -209,3 +214,22 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
     assert set(table1["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion",
                                      "information-deletion-matched", "gmp-downstream"}
     assert json.loads((study["run"] / "config.json").read_text())["gordon"]["sparsities"] == [0.0, 0.5]
+
+
+@pytest.mark.parametrize("family", ["deberta-v3", "mpnet"])
+def test_the_study_runs_on_families_without_sdpa_attention(family, tmp_path, monkeypatch, capsys):
+    """DeBERTa-v2/v3 and MPNet have only eager attention in transformers: the MLM stages and the
+    similarity analysis load them with their family's kernel, not SDPA."""
+    from tiny import save_tiny_model
+
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(tmp_path / "cache"))
+    model_dir = save_tiny_model(tmp_path / f"tiny-{family}", family)
+    text, glue = _study_data(tmp_path)
+    argv = ["run", str(MINILM), *tiny_overrides(model_dir, glue, text), "--run-dir", str(tmp_path / "run"),
+            "--no-progress"]
+    assert main(argv) == 0
+    assert "failed 0" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(table["method"]) == {"gmp-pretrain", "random-pretrain", "information-deletion", "gmp-downstream"}
+    similarity = table[table["metric"] == "mask_difference"]
+    assert len(similarity) and similarity["value"].notna().all()

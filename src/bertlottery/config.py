@@ -48,6 +48,9 @@ __all__ = [
     "TrainConfig",
     "StructuredConfig",
     "MagnitudeConfig",
+    "FisherConfig",
+    "FISHER_COSTS",
+    "FISHER_LABELS",
     "PruningConfig",
     "LearntCheckConfig",
     "CRITERIA",
@@ -72,7 +75,10 @@ __all__ = [
     "max_train_examples_problems",
 ]
 
-METHODS = ("structured", "magnitude")
+METHODS = ("structured", "magnitude", "fisher")
+# The methods a config runs when it names none: the paper's two. The Fisher search is asked for by
+# name, so that configs written before it existed keep their graphs (and stage ids).
+DEFAULT_METHODS = ("structured", "magnitude")
 SUBNETWORKS = ("good", "random", "bad")
 MODES = ("pruned", "retrained")
 BASELINES = ("majority", "random-init")
@@ -81,6 +87,8 @@ BASELINES = ("majority", "random-init")
 STRUCTURED_MODES = ("heads+mlps", "heads", "mlps")
 MAGNITUDE_TENSOR_SETS = ("paper", "weights")
 CRITERIA = ("paper", "above_chance")  # `bertlottery.pruning.CRITERIA`
+FISHER_COSTS = ("macs", "params")  # `bertlottery.export.COSTS`
+FISHER_LABELS = ("gold", "predicted")  # `bertlottery.fisher.LABEL_SOURCES`
 RENAMED = {("pruning", "threshold"): "keep_fraction"}  # old key -> new name, accepted with a warning
 
 
@@ -138,6 +146,43 @@ class MagnitudeConfig:
 
 
 @dataclass(frozen=True)
+class FisherConfig:
+    """The retraining-free Fisher search (Kwon et al. 2022; `bertlottery.fisher`, docs/fisher.md).
+
+    The budget: by default the cost of the s-search's good mask of the same task and seed (so the
+    two methods are compared at equal cost; the ``structured`` method must then be in the study);
+    ``budget_fraction`` a fraction of the full model's cost instead, or ``budget`` an absolute cost.
+    ``cost``: ``macs`` (multiply-accumulates per token at ``seq_len``) or ``params``. ``examples``:
+    training examples the Fisher estimate is taken over (the paper's 2,048); ``tune_examples``: the
+    least-squares calibration sample, drawn from those (None: all of them)."""
+
+    examples: int = 2048
+    budget_fraction: float | None = None
+    budget: int | None = None
+    cost: str = "macs"
+    seq_len: int = 128
+    labels: str = "gold"
+    rearrange: bool = True
+    tune: bool = True
+    tune_examples: int | None = None
+    batch_size: int = 32
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.budget_fraction is not None and self.budget is not None:
+            found.append("pruning.fisher: give budget_fraction or budget, not both (or neither: the s-search's cost)")
+        if _outside(self.budget_fraction, 0, 1, low_open=True, high_open=False):
+            found.append(f"pruning.fisher.budget_fraction must be in (0, 1], got {self.budget_fraction}")
+        for name in ("examples", "seq_len", "batch_size", "tune_examples", "budget"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                found.append(f"pruning.fisher.{name} must be at least 1, got {value}")
+        check_names([self.cost], FISHER_COSTS, "pruning.fisher.cost", found)
+        check_names([self.labels], FISHER_LABELS, "pruning.fisher.labels", found)
+        return found
+
+
+@dataclass(frozen=True)
 class LearntCheckConfig:
     """Before pruning, a fine-tuned model must beat the majority class on dev (`bertlottery.learnt`):
     by more than a one-sided test at ``alpha`` allows at the dev set's size, or by ``margin`` if set.
@@ -161,6 +206,7 @@ class PruningConfig:
     learnt_check: LearntCheckConfig = field(default_factory=LearntCheckConfig)
     structured: StructuredConfig = field(default_factory=StructuredConfig)
     magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
+    fisher: FisherConfig = field(default_factory=FisherConfig)
 
 
 @dataclass(frozen=True)
@@ -204,7 +250,7 @@ class ExperimentConfig:
     tasks: list[str] = field(default_factory=lambda: ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI",
                                                       "RTE", "WNLI"])
     seeds: list[int] = field(default_factory=lambda: [1337, 42, 86, 71, 166])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     subnetworks: list[str] = field(default_factory=lambda: list(SUBNETWORKS))
     modes: list[str] = field(default_factory=lambda: list(MODES))
     super_survivors: bool = True
@@ -409,6 +455,13 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
             check_names([pruning.magnitude.tensors], MAGNITUDE_TENSOR_SETS, "pruning.magnitude.tensors", problems)
             if _outside(pruning.magnitude.step_fraction, 0, 1, low_open=True, high_open=False):
                 problems.append(f"pruning.magnitude.step_fraction must be in (0, 1], got {pruning.magnitude.step_fraction}")
+        fisher = pruning.fisher
+        if fisher is not None:
+            problems += fisher.problems()
+            if ("fisher" in (config.methods or []) and fisher.budget is None and fisher.budget_fraction is None
+                    and "structured" not in (config.methods or [])):
+                problems.append("pruning.fisher takes its budget from the structured method's good mask, but methods "
+                                "has no structured; add it, or set pruning.fisher.budget_fraction")
     resources = config.resources
     if resources is not None and isinstance(resources.cpus_per_stage, int) and resources.cpus_per_stage < 1:
         problems.append(f"resources.cpus_per_stage must be at least 1, got {resources.cpus_per_stage}")

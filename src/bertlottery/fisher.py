@@ -229,13 +229,20 @@ def fisher_scores(
 # ---- 2. costs and the search under a budget ---------------------------------------------------------
 
 
-def budget_from_masks(model_or_layout: nn.Module | Layout, masks: Masks, *, seq_len: int = 128) -> int:
-    """The MACs per token of a head + whole-MLP mask (an s-pruning good mask): the default budget, so
-    that the Fisher mask and the s-mask are compared at the same cost."""
+def budget_from_masks(model_or_layout: nn.Module | Layout, masks: Masks, *, seq_len: int = 128,
+                      cost: str = "macs") -> int:
+    """The cost of a head + whole-MLP mask (an s-pruning good mask; a kind it lacks is all kept): the
+    default budget, so that the Fisher mask and the s-mask are compared at the same cost. ``cost="macs"``:
+    MACs per token at ``seq_len``; ``"params"``: parameters, as `search_under_budget` counts them."""
     layout = model_or_layout if isinstance(model_or_layout, Layout) else model_layout(model_or_layout)
     if masks.weights is not None:
         raise UserError("The budget is taken from a head and MLP mask; this one holds single weights.")
-    return body_macs_per_token(layout, seq_len, masks.heads, masks.mlps)
+    if cost == "macs":
+        return body_macs_per_token(layout, seq_len, masks.heads, masks.mlps)
+    heads = masks.heads.keep if masks.heads is not None else torch.ones(layout.num_layers, layout.num_heads)
+    mlps = masks.mlps.keep if masks.mlps is not None else torch.ones(layout.num_layers)
+    neurons = mlps.bool().unsqueeze(1).expand(layout.num_layers, layout.intermediate_size)
+    return mask_cost(layout, heads, neurons, cost=cost, seq_len=seq_len)
 
 
 def search_under_budget(

@@ -62,6 +62,7 @@ __all__ = [
     "TRACE_FILE",
     "SUBNETWORKS_FILE",
     "TUNE_FILE",
+    "FISHER_FILE",
     "STAGES_DIR",
     "STAGE_FILE",
     "ROWS_DIR",
@@ -111,6 +112,7 @@ HISTORY_FILE = "history.json"
 EXPORT_FILE = "export.json"  # in an exported-subnetwork folder: which run and mask it came from
 MASK_FILE = "mask.safetensors"  # the mask a run trained under, or the mask a prune step found
 TRACE_FILE = "trace.json"  # in a prune directory: every step of the search
+FISHER_FILE = "fisher.safetensors"  # in a Fisher prune directory: the diagonal Fisher scores and tuned scales
 SUBNETWORKS_FILE = "subnetworks.json"  # in a subnetworks directory: sizes, seed, where the good mask came from
 TUNE_FILE = "tune.json"  # in a tune folder: every candidate's held-out score and the settings chosen
 

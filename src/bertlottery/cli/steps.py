@@ -111,7 +111,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _print_prune(record: dict[str, Any], out: str) -> None:
     print_metrics(record, label="good mask: ")
-    sizes = ", ".join(f"{k} {record[f'{k}_kept']}" for k in ("heads", "mlps", "weights") if record.get(f"{k}_kept") is not None)
+    sizes = ", ".join(f"{k} {record[f'{k}_kept']}" for k in ("heads", "mlps", "neurons", "weights")
+                      if record.get(f"{k}_kept") is not None)
     params = record["params"]
     print(f"kept {sizes}; {record['body_fraction_kept']:.1%} of encoder-body weights; "
           f"full model {params['full_metric']:.4f}, good mask {params['final_metric']:.4f}")
@@ -119,8 +120,21 @@ def _print_prune(record: dict[str, Any], out: str) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..steps.prune import prune_magnitude_run, prune_structured_run
+    from ..steps.prune import prune_fisher_run, prune_magnitude_run, prune_structured_run
 
+    if args.method == "fisher":
+        if args.budget_fraction is not None and not 0 < args.budget_fraction <= 1:
+            raise UserError(f"--budget-fraction is a fraction of the full model's cost in (0, 1], got {args.budget_fraction}.")
+        record = prune_fisher_run(args.run, args.out, glue_dir=glue_dir_of(args), budget_of=args.budget_of,
+                                  budget_fraction=args.budget_fraction, budget=args.budget, cost=args.cost,
+                                  examples=args.examples, labels=args.labels, rearrange=not args.no_rearrange,
+                                  tune=not args.no_tune, tune_examples=args.tune_examples, seq_len=args.seq_len,
+                                  overwrite=args.overwrite, progress=not args.no_progress)
+        _print_prune(record, args.out)
+        tuned = record["params"]["tuned_metric"]
+        print(f"cost {record['cost']:,} of {record['full_cost']:,} ({record['cost'] / record['full_cost']:.1%}; "
+              f"budget {record['budget']:,}); with the tuned scales, no retraining: {tuned:.4f}; {record['seconds']} s")
+        return 0
     if not 0 < args.keep_fraction <= 1:
         raise UserError(f"--keep-fraction is a fraction of the full model's metric in (0, 1], got {args.keep_fraction}.")
     common = dict(glue_dir=glue_dir_of(args), keep_fraction=args.keep_fraction, compat=args.compat, overwrite=args.overwrite,
@@ -144,7 +158,7 @@ def cmd_subnetworks(args: argparse.Namespace) -> int:
         if len(args.masks) != 1:
             raise UserError("Give one good mask (or pass --super with the masks of several seeds).")
         sizes = make_subnetworks(args.masks[0], args.out, seed=args.seed, compat=args.compat,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, run_dir=args.run)
     for name, kept in sizes.items():
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
     print(f"wrote {args.out}")
@@ -275,8 +289,10 @@ def register(sub) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("prune", help="find a good subnetwork of a fine-tuned run (structured or magnitude)")
-    p.add_argument("method", choices=["structured", "magnitude"], help="s-pruning of heads/MLPs, or m-pruning of weights")
+    p = sub.add_parser("prune", help="find a good subnetwork of a fine-tuned run (structured, magnitude or fisher)")
+    p.add_argument("method", choices=["structured", "magnitude", "fisher"],
+                   help="s-pruning of heads/MLPs, m-pruning of weights, or the retraining-free Fisher search of heads "
+                        "and MLP neurons under a cost budget (Kwon et al. 2022)")
     p.add_argument("run", help="fine-tuning run directory")
     p.add_argument("--out", required=True, help="directory to write mask.safetensors, trace.json, metrics.json")
     p.add_argument("--glue-dir", help=GLUE_HELP)
@@ -294,6 +310,19 @@ def register(sub) -> None:
     p.add_argument("--scope", default="global", choices=["global", "local"],
                    help="magnitude: one threshold over all tensors (paper) or the same fraction per tensor")
     p.add_argument("--tensors", default="paper", help="magnitude: tensor set, paper (default) or weights")
+    p.add_argument("--budget-of", help="fisher: an s-pruning good mask (file or prune directory) whose cost to match")
+    p.add_argument("--budget-fraction", type=float, help="fisher: this fraction of the full model's cost instead")
+    p.add_argument("--budget", type=int, help="fisher: this cost (MACs per token, or parameters) instead")
+    p.add_argument("--cost", default="macs", choices=["macs", "params"],
+                   help="fisher: MACs per token at --seq-len (default) or parameters")
+    p.add_argument("--seq-len", type=int, default=128, help="fisher: tokens per sequence of the MACs count")
+    p.add_argument("--examples", type=int, default=2048, help="fisher: training examples of the Fisher estimate "
+                   "(default %(default)s, the paper's)")
+    p.add_argument("--tune-examples", type=int, help="fisher: calibration examples of the least-squares tuning "
+                   "(default: the Fisher sample)")
+    p.add_argument("--labels", default="gold", choices=["gold", "predicted"], help="fisher: labels of the estimate")
+    p.add_argument("--no-rearrange", action="store_true", help="fisher: skip the mask rearrangement")
+    p.add_argument("--no-tune", action="store_true", help="fisher: skip the least-squares mask tuning")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prune)
@@ -305,6 +334,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, required=True, help="seed of the random and bad draws (recorded)")
     p.add_argument("--super", action="store_true", help="super-survivors across the given seeds' masks")
     p.add_argument("--compat", choices=["none", "prasanna2020"], default=None)
+    p.add_argument("--run", help="a Fisher mask: the fine-tuned run it was found on (default: the one it names)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_subnetworks)
 

@@ -63,6 +63,14 @@ class AfterDownstream:
 
 
 @torch.no_grad()
+def _without_absent_pooler(mask: WeightMask | None, shapes: dict[str, tuple[int, ...]]) -> WeightMask | None:
+    """A pre-trained pooler is pruned with the encoder, but some families' classifiers (MPNet's) are
+    built without it: its part of a pre-training mask has nothing to hold there."""
+    if mask is None:
+        return None
+    return WeightMask({n: k for n, k in mask.keep.items() if n in shapes or ".pooler." not in n})
+
+
 def mean_loss(model: nn.Module, batches, masks: Masks | None = None) -> float:
     """The model's mean loss per example over ``batches`` (eval mode, under ``masks``)."""
     was_training = model.training
@@ -135,6 +143,7 @@ def run_downstream(
     if variant == "after-downstream":
         targets = pruned_parameters(model, after.tensors, after.embeddings)
         mask = magnitude_mask(targets, after.sparsity, scope=after.scope)
+    mask, reference_mask = _without_absent_pooler(mask, shapes), _without_absent_pooler(reference_mask, shapes)
     if mask is not None:
         Masks(weights=mask).check_against(model_layout(model), shapes)
         if variant == "information-deletion":

@@ -108,6 +108,19 @@ def _init_new_head(model: nn.Module, seed: int) -> None:
                 param.zero_()
 
 
+def _attention_of(path: str | os.PathLike) -> str:
+    """The attention kernel of the checkpoint's family (`bertlottery.models.attention_implementation`)."""
+    from transformers import AutoConfig
+
+    from ..models import attention_implementation
+
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as error:
+        raise UserError(f"Could not read the config of {path} ({str(error).splitlines()[0]}).") from None
+    return attention_implementation(model_type)
+
+
 def load_mlm(name_or_path: str | os.PathLike, *, seed: int = 0) -> tuple[nn.Module, Any, dict[str, Any]]:
     """``(model, tokenizer, info)``: the checkpoint as its family's MaskedLM model, in train mode.
 
@@ -122,8 +135,9 @@ def load_mlm(name_or_path: str | os.PathLike, *, seed: int = 0) -> tuple[nn.Modu
     path = resolve_model_path(str(name_or_path))
     with _quiet_transformers():
         try:
+            # SDPA where the family has it; DeBERTa-v2 and MPNet have only eager attention in transformers
             model, loading = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True,
-                                                                  attn_implementation="sdpa")
+                                                                  attn_implementation=_attention_of(path))
         except (OSError, ValueError) as error:
             raise UserError(f"Could not load {name_or_path} as a masked language model ({str(error).splitlines()[0]}).") from None
     adapter_for(model)  # refuse an unsupported family

@@ -254,13 +254,13 @@ def _similarity(stage: Stage, out: Path, inputs: dict[str, Path], progress: bool
 
     from ..models import load_tokenizer
     from .analysis import hidden_state_similarity
-    from .mlm import _quiet_transformers
+    from .mlm import _attention_of, _quiet_transformers
 
     s = stage.settings
     on = device()
     with _quiet_transformers():
-        reference = AutoModel.from_pretrained(inputs["reference"] / runs.MODEL_DIR, attn_implementation="sdpa").to(on)
-        pruned = AutoModel.from_pretrained(inputs["pruned"] / runs.MODEL_DIR, attn_implementation="sdpa").to(on)
+        reference, pruned = (AutoModel.from_pretrained(folder, attn_implementation=_attention_of(folder)).to(on)
+                             for folder in (inputs["reference"] / runs.MODEL_DIR, inputs["pruned"] / runs.MODEL_DIR))
     tokenizer = load_tokenizer(str(inputs["reference"] / runs.MODEL_DIR))
     blocks = blocks_of(GordonCorpusConfig(**s["corpus"]), tokenizer, s["max_length"], "dev")[: s["sequences"]]
     layers = hidden_state_similarity(reference, pruned, (blocks[i:i + SIMILARITY_BATCH]

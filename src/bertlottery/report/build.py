@@ -20,6 +20,7 @@ from . import Section, SectionFunction
 from .context import Context, parse_iterations, prepare
 from .html import paragraph, render_page
 from .rundata import RunData, load_run
+from .sections.fisher import fisher_section
 from .sections.masks import importance_section, overlaps_section, stability_section
 from .sections.run import config_section, costs_section, environment_section, status_section
 from .sections.subnetworks import baselines_section, longer_section, subnetworks_section, super_section
@@ -43,6 +44,7 @@ def builtin_sections() -> list[tuple[str, Callable[[Context], Section]]]:
         ("stability", stability_section),
         ("importance", importance_section),
         ("overlaps", overlaps_section),
+        ("fisher", fisher_section),
     ]
 
 

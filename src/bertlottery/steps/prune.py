@@ -1,12 +1,17 @@
 """Find the good subnetwork of a fine-tuned run (``bertlottery prune``): s-pruning of heads and MLPs,
-or m-pruning of weights (Prasanna et al. 2020, section 3; `bertlottery.pruning` holds the searches).
+or m-pruning of weights (Prasanna et al. 2020, section 3; `bertlottery.pruning` holds the searches), or
+the retraining-free Fisher search of heads and MLP neurons under a cost budget (Kwon et al. 2022;
+`bertlottery.fisher`).
 
 A prune step writes a directory (names in `bertlottery.runs`)::
 
     OUT/
-      mask.safetensors   the good mask (heads+MLPs, or weights), with how it was made in its metadata
+      mask.safetensors   the good mask (heads+MLPs, weights, or heads + neurons as weights), with how it
+                         was made in its metadata
       trace.json         every step: phase, sizes, metric, accepted, the scores it was chosen by
       metrics.json       the good mask's metrics on every eval split, and its size
+      fisher.safetensors Fisher only: the diagonal Fisher scores (heads, neurons), the tuned scales
+                         (head_scales, neuron_scales) and the kept neurons (neurons_kept: uint8[layer, unit])
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -32,12 +39,13 @@ from ..pruning import criterion_threshold, magnitude_search, structured_search
 from ..tasks import get_task
 from .taskdata import CAP_SEED, TaskData, evaluate_model, finetuned_run_config, prepare_task_data
 
-__all__ = ["prune_structured_run", "prune_magnitude_run", "SCORING_SPLITS"]
+__all__ = ["prune_structured_run", "prune_magnitude_run", "prune_fisher_run", "SCORING_SPLITS"]
 
 SCORING_SPLITS = ("dev", "heldout")
 
 
-def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = False) -> tuple[nn.Module, TaskData, dict]:
+def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = False,
+                    with_train: bool = False) -> tuple[nn.Module, TaskData, dict]:
     config = finetuned_run_config(run_dir)
     task = get_task(config["task"])
     model_dir = runs.model_dir_of(run_dir)
@@ -49,9 +57,9 @@ def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = Fal
             "fine-tune with --holdout-fraction 0.1, or score on dev."
         )
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=config["train"]["max_length"],
-                             with_train=False, max_train_examples=config.get("max_train_examples"),
+                             with_train=with_train, max_train_examples=config.get("max_train_examples"),
                              cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
-                             holdout_fraction=holdout if heldout else 0.0, with_majority=True)
+                             holdout_fraction=holdout if heldout or with_train else 0.0, with_majority=True)
     model = load_model(str(model_dir), task.num_labels)
     return model, data, config
 
@@ -72,7 +80,10 @@ def _primary(model: nn.Module, data: TaskData, batches) -> float:
     return evaluate(model, data.task, batches)[data.task.primary_metric]
 
 
-def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace: dict, overwrite: bool) -> dict:
+def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace: dict, overwrite: bool,
+                     extra: dict | None = None, tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
+    """Write the prune directory; ``extra``: more keys of metrics.json, ``tensors``: more safetensors
+    files (name -> tensors)."""
     results = evaluate_model(model, data, masks)
     record = {
         "task": data.task.name,
@@ -83,9 +94,12 @@ def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace:
         "mlps_kept": masks.mlps.n_kept if masks.mlps is not None else None,
         "weights_kept": masks.weights.n_kept if masks.weights is not None else None,
         "params": masks.params,
+        **(extra or {}),
     }
     with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
         save_masks(scratch / runs.MASK_FILE, masks, model_layout(model))
+        for name, content in (tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in content.items()}, str(scratch / name))
         runs.write_json(scratch / runs.TRACE_FILE, trace)
         runs.write_json(scratch / runs.METRICS_FILE, record)
     return record
@@ -202,3 +216,81 @@ def prune_magnitude_run(
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
              "params": params}
     return _write_prune_dir(out, masks, model, data, trace, overwrite)
+
+
+def prune_fisher_run(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    glue_dir: Path | None,
+    budget_of: str | os.PathLike | None = None,
+    budget_fraction: float | None = None,
+    budget: int | None = None,
+    cost: str = "macs",
+    examples: int = 2048,
+    seq_len: int = 128,
+    labels: str = "gold",
+    rearrange: bool = True,
+    tune: bool = True,
+    tune_examples: int | None = None,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The Fisher search of a fine-tuned run (`bertlottery.fisher.fisher_search`): the good head + neuron
+    mask under a cost budget, without retraining; its trace, metrics and scores.
+
+    The budget is one of: ``budget_of`` an s-pruning good mask (file or prune directory) whose cost the
+    Fisher mask may not exceed; ``budget_fraction`` of the full model's cost; ``budget`` itself. The
+    sample is ``examples`` training examples (of those the run was trained on), drawn with the run's
+    seed; the least-squares tuning uses the first ``tune_examples`` of them. metrics.json holds the
+    binary mask's metrics (what the lottery's pruned mode evaluates, as for the other methods) and,
+    under ``tuned``, the tuned model's (the method's own, retraining-free result).
+    """
+    from ..fisher import budget_from_masks, fisher_sample, fisher_search
+    from ..masking import fisher_gated
+    from ..masks import load_masks
+
+    given = [name for name, value in (("budget_of", budget_of), ("budget_fraction", budget_fraction),
+                                      ("budget", budget)) if value is not None]
+    if len(given) != 1:
+        raise UserError("Give the Fisher search one budget: an s-pruning good mask to match (--budget-of), a "
+                        f"fraction of the full model's cost (--budget-fraction) or a cost (--budget); got {given or 'none'}.")
+    run_dir = Path(run_dir)
+    model, data, config = _load_finetuned(run_dir, glue_dir, with_train=True)
+    layout = model_layout(model)
+    if budget_of is not None:
+        budget = budget_from_masks(model, load_masks(runs.mask_file_of(budget_of)), cost=cost, seq_len=seq_len)
+    seed = config["train"]["seed"]
+    sample = fisher_sample(data.train, data.pad_id, n_examples=examples, seed=seed, batch_size=batch_size)
+    calibration = None
+    if tune and tune_examples is not None and tune_examples < examples:
+        # the same seeded permutation's first examples: a subset of the Fisher sample
+        calibration = fisher_sample(data.train, data.pad_id, n_examples=tune_examples, seed=seed, batch_size=batch_size)
+    dev = data.eval_batches(data.main_split)
+    full_metric = _primary(model, data, dev)
+
+    started = time.time()
+    result = fisher_search(model, sample, budget=budget, budget_fraction=budget_fraction, cost=cost, seq_len=seq_len,
+                           labels=labels, rearrange_masks=rearrange, tune=tune, tune_batches=calibration)
+    seconds = round(time.time() - started, 2)
+    with fisher_gated(model, result.head_scales, result.neuron_scales):
+        tuned = {split: evaluate(model, data.task, data.eval_batches(split)) for split in data.evals}
+    masks = result.masks(model)
+    with gated(model, heads=masks.heads), weight_masked(model, masks.weights):
+        final_metric = _primary(model, data, dev)
+    params = {
+        **masks.params, "method": "fisher", "budget_of": str(budget_of) if budget_of is not None else None,
+        "budget_fraction": budget_fraction, "tune_examples": tune_examples, "seed": seed, "task": data.task.name,
+        "model": config["model"], "run": str(run_dir), "full_metric": full_metric, "final_metric": final_metric,
+        "tuned_metric": tuned[data.main_split][data.task.primary_metric], "subnetwork": "good",
+    }
+    masks.params = params
+    trace = {**result.trace, "params": params, "metric_name": data.task.primary_metric, "seconds_total": seconds}
+    scores = {"heads": result.scores.heads, "neurons": result.scores.neurons, "head_scales": result.head_scales,
+              "neuron_scales": result.neuron_scales, "neurons_kept": result.neurons.to(torch.uint8)}
+    extra = {"tuned": {split: {"metrics": m} for split, m in tuned.items()}, "neurons_kept": int(result.neurons.sum()),
+             "cost": result.cost, "budget": result.budget, "full_cost": result.full_cost, "seconds": seconds,
+             "layout": {"num_layers": layout.num_layers, "num_heads": layout.num_heads,
+                        "intermediate_size": layout.intermediate_size}}
+    return _write_prune_dir(out, masks, model, data, trace, overwrite, extra, {runs.FISHER_FILE: scores})

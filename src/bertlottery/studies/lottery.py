@@ -1,7 +1,8 @@
 """The lottery study (Prasanna et al. 2020) as stages: the graph of a config, and running one stage.
 
 Per task and seed: ``finetune``; per method ``prune`` (the good mask) and ``subnetworks`` (good, random
-and bad masks of its size); per subnetwork ``evaluate`` (pruned) and ``retrain`` (re-fine-tuned, and
+and bad masks of its size; the Fisher search's prune stage reads the structured one of the same task
+and seed, whose good mask's cost is its budget, unless the config gives a budget); per subnetwork ``evaluate`` (pruned) and ``retrain`` (re-fine-tuned, and
 longer with ``longer_retraining``); ``baseline`` (random-init). Per task: ``super`` (super-survivors
 over the seeds' structured masks, evaluated and re-fine-tuned like the others) and the majority
 baseline. With a ``tune:`` section, first per task: ``tune-candidate`` (one per grid point, scored on a
@@ -54,16 +55,21 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
                               **({"learnt_check": check_alpha} if check_alpha else {})}, tuned)
             stages.append(finetune)
             per_seed[seed] = {"finetune": finetune}
-            for method in config.methods:
-                method_settings = {"keep_fraction": pruning["keep_fraction"], "compat": pruning["compat"],
-                                   **prune_extra, **pruning[method]}
-                prune = Stage("prune", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
-                              method_settings, {"finetune": finetune.id})
-                subs = Stage("subnetworks", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
-                             {"compat": pruning["compat"]}, {"prune": prune.id})
+            # the Fisher search last: by default its budget is the structured good mask's cost
+            for method in sorted(config.methods, key=lambda m: m == "fisher"):
+                if method == "fisher":
+                    prune, subs = _fisher_stages(task, seed, pruning, check["enabled"], finetune, per_seed[seed])
+                else:
+                    method_settings = {"keep_fraction": pruning["keep_fraction"], "compat": pruning["compat"],
+                                       **prune_extra, **pruning[method]}
+                    prune = Stage("prune", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
+                                  method_settings, {"finetune": finetune.id})
+                    subs = Stage("subnetworks", task, f"seed{seed}-{method}", {"seed": seed, "method": method},
+                                 {"compat": pruning["compat"]}, {"prune": prune.id})
                 stages += [prune, subs]
                 prunes[method].append(prune)
                 per_seed[seed][method] = subs
+                per_seed[seed][f"prune-{method}"] = prune
                 stages += _evaluations(config, task, seed, method, finetune, subs, train)
             if "random-init" in config.baselines and "structured" in config.methods:
                 stages.append(Stage("baseline", task, f"seed{seed}-random-init",
@@ -105,6 +111,21 @@ def _untuned(train: dict, tune: list[Stage]) -> dict:
     """A stage's training settings less those its task's ``tune`` stage chooses (read when it runs)."""
     tuned = tune[-1].settings["tuned"] if tune else []
     return {k: v for k, v in train.items() if k not in tuned}
+
+
+def _fisher_stages(task: str, seed: int, pruning: dict, check: bool, finetune: Stage,
+                   done: dict[str, Stage]) -> tuple[Stage, Stage]:
+    """The Fisher search's prune and subnetworks stages. Without an explicit budget the prune stage
+    reads the structured prune stage of the same task and seed, whose good mask's cost it matches;
+    the subnetworks stage reads the fine-tuned model, whose MLP weights hold its neuron masks."""
+    settings = {**({} if check else {"learnt_check": False}), **pruning["fisher"]}
+    inputs = {"finetune": finetune.id}
+    if settings["budget"] is None and settings["budget_fraction"] is None:
+        inputs["budget"] = done["prune-structured"].id
+    prune = Stage("prune", task, f"seed{seed}-fisher", {"seed": seed, "method": "fisher"}, settings, inputs)
+    subs = Stage("subnetworks", task, f"seed{seed}-fisher", {"seed": seed, "method": "fisher"}, {},
+                 {"prune": prune.id, "finetune": finetune.id})
+    return prune, subs
 
 
 def _trained_on(train: dict) -> dict:
@@ -179,7 +200,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         s = stage.settings
         if s.get("learnt_check", True):
             _refuse_unlearnt(inputs["finetune"], glue)
-        compat = None if s["compat"] == "none" else s["compat"]
+        compat = None if s.get("compat", "none") == "none" else s["compat"]
         criterion = s.get("criterion", "paper")
         try:
             if stage.keys["method"] == "structured":
@@ -188,6 +209,12 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                                            scoring_split=s["scoring_split"], normalize_by_layer=s["normalize_by_layer"],
                                            global_min_max=s["global_min_max"], compat=compat,
                                            batch_size=s["batch_size"], overwrite=True, progress=progress)
+            elif stage.keys["method"] == "fisher":
+                prune.prune_fisher_run(inputs["finetune"], out, glue_dir=glue, budget_of=inputs.get("budget"),
+                                       budget_fraction=s["budget_fraction"], budget=s["budget"], cost=s["cost"],
+                                       examples=s["examples"], seq_len=s["seq_len"], labels=s["labels"],
+                                       rearrange=s["rearrange"], tune=s["tune"], tune_examples=s["tune_examples"],
+                                       batch_size=s["batch_size"], overwrite=True, progress=progress)
             else:
                 prune.prune_magnitude_run(inputs["finetune"], out, glue_dir=glue, keep_fraction=s["keep_fraction"],
                                           criterion=criterion, scope=s["scope"], tensor_set=s["tensors"],
@@ -195,6 +222,10 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
                                           progress=progress)
         except NotAboveChance as error:
             raise Skipped(_not_learnt(str(error))) from None
+        return []
+    if stage.kind == "subnetworks" and stage.keys["method"] == "fisher":
+        subnetworks.make_fisher_subnetworks(inputs["prune"], inputs["finetune"], out, seed=stage.keys["seed"],
+                                            overwrite=True)
         return []
     if stage.kind == "subnetworks":
         compat = None if stage.settings["compat"] == "none" else stage.settings["compat"]
