@@ -253,3 +253,21 @@ def test_a_tuned_task_is_costed_by_its_candidates_and_bounded_by_the_grid(tiny_m
     layout = layout_from_config(model_dims(tuned.model)[0])
     tokens = sorted({stage_work(s, tuned, sizes, layout).most[0].tokens for s in candidates})
     assert len(tokens) == 2 and tokens[1] == pytest.approx(3 * tokens[0])  # 1 or 3 epochs over the same examples
+
+
+def test_a_fisher_search_is_costed_by_its_sample_and_its_tuning(glue_dir):
+    config = load(REPO / "configs" / "fisher-smoke.yaml", [f"glue_dir={glue_dir}"])
+    stages = expand(config)
+    plan = study_plan(config, stages, calibrate_here=False)
+    assert plan["stages"] == dict(Counter(s.kind for s in stages))
+    untuned = load(REPO / "configs" / "fisher-smoke.yaml", [f"glue_dir={glue_dir}", "pruning.fisher.tune=false"])
+    fisher = [s for s in stages if s.kind == "prune" and s.keys["method"] == "fisher"]
+    fisher_untuned = [s for s in expand(untuned) if s.kind == "prune" and s.keys["method"] == "fisher"]
+    from bertlottery.models import layout_from_config
+    from bertlottery.plan import model_dims, stage_work, task_sizes
+
+    sizes = task_sizes(config, ["RTE"], {"RTE": config.train.for_task("RTE", 1)["max_length"]})
+    layout = layout_from_config(model_dims(config.model)[0])
+    with_tuning = stage_work(fisher[0], config, sizes, layout).most
+    without = stage_work(fisher_untuned[0], untuned, sizes, layout).most
+    assert any(p.kind == "score" for p in with_tuning) and len(with_tuning) == len(without) + 1

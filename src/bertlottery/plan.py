@@ -301,6 +301,8 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
                 return [*fixed, *_eval_passes(size, length, n, main_only=True, task=task),
                         Pass("score", (accepted + 1) * score_tokens, s["batch_size"], length)]
             return StageWork(search(steps, steps), search(1, 0), loads_model=True)
+        if stage.keys["method"] == "fisher":
+            return _fisher_work(s, size, train, length, layout, fixed, task)
         from .compat import Compat, get_compat
 
         compat = get_compat(None if s["compat"] == "none" else s["compat"])
@@ -310,6 +312,21 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
         return StageWork([*fixed, *_eval_passes(size, length, steps, main_only=True, task=task)],
                          [*fixed, *_eval_passes(size, length, 1, main_only=True, task=task)], loads_model=True)
     raise ValueError(f"no work model for stage kind {kind}")
+
+
+def _fisher_work(s: dict, size: TaskSize, train: dict, length: int, layout, fixed: list[Pass], task) -> StageWork:
+    """The Fisher search (`bertlottery.fisher`): one forward and backward pass over its sample for the
+    gates' gradients; the least-squares tuning runs the teacher once and the student up to each layer's
+    two sub-layers (at most 2 x layers forward passes over its calibration sample, counted as such: an
+    upper bound); then the full model, the binary and the tuned mask on dev."""
+    examples = min(s["examples"], _train_examples(size, train))
+    tuning = min(s["tune_examples"] or examples, examples) if s["tune"] else 0
+    tokens = int(round(size.train_tokens))
+    work = [*fixed, *_eval_passes(size, length, 1, task=task),
+            Pass("score", examples * size.train_tokens, s["batch_size"], tokens),
+            *([Pass("eval", (1 + 2 * layout.num_layers) * tuning * size.train_tokens, s["batch_size"], tokens)]
+              if tuning else [])]
+    return StageWork(work, work, loads_model=True)
 
 
 def _pretraining_work(stage: Stage, config: ExperimentConfig) -> StageWork:
