@@ -6,7 +6,12 @@ Issue 16 changed them once, deliberately, for the configs with training caps (sm
 minilm-glue, gordon-minilm): a cap is now a seeded stratified sample instead of the file's first
 lines, so every capped stage computes something else; configs without caps (paper, gordon) keep their
 ids. minilm-glue also took the chance-aware criterion, so its prune stages and all after them changed,
-uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs."""
+uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs.
+
+Issue 15 changed them once more, deliberately, for the stages that re-fine-tune s-pruned subnetworks
+(the structured method's retrain stages, super-survivors' included, and the random-init baseline): they
+now train the physically smaller model (``train.subnetwork_training: physical``). With ``gated`` every
+config keeps the ids it had before (`GATED`), so a run made before resumes with that setting."""
 
 import hashlib
 import json
@@ -20,6 +25,14 @@ from bertlottery.studies import expand
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 DIGESTS = {
+    "smoke": "5f0fed91238c40cc",
+    "gordon-minilm": "d0f2806f0367c7a4",
+    "minilm-glue": "7d82d5824306dc39",
+    "paper": "0712ff5030225da1",
+    "gordon": "01036f8008207cad",
+    "quickstart": "a78ec345c3ab0864",
+}
+GATED = {  # the ids before issue 15, which train.subnetwork_training=gated keeps
     "smoke": "c1945b6323b12a68",
     "gordon-minilm": "d0f2806f0367c7a4",
     "minilm-glue": "75c50ea00ad59886",
@@ -29,10 +42,28 @@ DIGESTS = {
 }
 
 
+def digest(stages) -> str:
+    return hashlib.sha256(json.dumps([stage.id for stage in stages]).encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_every_shipped_config_keeps_its_stage_ids(name):
-    ids = [stage.id for stage in expand(load(CONFIGS / f"{name}.yaml"))]
-    assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == DIGESTS[name]
+    assert digest(expand(load(CONFIGS / f"{name}.yaml"))) == DIGESTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(GATED))
+def test_gated_subnetwork_training_keeps_the_ids_of_earlier_runs(name):
+    assert digest(expand(load(CONFIGS / f"{name}.yaml", ["train.subnetwork_training=gated"]))) == GATED[name]
+
+
+def test_only_the_re_fine_tunings_of_s_pruned_subnetworks_change_id_with_the_physical_path():
+    physical = expand(load(CONFIGS / "smoke.yaml"))
+    gated = expand(load(CONFIGS / "smoke.yaml", ["train.subnetwork_training=gated"]))
+    changed = {(a.kind, a.keys["method"]) for a, b in zip(physical, gated, strict=True) if a.id != b.id}
+    assert changed == {("retrain", "structured"), ("baseline", "random-init")}
+    retrains = [s for s in physical if s.kind == "retrain"]
+    assert {s.settings.get("subnetwork_training") for s in retrains if s.keys["method"] == "structured"} == {"physical"}
+    assert all("subnetwork_training" not in s.settings for s in retrains if s.keys["method"] == "magnitude")
 
 
 def test_the_smoke_study_keeps_its_first_ids():
