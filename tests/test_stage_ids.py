@@ -8,10 +8,12 @@ lines, so every capped stage computes something else; configs without caps (pape
 ids. minilm-glue also took the chance-aware criterion, so its prune stages and all after them changed,
 uncapped WNLI's too; WNLI's fine-tuning and majority stages keep theirs.
 
-Issue 15 changed them once more, deliberately, for the stages that re-fine-tune s-pruned subnetworks
-(the structured method's retrain stages, super-survivors' included, and the random-init baseline): they
-now train the physically smaller model (``train.subnetwork_training: physical``). With ``gated`` every
-config keeps the ids it had before (`GATED`), so a run made before resumes with that setting."""
+Issue 15 changed them once more, deliberately, twice over: every stage that trains or reads a trained
+model now runs in bf16 by default (``train.precision``; before, fp32), and the stages that re-fine-tune
+s-pruned subnetworks (the structured method's retrain stages, super-survivors' included, and the
+random-init baseline) train the physically smaller model (``train.subnetwork_training: physical``).
+With ``precision: fp32`` and ``subnetwork_training: gated`` every config keeps the ids it had before
+(`EARLIER`), so a run made before resumes with those two settings."""
 
 import hashlib
 import json
@@ -25,14 +27,15 @@ from bertlottery.studies import expand
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 DIGESTS = {
-    "smoke": "5f0fed91238c40cc",
-    "gordon-minilm": "d0f2806f0367c7a4",
-    "minilm-glue": "7d82d5824306dc39",
-    "paper": "0712ff5030225da1",
-    "gordon": "01036f8008207cad",
-    "quickstart": "a78ec345c3ab0864",
+    "smoke": "95b5b68173d85cb4",
+    "gordon-minilm": "8ffa88540d3bb3a7",
+    "minilm-glue": "eafff8932fa68e52",
+    "paper": "3f33df0aeb685cde",
+    "gordon": "19b9136cdd031b1d",
+    "quickstart": "b1e1ab5f59fa2591",
 }
-GATED = {  # the ids before issue 15, which train.subnetwork_training=gated keeps
+EARLIER_SETTINGS = ["train.precision=fp32", "train.subnetwork_training=gated"]
+EARLIER = {  # the ids before issue 15, which EARLIER_SETTINGS keep
     "smoke": "c1945b6323b12a68",
     "gordon-minilm": "d0f2806f0367c7a4",
     "minilm-glue": "75c50ea00ad59886",
@@ -51,14 +54,14 @@ def test_every_shipped_config_keeps_its_stage_ids(name):
     assert digest(expand(load(CONFIGS / f"{name}.yaml"))) == DIGESTS[name]
 
 
-@pytest.mark.parametrize("name", sorted(GATED))
-def test_gated_subnetwork_training_keeps_the_ids_of_earlier_runs(name):
-    assert digest(expand(load(CONFIGS / f"{name}.yaml", ["train.subnetwork_training=gated"]))) == GATED[name]
+@pytest.mark.parametrize("name", sorted(EARLIER))
+def test_fp32_and_gated_subnetwork_training_keep_the_ids_of_earlier_runs(name):
+    assert digest(expand(load(CONFIGS / f"{name}.yaml", EARLIER_SETTINGS))) == EARLIER[name]
 
 
 def test_only_the_re_fine_tunings_of_s_pruned_subnetworks_change_id_with_the_physical_path():
-    physical = expand(load(CONFIGS / "smoke.yaml"))
-    gated = expand(load(CONFIGS / "smoke.yaml", ["train.subnetwork_training=gated"]))
+    physical = expand(load(CONFIGS / "smoke.yaml", ["train.precision=fp32"]))
+    gated = expand(load(CONFIGS / "smoke.yaml", EARLIER_SETTINGS))
     changed = {(a.kind, a.keys["method"]) for a, b in zip(physical, gated, strict=True) if a.id != b.id}
     assert changed == {("retrain", "structured"), ("baseline", "random-init")}
     retrains = [s for s in physical if s.kind == "retrain"]
@@ -67,12 +70,12 @@ def test_only_the_re_fine_tunings_of_s_pruned_subnetworks_change_id_with_the_phy
 
 
 def test_the_smoke_study_keeps_its_first_ids():
-    ids = [stage.id for stage in expand(load(CONFIGS / "smoke.yaml"))]
+    ids = [stage.id for stage in expand(load(CONFIGS / "smoke.yaml", EARLIER_SETTINGS))]
     assert ids[0] == "finetune/RTE/seed1-5aa71a3e3c"
     assert "prune/RTE/seed1-structured-e54e8a05e0" in ids and "prune/RTE/seed1-magnitude-c5ecab2b50" in ids
 
 
 def test_an_uncapped_task_of_a_capped_config_keeps_its_fine_tuning_and_majority_ids():
-    ids = [stage.id for stage in expand(load(CONFIGS / "minilm-glue.yaml"))
+    ids = [stage.id for stage in expand(load(CONFIGS / "minilm-glue.yaml", EARLIER_SETTINGS))
            if stage.task == "WNLI" and (stage.kind == "finetune" or stage.keys.get("method") == "majority")]
     assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == "ec9687af6dbb123f"
