@@ -81,7 +81,7 @@ def finetune_run(
     elif masks is not None:
         masks.check_against(layout, shapes)
 
-    precision, _ = device_precision(settings.precision, model)
+    precision = settings.precision  # as asked: each evaluation resolves it for the device its model is on
     trained_as = _trained_as(masks, settings)
 
     def after_epoch(epoch: int, trained: nn.Module) -> dict[str, Any] | None:
@@ -101,8 +101,9 @@ def finetune_run(
                            on_epoch_end=after_epoch, progress=progress)
     train_seconds = time.time() - started
     # the small model computes what the merged full model computes under the mask, in fewer operations
-    results = (evaluate_model(small, data, precision=precision) if trained_as == "physical"
-               else evaluate_model(model, data, masks, precision=precision))
+    evaluated, applied = (small, None) if trained_as == "physical" else (model, masks)
+    results = evaluate_model(evaluated, data, applied, precision=precision)
+    precision_used, _ = device_precision(precision, evaluated)
 
     config = {
         "model": model_name,
@@ -118,7 +119,7 @@ def finetune_run(
         "holdout_seed": HOLDOUT_SEED if holdout_fraction else None,
         "random_init": random_init,
         "trained_as": trained_as,
-        "precision_used": precision,
+        "precision_used": precision_used,
         **(extra_config or {}),
     }
     record = metrics_record(task, results, train_seconds=round(train_seconds, 2),
