@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +200,133 @@ def test_training_pruned_minilm_is_training_gated_minilm(glue_dir):
     settings = TrainSettings(learning_rate=1e-3, epochs=1, weight_decay=0.01, warmup_ratio=0.3, max_grad_norm=0.5)
     reference, small, merged = train_both(model, masks, batches, settings)
     assert_same_training(start, reference, small, merged, masks, batches, settings, atol=1e-9)
+
+
+# ---- through the steps and the lottery study's stages ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir):
+    """A tiny BERT without dropout (so that both ways of training are the same computation), fine-tuned
+    on a small RTE-shaped task: ``(glue_dir, run_dir, subnetworks_dir)`` with the head+MLP mask as the
+    good subnetwork."""
+    import json
+    import shutil
+
+    from bertlottery import runs
+    from bertlottery.masks import save_masks
+    from bertlottery.models import model_layout
+    from bertlottery.steps.finetune import finetune_run
+
+    from tiny import write_rte
+
+    root = tmp_path_factory.mktemp("physical-steps")
+    model_dir = root / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model_dir / "config.json").write_text(json.dumps(config))
+    glue = write_rte(root / "glue", n_train=40, n_dev=24)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTLOTTERY_CACHE", str(root / "cache"))
+        # fp32: under bf16 the two ways round differently (other matrix shapes), so they agree less closely;
+        # a re-fine-tuning runs in the precision of the run that found its mask
+        settings = TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, max_length=24, seed=3, precision="fp32")
+        finetune_run(str(model_dir), "RTE", root / "run", glue_dir=glue, settings=settings, progress=False)
+        subnetworks = root / "subnetworks"
+        subnetworks.mkdir()
+        model = tiny_model()
+        save_masks(subnetworks / runs.subnetwork_file("good"), masks_of("some heads, MLP 0 gone"), model_layout(model))
+        yield glue, root / "run", subnetworks, root
+
+
+def test_a_retrain_stage_trains_the_pruned_model_and_gives_the_gated_row(tiny_run):
+    from bertlottery import runs
+    from bertlottery.config import load
+    from bertlottery.studies import lottery
+
+    glue, run, subnetworks, root = tiny_run
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    rows, configs, histories = {}, {}, {}
+    for how in ("physical", "gated"):
+        config = load(smoke, [f"glue_dir={glue}", f"train.subnetwork_training={how}", "methods=[structured]"])
+        stage = next(s for s in lottery.expand(config)
+                     if s.kind == "retrain" and s.keys["subnetwork"] == "good" and s.keys["mode"] == "retrained")
+        assert stage.settings.get("subnetwork_training") == (how if how == "physical" else None)
+        out = root / f"retrain-{how}"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("BERTLOTTERY_CACHE", str(root / "cache"))
+            rows[how] = lottery.execute(stage, out, {"finetune": run, "subnetworks": subnetworks}, config, progress=False)
+        configs[how] = runs.read_json(out / runs.CONFIG_FILE)
+        histories[how] = runs.read_json(out / runs.HISTORY_FILE)
+    assert configs["physical"]["trained_as"] == "physical" and configs["gated"]["trained_as"] == "gated"
+    assert configs["physical"]["train"]["subnetwork_training"] == "physical"
+    # the same training, step by step, and the same rows (stage ids differ: the setting is part of them)
+    assert histories["physical"]["losses"] == pytest.approx(histories["gated"]["losses"], abs=1e-5)
+    assert len(rows["physical"]) == len(rows["gated"]) > 0
+    for ours, theirs in zip(rows["physical"], rows["gated"]):
+        ours, theirs = dataclasses.asdict(ours), dataclasses.asdict(theirs)
+        assert ours.keys() == theirs.keys()
+        for key, value in theirs.items():
+            if key == "stage_id":
+                assert value != ours[key]
+            elif isinstance(value, float):
+                assert ours[key] == pytest.approx(value, abs=1e-6), key
+            else:
+                assert ours[key] == value, key
+
+
+def test_the_prune_step_evaluates_on_pruned_models_and_takes_the_gated_steps(tiny_run):
+    from bertlottery import runs
+    from bertlottery.steps.prune import prune_structured_run
+
+    glue, run, _, root = tiny_run
+    traces = {}
+    for physical in (True, False):
+        out = root / f"prune-{physical}"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("BERTLOTTERY_CACHE", str(root / "cache"))
+            prune_structured_run(run, out, glue_dir=glue, keep_fraction=0.95, physical=physical, progress=False)
+        traces[physical] = runs.read_json(out / runs.TRACE_FILE)
+    ours, theirs = traces[True], traces[False]
+    assert ours["evaluated_on"] == "physical" and theirs["evaluated_on"] == "gated"
+    assert len(theirs["steps"]) >= 2
+    keys = ("phase", "accepted", "pruned_heads", "pruned_mlps", "heads_kept", "mlps_kept")
+    assert [{k: s[k] for k in keys} for s in ours["steps"]] == [{k: s[k] for k in keys} for s in theirs["steps"]]
+    assert [s["metric"] for s in ours["steps"]] == pytest.approx([s["metric"] for s in theirs["steps"]], abs=1e-9)
+    assert (ours["heads_kept"], ours["mlps_kept"]) == (theirs["heads_kept"], theirs["mlps_kept"])
+
+
+@pytest.mark.slow
+def test_a_search_on_real_sst2_dev_takes_the_same_steps_on_pruned_minilm(glue_dir):
+    from bertlottery.data import load_split, make_loader, tokenize
+    from bertlottery.evaluation import evaluate
+    from bertlottery.models import load_model, load_tokenizer
+
+    task = get_task("SST-2")
+    tokenizer = load_tokenizer("minilm-l6")
+    dev = tokenize(load_split(task, "dev", glue_dir)[:160], tokenizer, max_length=64)
+    batches = list(make_loader(dev, tokenizer.pad_token_id, 32, shuffle=False, seed=None))
+    model = load_model("minilm-l6", 2, seed=0).eval()
+
+    def measure(m: nn.Module) -> float:
+        return evaluate(m, task, batches)["accuracy"]
+
+    def gated_evaluate(heads, mlps):
+        with gated(model, heads=heads, mlps=mlps):
+            return measure(model)
+
+    scores = {}
+
+    def score(heads, mlps):  # computed once per mask, shared by both searches
+        key = (heads.keep.numpy().tobytes(), mlps.keep.numpy().tobytes())
+        if key not in scores:
+            scores[key] = structured_importance(model, batches, heads=heads, mlps=mlps)
+        return scores[key]
+
+    common = dict(num_layers=6, num_heads=12, full_metric=measure(model), keep_fraction=0.97)
+    expected = structured_search(score, gated_evaluate, **common)
+    ours = structured_search(score, pruned_evaluator(model, measure), **common)
+    assert len(expected.trace) >= 2
+    assert [(s.phase, s.accepted, s.pruned_heads, s.pruned_mlps, s.metric) for s in ours.trace] == \
+           [(s.phase, s.accepted, s.pruned_heads, s.pruned_mlps, s.metric) for s in expected.trace]
+    assert ours.heads == expected.heads and ours.mlps == expected.mlps

@@ -80,3 +80,106 @@ def test_fp32_is_fp32_everywhere_and_fp16_needs_cuda(caplog):
 
 def test_accelerate_names():
     assert [accelerate_mixed_precision(p) for p in ("fp32", "bf16", "fp16")] == ["no", "bf16", "fp16"]
+
+
+# ---- the setting, and where it applies -----------------------------------------------------------
+
+def test_train_precision_replaces_mixed_precision_and_keeps_its_hash():
+    import warnings
+
+    from bertlottery.config import ConfigError, from_dict
+    from bertlottery.settings import TrainSettings
+
+    with pytest.warns(FutureWarning, match="train.mixed_precision is now called train.precision"):
+        old = from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "train": {"mixed_precision": "no"}})
+    assert old.train.precision == "fp32"
+    with pytest.warns(FutureWarning):
+        assert from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "train": {"mixed_precision": "bf16"}}).train.precision == "bf16"
+    with pytest.raises(ConfigError, match="give only train.precision"):
+        from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "train": {"mixed_precision": "no", "precision": "fp32"}})
+    with pytest.raises(ConfigError, match="train.precision: unknown 'bf61'. Did you mean 'bf16'"):
+        from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "train": {"precision": "bf61"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert from_dict({"name": "t", "model": "minilm-l6", "tasks": ["RTE"], "train": {"precision": "bf16"}}).train.precision == "bf16"
+    # stages hash it under the old name and value (fp32 stages keep their ids), and read it back
+    assert TrainSettings(precision="fp32").stage_dict()["mixed_precision"] == "no"
+    assert "precision" not in TrainSettings(precision="bf16").stage_dict()
+    assert TrainSettings.from_dict({"mixed_precision": "no"}).precision == "fp32"
+    assert TrainSettings.from_dict(TrainSettings(precision="bf16").stage_dict()).precision == "bf16"
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """This CPU reported as having avx512_bf16, so that the bf16 path runs on any test machine (torch's
+    CPU autocast runs without it, only slower)."""
+    import bertlottery.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=None: cpu_flags(EPYC))
+
+
+def _trained(precision: str, batches) -> dict[str, torch.Tensor]:
+    from bertlottery.training import TrainSettings, finetune
+
+    from tiny import tiny_model
+
+    model = tiny_model(seed=0)
+    settings = TrainSettings(learning_rate=1e-3, epochs=1, seed=5, precision=precision)
+    finetune(model, lambda epoch: batches, settings, progress=False)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_runs_in_other_precisions_follow_each_other_in_one_process(bf16_cpu):
+    from tiny import tiny_batch
+
+    batches = [tiny_batch(batch=4, length=9, seed=s) for s in range(3)]
+    first = _trained("fp32", batches)
+    bf16 = _trained("bf16", batches)  # accelerate would refuse a second mixed-precision setting here
+    again = _trained("fp32", batches)
+    for name, value in first.items():
+        torch.testing.assert_close(again[name], value, atol=0, rtol=0)  # fp32 again, not left in bf16
+    differences = [(bf16[n] - first[n]).abs().max().item() for n in first]
+    assert max(differences) > 1e-6, "the bf16 run computed exactly the fp32 one: no autocast"
+    assert max(differences) < 0.05  # the same training, in lower precision
+
+
+def test_fp16_on_cpu_is_refused_before_training():
+    from bertlottery.training import TrainSettings, finetune
+
+    from tiny import tiny_batch, tiny_model
+
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        finetune(tiny_model(), lambda epoch: [tiny_batch()], TrainSettings(epochs=1, precision="fp16"), progress=False)
+
+
+def test_evaluation_and_scoring_run_in_the_precision_asked(bf16_cpu):
+    from bertlottery.evaluation import predict
+    from bertlottery.importance import structured_importance
+
+    from tiny import tiny_batch, tiny_model
+
+    model = tiny_model(seed=1)
+    batches = [{**tiny_batch(batch=6, length=11, seed=s), "index": torch.arange(6 * s, 6 * s + 6)} for s in range(2)]
+    fp32, _ = predict(model, batches)
+    bf16, _ = predict(model, batches, precision="bf16")
+    assert not (fp32 == bf16).all() and abs(fp32 - bf16).max() < 0.05
+    full, low = (structured_importance(model, batches, precision=p) for p in ("fp32", "bf16"))
+    assert not torch.equal(full.heads, low.heads)
+    torch.testing.assert_close(low.heads, full.heads, atol=0.05, rtol=0.1)
+
+
+def test_a_cpu_without_bf16_evaluates_in_fp32_with_a_notice(monkeypatch, caplog):
+    import bertlottery.precision as precision
+    from bertlottery.evaluation import predict
+
+    from tiny import tiny_batch, tiny_model
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=None: cpu_flags(OLD_XEON))
+    monkeypatch.setattr(precision, "_NOTICED", set())
+    model, batches = tiny_model(seed=1), [tiny_batch(batch=6, length=11, seed=0)]
+    with caplog.at_level(logging.WARNING, logger="bertlottery.precision"):
+        asked_bf16, _ = predict(model, batches, precision="bf16")
+        predict(model, batches, precision="bf16")
+    assert (asked_bf16 == predict(model, batches)[0]).all()
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 1 and "no bf16 instructions" in notices[0] and "\n" not in notices[0]

@@ -13,7 +13,14 @@ not tuned and keeps its ids. Configs without a ``tune:`` section keep theirs.
 Issue 16 changed the Gordon configs' digests once more, deliberately, by adding stages: the one-shot
 curve (G Fig. 5) in both, Figure 3 (right)'s fine-tunings in both, and in gordon-minilm the
 information-deletion control at the pruned models' epochs. Every stage the graphs had before keeps
-its id (the list grew; no id in it changed)."""
+its id (the list grew; no id in it changed).
+
+Issue 15 changed them once more, deliberately, twice over: every stage that trains or reads a trained
+model now runs in bf16 by default (``train.precision``; before, fp32), and the stages that re-fine-tune
+s-pruned subnetworks (the structured method's retrain stages, super-survivors' included, and the
+random-init baseline) train the physically smaller model (``train.subnetwork_training: physical``).
+With ``precision: fp32`` and ``subnetwork_training: gated`` every config keeps the ids it had before
+(`EARLIER`), so a run made before resumes with those two settings."""
 
 import hashlib
 import json
@@ -27,6 +34,16 @@ from bertlottery.studies import expand
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 DIGESTS = {
+    "smoke": "95b5b68173d85cb4",
+    "gordon-minilm": "5ba66685248b74f7",
+    "minilm-glue": "66a495b96301a698",
+    "paper": "3f33df0aeb685cde",
+    "gordon": "f26d07c16cdf0a58",
+    "quickstart": "b1e1ab5f59fa2591",
+    "fisher-smoke": "85e05d8a9cbcb4a2",
+}
+EARLIER_SETTINGS = ["train.precision=fp32", "train.subnetwork_training=gated"]
+EARLIER = {  # the ids before issue 15, which EARLIER_SETTINGS keep
     "smoke": "c1945b6323b12a68",
     "gordon-minilm": "fd14ee812c336467",
     "minilm-glue": "0da73e42e9c3ae3c",
@@ -37,20 +54,38 @@ DIGESTS = {
 }
 
 
+def digest(stages) -> str:
+    return hashlib.sha256(json.dumps([stage.id for stage in stages]).encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_every_shipped_config_keeps_its_stage_ids(name):
-    ids = [stage.id for stage in expand(load(CONFIGS / f"{name}.yaml"))]
-    assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == DIGESTS[name]
+    assert digest(expand(load(CONFIGS / f"{name}.yaml"))) == DIGESTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER))
+def test_fp32_and_gated_subnetwork_training_keep_the_ids_of_earlier_runs(name):
+    assert digest(expand(load(CONFIGS / f"{name}.yaml", EARLIER_SETTINGS))) == EARLIER[name]
+
+
+def test_only_the_re_fine_tunings_of_s_pruned_subnetworks_change_id_with_the_physical_path():
+    physical = expand(load(CONFIGS / "smoke.yaml", ["train.precision=fp32"]))
+    gated = expand(load(CONFIGS / "smoke.yaml", EARLIER_SETTINGS))
+    changed = {(a.kind, a.keys["method"]) for a, b in zip(physical, gated, strict=True) if a.id != b.id}
+    assert changed == {("retrain", "structured"), ("baseline", "random-init")}
+    retrains = [s for s in physical if s.kind == "retrain"]
+    assert {s.settings.get("subnetwork_training") for s in retrains if s.keys["method"] == "structured"} == {"physical"}
+    assert all("subnetwork_training" not in s.settings for s in retrains if s.keys["method"] == "magnitude")
 
 
 def test_the_smoke_study_keeps_its_first_ids():
-    ids = [stage.id for stage in expand(load(CONFIGS / "smoke.yaml"))]
+    ids = [stage.id for stage in expand(load(CONFIGS / "smoke.yaml", EARLIER_SETTINGS))]
     assert ids[0] == "finetune/RTE/seed1-5aa71a3e3c"
     assert "prune/RTE/seed1-structured-e54e8a05e0" in ids and "prune/RTE/seed1-magnitude-c5ecab2b50" in ids
 
 
 def test_an_uncapped_task_of_a_capped_config_keeps_its_fine_tuning_and_majority_ids():
-    ids = [stage.id for stage in expand(load(CONFIGS / "minilm-glue.yaml"))
+    ids = [stage.id for stage in expand(load(CONFIGS / "minilm-glue.yaml", EARLIER_SETTINGS))
            if stage.task == "WNLI" and (stage.kind == "finetune" or stage.keys.get("method") == "majority")]
     assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == "ec9687af6dbb123f"
 

@@ -89,7 +89,9 @@ MAGNITUDE_TENSOR_SETS = ("paper", "weights")
 CRITERIA = ("paper", "above_chance")  # `bertlottery.pruning.CRITERIA`
 FISHER_COSTS = ("macs", "params")  # `bertlottery.export.COSTS`
 FISHER_LABELS = ("gold", "predicted")  # `bertlottery.fisher.LABEL_SOURCES`
-RENAMED = {("pruning", "threshold"): "keep_fraction"}  # old key -> new name, accepted with a warning
+RENAMED = {("pruning", "threshold"): "keep_fraction",  # old key -> new name, accepted with a warning
+           ("train", "mixed_precision"): "precision"}
+RENAMED_VALUES = {("train", "mixed_precision"): {"no": "fp32"}}  # an old key's values under the new name
 
 
 _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -118,15 +120,20 @@ class TrainConfig(TrainSettings):
     holdout_fraction: float = 0.0
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def for_task(self, task: str, seed: int) -> dict[str, Any]:
+    def for_task(self, task: str, seed: int, *, subnetworks: bool = False) -> dict[str, Any]:
         """The settings of one task's training runs at ``seed``, as a stage records (and hashes) them.
 
         ``cap_seed`` is there only with a cap: a capped run trains on a seeded stratified sample, not
-        on the file's first lines as before, so its id must change; an uncapped run keeps its id."""
+        on the file's first lines as before, so its id must change; an uncapped run keeps its id.
+        ``subnetwork_training`` only where ``subnetworks`` (the stage trains s-pruned subnetworks): a
+        full or m-pruned fine-tuning does not use it, so its id does not depend on it."""
         merged = dataclasses.replace(self, **self.per_task.get(task, {}), seed=seed)
         cap = {} if merged.max_train_examples is None else {"cap_seed": merged.cap_seed}
-        return {**TrainSettings.from_dict(dataclasses.asdict(merged)).stage_dict(),
-                "max_train_examples": merged.max_train_examples, **cap, "holdout_fraction": merged.holdout_fraction}
+        train = TrainSettings.from_dict(dataclasses.asdict(merged)).stage_dict()
+        if not subnetworks:
+            train.pop("subnetwork_training", None)
+        return {**train, "max_train_examples": merged.max_train_examples, **cap,
+                "holdout_fraction": merged.holdout_fraction}
 
 
 @dataclass(frozen=True)
@@ -511,7 +518,8 @@ def _rename_old_keys(data: dict[str, Any], source: str, problems: list[str]) -> 
         if new in part:
             problems.append(f"{section}.{old} was renamed {section}.{new}; give only {section}.{new}")
             continue
-        part[new] = part.pop(old)
+        value = part.pop(old)
+        part[new] = RENAMED_VALUES.get((section, old), {}).get(value, value) if isinstance(value, str) else value
         warnings.warn(f"{source}: {section}.{old} is now called {section}.{new}; rename it (read as {new} this time)",
                       FutureWarning, stacklevel=3)
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .metrics import compute_metrics
+from .precision import autocast, resolve_precision
 from .tasks import TaskSpec
 
 __all__ = ["predict", "evaluate"]
@@ -22,21 +23,25 @@ __all__ = ["predict", "evaluate"]
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], *, device: torch.device | str | None = None
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], *, device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs and labels for every example, in the split's original order.
 
     Batches come length-sorted (``index`` says where each example belongs), so outputs are scattered
-    back to their original positions. Returns ``(logits [N, C] or scores [N], labels [N])``.
+    back to their original positions. ``precision``: the forward pass's (`bertlottery.precision`).
+    Returns ``(logits [N, C] or scores [N], labels [N])``.
     """
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     outputs, labels, order = [], [], []
     try:
         for batch in batches:
             inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "index")}
-            logits = model(**inputs).logits.float().cpu()
+            with autocast(precision, device):
+                logits = model(**inputs).logits.float().cpu()
             outputs.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits)
             labels.append(batch["labels"].cpu())
             order.append(batch["index"].cpu() if "index" in batch else None)
@@ -59,9 +64,10 @@ def evaluate(
     batches: Iterable[dict[str, torch.Tensor]],
     *,
     device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """The task's metrics (`bertlottery.metrics`) plus ``n_examples``."""
-    outputs, labels = predict(model, batches, device=device)
+    """The task's metrics (`bertlottery.metrics`) plus ``n_examples``, in ``precision``."""
+    outputs, labels = predict(model, batches, device=device, precision=precision)
     predictions = outputs if task.is_regression else outputs.argmax(-1)
     metrics = compute_metrics(task, predictions, labels)
     metrics["n_examples"] = int(len(labels))

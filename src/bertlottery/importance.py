@@ -33,6 +33,7 @@ from .compat import Compat
 from .masking import gated
 from .masks import HeadMask, MlpMask
 from .models import adapter_for
+from .precision import autocast, resolve_precision
 
 __all__ = [
     "ImportanceScores",
@@ -102,6 +103,7 @@ def structured_importance(
     global_min_max: bool = False,
     compat: Compat | None = None,
     device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> ImportanceScores:
     """Head and MLP importance of ``model`` under the current mask, from one backward pass per batch.
 
@@ -112,9 +114,11 @@ def structured_importance(
         global_min_max: min-max scale head scores and MLP scores, each kind over all its entries.
         compat: the released code's quirks (gradients never zeroed, head scores not divided by
             tokens); ``None`` computes the method as the paper describes it.
+        precision: the forward and backward passes' (`bertlottery.precision`; the gates stay fp32).
     """
     compat = compat or Compat()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     head_total = mlp_total = None
     n_tokens = n_examples = 0
     with frozen(model), gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
@@ -122,7 +126,8 @@ def structured_importance(
         running_mlps = torch.zeros_like(gates.mlps)
         for batch in batches:
             inputs = {k: v.to(device) for k, v in batch.items() if k != "index"}
-            loss = model(**inputs).loss
+            with autocast(precision, device):
+                loss = model(**inputs).loss
             grad_heads, grad_mlps = torch.autograd.grad(loss, [gates.heads, gates.mlps])
             if compat.accumulated_gate_gradients:
                 # released code: the gate's .grad was never zeroed, so each batch adds |running sum|

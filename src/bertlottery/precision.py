@@ -10,7 +10,7 @@
 
 Autocast keeps the weights in fp32 and runs matrix multiplications in the lower precision, so the
 optimizer and the saved model are unchanged. Training goes through accelerate, which takes
-`accelerate_mixed_precision`'s name; evaluation and scoring enter `autocast` themselves.
+`accelerator_for`'s Accelerator; evaluation and scoring enter `autocast` themselves.
 
 Example:
     >>> precision = resolve_precision("bf16", "cpu")            # "fp32" on a CPU without bf16   # doctest: +SKIP
@@ -37,6 +37,8 @@ __all__ = [
     "resolve_precision",
     "autocast",
     "accelerate_mixed_precision",
+    "accelerator_for",
+    "device_precision",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -101,13 +103,29 @@ def resolve_precision(precision: str, device: torch.device | str, *, flags: froz
         raise UserError(f"precision fp16 needs a CUDA GPU, but this run is on {kind}; use bf16 or fp32.")
     if precision == "bf16":
         if kind == "cpu" and not cpu_has_bf16(flags):
-            log.warning("precision bf16: this CPU (%s) has no bf16 instructions (%s); running in fp32 instead "
-                        "of a slower emulated bf16.", cpu_model(), " or ".join(BF16_CPU_FLAGS))
+            _notice_once(f"precision bf16: this CPU ({cpu_model()}) has no bf16 instructions "
+                         f"({' or '.join(BF16_CPU_FLAGS)}); running in fp32 instead of a slower emulated bf16.")
             return "fp32"
         if kind == "cuda" and not torch.cuda.is_bf16_supported():
-            log.warning("precision bf16: this GPU has no bf16 support; running in fp32.")
+            _notice_once("precision bf16: this GPU has no bf16 support; running in fp32.")
             return "fp32"
     return precision
+
+
+_NOTICED: set[str] = set()
+
+
+def _notice_once(message: str) -> None:
+    # a study resolves the precision in every stage: one line per process says it
+    if message not in _NOTICED:
+        _NOTICED.add(message)
+        log.warning(message)
+
+
+def device_precision(precision: str, model: torch.nn.Module) -> tuple[str, torch.device]:
+    """``(resolved precision, device)`` for evaluating or scoring ``model`` where its weights are."""
+    device = next(model.parameters()).device
+    return resolve_precision(precision, device), device
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -132,3 +150,20 @@ def accelerate_mixed_precision(precision: str) -> str:
     ('no', 'bf16')
     """
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def accelerator_for(precision: str):
+    """An accelerate ``Accelerator`` that trains in the resolved ``precision``.
+
+    accelerate keeps one mixed-precision setting per process (``AcceleratorState`` is shared) and
+    raises when a later Accelerator asks for another, so two runs in one process (a study, a test)
+    could not differ in precision. Its shared state is cleared first when it holds another setting,
+    as accelerate's own tests do; the process's device and distributed set-up (``PartialState``) stay.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    wanted = accelerate_mixed_precision(precision)
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != wanted:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=wanted)

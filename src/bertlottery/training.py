@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .masking import WeightMaskKeeper, gated
 from .masks import Masks
+from .precision import accelerator_for, resolve_precision
 from .settings import TrainSettings  # declared there, torch-free, for the config and the CLI
 
 __all__ = ["TrainSettings", "finetune", "TrainingDiverged", "build_adamw"]
@@ -107,12 +108,12 @@ def finetune(
         on_epoch_end: called as ``f(epoch, model)`` after each epoch (1-based) with the mask still
             applied; a returned dict is stored in the history (e.g. dev metrics per epoch).
     """
-    from accelerate import Accelerator
+    from accelerate.state import PartialState
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
     set_seed(settings.seed)  # dropout; the data order has its own generator, the classifier its own seed
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+    accelerator = accelerator_for(resolve_precision(settings.precision, PartialState().device))
     # Paper's optimiser: AdamW(eps 1e-8), no weight decay on anything.
     optimizer = build_adamw(decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=settings.adam_epsilon)
     if steps_per_epoch is None:

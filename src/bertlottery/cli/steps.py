@@ -9,7 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..errors import UserError
-from ..settings import TrainSettings
+from ..settings import SUBNETWORK_TRAINING, TrainSettings
 from .common import GLUE_HELP, add_train_arguments, glue_dir_of, print_metrics, train_settings_of
 
 __all__ = ["register"]
@@ -169,7 +169,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from ..steps.retrain import retrain_run
 
     record = retrain_run(args.run, args.mask, args.out, glue_dir=glue_dir_of(args), epochs=args.epochs,
-                         overwrite=args.overwrite, progress=not args.no_progress)
+                         subnetwork_training=args.subnetwork_training, overwrite=args.overwrite, progress=not args.no_progress)
     print_metrics(record, label="re-fine-tuned: ")
     print(f"fraction of encoder-body weights kept: {record['body_fraction_kept']:.4f}")
     print(f"wrote {args.out}")
@@ -344,6 +344,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--epochs", type=int, help="train longer than the original run; dev metrics after every epoch")
+    p.add_argument("--subnetwork-training", choices=SUBNETWORK_TRAINING, default="physical",
+                   help="a head+MLP mask: train the physically smaller model, or the full one with gates "
+                        "(default %(default)s)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_retrain)

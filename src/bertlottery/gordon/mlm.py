@@ -306,16 +306,17 @@ def pretrain(
     zeroed and they are multiplied by zero after every optimizer step, so they stay exactly zero.
     Returns the history and the final mask (None without pruning).
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from ..masking import WeightMaskKeeper
+    from ..precision import accelerator_for
     from ..training import TrainingDiverged, build_adamw, decay_groups, optimizer_step
 
     set_seed(settings.seed)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+    # accelerator_for: a fine-tuning earlier in this process may have left accelerate in another precision
+    accelerator = accelerator_for({"no": "fp32"}.get(settings.mixed_precision, settings.mixed_precision))
     optimizer = build_adamw(decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=1e-6)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
     model = model.to(accelerator.device)

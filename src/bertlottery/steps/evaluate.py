@@ -13,6 +13,7 @@ from ..masking import fraction_kept
 from ..masks import load_masks
 from ..models import load_model, load_tokenizer, model_layout
 from ..tasks import get_task
+from ..settings import TrainSettings
 from .taskdata import evaluate_model, metrics_record, prepare_task_data
 
 __all__ = ["evaluate_run"]
@@ -39,6 +40,9 @@ def evaluate_run(
     if max_length is None:
         trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
         max_length = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), 128)
+    # the precision the run was trained in (fp32 for a run recorded before the setting, or a bare model)
+    precision = next((TrainSettings.from_dict(r["train"]).precision for r in records
+                      if isinstance(r, dict) and isinstance(r.get("train"), dict)), "fp32")
     if task_name is None:
         task_name = next((r["task"] for r in records if isinstance(r, dict) and "task" in r), None)
         if task_name is None:
@@ -68,6 +72,6 @@ def evaluate_run(
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})
     if not (model_dir / "pruning.json").is_file():
         kept = fraction_kept(model, masks)
-    results = evaluate_model(model, data, masks)
+    results = evaluate_model(model, data, masks, precision=precision)
     return metrics_record(task, results, model=str(model_dir), masks=str(masks_path) if masks_path else None,
                            body_fraction_kept=kept)

@@ -18,6 +18,8 @@ from ..evaluation import evaluate
 from ..masking import fraction_kept
 from ..masks import Masks, load_masks, save_masks
 from ..models import load_model, load_tokenizer, model_layout
+from ..physical import finetune_pruned
+from ..precision import device_precision
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
 from .taskdata import CAP_SEED, HOLDOUT_SEED, evaluate_model, learnt_check_of, metrics_record, prepare_task_data
@@ -50,6 +52,11 @@ def finetune_run(
     fine-tuning the same pre-trained model with the same settings under a mask ("re-fine-tuning")
     starts from the original run's initial classifier and sees the same batches.
 
+    A head+MLP mask with ``settings.subnetwork_training`` ``physical`` trains the physically smaller
+    model (`bertlottery.physical.finetune_pruned`) and saves the full model with its weights merged
+    back; ``gated`` (and any weight mask) trains the full model under the mask. ``trained_as`` in the
+    run's config.json says which, ``precision_used`` in which precision it ran.
+
     Args:
         masks_path: a masks file held fixed throughout training and evaluation (or ``masks`` itself);
             the run directory keeps a copy as mask.safetensors.
@@ -74,19 +81,29 @@ def finetune_run(
     elif masks is not None:
         masks.check_against(layout, shapes)
 
+    precision = settings.precision  # as asked: each evaluation resolves it for the device its model is on
+    trained_as = _trained_as(masks, settings)
+
     def after_epoch(epoch: int, trained: nn.Module) -> dict[str, Any] | None:
         if not eval_each_epoch:
             return None
-        # the mask is still applied here (finetune calls back inside its gated block)
-        return {"dev": {split: evaluate(trained, task, data.eval_batches(split)) for split in data.evals}}
+        # the mask is still applied here (finetune calls back inside its gated block; the physically
+        # pruned model has it built in)
+        return {"dev": {split: evaluate(trained, task, data.eval_batches(split), precision=precision)
+                        for split in data.evals}}
 
     started = time.time()
-    history = finetune(
-        model, data.train_batches(settings), settings, masks=masks,
-        on_epoch_end=after_epoch, progress=progress,
-    )
+    if trained_as == "physical":
+        small, history = finetune_pruned(model, data.train_batches(settings), settings, masks,
+                                         on_epoch_end=after_epoch, progress=progress)
+    else:
+        history = finetune(model, data.train_batches(settings), settings, masks=masks,
+                           on_epoch_end=after_epoch, progress=progress)
     train_seconds = time.time() - started
-    results = evaluate_model(model, data, masks)
+    # the small model computes what the merged full model computes under the mask, in fewer operations
+    evaluated, applied = (small, None) if trained_as == "physical" else (model, masks)
+    results = evaluate_model(evaluated, data, applied, precision=precision)
+    precision_used, _ = device_precision(precision, evaluated)
 
     config = {
         "model": model_name,
@@ -101,6 +118,8 @@ def finetune_run(
         "holdout_fraction": holdout_fraction,
         "holdout_seed": HOLDOUT_SEED if holdout_fraction else None,
         "random_init": random_init,
+        "trained_as": trained_as,
+        "precision_used": precision_used,
         **(extra_config or {}),
     }
     record = metrics_record(task, results, train_seconds=round(train_seconds, 2),
@@ -118,3 +137,12 @@ def finetune_run(
             save_masks(scratch / runs.MASK_FILE, masks, layout)
         runs.write_json(scratch / runs.METRICS_FILE, record)  # last: its presence marks a finished run
     return record
+
+
+def _trained_as(masks: Masks | None, settings: TrainSettings) -> str:
+    """``full`` (no mask), ``physical`` (a head+MLP mask trained as the smaller model) or ``gated``."""
+    if masks is None or (masks.heads is None and masks.mlps is None and masks.weights is None):
+        return "full"
+    if masks.weights is None and settings.subnetwork_training == "physical":
+        return "physical"
+    return "gated"

@@ -35,7 +35,9 @@ from ..masking import fraction_kept, gated, weight_masked
 from ..masks import HeadMask, Masks, MlpMask, WeightMask, save_masks
 from ..models import load_model, load_tokenizer, model_layout
 from ..metrics import chance_level
+from ..physical import pruned_evaluator
 from ..pruning import criterion_threshold, magnitude_search, structured_search
+from ..settings import TrainSettings
 from ..tasks import get_task
 from .taskdata import CAP_SEED, TaskData, evaluate_model, finetuned_run_config, prepare_task_data
 
@@ -76,15 +78,21 @@ def _min_metric(data: TaskData, full_metric: float, keep_fraction: float, criter
             "min_metric": criterion_threshold(full_metric, keep_fraction, criterion, chance)}
 
 
-def _primary(model: nn.Module, data: TaskData, batches) -> float:
-    return evaluate(model, data.task, batches)[data.task.primary_metric]
+def _primary(model: nn.Module, data: TaskData, batches, precision: str) -> float:
+    return evaluate(model, data.task, batches, precision=precision)[data.task.primary_metric]
 
 
-def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace: dict, overwrite: bool,
-                     extra: dict | None = None, tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
+def _precision(config: dict) -> str:
+    """The precision the run was fine-tuned in (fp32 for a run recorded before the setting)."""
+    return TrainSettings.from_dict(config["train"]).precision
+
+
+def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace: dict, precision: str,
+                     overwrite: bool, extra: dict | None = None,
+                     tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
     """Write the prune directory; ``extra``: more keys of metrics.json, ``tensors``: more safetensors
     files (name -> tensors)."""
-    results = evaluate_model(model, data, masks)
+    results = evaluate_model(model, data, masks, precision=precision)
     record = {
         "task": data.task.name,
         "primary_metric": data.task.primary_metric,
@@ -118,33 +126,42 @@ def prune_structured_run(
     global_min_max: bool = False,
     compat: str | None = None,
     batch_size: int = 64,
+    physical: bool = True,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """s-pruning of a fine-tuned run: the good head+MLP mask, its trace and metrics.
 
     ``criterion`` sets the threshold (`bertlottery.pruning.CRITERIA`); with ``above_chance`` a model
-    not above chance raises `bertlottery.pruning.NotAboveChance` before any search runs."""
+    not above chance raises `bertlottery.pruning.NotAboveChance` before any search runs. Each candidate
+    is evaluated on the physically pruned model (`bertlottery.physical.pruned_evaluator`: the gated
+    model's metric to float tolerance, fewer operations), or under gates with ``physical=False``; the
+    importance scores are computed under gates on the full model (they need every gate's gradient).
+    Scoring and evaluation run in the precision the run was fine-tuned in."""
     if scoring_split not in SCORING_SPLITS:
         raise UserError(f"Unknown scoring split '{scoring_split}'; use one of {', '.join(SCORING_SPLITS)}.")
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
     model, data, config = _load_finetuned(run_dir, glue_dir, heldout=scoring_split == "heldout")
+    precision = _precision(config)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
     scoring = data.eval_batches("heldout" if scoring_split == "heldout" else data.main_split, batch_size)
 
-    full_metric = _primary(model, data, dev)
+    full_metric = _primary(model, data, dev, precision)
     threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"s-pruning {data.task.name}", disable=not progress, leave=False)
 
     def score(heads: HeadMask, mlps: MlpMask):
         return structured_importance(model, scoring, heads=heads, mlps=mlps, normalize_by_layer=normalize_by_layer,
-                                     global_min_max=global_min_max, compat=quirks)
+                                     global_min_max=global_min_max, compat=quirks, precision=precision)
 
-    def evaluate_mask(heads: HeadMask, mlps: MlpMask) -> float:
+    def evaluate_gated(heads: HeadMask, mlps: MlpMask) -> float:
         with gated(model, heads=heads, mlps=mlps):
-            return _primary(model, data, dev)
+            return _primary(model, data, dev, precision)
+
+    evaluate_mask = pruned_evaluator(model, lambda small: _primary(small, data, dev, precision)) if physical \
+        else evaluate_gated
 
     def show(step) -> None:
         bar.update(1)
@@ -164,8 +181,8 @@ def prune_structured_run(
     }
     masks = Masks(heads=result.heads, mlps=result.mlps, params=params, family=layout.family)
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
-             "params": params}
-    return _write_prune_dir(out, masks, model, data, trace, overwrite)
+             "evaluated_on": "physical" if physical else "gated", "precision": precision, "params": params}
+    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite)
 
 
 def prune_magnitude_run(
@@ -187,15 +204,16 @@ def prune_magnitude_run(
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
     model, data, config = _load_finetuned(run_dir, glue_dir)
+    precision = _precision(config)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
-    full_metric = _primary(model, data, dev)
+    full_metric = _primary(model, data, dev, precision)
     threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"m-pruning {data.task.name}", disable=not progress, leave=False)
 
     def evaluate_mask(mask: WeightMask) -> float:
         with weight_masked(model, mask):
-            return _primary(model, data, dev)
+            return _primary(model, data, dev, precision)
 
     def show(step) -> None:
         bar.update(1)
@@ -214,8 +232,8 @@ def prune_magnitude_run(
     }
     masks = Masks(weights=result.weights, params=params, family=layout.family)
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
-             "params": params}
-    return _write_prune_dir(out, masks, model, data, trace, overwrite)
+             "precision": precision, "params": params}
+    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite)
 
 
 def prune_fisher_run(
@@ -293,4 +311,5 @@ def prune_fisher_run(
              "cost": result.cost, "budget": result.budget, "full_cost": result.full_cost, "seconds": seconds,
              "layout": {"num_layers": layout.num_layers, "num_heads": layout.num_heads,
                         "intermediate_size": layout.intermediate_size}}
-    return _write_prune_dir(out, masks, model, data, trace, overwrite, extra, {runs.FISHER_FILE: scores})
+    return _write_prune_dir(out, masks, model, data, trace, _precision(config), overwrite, extra,
+                            {runs.FISHER_FILE: scores})

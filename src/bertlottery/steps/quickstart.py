@@ -50,7 +50,8 @@ def quickstart(
         layout = model_layout(model)
         full = HeadMask.full(layout.num_layers, layout.num_heads)
         half = HeadMask.random_like(full, keep=full.n_total // 2, seed=seed)
-        masked = evaluate_model(model, data, Masks(heads=half, params={"kind": "random", "seed": seed}))
+        masked = evaluate_model(model, data, Masks(heads=half, params={"kind": "random", "seed": seed}),
+                                precision=settings.precision)
     return {
         "task": task.name,
         "metric": task.primary_metric,

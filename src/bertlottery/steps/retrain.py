@@ -23,6 +23,7 @@ def retrain_run(
     *,
     glue_dir: Path | None,
     epochs: int | None = None,
+    subnetwork_training: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -31,12 +32,15 @@ def retrain_run(
     The classifier is re-initialised from the seed of the run that found the mask (the same
     initial classifier, `bertlottery.models.init_classifier`), the data order is the same, the
     mask stays applied throughout. With ``epochs`` longer than the original, dev metrics are
-    recorded after every epoch (the paper's appendix D).
+    recorded after every epoch (the paper's appendix D). ``subnetwork_training`` (``physical`` or
+    ``gated``) replaces the original run's setting (`bertlottery.settings.TrainSettings`).
     """
     config = finetuned_run_config(run_dir)
     settings = TrainSettings.from_dict(config["train"])
     if epochs is not None:
         settings = replace(settings, epochs=epochs)
+    if subnetwork_training is not None:
+        settings = replace(settings, subnetwork_training=subnetwork_training)
     return finetune_run(
         config["model"], config["task"], out, glue_dir=glue_dir, settings=settings,
         masks_path=runs.mask_file_of(mask_path), max_train_examples=config.get("max_train_examples"),

@@ -150,15 +150,15 @@ def prepare_task_data(
 
 
 def evaluate_model(
-    model: nn.Module, data: TaskData, masks: Masks | None = None
+    model: nn.Module, data: TaskData, masks: Masks | None = None, *, precision: str = "fp32"
 ) -> dict[str, dict[str, float]]:
-    """Metrics on every eval split of the task, under ``masks`` if given."""
+    """Metrics on every eval split of the task, under ``masks`` if given, in ``precision``."""
     results = {}
     heads = masks.heads if masks else None
     mlps = masks.mlps if masks else None
     with gated(model, heads=heads, mlps=mlps), weight_masked(model, masks.weights if masks else None):
         for split in data.evals:
-            results[split] = evaluate(model, data.task, data.eval_batches(split))
+            results[split] = evaluate(model, data.task, data.eval_batches(split), precision=precision)
     return results
 
 

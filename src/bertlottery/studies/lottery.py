@@ -75,7 +75,9 @@ def expand(config: ExperimentConfig, earlier: list[Stage] = ()) -> list[Stage]:
                 stages.append(Stage("baseline", task, f"seed{seed}-random-init",
                                     {"seed": seed, "method": "random-init", "subnetwork": "random", "mode": "baseline",
                                      "epochs": train.get("epochs")},
-                                    {"model": config.model, "train": train, "size_of": "bad"},
+                                    {"model": config.model,
+                                     "train": _untuned(config.train.for_task(task, seed, subnetworks=True), tune),
+                                     "size_of": "bad"},
                                     {"finetune": finetune.id, "subnetworks": per_seed[seed]["structured"].id, **tuned}))
         if config.super_survivors and "structured" in config.methods and len(config.seeds) > 1:
             sup = Stage("super", task, "structured", {"method": "structured"}, {"seed": 0},
@@ -139,6 +141,10 @@ def _trained_on(train: dict) -> dict:
 
 def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str = "") -> list[Stage]:
     stages = []
+    # how s-pruned subnetworks are re-fine-tuned (absent for gated, so that earlier runs keep their ids);
+    # an m-pruned one always trains the full model under its weight mask
+    how = {} if method != "structured" else \
+        {k: v for k, v in config.train.for_task(task, seed, subnetworks=True).items() if k == "subnetwork_training"}
     for subnetwork in config.subnetworks:
         keys = {"seed": seed, "method": method, "subnetwork": prefix + subnetwork}
         inputs = {"finetune": finetune.id, "subnetworks": subs.id}
@@ -149,12 +155,12 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
         if "retrained" in config.modes:
             stages.append(Stage("retrain", task, f"seed{seed}-{method}-{prefix}{subnetwork}",
                                 {**keys, "mode": "retrained", "epochs": train.get("epochs")},
-                                {"subnetwork": subnetwork, "epochs": None}, inputs))
+                                {"subnetwork": subnetwork, "epochs": None, **how}, inputs))
         longer = config.longer_retraining
         if longer and not prefix and method in longer.methods and subnetwork in longer.subnetworks:
             stages.append(Stage("retrain", task, f"seed{seed}-{method}-{subnetwork}-long",
                                 {**keys, "mode": "retrained-long", "epochs": longer.epochs},
-                                {"subnetwork": subnetwork, "epochs": longer.epochs}, inputs))
+                                {"subnetwork": subnetwork, "epochs": longer.epochs, **how}, inputs))
     return stages
 
 
@@ -244,6 +250,7 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
     if stage.kind == "retrain":
         mask = inputs["subnetworks"] / runs.subnetwork_file(stage.settings["subnetwork"])
         record = retrain.retrain_run(inputs["finetune"], mask, out, glue_dir=glue, epochs=stage.settings["epochs"],
+                                     subnetwork_training=stage.settings.get("subnetwork_training", "gated"),
                                      overwrite=True, progress=progress)
         rows = rows_from_metrics(record, **row_keys)
         if stage.keys["mode"] == "retrained-long":  # the metric after every epoch (appendix D)
