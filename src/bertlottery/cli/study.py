@@ -33,13 +33,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for the Ray executor; add --executor ray.")
-    config = load(args.config, args.overrides)
+    config = fit_to_model(load(args.config, args.overrides))
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     stages = expand(config)
     # one writer at a time: two runs on one directory would each run every stage and delete each
     # other's stage folders in progress (with Ray, this driver holds the lock for its workers)
     with runs.locked_run_dir(run_dir):
         return _run(args, config, stages, run_dir)
+
+
+def fit_to_model(config):
+    """The config with ``train.max_length`` fitted to the model's position embeddings, before any stage
+    is expanded (so that the stages' ids and records name the length they run at): a length the
+    config sets beyond them (``train.max_length``, or a task's in ``per_task``) is refused with one
+    line; the default (the paper's 128) is cut to them, with a notice (as the commands do with
+    ``--max-length``, `bertlottery.steps.taskdata.fit_max_length`).
+
+    A config does not say whether ``train.max_length: 128`` was written or left out, so 128 counts as
+    the default either way.
+    """
+    import dataclasses
+
+    from ..steps.taskdata import DEFAULT_MAX_LENGTH, fit_max_length
+
+    train = config.train
+    for task, overrides in sorted((train.per_task or {}).items()):
+        if "max_length" in overrides:
+            fit_max_length(config.model, overrides["max_length"], name=f"train.per_task.{task}.max_length")
+    asked = None if train.max_length == DEFAULT_MAX_LENGTH else train.max_length
+    length = fit_max_length(config.model, asked, name="train.max_length")
+    if length == train.max_length:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(train, max_length=length))
 
 
 def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
