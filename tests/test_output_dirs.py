@@ -53,7 +53,7 @@ def test_overwrite_writes_into_a_foreign_folder_without_claiming_it(tmp_path):
         prepare_output_dir(tmp_path / "x", "../report")
 
 
-# ---- finetune, retrain and export through the real CLI (issue 14, item 2) ----------------------------------
+# ---- finetune, retrain, export, prune and subnetworks through the real CLI (issue 14, item 2) --------------
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -98,22 +98,27 @@ def _argv(command: str, f: dict, out: Path) -> list[str]:
     if command == "retrain":
         return ["retrain", str(f["run"]), "--mask", str(f["mask"]), "--glue-dir", str(f["glue"]), "--out", str(out),
                 "--no-progress"]
+    if command == "prune":
+        return ["prune", "magnitude", str(f["run"]), "--glue-dir", str(f["glue"]), "--out", str(out), "--no-progress"]
+    if command == "subnetworks":
+        return ["subnetworks", str(f["mask"]), "--seed", "1", "--out", str(out)]
     return ["export", str(f["run"]), "--mask", str(f["mask"]), "--out", str(out)]
 
 
-COMMANDS = ["finetune", "retrain", "export"]
+COMMANDS = ["finetune", "retrain", "export", "prune", "subnetworks"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_foreign_folder_is_refused_before_any_work_and_left_untouched(command, finetuned, tmp_path, capsys,
                                                                          monkeypatch):
-    from bertlottery.steps import export, finetune
+    from bertlottery.steps import export, finetune, prune, subnetworks
 
     def no_loading(*args, **kwargs):
-        raise AssertionError("a model was loaded before the folder was checked")
+        raise AssertionError("a model or mask was loaded before the folder was checked")
 
-    for step in (export, finetune):  # the names the steps call (retrain's is finetune's)
+    for step in (export, finetune, prune):  # the names the steps call (retrain's is finetune's)
         monkeypatch.setattr(step, "load_model", no_loading)
+    monkeypatch.setattr(subnetworks, "load_masks", no_loading)
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("a month of work")
@@ -158,21 +163,21 @@ def test_its_own_output_is_replaced_only_with_overwrite_and_another_kinds_never(
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_failure_while_writing_leaves_nothing_half_written(command, finetuned, tmp_path, monkeypatch):
-    from bertlottery import export, runs
+    import importlib
 
-    def crash(*args, **kwargs):
+    # something the command calls inside its staged block: the process dies after it has written part
+    module, name = {"finetune": ("bertlottery.runs", "environment"), "retrain": ("bertlottery.runs", "environment"),
+                    "export": ("bertlottery.export", "save_exported"),
+                    "prune": ("bertlottery.steps.prune", "save_masks"),
+                    "subnetworks": ("bertlottery.steps.subnetworks", "save_masks")}[command]
+    module = importlib.import_module(module)
+    original = getattr(module, name)
+
+    def half(*args, **kwargs):
+        original(*args, **kwargs)
         raise RuntimeError("killed while writing")
 
-    if command == "export":
-        original = export.save_exported
-
-        def half(model, out_dir, *args, **kwargs):  # the weights written, then the process dies
-            original(model, out_dir, *args, **kwargs)
-            crash()
-
-        monkeypatch.setattr(export, "save_exported", half)
-    else:
-        monkeypatch.setattr(runs, "environment", crash)  # written inside the staged block, beside the model
+    monkeypatch.setattr(module, name, half)
     new = tmp_path / "new"
     with pytest.raises(RuntimeError, match="killed while writing"):
         main(_argv(command, finetuned, new))

@@ -32,12 +32,21 @@ from ..pruning import criterion_threshold, magnitude_search, structured_search
 from ..tasks import get_task
 from .taskdata import CAP_SEED, TaskData, evaluate_model, finetuned_run_config, prepare_task_data
 
-__all__ = ["prune_structured_run", "prune_magnitude_run", "SCORING_SPLITS"]
+__all__ = ["prune_structured_run", "prune_magnitude_run", "SCORING_SPLITS", "KIND"]
 
 SCORING_SPLITS = ("dev", "heldout")
+KIND = "prune"  # the kind of output folder a prune step writes (`bertlottery.runs.check_output_dir`)
 
 
-def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = False) -> tuple[nn.Module, TaskData, dict]:
+def _is_prune_dir(path: Path) -> bool:
+    """A prune directory written before folders were marked."""
+    return all((path / name).is_file() for name in (runs.MASK_FILE, runs.TRACE_FILE, runs.METRICS_FILE))
+
+
+def _load_finetuned(run_dir: Path, glue_dir: Path | None, out: str | os.PathLike, overwrite: bool, *,
+                    heldout: bool = False) -> tuple[nn.Module, TaskData, dict]:
+    # the output folder first: a refusal comes before the search, not after it
+    runs.check_output_dir(out, KIND, overwrite=overwrite, recognise=_is_prune_dir, ask_to_replace=True)
     config = finetuned_run_config(run_dir)
     task = get_task(config["task"])
     model_dir = runs.model_dir_of(run_dir)
@@ -84,7 +93,7 @@ def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace:
         "weights_kept": masks.weights.n_kept if masks.weights is not None else None,
         "params": masks.params,
     }
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with runs.staged_output(out, KIND, overwrite=overwrite, recognise=_is_prune_dir, ask_to_replace=True) as scratch:
         save_masks(scratch / runs.MASK_FILE, masks, model_layout(model))
         runs.write_json(scratch / runs.TRACE_FILE, trace)
         runs.write_json(scratch / runs.METRICS_FILE, record)
@@ -115,7 +124,7 @@ def prune_structured_run(
         raise UserError(f"Unknown scoring split '{scoring_split}'; use one of {', '.join(SCORING_SPLITS)}.")
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
-    model, data, config = _load_finetuned(run_dir, glue_dir, heldout=scoring_split == "heldout")
+    model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite, heldout=scoring_split == "heldout")
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
     scoring = data.eval_batches("heldout" if scoring_split == "heldout" else data.main_split, batch_size)
@@ -172,7 +181,7 @@ def prune_magnitude_run(
     `prune_structured_run`)."""
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
-    model, data, config = _load_finetuned(run_dir, glue_dir)
+    model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
     full_metric = _primary(model, data, dev)

@@ -15,7 +15,22 @@ from ..errors import UserError
 from ..masks import load_masks, save_masks
 from ..sampling import bad_like, random_like, super_survivors
 
-__all__ = ["make_subnetworks", "make_super_survivors"]
+__all__ = ["make_subnetworks", "make_super_survivors", "KIND"]
+
+KIND = "subnetworks"  # the kind of output folder both write (`bertlottery.runs.check_output_dir`)
+
+
+def _is_subnetworks_dir(path: Path) -> bool:
+    """A subnetworks (or super-survivors) folder written before folders were marked."""
+    return (path / runs.SUBNETWORKS_FILE).is_file()
+
+
+def _check(out: str | os.PathLike, overwrite: bool) -> None:
+    runs.check_output_dir(out, KIND, overwrite=overwrite, recognise=_is_subnetworks_dir, ask_to_replace=True)
+
+
+def _staged(out: str | os.PathLike, overwrite: bool):
+    return runs.staged_output(out, KIND, overwrite=overwrite, recognise=_is_subnetworks_dir, ask_to_replace=True)
 
 
 def make_subnetworks(
@@ -26,12 +41,13 @@ def make_subnetworks(
 
     A magnitude mask found with ``scope=local`` gets per-tensor counts; a global one a total count.
     """
+    _check(out, overwrite)
     good = load_masks(runs.mask_file_of(good_path))
     per_tensor = good.params.get("scope") == "local"
     random = random_like(good, seed, per_tensor=per_tensor, compat=get_compat(compat))
     bad = bad_like(good, seed, per_tensor=per_tensor)
     sizes = {}
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with _staged(out, overwrite) as scratch:
         for name, masks in (("good", good), ("random", random), ("bad", bad)):
             save_masks(scratch / runs.subnetwork_file(name), masks)
             sizes[name] = {k: getattr(masks, k).n_kept for k in masks.kinds}
@@ -51,6 +67,7 @@ def make_super_survivors(
     """
     from ..masks import import_prasanna2020
 
+    _check(out, overwrite)
     loaded = []
     for path in mask_paths:
         path = Path(path)
@@ -63,7 +80,7 @@ def make_super_survivors(
         raise UserError(f"Super-survivors are per task, but these masks come from {sorted(tasks)}.")
     result = super_survivors(loaded, seed)
     sizes = {}
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with _staged(out, overwrite) as scratch:
         for name, masks in result.items():
             masks.params["task"] = next(iter(tasks), None)
             save_masks(scratch / runs.subnetwork_file(name), masks)
