@@ -73,6 +73,12 @@ def test_per_task_values_are_typed_like_the_train_section():
      "--lr must be a finite number, got inf; --warmup-ratio must be at most 1"),
     (["quickstart", "--seed", "-1", "--out", "x"], "--seed must be at least 0"),
     (["quickstart", "--max-train-examples", "-3", "--out", "x"], "--max-train-examples must be at least 1"),
+    # found by a second hostile pass: accepted, or refused late in other words than the config's
+    (["finetune", "--task", "RTE", "--out", "x", "--holdout-fraction", "2"], "--holdout-fraction must be in [0, 1), got 2"),
+    (["finetune", "--task", "RTE", "--out", "x", "--holdout-fraction", "nan"], "--holdout-fraction must be in [0, 1)"),
+    (["retrain", "run", "--mask", "m", "--out", "x", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["subnetworks", "m", "--seed", "-1", "--out", "x"], "--seed must be at least 0, got -1"),
+    (["subnetworks", "m", "--seed", "4294967296", "--out", "x"], "--seed must be below 4294967296"),
 ])
 def test_the_cli_arguments_go_through_the_same_checks(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -234,3 +240,22 @@ def test_run_fits_the_default_length_before_the_stages_are_named(tiny_model_dir,
     assert seen["config"].train.max_length == 64
     trained = [s for s in seen["stages"] if s.kind == "finetune"]
     assert trained and all(s.settings["train"]["max_length"] == 64 for s in trained)
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "no-such-run"], ["baseline", "majority", "--task", "RTE"]])
+def test_a_json_out_that_is_a_folder_is_refused_before_the_work(argv, tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main([*argv, "--out", str(folder)]) == 2  # was a traceback (IsADirectoryError) after the evaluation
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {folder} is a folder; give the name of the JSON file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"] and not any(folder.iterdir())
+
+
+def test_a_json_write_that_fails_leaves_no_temporary_file(tmp_path):
+    from bertlottery import runs
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OSError):
+        runs.write_json(tmp_path / "taken", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # was: .taken.tmp-<pid> left behind

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..settings import TrainSettings
 
 __all__ = ["existing_dir", "glue_dir_of", "print_metrics", "add_train_arguments", "train_settings_of", "fitted_settings_of",
-           "GLUE_HELP"]
+           "json_file_of", "GLUE_HELP"]
 
 GLUE_HELP = "folder with the standard GLUE layout (CoLA/, SST-2/, ...); omit to load GLUE from the hub"
 
@@ -50,14 +50,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_settings_of(args: argparse.Namespace) -> TrainSettings:
     """The settings the training options asked for (a command with only some of them, such as
-    quickstart's ``--seed``, gets the defaults of the others), checked by the config's own checks:
-    every value out of range, and a ``--max-train-examples`` below 1, raise one line together."""
-    from ..config import max_train_examples_problems
+    quickstart's ``--seed`` or retrain's ``--epochs``, gets the defaults of the others), checked by the
+    config's own checks: every value out of range, a ``--max-train-examples`` below 1 and a
+    ``--holdout-fraction`` outside [0, 1) raise one line together."""
+    from ..config import holdout_fraction_problems, max_train_examples_problems
 
     settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)
                                 if getattr(args, f.name, None) is not None})
     problems = settings.problems(name_of=_flag)
     problems += max_train_examples_problems(getattr(args, "max_train_examples", None), "--max-train-examples")
+    problems += holdout_fraction_problems(getattr(args, "holdout_fraction", 0.0), "--holdout-fraction")
     if problems:
         raise UserError("; ".join(problems) + ".")
     return settings
@@ -73,6 +75,16 @@ def fitted_settings_of(args: argparse.Namespace, model: str | Path) -> TrainSett
 
     settings = train_settings_of(args)
     return replace(settings, max_length=fit_max_length(model, args.max_length, default=settings.max_length))
+
+
+def json_file_of(value: str | None) -> Path | None:
+    """An ``--out`` JSON file, checked before the work whose result it will hold."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give the name of the JSON file to write.")
+    return path
 
 
 def glue_dir_of(args: argparse.Namespace) -> Path | None:

@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 from ..errors import UserError
-from .common import GLUE_HELP, add_train_arguments, fitted_settings_of, glue_dir_of, print_metrics, train_settings_of
+from .common import (
+    GLUE_HELP, add_train_arguments, fitted_settings_of, glue_dir_of, json_file_of, print_metrics, train_settings_of,
+)
 
 __all__ = ["register"]
 
@@ -31,10 +33,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .. import runs
     from ..steps.evaluate import evaluate_run
 
+    out = json_file_of(args.out)
     record = evaluate_run(args.run, task_name=args.task, glue_dir=glue_dir_of(args), masks_path=args.mask,
                           max_length=args.max_length)
-    if args.out:
-        runs.write_json(args.out, record)
+    if out:
+        runs.write_json(out, record)
     if args.format == "json":
         print(json.dumps(record, indent=2, sort_keys=True))
     else:
@@ -96,6 +99,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_subnetworks(args: argparse.Namespace) -> int:
     from ..steps.subnetworks import make_subnetworks, make_super_survivors
 
+    train_settings_of(args)  # --seed checked as a study's seeds are
+
     if args.super:
         sizes = make_super_survivors(args.masks, args.out, seed=args.seed, overwrite=args.overwrite)
     else:
@@ -112,6 +117,8 @@ def cmd_subnetworks(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from ..steps.retrain import retrain_run
 
+    train_settings_of(args)  # --epochs checked as the config's epochs are
+
     record = retrain_run(args.run, args.mask, args.out, glue_dir=glue_dir_of(args), epochs=args.epochs,
                          overwrite=args.overwrite, progress=not args.no_progress)
     print_metrics(record, label="re-fine-tuned: ")
@@ -125,9 +132,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from ..steps.baselines import majority_baseline_metrics, random_init_baseline_run
 
     if args.kind == "majority":
+        out = json_file_of(args.out)
         record = majority_baseline_metrics(args.task, glue_dir_of(args))
-        if args.out:
-            runs.write_json(args.out, record)
+        if out:
+            runs.write_json(out, record)
     else:
         if not args.size_of or not args.out:
             raise UserError("The random-init baseline needs --size-of BAD_MASK and --out RUN_DIR.")
