@@ -217,7 +217,7 @@ def test_run_refuses_a_configured_length_beyond_the_positions_before_touching_th
                                                                                          tiny_model_dir, tmp_path,
                                                                                          capsys):
     run_dir = tmp_path / "study"
-    assert main(["run", str(SMOKE), f"model={tiny_model_dir}", override, "--run-dir", str(run_dir),
+    assert main(["run", str(SMOKE), f"model={tiny_model_dir}", "glue_dir=null", override, "--run-dir", str(run_dir),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
@@ -234,7 +234,7 @@ def test_run_fits_the_default_length_before_the_stages_are_named(tiny_model_dir,
         return 0
 
     monkeypatch.setattr(study, "_run", record)
-    assert main(["run", str(SMOKE), f"model={tiny_model_dir}", "--run-dir", str(tmp_path / "study"),
+    assert main(["run", str(SMOKE), f"model={tiny_model_dir}", "glue_dir=null", "--run-dir", str(tmp_path / "study"),
                  "--no-progress"]) == 0
     assert "train.max_length: the default 128 is beyond the 64 positions" in capsys.readouterr().out
     assert seen["config"].train.max_length == 64
@@ -259,3 +259,15 @@ def test_a_json_write_that_fails_leaves_no_temporary_file(tmp_path):
     with pytest.raises(OSError):
         runs.write_json(tmp_path / "taken", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # was: .taken.tmp-<pid> left behind
+
+
+@pytest.mark.parametrize("override,message", [
+    ("glue_dir=/no/such/glue", "glue_dir /no/such/glue does not exist"),  # was: every fine-tuning stage failed alone
+    ("resources.cpus_per_stage=100000", "resources.cpus_per_stage 100000 is more than the"),  # was: a traceback
+])
+def test_run_refuses_what_this_machine_cannot_give_before_touching_the_run_dir(override, message, tmp_path, capsys):
+    run_dir = tmp_path / "study"
+    assert main(["run", str(SMOKE), override, "--run-dir", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not run_dir.exists()

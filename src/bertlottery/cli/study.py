@@ -33,13 +33,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for the Ray executor; add --executor ray.")
-    config = fit_to_model(load(args.config, args.overrides))
+    config = load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
+    # every refusal before the run directory is touched: its folder, this machine, the model
+    runs.check_output_dir(run_dir, runs.STUDY_RUN_KIND, recognise=runs.is_study_run, overwritable=False)
+    _check_environment(config, args.executor)
+    config = fit_to_model(config)
     stages = expand(config)
     # one writer at a time: two runs on one directory would each run every stage and delete each
     # other's stage folders in progress (with Ray, this driver holds the lock for its workers)
     with runs.locked_run_dir(run_dir):
         return _run(args, config, stages, run_dir)
+
+
+def _check_environment(config, executor: str) -> None:
+    """What a config names on this machine, checked before anything runs (each stage would fail alone):
+    the GLUE folder, and for the local executor the cores a stage asks for (torch would start that many
+    threads: 100000 exhausted the memory with a traceback)."""
+    import os
+
+    if config.glue_dir and not Path(config.glue_dir).expanduser().is_dir():
+        raise UserError(f"glue_dir {config.glue_dir} does not exist (relative paths are read from {Path.cwd()}); "
+                        "give the folder that holds CoLA/, SST-2/, ..., or glue_dir=null to load GLUE from the hub.")
+    cpus, cores = config.resources.cpus_per_stage, os.cpu_count() or 1
+    if executor == "local" and cpus is not None and cpus > cores:
+        raise UserError(f"resources.cpus_per_stage {cpus} is more than the {cores} cores of this machine; give at "
+                        f"most {cores}, or leave it out to use them all.")
 
 
 def fit_to_model(config):
