@@ -271,3 +271,14 @@ def test_run_refuses_what_this_machine_cannot_give_before_touching_the_run_dir(o
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not run_dir.exists()
+
+
+def test_evaluating_a_run_on_a_task_with_another_number_of_labels_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"task": "RTE", "train": {"max_length": 64}}))
+    # was a RuntimeError traceback from transformers (a 2-output head loaded for STS-B's 1)
+    assert main(["evaluate", str(run), "--task", "STS-B"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "was fine-tuned on RTE (2 outputs), which STS-B (1) cannot be evaluated with" in err

@@ -38,11 +38,16 @@ def evaluate_run(
     records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
     trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
     recorded = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), DEFAULT_MAX_LENGTH)
+    own = next((r["task"] for r in records if isinstance(r, dict) and isinstance(r.get("task"), str)), None)
     if task_name is None:
-        task_name = next((r["task"] for r in records if isinstance(r, dict) and "task" in r), None)
+        task_name = own
         if task_name is None:
             raise UserError(f"{path} is not a bertlottery run or export (no task recorded); pass --task.")
     task = get_task(task_name)
+    if own is not None and get_task(own).num_labels != task.num_labels:
+        # its task head has the other task's size: loading it would fail deep inside transformers
+        raise UserError(f"{path} was fine-tuned on {own} ({get_task(own).num_labels} outputs), which {task.name} "
+                        f"({task.num_labels}) cannot be evaluated with; evaluate it on {own}, or leave out --task.")
     model_dir = runs.model_dir_of(path)
     # a length asked for is checked against the model before anything is read; the run's own (or the
     # default) is fitted to it, as fine-tuning fitted it (a run made before that could record more)
