@@ -162,8 +162,10 @@ def test_model_path_that_does_not_exist(env, capsys):
 
 def test_existing_output_is_not_overwritten_silently(env, tiny_model_dir, capsys):
     (env / "r").mkdir()
+    (env / "r" / "notes.txt").write_text("mine")  # an empty folder is written into (issue 14's rule): this one is not
     code = finetune(tiny_model_dir, write_rte(env / "glue"), env / "r")
-    assert_user_error(capsys, code, "already exists", "--overwrite")
+    assert_user_error(capsys, code, "is not empty and was not written by bertlottery", "--overwrite")
+    assert [p.name for p in (env / "r").iterdir()] == ["notes.txt"]
 
 
 def test_bad_input_through_a_real_process_has_no_traceback(env):

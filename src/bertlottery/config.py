@@ -73,6 +73,7 @@ __all__ = [
     "MODES",
     "BASELINES",
     "max_train_examples_problems",
+    "holdout_fraction_problems",
 ]
 
 METHODS = ("structured", "magnitude", "fisher")
@@ -358,6 +359,13 @@ def max_train_examples_problems(value: Any, name: str = "train.max_train_example
     return [f"{name} must be at least 1 (or left out for every example), got {value}"]
 
 
+def holdout_fraction_problems(value: Any, name: str = "train.holdout_fraction") -> list[str]:
+    """The config's and the CLI's one check of the held-out fraction of train: in [0, 1)."""
+    if _outside(value, 0, 1, low_open=False, high_open=True):
+        return [f"{name} must be in [0, 1), got {value}"]
+    return []
+
+
 def _outside(value: Any, low: float, high: float, *, low_open: bool, high_open: bool) -> bool:
     """Whether a number lies outside its range (NaN lies outside every range); a value of another type
     is reported where it is read, not here."""
@@ -405,8 +413,7 @@ def _validate_per_task(train: TrainConfig, problems: list[str]) -> None:
                       if line.split(" ", 1)[0].removeprefix(f"{where}.").rstrip(":") in converted]
             if "max_train_examples" in converted:
                 found += max_train_examples_problems(merged.max_train_examples, f"{where}.max_train_examples")
-            if _outside(converted.get("holdout_fraction", 0.0), 0, 1, low_open=False, high_open=True):
-                found.append(f"{where}.holdout_fraction must be in [0, 1), got {converted['holdout_fraction']}")
+            found += holdout_fraction_problems(converted.get("holdout_fraction", 0.0), f"{where}.holdout_fraction")
             train.per_task[task] = converted  # the typed values (1e-4 read as text by YAML 1.1 becomes a number)
         problems += found
 
@@ -433,8 +440,7 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
     train = config.train
     if train is not None:
         problems += train.problems(prefix="train.")
-        if _outside(train.holdout_fraction, 0, 1, low_open=False, high_open=True):
-            problems.append(f"train.holdout_fraction must be in [0, 1), got {train.holdout_fraction}")
+        problems += holdout_fraction_problems(train.holdout_fraction)
         problems += max_train_examples_problems(train.max_train_examples)
         _validate_per_task(train, problems)
     pruning = config.pruning

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ __all__ = [
     "attention_implementation",
     "model_cache_dir",
     "layout_from_config",
+    "max_tokens",
 ]
 
 
@@ -269,6 +271,20 @@ class Adapter:
     # x + branch(LayerNorm(x)) rather than LayerNorm(x + branch(x)): a gate then scales a branch that is
     # added to the residual stream as it is, and the sub-layers' residual is their LayerNorm's input
     pre_norm: bool = False
+    # the longest sequence (special tokens included) the family's position embeddings hold, from a
+    # config; None where positions are only relative (no table to run past)
+    positions: Callable[[Any], int | None] = lambda config: config.max_position_embeddings
+
+
+def _reserving_positions(reserved: Callable[[Any], int]) -> Callable[[Any], int]:
+    """``positions`` of a family whose position ids start after the padding index (RoBERTa, MPNet:
+    ``padding_idx + 1``), so that the first ``padding_idx + 1`` rows of the table are never a token's."""
+    return lambda config: config.max_position_embeddings - reserved(config)
+
+
+def _deberta_positions(config) -> int | None:
+    # DeBERTa-v2/v3 adds no absolute positions to its input unless position_biased_input (v3 does not)
+    return config.max_position_embeddings if getattr(config, "position_biased_input", True) else None
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -359,7 +375,8 @@ _BERT_LIKE = dict(layers=_bert_like_layers, classifier=_classifier_modules, bloc
 _ENCODER_LAYER = lambda m: _prefix(m, "encoder.layer")  # noqa: E731
 _ADAPTERS = [
     Adapter("bert", ("bert",), layer_prefix=_ENCODER_LAYER, **_BERT_LIKE),
-    Adapter("roberta", ("roberta", "xlm-roberta", "camembert"), layer_prefix=_ENCODER_LAYER, **_BERT_LIKE),
+    Adapter("roberta", ("roberta", "xlm-roberta", "camembert"), layer_prefix=_ENCODER_LAYER, **_BERT_LIKE,
+            positions=_reserving_positions(lambda config: config.pad_token_id + 1)),
     Adapter("electra", ("electra",), layer_prefix=_ENCODER_LAYER, **_BERT_LIKE),
     Adapter(
         "distilbert",
@@ -386,6 +403,7 @@ _ADAPTERS = [
         classifier=_classifier_of("pooler", "classifier"),
         blocks=_encoder_blocks,
         sdpa=False,
+        positions=_deberta_positions,
     ),
     Adapter(
         "mpnet",
@@ -395,6 +413,7 @@ _ADAPTERS = [
         classifier=_classifier_modules,
         blocks=_encoder_blocks,
         sdpa=False,
+        positions=_reserving_positions(lambda config: 2),  # transformers fixes MPNet's padding index at 1
     ),
 ]
 _BY_MODEL_TYPE = {t: a for a in _ADAPTERS for t in a.model_types}
@@ -461,6 +480,22 @@ def layout_from_config(config: dict) -> Layout:
         model = AutoModel.from_config(AutoConfig.for_model(model_type, **values),
                                       attn_implementation=attention_implementation(model_type))
     return model_layout(model)
+
+
+def max_tokens(name_or_path: str | os.PathLike) -> int | None:
+    """The longest sequence, special tokens included, that a model's position embeddings hold (None:
+    no limit, positions being only relative); read from its config, without loading weights.
+
+    RoBERTa-style families number positions from their padding index + 1, so they hold fewer tokens
+    than ``max_position_embeddings`` (roberta-base: 514 rows, 512 tokens).
+
+    >>> max_tokens("minilm-l6")                                             # doctest: +SKIP
+    512
+    """
+    from transformers import AutoConfig
+
+    config = _from_hub(AutoConfig.from_pretrained, resolve_model_path(name_or_path))
+    return adapter_for(config.model_type).positions(config)
 
 
 def _relative_positions(block: nn.Module) -> int:

@@ -37,6 +37,7 @@ A study run directory (``bertlottery run``)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -96,6 +97,7 @@ __all__ = [
     "staged_run_dir",
     "staged_output",
     "prepare_output_dir",
+    "check_output_dir",
     "is_study_run",
     "write_json",
     "read_json",
@@ -223,8 +225,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a temporary file left beside the target
+        raise
     return path
 
 
@@ -320,28 +326,26 @@ def environment(device: str | None = None) -> dict[str, Any]:
     }
 
 
-def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
-                       recognise: Callable[[Path], bool] | None = None, overwritable: bool = True) -> Path:
-    """Check that a command may write its ``kind`` of output into folder ``path``; create it if needed.
+def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                     recognise: Callable[[Path], bool] | None = None, overwritable: bool = True,
+                     ask_to_replace: bool = False) -> str:
+    """Whether a command may write its ``kind`` of output into folder ``path``, changing nothing: one
+    line (a `UserError`) if not, else ``"new"`` (absent, empty, or holding only this kind's marker),
+    ``"own"`` (this kind's earlier output) or ``"foreign"`` (someone else's folder, with ``overwrite``).
 
     The one rule for every command that writes a folder: the folder may be new, empty, or one that
     this toolkit wrote before for the same ``kind`` (it holds the marker file ``.bertlottery-<kind>``,
-    written here into every folder this function creates or finds empty). Anything else, such as a
-    run directory named as an export target, is refused with one line, unless ``overwrite``: then the
-    command writes into it, replacing files of the names it writes, and the folder is not marked, so
-    the next command asks again. Nothing here deletes anything; a caller may replace the entries it
-    writes, never the folder.
+    written into every folder `prepare_output_dir` creates or finds empty). Anything else, such as a
+    run directory named as an export target, is refused, unless ``overwrite``: then the command writes
+    into it, replacing files of the names it writes, and the folder is not marked, so the next command
+    asks again. A folder that holds another kind's output (its marker) is refused even then: writing a
+    fine-tuning run's config.json into a study run directory would break both.
 
     ``recognise``: whether a folder without the marker is this kind's output all the same (one written
-    before the marker existed, such as a study run directory with its ``config.json`` and ``stages/``);
-    such a folder is marked and accepted. ``overwritable``: whether the command has an ``--overwrite``
-    switch to suggest (a study run directory has none: a study never shares its folder).
-
-    Returns the folder's path.
-
-    Example:
-        >>> out = prepare_output_dir("runs/labelled", "annotate-export")      # doctest: +SKIP
-        >>> (out / "export.json").write_text("{}")                               # doctest: +SKIP
+    before the marker existed, such as a study run directory with its ``config.json`` and ``stages/``).
+    ``overwritable``: whether the command has an ``--overwrite`` switch to suggest (a study run
+    directory has none: a study never shares its folder). ``ask_to_replace``: this kind's earlier
+    output is refused too unless ``overwrite`` (a fine-tuning run took hours: replacing it is asked for).
     """
     if not kind.replace("-", "").isalnum():
         raise ValueError(f"an output kind is a plain name like 'report', got {kind!r}")
@@ -349,21 +353,52 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = 
     marker = output_marker(path, kind)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a folder; choose a folder path for the output.")
-    if marker.is_file():
+    try:
+        entries = sorted(path.iterdir()) if path.is_dir() else []
+    except OSError as error:
+        raise UserError(f"Cannot read {path} ({error.strerror}); choose a folder you can write to.") from None
+    if entries in ([], [marker]):
+        return "new"
+    if marker.is_file() or (recognise and recognise(path)):
+        if ask_to_replace and not overwrite:
+            raise UserError(f"{path} already holds {kind} output; choose another folder, or pass --overwrite to "
+                            "replace it.")
+        return "own"
+    others = [p.name.removeprefix(".bertlottery-") for p in entries if p.name.startswith(".bertlottery-")]
+    if others:
+        what = f"holds bertlottery {' and '.join(others)} output, not {kind} output"
+        raise UserError(f"{path} {what}; choose another folder" + (" (--overwrite never writes into another command's "
+                                                                   "output)." if overwrite else "."))
+    if overwrite:
+        return "foreign"
+    what = f"is not empty and was not written by bertlottery for {kind} output"
+    if not overwritable:
+        raise UserError(f"{path} {what}; choose a new or empty folder.")
+    raise UserError(f"{path} {what}; choose another folder, or pass --overwrite to write into it "
+                    "(files of the same names are replaced, nothing else is deleted).")
+
+
+def prepare_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                       recognise: Callable[[Path], bool] | None = None, overwritable: bool = True,
+                       ask_to_replace: bool = False) -> Path:
+    """`check_output_dir`, then create the folder if needed and mark a new or recognised one as
+    ``kind`` output. Nothing here deletes anything; a caller may replace the entries it writes, never
+    the folder (or `staged_output` replaces a folder of its own kind). Returns the folder's path.
+
+    Example:
+        >>> out = prepare_output_dir("runs/labelled", "annotate-export")      # doctest: +SKIP
+        >>> (out / "export.json").write_text("{}")                               # doctest: +SKIP
+    """
+    state = check_output_dir(path, kind, overwrite=overwrite, recognise=recognise, overwritable=overwritable,
+                             ask_to_replace=ask_to_replace)
+    path = Path(path).expanduser()
+    if state == "foreign":
         return path
     try:
-        if path.is_dir() and any(path.iterdir()) and not (recognise and recognise(path)):
-            if overwrite:
-                return path
-            others = sorted(p.name.removeprefix(".bertlottery-") for p in path.glob(".bertlottery-*"))
-            what = (f"holds bertlottery {' and '.join(others)} output, not {kind} output" if others
-                    else f"is not empty and was not written by bertlottery for {kind} output")
-            if not overwritable:
-                raise UserError(f"{path} {what}; choose a new or empty folder.")
-            raise UserError(f"{path} {what}; choose another folder, or pass --overwrite to write into it "
-                            "(files of the same names are replaced, nothing else is deleted).")
         path.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"written by bertlottery: a {kind} folder; the same command may replace its contents\n")
+        marker = output_marker(path, kind)
+        if not marker.is_file():
+            marker.write_text(f"written by bertlottery: a {kind} folder; the same command may replace its contents\n")
     except OSError as error:
         raise UserError(f"Cannot write to {path} ({error.strerror}: {error.filename}); choose a writable folder.") from None
     return path
@@ -376,19 +411,33 @@ def output_marker(path: str | os.PathLike, kind: str) -> Path:
 
 @contextmanager
 def staged_output(final: str | os.PathLike, kind: str, *, overwrite: bool = False,
-                  recognise: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+                  recognise: Callable[[Path], bool] | None = None, ask_to_replace: bool = False) -> Iterator[Path]:
     """`prepare_output_dir`, then a scratch folder that becomes ``final``'s content only if the block
-    finishes (a crash leaves ``final`` as it was).
+    finishes: a failure (or a kill) leaves ``final`` as it was, and no folder where there was none.
 
     A folder of this kind (new, empty, marked or recognised) is replaced as a whole, so that no file of
     an earlier output outlives it; a foreign folder written into with ``overwrite`` keeps every entry
     the block did not write (entries of the same names are replaced), since it is not ours to empty.
+    A command checks its folder with `check_output_dir` before its work too, so that a refusal comes
+    before hours of training rather than after.
+
+    Example:
+        >>> with staged_output("runs/rte", "finetune") as scratch:             # doctest: +SKIP
+        ...     (scratch / "metrics.json").write_text("{}")
     """
-    final = prepare_output_dir(final, kind, overwrite=overwrite, recognise=recognise)
+    existed = Path(final).expanduser().exists()
+    final = prepare_output_dir(final, kind, overwrite=overwrite, recognise=recognise, ask_to_replace=ask_to_replace)
     marker = output_marker(final, kind)
     ours = marker.is_file()
-    with _scratch_beside(final) as scratch:
-        yield scratch
+    try:
+        with _scratch_beside(final) as scratch:
+            yield scratch
+    except BaseException:
+        if not existed:  # the folder prepare_output_dir made for this output, holding only its marker
+            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                final.rmdir()
+        raise
     if ours:
         shutil.copyfile(marker, output_marker(scratch, kind))
         _put_in_place(scratch, final)

@@ -7,11 +7,12 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, one_line
 from . import steps, study
 from .study import unlearnt_task_warnings
 
@@ -69,11 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "overrides", None) is None or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    # the toolkit's notices (a default fitted to the model, a precision not available), one line each,
+    # with the command's output: stderr is the one line of an error; a JSON output keeps stdout to itself
+    notices = logging.StreamHandler(sys.stderr if getattr(args, "format", None) == "json" else sys.stdout)
+    notices.setFormatter(logging.Formatter("bertlottery: note: %(message)s"))
+    logger = logging.getLogger("bertlottery")
+    logger.addHandler(notices)
     try:
         _quiet_libraries()
         return args.func(args)
     except UserError as error:
-        print(f"bertlottery: error: {error}", file=sys.stderr)
+        print(f"bertlottery: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertlottery: interrupted", file=sys.stderr)
@@ -82,3 +89,5 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's final flush does not fail again
         return 141
+    finally:
+        logger.removeHandler(notices)

@@ -11,7 +11,8 @@ from typing import Any
 from ..errors import UserError
 from ..settings import TrainSettings
 
-__all__ = ["existing_dir", "glue_dir_of", "print_metrics", "add_train_arguments", "train_settings_of", "GLUE_HELP"]
+__all__ = ["existing_dir", "glue_dir_of", "print_metrics", "add_train_arguments", "train_settings_of", "fitted_settings_of",
+           "json_file_of", "GLUE_HELP"]
 
 GLUE_HELP = "folder with the standard GLUE layout (CoLA/, SST-2/, ...); omit to load GLUE from the hub"
 
@@ -32,29 +33,58 @@ def _flag(f) -> str:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per `TrainSettings` field, with its default and help (``--lr``, ``--epochs``, ...; a
-    setting that is on by default, such as grouping by length, gets a ``--no-...`` switch)."""
+    setting that is on by default, such as grouping by length, gets a ``--no-...`` switch).
+
+    An option not given is None, not its default, so that a command can tell a value asked for from the
+    default (`fitted_settings_of` refuses a ``--max-length`` beyond the model's positions, and fits the
+    default to them); `train_settings_of` fills in the defaults."""
     for f in fields(TrainSettings):
         default = f.default if f.default is not MISSING else None
         if isinstance(default, bool):
             parser.add_argument(_flag(f), dest=f.name, action="store_false" if default else "store_true",
                                 help=f.metadata["help"])
             continue
-        parser.add_argument(_flag(f), dest=f.name, type=type(default), default=default, choices=f.metadata["choices"],
-                            help=f"{f.metadata['help']} (default %(default)s)")
+        parser.add_argument(_flag(f), dest=f.name, type=type(default), default=None, choices=f.metadata["choices"],
+                            help=f"{f.metadata['help']} (default {default})")
 
 
 def train_settings_of(args: argparse.Namespace) -> TrainSettings:
     """The settings the training options asked for (a command with only some of them, such as
-    quickstart's ``--seed``, gets the defaults of the others), checked by the config's own checks:
-    every value out of range, and a ``--max-train-examples`` below 1, raise one line together."""
-    from ..config import max_train_examples_problems
+    quickstart's ``--seed`` or retrain's ``--epochs``, gets the defaults of the others), checked by the
+    config's own checks: every value out of range, a ``--max-train-examples`` below 1 and a
+    ``--holdout-fraction`` outside [0, 1) raise one line together."""
+    from ..config import holdout_fraction_problems, max_train_examples_problems
 
-    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings) if hasattr(args, f.name)})
+    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)
+                                if getattr(args, f.name, None) is not None})
     problems = settings.problems(name_of=_flag)
     problems += max_train_examples_problems(getattr(args, "max_train_examples", None), "--max-train-examples")
+    problems += holdout_fraction_problems(getattr(args, "holdout_fraction", 0.0), "--holdout-fraction")
     if problems:
         raise UserError("; ".join(problems) + ".")
     return settings
+
+
+def fitted_settings_of(args: argparse.Namespace, model: str | Path) -> TrainSettings:
+    """`train_settings_of`, with the tokens per example fitted to ``model`` before anything runs: a
+    ``--max-length`` beyond its positions is refused, the default cut to them with a notice
+    (`bertlottery.steps.taskdata.fit_max_length`)."""
+    from dataclasses import replace
+
+    from ..steps.taskdata import fit_max_length
+
+    settings = train_settings_of(args)
+    return replace(settings, max_length=fit_max_length(model, args.max_length, default=settings.max_length))
+
+
+def json_file_of(value: str | None) -> Path | None:
+    """An ``--out`` JSON file, checked before the work whose result it will hold."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give the name of the JSON file to write.")
+    return path
 
 
 def glue_dir_of(args: argparse.Namespace) -> Path | None:

@@ -10,7 +10,9 @@ from typing import Any
 
 from ..errors import UserError
 from ..settings import SUBNETWORK_TRAINING, TrainSettings
-from .common import GLUE_HELP, add_train_arguments, glue_dir_of, print_metrics, train_settings_of
+from .common import (
+    GLUE_HELP, add_train_arguments, fitted_settings_of, glue_dir_of, json_file_of, print_metrics, train_settings_of,
+)
 
 __all__ = ["register"]
 
@@ -19,7 +21,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from ..steps.finetune import finetune_run
 
     record = finetune_run(
-        args.model, args.task, args.out, glue_dir=glue_dir_of(args), settings=train_settings_of(args), masks_path=args.mask,
+        args.model, args.task, args.out, glue_dir=glue_dir_of(args), settings=fitted_settings_of(args, args.model),
+        masks_path=args.mask,
         max_train_examples=args.max_train_examples, holdout_fraction=args.holdout_fraction,
         overwrite=args.overwrite, progress=not args.no_progress,
     )
@@ -73,10 +76,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .. import runs
     from ..steps.evaluate import evaluate_run
 
+    out = json_file_of(args.out)
     record = evaluate_run(args.run, task_name=args.task, glue_dir=glue_dir_of(args), masks_path=args.mask,
                           max_length=args.max_length)
-    if args.out:
-        runs.write_json(args.out, record)
+    if out:
+        runs.write_json(out, record)
     if args.format == "json":
         print(json.dumps(record, indent=2, sort_keys=True))
     else:
@@ -152,6 +156,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_subnetworks(args: argparse.Namespace) -> int:
     from ..steps.subnetworks import make_subnetworks, make_super_survivors
 
+    train_settings_of(args)  # --seed checked as a study's seeds are
+
     if args.super:
         sizes = make_super_survivors(args.masks, args.out, seed=args.seed, overwrite=args.overwrite)
     else:
@@ -168,6 +174,8 @@ def cmd_subnetworks(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from ..steps.retrain import retrain_run
 
+    train_settings_of(args)  # --epochs checked as the config's epochs are
+
     record = retrain_run(args.run, args.mask, args.out, glue_dir=glue_dir_of(args), epochs=args.epochs,
                          subnetwork_training=args.subnetwork_training, overwrite=args.overwrite, progress=not args.no_progress)
     print_metrics(record, label="re-fine-tuned: ")
@@ -181,14 +189,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from ..steps.baselines import majority_baseline_metrics, random_init_baseline_run
 
     if args.kind == "majority":
+        out = json_file_of(args.out)
         record = majority_baseline_metrics(args.task, glue_dir_of(args))
-        if args.out:
-            runs.write_json(args.out, record)
+        if out:
+            runs.write_json(out, record)
     else:
         if not args.size_of or not args.out:
             raise UserError("The random-init baseline needs --size-of BAD_MASK and --out RUN_DIR.")
         record = random_init_baseline_run(
-            args.model, args.task, args.size_of, args.out, glue_dir=glue_dir_of(args), settings=train_settings_of(args),
+            args.model, args.task, args.size_of, args.out, glue_dir=glue_dir_of(args),
+            settings=fitted_settings_of(args, args.model),
             max_train_examples=args.max_train_examples, overwrite=args.overwrite, progress=not args.no_progress,
         )
     print_metrics(record, label=f"{args.kind} baseline: ")
@@ -198,7 +208,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..steps.export import export_run
 
-    plan = export_run(args.run, args.mask, args.out)
+    plan = export_run(args.run, args.mask, args.out, overwrite=args.overwrite)
     params, macs = plan["params"], plan["macs_per_token"]
     print(f"encoder body: {params['body_before']:,} -> {params['body_after']:,} parameters; "
           f"{macs['fraction_removed']:.1%} of body multiply-accumulates per token removed (at {macs['seq_len']} tokens)")
@@ -241,13 +251,15 @@ def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune an encoder on a GLUE task, optionally under a fixed mask")
     p.add_argument("--model", default="bert-base-uncased", help="hub id, local folder or alias minilm-l6 (default %(default)s)")
     p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
-    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--out", required=True, help="run directory to create (new, or empty)")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--mask", help="masks file (.safetensors) held fixed during training and evaluation")
     p.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
     p.add_argument("--holdout-fraction", type=float, default=0.0,
                    help="set a seeded slice of train aside (not trained on) for `prune --scoring-split heldout`")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier finetune run in --out, or write into a folder that is not bertlottery's "
+                        "(replacing files of the same names only)")
     p.add_argument("--no-progress", action="store_true")
     add_train_arguments(p)
     p.set_defaults(func=cmd_finetune)
@@ -354,7 +366,10 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write an s-pruned subnetwork with its masked heads and MLPs removed")
     p.add_argument("run", help="fine-tuning run directory")
     p.add_argument("--mask", required=True, help="a head/MLP masks file or prune directory")
-    p.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    p.add_argument("--out", required=True, help="folder to write: new, or empty")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out, or write into a folder that is not bertlottery's "
+                        "(replacing files of the same names only)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("baseline", help="the paper's baselines: majority class, random-init encoder")

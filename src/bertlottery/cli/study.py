@@ -35,9 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--address is for the Ray executor; add --executor ray.")
     config = load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
+    # every refusal before the run directory is touched: its folder, this machine, the model
+    runs.check_output_dir(run_dir, runs.STUDY_RUN_KIND, recognise=runs.is_study_run, overwritable=False)
+    _check_environment(config, args.executor)
+    if args.plan:  # from the config's dimensions alone: a plan must not need the model (paper.yaml's bert-base offline)
+        return _plan(args, config, expand(config), run_dir)
+    config = fit_to_model(config)
     stages = expand(config)
-    if args.plan:
-        return _plan(args, config, stages, run_dir)
     # one writer at a time: two runs on one directory would each run every stage and delete each
     # other's stage folders in progress (with Ray, this driver holds the lock for its workers)
     with runs.locked_run_dir(run_dir):
@@ -60,6 +64,46 @@ def _plan(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
                       calibrate_here=not args.no_calibrate, threads=threads)
     print(json.dumps(plan, indent=2) if args.format == "json" else format_plan(plan))
     return 0
+
+
+def _check_environment(config, executor: str) -> None:
+    """What a config names on this machine, checked before anything runs (each stage would fail alone):
+    the GLUE folder, and for the local executor the cores a stage asks for (torch would start that many
+    threads: 100000 exhausted the memory with a traceback)."""
+    import os
+
+    if config.glue_dir and not Path(config.glue_dir).expanduser().is_dir():
+        raise UserError(f"glue_dir {config.glue_dir} does not exist (relative paths are read from {Path.cwd()}); "
+                        "give the folder that holds CoLA/, SST-2/, ..., or glue_dir=null to load GLUE from the hub.")
+    cpus, cores = config.resources.cpus_per_stage, os.cpu_count() or 1
+    if executor == "local" and cpus is not None and cpus > cores:
+        raise UserError(f"resources.cpus_per_stage {cpus} is more than the {cores} cores of this machine; give at "
+                        f"most {cores}, or leave it out to use them all.")
+
+
+def fit_to_model(config):
+    """The config with ``train.max_length`` fitted to the model's position embeddings, before any stage
+    is expanded (so that the stages' ids and records name the length they run at): a length the
+    config sets beyond them (``train.max_length``, or a task's in ``per_task``) is refused with one
+    line; the default (the paper's 128) is cut to them, with a notice (as the commands do with
+    ``--max-length``, `bertlottery.steps.taskdata.fit_max_length`).
+
+    A config does not say whether ``train.max_length: 128`` was written or left out, so 128 counts as
+    the default either way.
+    """
+    import dataclasses
+
+    from ..steps.taskdata import DEFAULT_MAX_LENGTH, fit_max_length
+
+    train = config.train
+    for task, overrides in sorted((train.per_task or {}).items()):
+        if "max_length" in overrides:
+            fit_max_length(config.model, overrides["max_length"], name=f"train.per_task.{task}.max_length")
+    asked = None if train.max_length == DEFAULT_MAX_LENGTH else train.max_length
+    length = fit_max_length(config.model, asked, name="train.max_length")
+    if length == train.max_length:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(train, max_length=length))
 
 
 def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:

@@ -106,7 +106,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .. import runs
-    from ..cli.common import glue_dir_of, print_metrics, train_settings_of
+    from ..cli.common import fitted_settings_of, glue_dir_of, print_metrics
     from ..masks import load_masks
     from .downstream import AfterDownstream, run_downstream
 
@@ -119,7 +119,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     elif (source / runs.MASK_FILE).is_file():
         mask = load_masks(source / runs.MASK_FILE).weights
     record = run_downstream(runs.model_dir_of(source), args.task, args.out, glue_dir=glue_dir_of(args),
-                            settings=train_settings_of(args), variant=args.variant, mask=mask, after=after,
+                            settings=fitted_settings_of(args, runs.model_dir_of(source)), variant=args.variant, mask=mask, after=after,
                             max_train_examples=args.max_train_examples, progress=not args.no_progress)
     print_metrics(record, label=f"{args.variant}: ")
     print(f"training loss over the training set {record['train_loss']:.4f}; fraction kept "

@@ -69,4 +69,4 @@ def random_init_baseline_run(
     return finetune_run(model_name, task_name, out, glue_dir=glue_dir, settings=settings, masks=random,
                         max_train_examples=max_train_examples, cap_seed=cap_seed, random_init=True, overwrite=overwrite,
                         progress=progress, extra_config={"baseline": "random-init", "size_of": str(size_of),
-                                                         "mask_seed": mask_seed})
+                                                         "mask_seed": mask_seed}, kind="baseline")

@@ -14,7 +14,7 @@ from ..masks import load_masks
 from ..models import load_model, load_tokenizer, model_layout
 from ..tasks import get_task
 from ..settings import TrainSettings
-from .taskdata import evaluate_model, metrics_record, prepare_task_data
+from .taskdata import DEFAULT_MAX_LENGTH, evaluate_model, fit_max_length, metrics_record, prepare_task_data
 
 __all__ = ["evaluate_run"]
 
@@ -31,24 +31,31 @@ def evaluate_run(
     """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask.
 
     ``max_length``: tokens per example; by default the length the run was fine-tuned at (its
-    ``config.json``), so that a pruned model is measured at the truncation its full model was, else 128.
+    ``config.json``), so that a pruned model is measured at the truncation its full model was, else 128;
+    either cut to the model's positions (`fit_max_length`). A length asked for beyond them is refused.
     """
     path = Path(run_or_model)
     # a run directory's config.json, or an exported subnetwork's export.json, names the task
     records = [runs.read_json(f) for f in (path / runs.CONFIG_FILE, path / runs.EXPORT_FILE) if f.is_file()]
-    asked = max_length is not None
-    if max_length is None:
-        trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
-        max_length = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), 128)
+    trained = [r["train"] for r in records if isinstance(r, dict) and isinstance(r.get("train"), dict)]
+    recorded = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), DEFAULT_MAX_LENGTH)
+    own = next((r["task"] for r in records if isinstance(r, dict) and isinstance(r.get("task"), str)), None)
     # the precision the run was trained in (fp32 for a run recorded before the setting, or a bare model)
     precision = next((TrainSettings.from_dict(r["train"]).precision for r in records
                       if isinstance(r, dict) and isinstance(r.get("train"), dict)), "fp32")
     if task_name is None:
-        task_name = next((r["task"] for r in records if isinstance(r, dict) and "task" in r), None)
+        task_name = own
         if task_name is None:
             raise UserError(f"{path} is not a bertlottery run or export (no task recorded); pass --task.")
     task = get_task(task_name)
+    if own is not None and get_task(own).num_labels != task.num_labels:
+        # its task head has the other task's size: loading it would fail deep inside transformers
+        raise UserError(f"{path} was fine-tuned on {own} ({get_task(own).num_labels} outputs), which {task.name} "
+                        f"({task.num_labels}) cannot be evaluated with; evaluate it on {own}, or leave out --task.")
     model_dir = runs.model_dir_of(path)
+    # a length asked for is checked against the model before anything is read; the run's own (or the
+    # default) is fitted to it, as fine-tuning fitted it (a run made before that could record more)
+    max_length = fit_max_length(model_dir, max_length, default=recorded)
     tokenizer = load_tokenizer(str(model_dir))
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=max_length, with_train=False,
                              max_eval_examples=max_eval_examples)
@@ -62,11 +69,6 @@ def evaluate_run(
         kept = sizes["body_after"] / sizes["body_before"]
     else:
         model = load_model(str(model_dir), task.num_labels)
-    # a length asked for is checked against the model (a run's own length is what it was trained at)
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if asked and isinstance(positions, int) and max_length > positions:
-        raise UserError(f"--max-length {max_length} is beyond the {positions} positions of the model in {model_dir}; "
-                        f"give at most {positions}.")
     masks = None
     if masks_path:
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .. import runs
+from ..errors import UserError
 from ..evaluation import evaluate
 from ..masking import fraction_kept
 from ..masks import Masks, load_masks, save_masks
@@ -22,9 +24,33 @@ from ..physical import finetune_pruned
 from ..precision import device_precision
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
-from .taskdata import CAP_SEED, HOLDOUT_SEED, evaluate_model, learnt_check_of, metrics_record, prepare_task_data
+from .taskdata import (
+    CAP_SEED, DEFAULT_MAX_LENGTH, HOLDOUT_SEED, evaluate_model, fit_max_length, learnt_check_of, metrics_record,
+    prepare_task_data,
+)
 
-__all__ = ["finetune_run"]
+__all__ = ["finetune_run", "KIND", "recognises"]
+
+KIND = "finetune"  # the kind of output folder `finetune_run` writes (`bertlottery.runs.check_output_dir`)
+
+
+def _kind_of_run(config: dict[str, Any]) -> str:
+    """Which command wrote a fine-tuning run directory, from its config.json."""
+    if config.get("mode") == "retrained":
+        return "retrain"
+    return "baseline" if config.get("baseline") == "random-init" else KIND
+
+
+def recognises(kind: str):
+    """Whether a folder without a marker is ``kind`` output all the same: a complete fine-tuning run
+    (re-fine-tuning, random-init baseline) that a command of that kind wrote before folders were marked."""
+    def recognise(path: Path) -> bool:
+        try:
+            return runs.is_complete_run(path) and _kind_of_run(runs.read_json(path / runs.CONFIG_FILE)) == kind
+        except (UserError, AttributeError):  # a damaged or foreign config.json: not recognised
+            return False
+
+    return recognise
 
 
 def finetune_run(
@@ -45,6 +71,7 @@ def finetune_run(
     overwrite: bool = False,
     progress: bool = True,
     extra_config: dict[str, Any] | None = None,
+    kind: str = KIND,
 ) -> dict[str, Any]:
     """Fine-tune ``model_name`` on a task and write a complete run directory to ``out``.
 
@@ -67,8 +94,17 @@ def finetune_run(
             class on dev (`bertlottery.learnt`) in ``learnt_check`` of the metrics.
         random_init: the architecture with random weights (the paper's random-init baseline).
         eval_each_epoch: record dev metrics after every epoch in history.json (longer re-fine-tuning).
+        overwrite, kind: ``out`` must be new, empty, or with ``overwrite`` this ``kind``'s earlier output
+            (replaced) or a folder not bertlottery's (written into; nothing else in it is deleted),
+            checked before any work (`bertlottery.runs.check_output_dir`); another kind's is refused.
     """
+    recognise = recognises(kind)
+    runs.check_output_dir(out, kind, overwrite=overwrite, recognise=recognise, ask_to_replace=True)
     task = get_task(task_name)
+    # settings cannot tell a length asked for from the default: a length other than the default is
+    # checked against the model's positions, the default is fitted to them (`fit_max_length`)
+    asked = None if settings.max_length == DEFAULT_MAX_LENGTH else settings.max_length
+    settings = replace(settings, max_length=fit_max_length(model_name, asked, name="max_length"))
     tokenizer = load_tokenizer(model_name)
     data = prepare_task_data(task, tokenizer, glue_dir, max_length=settings.max_length,
                              max_train_examples=max_train_examples, holdout_fraction=holdout_fraction,
@@ -127,7 +163,7 @@ def finetune_run(
                              cap=config["cap"])
     if learnt_check is not None:
         record["learnt_check"] = learnt_check_of(record, **learnt_check).to_dict()
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with runs.staged_output(out, kind, overwrite=overwrite, recognise=recognise, ask_to_replace=True) as scratch:
         model.save_pretrained(scratch / runs.MODEL_DIR)  # safetensors by default
         tokenizer.save_pretrained(scratch / runs.MODEL_DIR)
         runs.write_json(scratch / runs.CONFIG_FILE, config)

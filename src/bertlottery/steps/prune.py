@@ -41,13 +41,21 @@ from ..settings import TrainSettings
 from ..tasks import get_task
 from .taskdata import CAP_SEED, TaskData, evaluate_model, finetuned_run_config, prepare_task_data
 
-__all__ = ["prune_structured_run", "prune_magnitude_run", "prune_fisher_run", "SCORING_SPLITS"]
+__all__ = ["prune_structured_run", "prune_magnitude_run", "prune_fisher_run", "SCORING_SPLITS", "KIND"]
 
 SCORING_SPLITS = ("dev", "heldout")
+KIND = "prune"  # the kind of output folder a prune step writes (`bertlottery.runs.check_output_dir`)
 
 
-def _load_finetuned(run_dir: Path, glue_dir: Path | None, *, heldout: bool = False,
-                    with_train: bool = False) -> tuple[nn.Module, TaskData, dict]:
+def _is_prune_dir(path: Path) -> bool:
+    """A prune directory written before folders were marked."""
+    return all((path / name).is_file() for name in (runs.MASK_FILE, runs.TRACE_FILE, runs.METRICS_FILE))
+
+
+def _load_finetuned(run_dir: Path, glue_dir: Path | None, out: str | os.PathLike, overwrite: bool, *,
+                    heldout: bool = False, with_train: bool = False) -> tuple[nn.Module, TaskData, dict]:
+    # the output folder first: a refusal comes before the search, not after it
+    runs.check_output_dir(out, KIND, overwrite=overwrite, recognise=_is_prune_dir, ask_to_replace=True)
     config = finetuned_run_config(run_dir)
     task = get_task(config["task"])
     model_dir = runs.model_dir_of(run_dir)
@@ -104,7 +112,7 @@ def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace:
         "params": masks.params,
         **(extra or {}),
     }
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with runs.staged_output(out, KIND, overwrite=overwrite, recognise=_is_prune_dir, ask_to_replace=True) as scratch:
         save_masks(scratch / runs.MASK_FILE, masks, model_layout(model))
         for name, content in (tensors or {}).items():
             save_file({k: v.detach().cpu().contiguous() for k, v in content.items()}, str(scratch / name))
@@ -142,7 +150,7 @@ def prune_structured_run(
         raise UserError(f"Unknown scoring split '{scoring_split}'; use one of {', '.join(SCORING_SPLITS)}.")
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
-    model, data, config = _load_finetuned(run_dir, glue_dir, heldout=scoring_split == "heldout")
+    model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite, heldout=scoring_split == "heldout")
     precision = _precision(config)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
@@ -203,7 +211,7 @@ def prune_magnitude_run(
     `prune_structured_run`)."""
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
-    model, data, config = _load_finetuned(run_dir, glue_dir)
+    model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite)
     precision = _precision(config)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
@@ -275,7 +283,7 @@ def prune_fisher_run(
         raise UserError("Give the Fisher search one budget: an s-pruning good mask to match (--budget-of), a "
                         f"fraction of the full model's cost (--budget-fraction) or a cost (--budget); got {given or 'none'}.")
     run_dir = Path(run_dir)
-    model, data, config = _load_finetuned(run_dir, glue_dir, with_train=True)
+    model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite, with_train=True)
     layout = model_layout(model)
     if budget_of is not None:
         budget = budget_from_masks(model, load_masks(runs.mask_file_of(budget_of)), cost=cost, seq_len=seq_len)

@@ -42,7 +42,7 @@ def quickstart(
     task = get_task(task_name)
     with runs.staged_output(out, KIND, overwrite=overwrite) as scratch:
         record = finetune_run(model_name, task_name, scratch, glue_dir=glue_dir, settings=settings,
-                              max_train_examples=max_train_examples, overwrite=True, progress=progress)
+                              max_train_examples=max_train_examples, overwrite=True, progress=progress, kind=KIND)
         model_dir = scratch / runs.MODEL_DIR
         tokenizer = load_tokenizer(str(model_dir))
         data = prepare_task_data(task, tokenizer, glue_dir, with_train=False)

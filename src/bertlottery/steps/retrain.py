@@ -47,5 +47,5 @@ def retrain_run(
         cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
         holdout_fraction=config.get("holdout_fraction") or 0.0, eval_each_epoch=True,
         overwrite=overwrite, progress=progress,
-        extra_config={"mode": "retrained", "found_by": str(run_dir)},
+        extra_config={"mode": "retrained", "found_by": str(run_dir)}, kind="retrain",
     )

@@ -15,7 +15,22 @@ from ..errors import UserError
 from ..masks import load_masks, save_masks
 from ..sampling import bad_like, random_like, super_survivors
 
-__all__ = ["make_subnetworks", "make_fisher_subnetworks", "make_super_survivors"]
+__all__ = ["make_subnetworks", "make_fisher_subnetworks", "make_super_survivors", "KIND"]
+
+KIND = "subnetworks"  # the kind of output folder both write (`bertlottery.runs.check_output_dir`)
+
+
+def _is_subnetworks_dir(path: Path) -> bool:
+    """A subnetworks (or super-survivors) folder written before folders were marked."""
+    return (path / runs.SUBNETWORKS_FILE).is_file()
+
+
+def _check(out: str | os.PathLike, overwrite: bool) -> None:
+    runs.check_output_dir(out, KIND, overwrite=overwrite, recognise=_is_subnetworks_dir, ask_to_replace=True)
+
+
+def _staged(out: str | os.PathLike, overwrite: bool):
+    return runs.staged_output(out, KIND, overwrite=overwrite, recognise=_is_subnetworks_dir, ask_to_replace=True)
 
 
 def make_subnetworks(
@@ -28,6 +43,7 @@ def make_subnetworks(
     Fisher mask goes to `make_fisher_subnetworks` (``run_dir``: the fine-tuned run it was found on;
     default the one its metadata names).
     """
+    _check(out, overwrite)
     good = load_masks(runs.mask_file_of(good_path))
     if good.params.get("method") == "fisher":
         return make_fisher_subnetworks(good_path, run_dir or good.params["run"], out, seed=seed, overwrite=overwrite)
@@ -35,7 +51,7 @@ def make_subnetworks(
     random = random_like(good, seed, per_tensor=per_tensor, compat=get_compat(compat))
     bad = bad_like(good, seed, per_tensor=per_tensor)
     sizes = {}
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with _staged(out, overwrite) as scratch:
         for name, masks in (("good", good), ("random", random), ("bad", bad)):
             save_masks(scratch / runs.subnetwork_file(name), masks)
             sizes[name] = {k: getattr(masks, k).n_kept for k in masks.kinds}
@@ -66,6 +82,7 @@ def make_fisher_subnetworks(
     from ..sampling import bad_neurons_like, random_neurons_like
     from ..tasks import get_task
 
+    _check(out, overwrite)
     prune_dir = Path(prune_dir)
     scores_file = prune_dir / runs.FISHER_FILE
     if not scores_file.is_file():
@@ -84,7 +101,7 @@ def make_fisher_subnetworks(
         result[name] = Masks(heads=HeadMask(heads), weights=neuron_weight_mask(model, units), family=good.family,
                              params={"subnetwork": name, "seed": seed, "method": "fisher", "of": good.params})
     sizes = {}
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with _staged(out, overwrite) as scratch:
         for name, masks in result.items():
             save_masks(scratch / runs.subnetwork_file(name), masks)
             sizes[name] = {"heads": masks.heads.n_kept, "neurons": int(neurons_of(model, masks.weights).sum()),
@@ -104,6 +121,7 @@ def make_super_survivors(
     """
     from ..masks import import_prasanna2020
 
+    _check(out, overwrite)
     loaded = []
     for path in mask_paths:
         path = Path(path)
@@ -116,7 +134,7 @@ def make_super_survivors(
         raise UserError(f"Super-survivors are per task, but these masks come from {sorted(tasks)}.")
     result = super_survivors(loaded, seed)
     sizes = {}
-    with runs.staged_run_dir(out, overwrite=overwrite) as scratch:
+    with _staged(out, overwrite) as scratch:
         for name, masks in result.items():
             masks.params["task"] = next(iter(tasks), None)
             save_masks(scratch / runs.subnetwork_file(name), masks)

@@ -3,8 +3,9 @@ metrics record a step writes, and reading a fine-tuning run a later step starts 
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,40 @@ from ..tasks import TaskSpec
 from ..training import TrainSettings
 
 __all__ = ["TaskData", "prepare_task_data", "training_examples", "split_holdout", "evaluate_model", "metrics_record",
-           "finetuned_run_config", "learnt_check_of", "HOLDOUT_SEED", "CAP_SEED", "EVAL_BATCH_SIZE"]
+           "finetuned_run_config", "learnt_check_of", "fit_max_length", "DEFAULT_MAX_LENGTH", "HOLDOUT_SEED", "CAP_SEED",
+           "EVAL_BATCH_SIZE"]
 
 EVAL_BATCH_SIZE = 64
+DEFAULT_MAX_LENGTH = next(f.default for f in fields(TrainSettings) if f.name == "max_length")  # the paper's 128
+log = logging.getLogger(__name__)
+
+
+def fit_max_length(model: str | os.PathLike, asked: int | None, *, default: int = DEFAULT_MAX_LENGTH,
+                   name: str = "--max-length") -> int:
+    """The tokens per example to use with ``model``: ``asked``, refused with one line if the model's
+    position embeddings cannot hold it; or, if nothing was asked, ``default`` cut to what they hold,
+    with a one-line notice (logged as a warning).
+
+    A length the user chose beyond the model's positions is a mistake to mend before anything runs (a
+    longer example would fail in the middle of a run). A default is the toolkit's choice, not theirs:
+    the paper's 128 means "at most 128" on a model with fewer positions (the tests' tiny models, 64),
+    so it is fitted rather than refused, which would make every such user pass a length.
+
+    >>> fit_max_length("minilm-l6", None)                                    # doctest: +SKIP
+    128
+    """
+    from ..models import max_tokens
+
+    limit = max_tokens(model)
+    if asked is not None:
+        if limit is not None and asked > limit:
+            raise UserError(f"{name} {asked} is beyond the {limit} positions of the model {model}; give at most {limit}.")
+        return asked
+    if limit is not None and default > limit:
+        log.warning("%s: the default %d is beyond the %d positions of the model %s; using %d.", name, default, limit,
+                    model, limit)
+        return limit
+    return default
 
 
 @dataclass
