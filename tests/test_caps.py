@@ -15,8 +15,8 @@ from bertlottery.errors import UserError
 from bertlottery.metrics import majority_baseline
 from bertlottery.tasks import get_task
 
-# the caps of configs/minilm-glue.yaml, and MRPC's
-MINILM_GLUE_CAPS = [("STS-B", 2500), ("CoLA", 3000), ("RTE", 300), ("MRPC", 1000), ("SST-2", 4000)]
+# the caps of the first minilm-glue study (configs/minilm-glue.yaml now caps only SST-2, at 16,000)
+MINILM_GLUE_CAPS = [("STS-B", 2500), ("CoLA", 3000), ("RTE", 300), ("MRPC", 1000), ("SST-2", 4000), ("SST-2", 16000)]
 
 
 def test_the_module_examples_run():

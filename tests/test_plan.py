@@ -59,10 +59,10 @@ def test_training_examples_and_epochs_per_task(plans, glue_dir):
     lines = sum(1 for _ in open(glue_dir / "SST-2" / "train.tsv")) - 1  # a header line
     assert rows["SST-2"]["train_examples"] == lines
     # minilm-glue tunes its epochs: the plan lists the grid's, one of which the tune stage chooses
-    assert rows["SST-2"]["trained_on"] == 4000 and rows["SST-2"]["epochs"] == [1, 2]
+    assert rows["SST-2"]["trained_on"] == 16000 and rows["SST-2"]["epochs"] == [2]
     assert rows["WNLI"]["trained_on"] == rows["WNLI"]["train_examples"] == 635  # no cap
-    assert rows["MRPC"]["trained_on"] == 1000 and rows["MRPC"]["epochs"] == [2, 3]
-    assert rows["WNLI"]["epochs"] == [1]  # not tuned
+    assert rows["MRPC"]["trained_on"] == rows["MRPC"]["train_examples"] == 3668 and rows["MRPC"]["epochs"] == [3]
+    assert rows["WNLI"]["epochs"] == [3]  # not tuned
     assert all(row["source"] == "files" for row in rows.values())
     assert 5 < rows["SST-2"]["train_tokens_per_example"] < rows["RTE"]["train_tokens_per_example"] <= 128
 
