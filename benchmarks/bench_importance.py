@@ -21,7 +21,7 @@ gradients only, and takes length-grouped, dynamically padded batches (`make_load
 
 Both compute the same quantity: |gate gradient of the batch's mean loss| summed over batches, divided
 by the number of real tokens; head scores L2-normalised per layer, MLP scores not. (The old script never
-zeroed ``head_mask.grad`` between batches; the baseline here does, to match SPEC section 2, and that
+zeroed ``head_mask.grad`` between batches; the baseline here does, to match the paper's released code (docs/algorithms.md), and that
 costs nothing.) The score depends on which examples share a batch, so scores are compared only between
 runs over the same batches: every variant against the baseline method on its own batches. (Length
 grouping is no worse there than any other order: on MiniLM fine-tuned one epoch on RTE, head scores from
@@ -64,7 +64,7 @@ from bertlottery.tasks import get_task
 ATTENTION = "eager_head_mask"
 SPEED_TARGET = 2.0
 AGREEMENT_TARGET = 1e-4
-BATCH_SIZE = 64  # the paper's scoring batch (SPEC section 10)
+BATCH_SIZE = 64  # the paper's scoring batch (docs/algorithms.md)
 MAX_LENGTH = 128
 
 

@@ -1,4 +1,4 @@
-"""good / random / bad subnetworks and super-survivors: exact sizes, seeded draws, SPEC section 4."""
+"""good / random / bad subnetworks and super-survivors: exact sizes, seeded draws (Prasanna et al. 2020, section 3; docs/algorithms.md)."""
 
 from __future__ import annotations
 

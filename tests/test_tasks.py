@@ -69,7 +69,7 @@ def test_num_labels_and_regression():
 
 
 def test_primary_metric_is_what_the_pruning_threshold_watches():
-    # SPEC section 2: CoLA MCC, STS-B mean of Pearson and Spearman, all others accuracy.
+    # the paper's metrics (docs/algorithms.md): CoLA MCC, STS-B mean of Pearson and Spearman, all others accuracy.
     primary = {n: t.primary_metric for n, t in TASKS.items()}
     assert primary.pop("CoLA") == "mcc"
     assert primary.pop("STS-B") == "pearson_spearman_mean"
