@@ -179,7 +179,18 @@ def test_calibrate_fits_a_line_per_kind(tiny_model_dir):
     assert per_flop > 0 and per_step >= 0
     # a pass of 10 steps of 4 x 16 tokens: 10 steps' fixed part and its FLOPs' part
     assert calibration.seconds(Pass("train", 640, 4, 16), 1000.0) == pytest.approx(10 * per_step + 640 * 1000 * 3 * per_flop)
-    assert calibration.busy >= 0.9
+    assert calibration.busy >= 0.9 and calibration.precision == "fp32"
+
+
+def test_calibration_times_steps_under_the_studys_autocast(tiny_model_dir, monkeypatch):
+    import bertlottery.precision as precision
+
+    dims = json.loads((tiny_model_dir / "config.json").read_text())
+    entered = []
+    real = precision.autocast
+    monkeypatch.setattr(precision, "autocast", lambda p, d: entered.append(p) or real(p, d))
+    calibration = calibrate(dims, {("train", 4, 16), ("eval", 4, 16)}, threads=1, seconds_each=0.01, precision="bf16")
+    assert calibration.precision == "bf16" and set(entered) == {"bf16"} and len(entered) >= 4
 
 
 def test_line_through_two_points():

@@ -379,6 +379,7 @@ class Calibration:
     threads: int
     measured_seconds: float
     busy: float
+    precision: str = "fp32"  # the autocast the steps were timed under (the config's, as this CPU resolves it)
 
     def seconds(self, p: Pass, flops_per_token: float) -> float:
         """Seconds of a pass whose tokens cost ``flops_per_token`` each (`work_flops`' counting)."""
@@ -393,14 +394,17 @@ _MOST_TIMED_TOKENS = 512
 
 
 def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, threads: int,
-              seconds_each: float = 0.3) -> Calibration:
+              seconds_each: float = 0.3, precision: str = "fp32") -> Calibration:
     """Time training steps (forward, backward, AdamW) and forward passes of the config's architecture
     with random weights, for each kind of ``shapes`` (``(train|eval, batch, length)``) at its smallest
-    and its longest shape, for about ``seconds_each`` each after a warm-up step; fit `Calibration`."""
+    and its longest shape, for about ``seconds_each`` each after a warm-up step; fit `Calibration`.
+    ``precision``: the resolved precision the stages will run in (`bertlottery.precision`), timed
+    under the same autocast."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .models import attention_implementation, layout_from_config
+    from .precision import autocast
 
     started = time.perf_counter()
     values = dict(dims)
@@ -433,12 +437,14 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
                 def step() -> None:
                     if kind == "train":
                         model.train()
-                        model(input_ids=ids, labels=labels).loss.backward()
+                        with autocast(precision, "cpu"):
+                            loss = model(input_ids=ids, labels=labels).loss
+                        loss.backward()
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
                     else:
                         model.eval()
-                        with torch.inference_mode():
+                        with torch.inference_mode(), autocast(precision, "cpu"):
                             model(input_ids=ids)
 
                 step()  # warm-up: allocations, kernel choice
@@ -457,7 +463,7 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
     finally:
         torch.set_num_threads(before)
     busy = wall_total / cpu_total if threads == 1 and cpu_total > 0 else 1.0
-    return Calibration(lines, timed, setup, threads, time.perf_counter() - started, busy)
+    return Calibration(lines, timed, setup, threads, time.perf_counter() - started, busy, precision)
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -513,8 +519,10 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     needs_calibration = [s for s in stages if from_run.get(s.id) is None and works[s.id].most]
     if calibrate_here and needs_calibration:
         threads = threads or torch.get_num_threads()
+        from .precision import resolve_precision
+
         calibration = calibrate(dims, _shapes([works[s.id] for s in needs_calibration]), threads=threads,
-                                seconds_each=seconds_each)
+                                seconds_each=seconds_each, precision=resolve_precision(config.train.precision, "cpu"))
     seconds = {kind: {"least": 0.0, "most": 0.0, "from_run": 0, "calibrated": 0, "unknown": 0} for kind in kinds}
     for stage in stages:
         row, work = seconds[stage.kind], works[stage.id]
@@ -624,7 +632,8 @@ def format_plan(plan: dict[str, Any]) -> str:
                 "first step - running to the end)")
         if plan["calibration"]:
             c = plan["calibration"]
-            line += f"; calibrated on {c['threads']} thread{'s' if c['threads'] > 1 else ''} in {c['measured_seconds']:.0f} s"
+            line += (f"; calibrated on {c['threads']} thread{'s' if c['threads'] > 1 else ''} in "
+                     f"{c['measured_seconds']:.0f} s, in {c.get('precision', 'fp32')}")
             if c["busy"] > 1.2:
                 line += (f" (an idle core's time: the machine is busy now, timing ran {c['busy']:.1f}x its CPU "
                          "time)")
