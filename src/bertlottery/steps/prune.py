@@ -294,17 +294,18 @@ def prune_fisher_run(
         # the same seeded permutation's first examples: a subset of the Fisher sample
         calibration = fisher_sample(data.train, data.pad_id, n_examples=tune_examples, seed=seed, batch_size=batch_size)
     dev = data.eval_batches(data.main_split)
-    full_metric = _primary(model, data, dev)
+    precision = _precision(config)  # evaluations in the run's precision, as the other searches'
+    full_metric = _primary(model, data, dev, precision)
 
     started = time.time()
     result = fisher_search(model, sample, budget=budget, budget_fraction=budget_fraction, cost=cost, seq_len=seq_len,
                            labels=labels, rearrange_masks=rearrange, tune=tune, tune_batches=calibration)
     seconds = round(time.time() - started, 2)
     with fisher_gated(model, result.head_scales, result.neuron_scales):
-        tuned = {split: evaluate(model, data.task, data.eval_batches(split)) for split in data.evals}
+        tuned = {split: evaluate(model, data.task, data.eval_batches(split), precision=precision) for split in data.evals}
     masks = result.masks(model)
     with gated(model, heads=masks.heads), weight_masked(model, masks.weights):
-        final_metric = _primary(model, data, dev)
+        final_metric = _primary(model, data, dev, precision)
     params = {
         **masks.params, "method": "fisher", "budget_of": str(budget_of) if budget_of is not None else None,
         "budget_fraction": budget_fraction, "tune_examples": tune_examples, "seed": seed, "task": data.task.name,
@@ -319,5 +320,4 @@ def prune_fisher_run(
              "cost": result.cost, "budget": result.budget, "full_cost": result.full_cost, "seconds": seconds,
              "layout": {"num_layers": layout.num_layers, "num_heads": layout.num_heads,
                         "intermediate_size": layout.intermediate_size}}
-    return _write_prune_dir(out, masks, model, data, trace, _precision(config), overwrite, extra,
-                            {runs.FISHER_FILE: scores})
+    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite, extra, {runs.FISHER_FILE: scores})
