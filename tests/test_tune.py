@@ -210,7 +210,9 @@ def test_the_lottery_stages_train_with_the_choice_and_a_finished_tune_stage_is_n
     out = capsys.readouterr().out
     assert len(trained_with) == 4, "the finished tune stages ran again"
     assert "13 stages, 6 already done, 7 to run" in out  # the five tune stages and the majority class
-    stages = {s.kind: s for s in expand(load(SMOKE, argv[2:-3]))}
+    from bertlottery.cli.study import fit_to_model  # the run fits the default length to the tiny model's 64 positions
+
+    stages = {s.kind: s for s in expand(fit_to_model(load(SMOKE, argv[2:-3])))}
     folder = lambda kind: runs.stage_path(run_dir, stages[kind].id)  # noqa: E731
     assert read(folder("tune") / runs.TUNE_FILE)["choice"] == {"learning_rate": 3e-3, "epochs": 2}
     finetuned = read(folder("finetune") / runs.CONFIG_FILE)
@@ -219,7 +221,7 @@ def test_the_lottery_stages_train_with_the_choice_and_a_finished_tune_stage_is_n
     assert finetuned["train"]["batch_size"] == 8  # not tuned: train's
     retrained = read(folder("retrain") / runs.CONFIG_FILE)["train"]
     assert (retrained["learning_rate"], retrained["epochs"]) == (3e-3, 2)
-    baseline = [s for s in expand(load(SMOKE, argv[2:-3])) if s.keys.get("method") == "random-init"][0]
+    baseline = [s for s in expand(fit_to_model(load(SMOKE, argv[2:-3]))) if s.keys.get("method") == "random-init"][0]
     random_init = read(runs.stage_path(run_dir, baseline.id) / runs.CONFIG_FILE)["train"]
     assert (random_init["learning_rate"], random_init["epochs"]) == (3e-3, 2)
     table = pd.read_csv(run_dir / "results.csv")
@@ -228,7 +230,7 @@ def test_the_lottery_stages_train_with_the_choice_and_a_finished_tune_stage_is_n
     assert main(["status", str(run_dir), "--all"]) == 0
     status = capsys.readouterr().out
     assert "done 13" in status and stages["tune"].id in status
-    assert all(s.id in status for s in expand(load(SMOKE, argv[2:-3])) if s.kind == "tune-candidate")
+    assert all(s.id in status for s in expand(fit_to_model(load(SMOKE, argv[2:-3]))) if s.kind == "tune-candidate")
     # the report's section: every candidate's held-out score, the chosen one marked
     from bertlottery.report.context import Context
     from bertlottery.report.rundata import load_run
