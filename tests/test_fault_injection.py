@@ -78,7 +78,7 @@ def _study(model_dir, glue, run_dir, overrides) -> list[str]:
 
 @pytest.mark.parametrize("seed,overrides,rounds", [
     pytest.param(0, SHORT, 4, id="short"),
-    pytest.param(1, LONG, 12, id="long", marks=pytest.mark.slow),
+    pytest.param(1, LONG, 12, id="long", marks=[pytest.mark.slow, pytest.mark.long]),
 ])
 def test_random_kills_and_damage_end_in_the_uninterrupted_table(tiny_model_dir, env, capsys, seed, overrides, rounds):
     rng = random.Random(seed)
