@@ -106,3 +106,19 @@ def test_a_study_with_the_fisher_search_reports_it_against_s_pruning(tiny_model_
                    & (results["split"] == "dev") & (results["metric"] == "accuracy")]
     assert metrics.loc[metrics["group"] == "Fisher search"].loc["good retrained", "RTE mean"] == pytest.approx(
         good["value"].mean())
+
+
+def test_a_study_without_the_fisher_search_says_so_in_place_without_a_contents_entry(tmp_path):
+    from bertlottery import runs
+    from bertlottery.config import load, to_dict
+    from bertlottery.report.context import Context
+    from bertlottery.report.rundata import load_run
+    from bertlottery.report.sections.fisher import fisher_section
+    from rungraph import write_graph_of
+
+    run = tmp_path / "run"
+    run.mkdir()
+    runs.write_json(run / runs.CONFIG_FILE, to_dict(load(SMOKE)))
+    write_graph_of(run)
+    section = fisher_section(Context(load_run(run), tmp_path / "report", None))
+    assert "no Fisher search" in section.html_body and not section.toc

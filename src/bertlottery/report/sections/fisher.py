@@ -206,7 +206,7 @@ def fisher_section(ctx: Context) -> Section:
     has_stages = any(s.kind == "prune" and s.keys.get("method") == "fisher" for s in ctx.run.stages)
     if not configured and not has_stages:
         return Section(TITLE, paragraph("This run has no Fisher search (add fisher to the config's methods to "
-                                        "compare it with s-pruning at equal cost)."))
+                                        "compare it with s-pruning at equal cost)."), toc=False)  # not run: no entry
     missing = missing_stages(ctx, lambda s: s.keys.get("method") in METHODS and s.kind in
                              ("prune", "subnetworks", "evaluate", "retrain"), "s-pruning and Fisher")
     per_task, problems = _read_seeds(ctx)
