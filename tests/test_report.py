@@ -190,6 +190,9 @@ def test_key_results_order_the_subnetworks_and_say_how_much_of_the_gap_re_fine_t
     assert ordering({s: record[f"{s} pruned"] for s in ("good", "random", "bad")}) == \
         "good 0.520 > random 0.410 > bad 0.120"
     assert ordering({"good": 0.61, "random": 0.61, "bad": 0.58}) == "good 0.610 = random 0.610 > bad 0.580"
+    # a partial run: what has run, in order, and what has not
+    assert ordering({"good": 0.856, "random": 0.788, "bad": math.nan}) == "good 0.856 > random 0.788; bad not yet"
+    assert ordering({"good": math.nan, "random": math.nan, "bad": math.nan}) == "–"
     # a task that failed the learnt-check is left out
     assert key_results(cell_stats(rows), metrics, {"CoLA": "not learnt: ..."}).empty
 

@@ -515,12 +515,15 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
 
 def ordering(values: dict[str, float], digits: int = 3) -> str:
     """``{"good": .8, "random": .7, "bad": .5}`` -> ``"good 0.800 > random 0.700 > bad 0.500"`` (best
-    first; ``=`` between equal means); ``–`` when any is missing."""
-    if not values or any(math.isnan(v) for v in values.values()):
+    first; ``=`` between equal means); those without a value yet are named after the others
+    (``"good 0.800 > random 0.700; bad not yet"``), and ``–`` stands for none at all."""
+    known = {k: v for k, v in values.items() if not math.isnan(v)}
+    if not known:
         return "–"
-    ranked = sorted(values.items(), key=lambda item: -item[1])
+    ranked = sorted(known.items(), key=lambda item: -item[1])
     text = f"{ranked[0][0]} {ranked[0][1]:.{digits}f}"
     for (_, previous), (name, value) in zip(ranked, ranked[1:]):
         sign = "=" if round(previous, digits) == round(value, digits) else ">"
         text += f" {sign} {name} {value:.{digits}f}"
-    return text
+    pending = [k for k in values if k not in known]
+    return text + (f"; {', '.join(pending)} not yet" if pending else "")

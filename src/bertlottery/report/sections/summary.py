@@ -82,7 +82,7 @@ def _closed(fraction: float) -> str:
 
 def _lines(ordered: str) -> str:
     """One subnetwork a line: the box's cells stay narrow enough for the table to fit the page."""
-    return ordered.replace(" > ", " >\n").replace(" = ", " =\n")
+    return ordered.replace(" > ", " >\n").replace(" = ", " =\n").replace("; ", ";\n")
 
 
 def _float(value: Any) -> float:
