@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError, did_you_mean
+from .settings import PRECISIONS  # declared with the setting, where the torch-free config reads it
 
 __all__ = [
     "PRECISIONS",
@@ -41,7 +42,6 @@ __all__ = [
     "device_precision",
 ]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # avx512_bf16: bf16 dot products in AVX-512 (Cooper Lake, Zen 4); amx_bf16: AMX tiles (Sapphire Rapids).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")

@@ -25,7 +25,7 @@ from .errors import did_you_mean
 __all__ = ["TrainSettings", "MIXED_PRECISION", "PRECISIONS", "SUBNETWORK_TRAINING", "option", "stage_fields"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")  # accelerate's names (the Gordon study's pre-training uses them)
-PRECISIONS = ("fp32", "bf16", "fp16")  # `bertlottery.precision.PRECISIONS`, repeated here to stay torch-free
+PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision's values; `bertlottery.precision` applies them
 # How a head+MLP subnetwork is re-fine-tuned: its physically smaller export (`bertlottery.physical`), or
 # the full model with gates (every run made before the export was wired in).
 SUBNETWORK_TRAINING = ("physical", "gated")
