@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bertlottery.config import ConfigError, ExperimentConfig, from_dict, load, to_dict
 from bertlottery.errors import UserError
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 SMALL = {
     "name": "small",
@@ -156,3 +160,20 @@ def test_the_fisher_method_is_asked_for_by_name_and_its_budget_is_checked():
     for part in ("Did you mean 'fisher'", "budget_fraction must be in (0, 1]", "not both", "pruning.fisher.cost",
                  "examples must be at least 1", "unknown key 'pruning.fisher.labls'"):
         assert part in message, part
+
+
+def test_longer_retraining_can_be_limited_to_some_seeds():
+    """``longer_retraining.seeds`` gives the long re-fine-tunings to those seeds alone, leaves every other
+    stage's id as it was, and must name seeds of the study."""
+    from bertlottery.studies import expand
+
+    common = ["seeds=[1,2,3]", "longer_retraining.subnetworks=[good,bad]"]
+    every = expand(load(SMOKE, common))
+    one = expand(load(SMOKE, [*common, "longer_retraining.seeds=[2]"]))
+    long_of = lambda stages: {s.id for s in stages if s.keys.get("mode") == "retrained-long"}  # noqa: E731
+    assert long_of(every) and all(s.keys["seed"] == 2 for s in one if s.id in long_of(one))
+    assert long_of(one) == {i for i in long_of(every) if "/seed2-" in i}
+    assert {s.id for s in one} == {s.id for s in every} - (long_of(every) - long_of(one))
+    with pytest.raises(ConfigError, match=r"longer_retraining.seeds must be among the study's seeds \[1, 2, 3\], "
+                                          r"got \[4\]"):
+        load(SMOKE, [*common, "longer_retraining.seeds=[4]"])

@@ -219,11 +219,14 @@ class PruningConfig:
 
 @dataclass(frozen=True)
 class LongerRetrainingConfig:
-    """The paper's appendix D: re-fine-tune some subnetworks longer, dev metric after every epoch."""
+    """The paper's appendix D: re-fine-tune some subnetworks longer, dev metric after every epoch.
+    ``seeds``: the study's seeds that get them (None: every seed); a study on a small budget can run the
+    longer re-fine-tuning for one seed, as a check that the shorter one has converged."""
 
     epochs: int = 6
     methods: list[str] = field(default_factory=lambda: ["structured"])
     subnetworks: list[str] = field(default_factory=lambda: ["bad"])
+    seeds: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,9 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
         check_names(longer.subnetworks, SUBNETWORKS, "longer_retraining.subnetworks", problems)
         if isinstance(longer.epochs, int) and not isinstance(longer.epochs, bool) and longer.epochs < 1:
             problems.append(f"longer_retraining.epochs must be at least 1, got {longer.epochs}")
+        if longer.seeds is not None and not set(longer.seeds) <= set(config.seeds or []):
+            problems.append(f"longer_retraining.seeds must be among the study's seeds {config.seeds}, "
+                            f"got {longer.seeds}")
 
 
 def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:

@@ -157,7 +157,8 @@ def _evaluations(config, task, seed, method, finetune, subs, train, prefix: str 
                                 {**keys, "mode": "retrained", "epochs": train.get("epochs")},
                                 {"subnetwork": subnetwork, "epochs": None, **how}, inputs))
         longer = config.longer_retraining
-        if longer and not prefix and method in longer.methods and subnetwork in longer.subnetworks:
+        if longer and not prefix and method in longer.methods and subnetwork in longer.subnetworks \
+                and (longer.seeds is None or seed in longer.seeds):
             stages.append(Stage("retrain", task, f"seed{seed}-{method}-{subnetwork}-long",
                                 {**keys, "mode": "retrained-long", "epochs": longer.epochs},
                                 {"subnetwork": subnetwork, "epochs": longer.epochs, **how}, inputs))
