@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="the JSON summary; a markdown one is written beside it (.md)")
     parser.add_argument("--cpu-results", help="results.csv of a CPU run of the same study, shown beside the GPU's")
     parser.add_argument("--glue-dir", default=default_glue_dir(), help="GLUE folder (default: %(default)s)")
+    parser.add_argument("--model", default=None,
+                        help="the quickstart's model (default: its config's, minilm-l6; a folder for a machine "
+                             "without the package)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray executor check")
     parser.add_argument("--seconds", type=float, default=None,
                         help="timed seconds per throughput case (default: 5 on cuda, 0.5 on cpu)")
@@ -107,13 +110,27 @@ def study(args, work: Path, name: str, overrides: list[str], executor: str = "lo
             "table": json.loads(table.to_json(orient="records"))}
 
 
+def stage_devices(run_dir: Path) -> dict[str, list[str]]:
+    """Where each kind of stage computed, as its files record it: training's environment.json, the
+    searches' metrics.json (kind -> the devices seen)."""
+    seen: dict[str, set[str]] = {}
+    for path in sorted(run_dir.glob("stages/*/**/environment.json")) + sorted(run_dir.glob("stages/prune/**/metrics.json")):
+        device = json.loads(path.read_text()).get("device")
+        if device:
+            seen.setdefault(path.relative_to(run_dir).parts[1], set()).add(str(device))
+    return {kind: sorted(devices) for kind, devices in sorted(seen.items())}
+
+
 def quickstart(args, work: Path) -> dict:
     overrides = [_precision_override(args.device)]
     if args.tiny:  # the smoke study cut to one seed, on a tiny BERT
         overrides += [f"model={_tiny_model(work / 'tiny-bert')}", "seeds=[1]", "methods=[structured]",
                       "longer_retraining=null", "energy.track=false", "train.max_train_examples=32",
                       "train.max_length=64"]
+    elif args.model:
+        overrides.append(f"model={args.model}")
     result = study(args, work, "quickstart", overrides)
+    result["devices"] = stage_devices(work / "quickstart")
     if args.cpu_results:
         import pandas as pd
 
@@ -243,6 +260,7 @@ def _markdown(result: dict) -> str:
     q = result["quickstart"]
     lines += ["", "## Quickstart study (bf16)", "",
               f"{q['stages']} stages, stage time {q['stage_seconds']:.0f} s, wall {q['wall_seconds']:.0f} s, exit {q['status']}",
+              "", "Where the stages computed: " + "; ".join(f"{kind} on {', '.join(d)}" for kind, d in q.get("devices", {}).items()),
               "", "| task | method | subnetwork | mode | this device | CPU run |", "|---|---|---|---|---|---|"]
     cpu = {(r["task"], r["method"], r["subnetwork"], r["mode"]): r["mean"] for r in q.get("cpu_table", [])}
     for r in q["table"]:

@@ -37,6 +37,8 @@ def test_gpu_check_runs_on_cpu(tmp_path, glue_dir):
     quickstart = result["quickstart"]
     assert quickstart["status"] == 0 and quickstart["stage_seconds"] > 0
     assert {row["mode"] for row in quickstart["table"]} >= {"finetuned", "pruned", "retrained"}
+    # where each kind computed, from the stages' own records: on a GPU machine, all on the GPU
+    assert quickstart["devices"] == {"baseline": ["cpu"], "finetune": ["cpu"], "prune": ["cpu"], "retrain": ["cpu"]}
     beside = {(r["task"], r["method"], r["subnetwork"], r["mode"]) for r in quickstart["cpu_table"]}
     assert ("RTE", "structured", "good", "retrained") in beside
     ray = result["ray"]

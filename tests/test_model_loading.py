@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bertlottery.errors import UserError
 from bertlottery.models import load_model
@@ -62,3 +63,16 @@ def test_an_unreachable_hub_gives_one_line_without_retries(tmp_path, tiny_model_
     assert "local folder or the offline alias minilm-l6" in errors[0]
     print(f"two refusals and a local load in {seconds:.1f} s")  # with the retries: over 46 s of sleep alone
 
+
+
+def test_a_half_precision_checkpoint_is_loaded_with_fp32_weights(tmp_path):
+    """A checkpoint stored in fp16 or bf16 (as many on the hub are) is fine-tuned from fp32 master weights,
+    its values unchanged: transformers 5 would otherwise keep the stored dtype, and AdamW on half-precision
+    weights drops small updates. Half-precision compute comes from autocast, never from the weights."""
+    for dtype in (torch.float16, torch.bfloat16):
+        stored = tiny_model(dtype=dtype)
+        stored.save_pretrained(tmp_path / str(dtype))
+        loaded = load_model(str(tmp_path / str(dtype)), 2)
+        assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+        name = "bert.encoder.layer.0.attention.self.query.weight"
+        assert torch.equal(loaded.state_dict()[name], stored.state_dict()[name].float())

@@ -35,6 +35,7 @@ __all__ = [
     "supported_families",
     "resolve_model_path",
     "load_model",
+    "compute_device",
     "load_tokenizer",
     "init_classifier",
     "model_layout",
@@ -652,15 +653,29 @@ def load_model(
             torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)
     else:
+        # fp32 master weights whatever the checkpoint stores: transformers 5 would keep a half-precision
+        # checkpoint's dtype, and AdamW on half-precision weights loses small updates (bf16 and fp16
+        # compute comes from autocast, `bertlottery.precision`)
         model = _from_hub(
             AutoModelForSequenceClassification.from_pretrained,
             path,
             config=config,
             attn_implementation=attn_implementation,
+            dtype=torch.float32,
         )
     if seed is not None:
         init_classifier(model, seed)
     return model
+
+
+def compute_device() -> torch.device:
+    """Where a step that loads a model computes: the process's accelerator as accelerate sees it (the
+    GPU of this process, or of this Ray worker), else the CPU. Training places its model there through
+    accelerate; searches, scoring and evaluation load theirs there with this, so that a GPU machine
+    runs the whole study on its GPU."""
+    from accelerate.state import PartialState
+
+    return PartialState().device
 
 
 def init_classifier(model: nn.Module, seed: int) -> None:

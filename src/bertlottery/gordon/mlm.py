@@ -136,7 +136,7 @@ def load_mlm(name_or_path: str | os.PathLike, *, seed: int = 0) -> tuple[nn.Modu
     with _quiet_transformers():
         try:
             # SDPA where the family has it; DeBERTa-v2 and MPNet have only eager attention in transformers
-            model, loading = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True,
+            model, loading = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32,
                                                                   attn_implementation=_attention_of(path))
         except (OSError, ValueError) as error:
             raise UserError(f"Could not load {name_or_path} as a masked language model ({str(error).splitlines()[0]}).") from None
@@ -164,7 +164,7 @@ def load_mlm(name_or_path: str | os.PathLike, *, seed: int = 0) -> tuple[nn.Modu
     pooler = False
     if getattr(base, "pooler", "absent") is None:
         with _quiet_transformers():
-            encoder, base_loading = AutoModel.from_pretrained(path, output_loading_info=True)
+            encoder, base_loading = AutoModel.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
         if getattr(encoder, "pooler", None) is not None and not any("pooler" in k for k in base_loading["missing_keys"]):
             base.pooler = encoder.pooler  # saved with the encoder by save_mlm; pruned with it
             pooler = True

@@ -11,7 +11,7 @@ from .. import runs
 from ..errors import UserError
 from ..masking import fraction_kept
 from ..masks import load_masks
-from ..models import load_model, load_tokenizer, model_layout
+from ..models import compute_device, load_model, load_tokenizer, model_layout
 from ..tasks import get_task
 from ..settings import TrainSettings
 from .taskdata import DEFAULT_MAX_LENGTH, evaluate_model, fit_max_length, metrics_record, prepare_task_data
@@ -64,11 +64,11 @@ def evaluate_run(
 
         if masks_path:
             raise UserError(f"{model_dir} is an exported subnetwork: its mask is already applied; evaluate it without --mask.")
-        model = load_exported(model_dir)
+        model = load_exported(model_dir).to(compute_device())
         sizes = runs.read_json(model_dir / "pruning.json")["params"]
         kept = sizes["body_after"] / sizes["body_before"]
     else:
-        model = load_model(str(model_dir), task.num_labels)
+        model = load_model(str(model_dir), task.num_labels).to(compute_device())
     masks = None
     if masks_path:
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})

@@ -33,7 +33,7 @@ from ..evaluation import evaluate
 from ..importance import magnitudes, structured_importance
 from ..masking import fraction_kept, gated, weight_masked
 from ..masks import HeadMask, Masks, MlpMask, WeightMask, save_masks
-from ..models import load_model, load_tokenizer, model_layout
+from ..models import compute_device, load_model, load_tokenizer, model_layout
 from ..metrics import chance_level
 from ..physical import pruned_evaluator
 from ..pruning import criterion_threshold, magnitude_search, structured_search
@@ -70,7 +70,7 @@ def _load_finetuned(run_dir: Path, glue_dir: Path | None, out: str | os.PathLike
                              with_train=with_train, max_train_examples=config.get("max_train_examples"),
                              cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
                              holdout_fraction=holdout if heldout or with_train else 0.0, with_majority=True)
-    model = load_model(str(model_dir), task.num_labels)
+    model = load_model(str(model_dir), task.num_labels).to(compute_device())
     return model, data, config
 
 
@@ -110,6 +110,7 @@ def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace:
         "mlps_kept": masks.mlps.n_kept if masks.mlps is not None else None,
         "weights_kept": masks.weights.n_kept if masks.weights is not None else None,
         "params": masks.params,
+        "device": str(next(model.parameters()).device),  # where the search and its evaluations ran
         **(extra or {}),
     }
     with runs.staged_output(out, KIND, overwrite=overwrite, recognise=_is_prune_dir, ask_to_replace=True) as scratch:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import runs
 from ..masks import HeadMask, Masks
-from ..models import load_model, load_tokenizer, model_layout
+from ..models import compute_device, load_model, load_tokenizer, model_layout
 from ..tasks import get_task
 from ..training import TrainSettings
 from .finetune import finetune_run
@@ -46,7 +46,7 @@ def quickstart(
         model_dir = scratch / runs.MODEL_DIR
         tokenizer = load_tokenizer(str(model_dir))
         data = prepare_task_data(task, tokenizer, glue_dir, with_train=False)
-        model = load_model(str(model_dir), task.num_labels)
+        model = load_model(str(model_dir), task.num_labels).to(compute_device())
         layout = model_layout(model)
         full = HeadMask.full(layout.num_layers, layout.num_heads)
         half = HeadMask.random_like(full, keep=full.n_total // 2, seed=seed)
