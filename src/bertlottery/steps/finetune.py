@@ -167,7 +167,8 @@ def finetune_run(
         model.save_pretrained(scratch / runs.MODEL_DIR)  # safetensors by default
         tokenizer.save_pretrained(scratch / runs.MODEL_DIR)
         runs.write_json(scratch / runs.CONFIG_FILE, config)
-        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(next(model.parameters()).device)))
+        # where it trained: a physically pruned run trains the small model, the merged full one is saved
+        runs.write_json(scratch / runs.ENVIRONMENT_FILE, runs.environment(str(next(evaluated.parameters()).device)))
         runs.write_json(scratch / runs.HISTORY_FILE, history.to_dict())
         if masks is not None:
             save_masks(scratch / runs.MASK_FILE, masks, layout)
