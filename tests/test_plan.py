@@ -144,6 +144,40 @@ def test_estimate_from_finished_stages_uses_their_recorded_seconds(tiny_model_di
     assert _listing(run_dir) == before
 
 
+def test_stages_of_another_task_are_estimated_by_their_flops(tiny_model_dir, glue_dir, tmp_path):
+    """An RTE fine-tuning and s-search finished; MRPC's stages of the same kinds take RTE's seconds per
+    FLOP times their own FLOPs, while RTE's unfinished stages take RTE's own mean (same data, same work)."""
+    from bertlottery.models import layout_from_config
+    from bertlottery.pipeline import graph_record
+    from bertlottery.plan import model_dims, stage_work, work_flops
+
+    config = from_dict(_tiny_study(tiny_model_dir, glue_dir, tasks=["RTE", "MRPC"], seeds=[1, 2],
+                                   train={"epochs": 2, "max_train_examples": 64, "max_length": 48,
+                                          "per_task": {"MRPC": {"epochs": 3}}}))
+    stages = expand(config)
+    run_dir = tmp_path / "run"
+    runs.write_graph(run_dir, graph_record(stages))
+    recorded = {("finetune", 1): 100.0, ("prune", 1): 40.0}
+    for stage in stages:
+        if stage.task == "RTE" and (stage.kind, stage.keys.get("seed")) in recorded:
+            folder = runs.stage_path(run_dir, stage.id)
+            folder.mkdir(parents=True)
+            runs.write_json(folder / runs.STAGE_FILE, {"id": stage.id, "seconds": recorded[stage.kind, 1]})
+    plan = study_plan(config, stages, run_dir=run_dir, calibrate_here=False)
+
+    dims, _ = model_dims(config.model)
+    layout = layout_from_config(dims)
+    sizes = task_sizes(config, ["RTE", "MRPC"], {"RTE": 48, "MRPC": 48})
+    flops = {s.id: work_flops(stage_work(s, config, sizes, layout).most, layout) for s in stages}
+    of = lambda kind, task: [s for s in stages if s.kind == kind and s.task == task]  # noqa: E731
+    rte = {kind: flops[of(kind, "RTE")[0].id] for kind in ("finetune", "prune")}
+    expected = {kind: 2 * recorded[kind, 1] + sum(recorded[kind, 1] / rte[kind] * flops[s.id] for s in of(kind, "MRPC"))
+                for kind in ("finetune", "prune")}
+    assert flops[of("finetune", "MRPC")[0].id] != rte["finetune"]  # MRPC trains 3 epochs on longer pairs
+    for kind in ("finetune", "prune"):
+        assert plan["seconds"]["by_kind"][kind]["most"] == pytest.approx(expected[kind])
+
+
 def test_calibration_estimates_every_stage_that_computes(tiny_model_dir, glue_dir):
     config = from_dict(_tiny_study(tiny_model_dir, glue_dir))
     stages = expand(config)

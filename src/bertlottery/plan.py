@@ -491,8 +491,9 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     """The plan of a study: stage counts per kind, the data per task, FLOPs and estimated seconds.
 
     ``run_dir``: a run directory of this config (or an earlier one) whose finished stages' recorded
-    times estimate the stages of their kind (`bertlottery.costs.estimate_stages`); stages of kinds it
-    has not run are estimated from a calibration when ``calibrate_here``. Reads, never writes.
+    times estimate the stages of their kind (`bertlottery.costs.estimate_stages`), those of other
+    tasks scaled by FLOPs (`_scaled_by_flops`); stages of kinds it has not run are estimated from a
+    calibration when ``calibrate_here``. Reads, never writes.
     """
     from .costs import estimate_stages, finished_stage_times
     from .models import layout_from_config
@@ -515,6 +516,7 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
 
     recorded = finished_stage_times(stages, run_dir) if run_dir is not None else {}
     from_run = estimate_stages(stages, recorded) if recorded else {}
+    from_run.update(_scaled_by_flops(stages, works, recorded, layout, vocab))
     calibration = None
     needs_calibration = [s for s in stages if from_run.get(s.id) is None and works[s.id].most]
     if calibrate_here and needs_calibration:
@@ -582,6 +584,38 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
 
 
 # ---- printing --------------------------------------------------------------------------------------------
+
+def _kind_of_work(stage: Stage) -> tuple[str, str | None, str | None]:
+    """Stages whose seconds per FLOP are alike: the same kind (re-fine-tuning and baselines train as
+    fine-tuning does), method (an s-pruned subnetwork trains physically smaller, an m-pruned one as the
+    full model under its mask) and mode (a long re-fine-tuning evaluates after every epoch too)."""
+    return stage.kind, stage.keys.get("method"), stage.keys.get("mode")
+
+
+def _scaled_by_flops(stages: list[Stage], works: dict[str, StageWork], recorded: dict[str, tuple[str, str, float]],
+                     layout, vocab: int) -> dict[str, float]:
+    """Estimates of unfinished stages from finished ones of another task, scaled by FLOPs: a finished
+    SST-2 re-fine-tuning says little of MRPC's, whose examples are four times longer, but its seconds
+    per FLOP carry over. For each unfinished stage with no finished stage of its own task and kind of
+    work (`_kind_of_work`): the seconds per FLOP of the finished stages of its kind of work (else of its
+    kind) times its FLOPs (a search's at most, as for the finished ones)."""
+    flops = {s.id: work_flops(works[s.id].most, layout, vocab if works[s.id].mlm else None) for s in stages}
+    finished = [s for s in stages if s.id in recorded and flops[s.id] > 0]
+    rates: dict[tuple, list[float]] = {}
+    for stage in finished:
+        for key in (_kind_of_work(stage), (stage.kind,)):
+            seconds, total = rates.setdefault(key, [0.0, 0.0])
+            rates[key] = [seconds + recorded[stage.id][2], total + flops[stage.id]]
+    same_task = {(s.task, *_kind_of_work(s)) for s in finished}
+    scaled = {}
+    for stage in stages:
+        if stage.id in recorded or not flops[stage.id] or (stage.task, *_kind_of_work(stage)) in same_task:
+            continue
+        rate = rates.get(_kind_of_work(stage)) or rates.get((stage.kind,))
+        if rate:
+            scaled[stage.id] = rate[0] / rate[1] * flops[stage.id]
+    return scaled
+
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
