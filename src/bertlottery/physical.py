@@ -120,7 +120,7 @@ def finetune_pruned(
     small = export_for(model, masks)
     history = finetune(small, train_batches, settings, steps_per_epoch=steps_per_epoch,
                        on_epoch_end=on_epoch_end, progress=progress)
-    merge_trained(model, small.to(next(model.parameters()).device))
+    merge_trained(model, small)  # across devices: the small model stays where it trained, for its evaluation
     return small, history
 
 
