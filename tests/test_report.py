@@ -332,7 +332,8 @@ def test_names_from_the_data_and_the_config_are_escaped(tmp_path, browser, monke
 # ---- the smoke study, end to end -----------------------------------------------------------------------
 
 # every table's header cells, each scrolled into view: is it the element drawn at its centre, inside the
-# window? And each table's first row label, with its table scrolled fully right: still drawn in place?
+# window? And each table's first row label and first group heading, with its table scrolled fully right:
+# still drawn in place?
 LAYOUT_JS = """() => {
   const out = {unreachable: [], hidden_labels: [], tables: 0};
   document.querySelectorAll('details').forEach(d => { d.open = true; });
@@ -348,8 +349,9 @@ LAYOUT_JS = """() => {
       th.scrollIntoView({block: 'center', inline: 'center'});
       if (!drawn(th)) out.unreachable.push(table.dataset.table + ': ' + th.textContent.trim());
     }
-    const label = table.querySelector('tbody tr:not(.group) th');
-    if (label) {
+    // a row's label, and a group's heading (its text: the cell spans the table)
+    for (const label of [table.querySelector('tbody tr:not(.group) th'), table.querySelector('tbody tr.group th .pin')]) {
+      if (!label) continue;
       label.scrollIntoView({block: 'center', inline: 'nearest'});
       box.scrollLeft = box.scrollWidth;
       if (!drawn(label)) out.hidden_labels.push(table.dataset.table + ': ' + label.textContent.trim());

@@ -80,7 +80,7 @@ _TABLE = """<figure class="table" id="table-{{ name }}">
 </thead>
 <tbody>
 {% for row in rows %}
-{% if row.group %}<tr class="group"><th colspan="{{ columns|length + 1 }}">{{ row.group }}</th></tr>{% endif %}
+{% if row.group %}<tr class="group"><th colspan="{{ columns|length + 1 }}"><span class="pin">{{ row.group }}</span></th></tr>{% endif %}
 <tr{% if row.cls %} class="{{ row.cls }}"{% endif %}><th>{{ row.label }}</th>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
@@ -175,8 +175,11 @@ nav ol { columns: 2; margin: .3rem 0 0; }
 .caution ul { margin: .3rem 0; padding-left: 1.2rem; }
 .problems { background: #fff5f5; border-left: 4px solid #fa5252; padding: .4rem .9rem; }
 .scroll { overflow-x: auto; max-width: 100%; }
-/* the row labels stay in view when a wide table scrolls sideways */
-.scroll thead th:first-child, .scroll tbody th:first-child { position: sticky; left: 0; z-index: 1; }
+/* the row labels stay in view when a wide table scrolls sideways (at -1px: with collapsed borders the
+   label's background leaves the pixel of its left border open, and the cells scrolled under it show through) */
+.scroll thead th:first-child, .scroll tbody th:first-child { position: sticky; left: -1px; z-index: 1; }
+/* a group's heading spans the table: its text, not its cell, is what stays in view */
+.scroll tr.group th .pin { position: sticky; left: .5rem; display: inline-block; }
 .scroll thead th:first-child { background: #f1f3f5; }
 .scroll tbody th:first-child { background: #fff; box-shadow: 1px 0 0 #dee2e6; }
 .scroll tr.group th:first-child { background: #e7f5ff; }
