@@ -278,7 +278,7 @@ def stability_section(ctx: Context) -> Section:
         else:
             sources.append(("The paper's released masks (bert-base-uncased, masks/heads_mlps)", "paper", paper))
     else:
-        missing.append(no_reference_line())
+        missing.append(no_reference_line(ctx.reference, "masks/heads_mlps"))
     if sources:
         body.append(table_html(_stability_table(ctx, sources), ctx.out_dir))
         folder = ctx.out_dir / "tables"
@@ -450,7 +450,7 @@ def overlaps_section(ctx: Context) -> Section:
             body += [Markup("<h3>The paper's released masks (bert-base-uncased)</h3>"),
                      *_overlap_figures(paper, ctx, "paper", "the paper's released masks")]
     else:
-        missing.append(no_reference_line())
+        missing.append(no_reference_line(ctx.reference, "masks/heads_mlps"))
     if not body:
         body = [paragraph("Nothing to compare yet.")]
     return Section(title, join(body), missing)
