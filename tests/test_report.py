@@ -350,7 +350,8 @@ LAYOUT_JS = """() => {
       if (!drawn(th)) out.unreachable.push(table.dataset.table + ': ' + th.textContent.trim());
     }
     // a row's label, and a group's heading (its text: the cell spans the table)
-    for (const label of [table.querySelector('tbody tr:not(.group) th'), table.querySelector('tbody tr.group th .pin')]) {
+    const labels = [table.querySelector('tbody tr:not(.group) th'), table.querySelector('tbody tr.group th .pin')];
+    for (const label of labels) {
       if (!label) continue;
       label.scrollIntoView({block: 'center', inline: 'nearest'});
       box.scrollLeft = box.scrollWidth;
@@ -359,6 +360,18 @@ LAYOUT_JS = """() => {
     }
   }
   return out;
+}"""
+
+# at the window's width: each table's width, whether the text column (the page's h1) is narrower, and
+# whether it is cut (scrolls sideways, or reaches past the window) although it is narrower than the window
+WIDE_JS = """() => {
+  const column = document.querySelector('h1').getBoundingClientRect().width;
+  const room = document.documentElement.clientWidth;
+  return Array.from(document.querySelectorAll('table[data-table]')).map(t => {
+    const box = t.closest('.scroll'), r = box.getBoundingClientRect();
+    return {table: t.dataset.table, wider: t.offsetWidth > column, fits: t.offsetWidth <= room - 80,
+            cut: box.scrollWidth > box.clientWidth || r.left < 0 || r.right > room};
+  });
 }"""
 
 FIGURES_JS = """() => Array.from(document.images).map(i => {
@@ -379,12 +392,17 @@ KEY_RESULTS_JS = """() => {
 }"""
 
 
-def _check_layout(page, out: Path, *, tables: int, drawn_from: dict[str, str]) -> None:
+def _check_layout(page, out: Path, *, tables: int, drawn_from: dict[str, str], wide: list[str]) -> None:
     """At 1280 px: every table's header cells reachable and its row labels in view while scrolled; every
-    image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there.
+    image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there. At
+    1920 px: the tables wider than the text column (``wide``) shown whole.
     ``tables``: how many tables the page has at least; ``drawn_from``: {figure: a file its caption links}."""
     from PIL import Image
 
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    widths = page.evaluate(WIDE_JS)
+    assert sorted(w["table"] for w in widths if w["wider"]) == sorted(wide), widths
+    assert [w["table"] for w in widths if w["fits"] and w["cut"]] == [], widths
     page.set_viewport_size({"width": 1280, "height": 900})
     layout = page.evaluate(LAYOUT_JS)
     assert layout["tables"] >= tables and layout["unreachable"] == [] and layout["hidden_labels"] == [], layout
@@ -507,7 +525,8 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
         assert (out / "tables" / f"{name}.csv").is_file()
     assert "the paper's released masks" in page.inner_text("#stability-of-the-good-subnetworks-across-seeds-section-5-1-figure-1-appendix-a")
     _check_layout(page, out, tables=10, drawn_from={"figure2_subnetworks": "figures/figure2_subnetworks.csv",
-                                                    "survival_structured_rte": "figures/survival_structured_rte.csv"})
+                                                    "survival_structured_rte": "figures/survival_structured_rte.csv"},
+                  wide=["stability"])  # the paper's nine tasks beside this run's
     key_results = page.evaluate(KEY_RESULTS_JS)
     page.close()
     _check_key_results(key_results, pd.read_csv(out / "results.csv"), {"RTE": ("accuracy", "accuracy")})
@@ -681,7 +700,8 @@ def test_a_real_two_task_run_renders_in_chromium_with_its_own_numbers(tmp_path, 
     assert sorted(tables) == sorted(REAL_TABLES)
     figures = page.evaluate("Array.from(document.images).map(i => i.dataset.figure)")
     assert sorted(figures) == sorted(REAL_FIGURES)
-    _check_layout(page, out, tables=len(REAL_TABLES), drawn_from={name: f"figures/{name}.csv" for name in REAL_FIGURES})
+    _check_layout(page, out, tables=len(REAL_TABLES), wide=[],
+                  drawn_from={name: f"figures/{name}.csv" for name in REAL_FIGURES})
     key_results = page.evaluate(KEY_RESULTS_JS)
     assert page.query_selector(".caution") is None  # both tasks were learnt
     page.close()
@@ -703,7 +723,8 @@ def test_a_real_two_task_run_renders_in_chromium_with_its_own_numbers(tmp_path, 
     assert any(line.startswith("s-pruning masks of this run:") for line in stability)
     assert f"comparison with the paper's released masks: {reference} has no masks/heads_mlps/ " \
            "(../shared/reference/prasanna2020 has both)" in stability
-    assert not any("released metrics" in line for line in missing["Good, random and bad subnetworks (Table 3, Figure 2)"])
+    lottery = missing["Good, random and bad subnetworks (Table 3, Figure 2)"]
+    assert not any("released metrics" in line for line in lottery)
 
 
 # ---- package sections ----------------------------------------------------------------------------------
