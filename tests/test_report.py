@@ -720,7 +720,9 @@ def test_a_real_two_task_run_renders_in_chromium_with_its_own_numbers(tmp_path, 
     # what needs the stage folders is named, with what the reference folder lacks
     missing = json.loads((out / "missing.json").read_text())
     stability = missing["Stability of the good subnetworks across seeds (section 5.1, Figure 1, appendix A)"]
-    assert any(line.startswith("s-pruning masks of this run:") for line in stability)
+    for label in ("s-pruning", "m-pruning"):
+        assert f"{label} masks of this run: {run} has no stages/ folder, where the prune stages keep their masks " \
+               "(a copy of the run's results and config alone)" in stability
     assert f"comparison with the paper's released masks: {reference} has no masks/heads_mlps/ " \
            "(../shared/reference/prasanna2020 has both)" in stability
     lottery = missing["Good, random and bad subnetworks (Table 3, Figure 2)"]
