@@ -177,7 +177,7 @@ nav ol { columns: 2; margin: .3rem 0 0; }
 .problems { background: #fff5f5; border-left: 4px solid #fa5252; padding: .4rem .9rem; }
 .scroll { overflow-x: auto; max-width: 100%; }
 /* a table wider than the text column may use the window's width, centred on the column (a 1920-px screen
-   shows Table 3 of six tasks beside the paper's whole); it scrolls sideways only beyond that */
+   shows the results of six tasks beside the paper's whole); it scrolls sideways only beyond that */
 figure.table { width: fit-content; max-width: max(min(var(--column), 100vw - 4rem), 100vw - 5rem);
                transform: translateX(min(0px, calc((min(var(--column), 100vw - 4rem) - 100%) / 2))); }
 /* the row labels stay in view when a wide table scrolls sideways (at -1px: with collapsed borders the
