@@ -332,7 +332,8 @@ def test_names_from_the_data_and_the_config_are_escaped(tmp_path, browser, monke
 # ---- the smoke study, end to end -----------------------------------------------------------------------
 
 # every table's header cells, each scrolled into view: is it the element drawn at its centre, inside the
-# window? And each table's first row label, with its table scrolled fully right: still drawn in place?
+# window? And each table's first row label and first group heading, with its table scrolled fully right:
+# still drawn in place?
 LAYOUT_JS = """() => {
   const out = {unreachable: [], hidden_labels: [], tables: 0};
   document.querySelectorAll('details').forEach(d => { d.open = true; });
@@ -348,8 +349,10 @@ LAYOUT_JS = """() => {
       th.scrollIntoView({block: 'center', inline: 'center'});
       if (!drawn(th)) out.unreachable.push(table.dataset.table + ': ' + th.textContent.trim());
     }
-    const label = table.querySelector('tbody tr:not(.group) th');
-    if (label) {
+    // a row's label, and a group's heading (its text: the cell spans the table)
+    const labels = [table.querySelector('tbody tr:not(.group) th'), table.querySelector('tbody tr.group th .pin')];
+    for (const label of labels) {
+      if (!label) continue;
       label.scrollIntoView({block: 'center', inline: 'nearest'});
       box.scrollLeft = box.scrollWidth;
       if (!drawn(label)) out.hidden_labels.push(table.dataset.table + ': ' + label.textContent.trim());
@@ -357,6 +360,18 @@ LAYOUT_JS = """() => {
     }
   }
   return out;
+}"""
+
+# at the window's width: each table's width, whether the text column (the page's h1) is narrower, and
+# whether it is cut (scrolls sideways, or reaches past the window) although it is narrower than the window
+WIDE_JS = """() => {
+  const column = document.querySelector('h1').getBoundingClientRect().width;
+  const room = document.documentElement.clientWidth;
+  return Array.from(document.querySelectorAll('table[data-table]')).map(t => {
+    const box = t.closest('.scroll'), r = box.getBoundingClientRect();
+    return {table: t.dataset.table, wider: t.offsetWidth > column, fits: t.offsetWidth <= room - 80,
+            cut: box.scrollWidth > box.clientWidth || r.left < 0 || r.right > room};
+  });
 }"""
 
 FIGURES_JS = """() => Array.from(document.images).map(i => {
@@ -377,14 +392,20 @@ KEY_RESULTS_JS = """() => {
 }"""
 
 
-def _check_layout(page, out: Path) -> None:
+def _check_layout(page, out: Path, *, tables: int, drawn_from: dict[str, str], wide: list[str]) -> None:
     """At 1280 px: every table's header cells reachable and its row labels in view while scrolled; every
-    image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there."""
+    image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there. At
+    1920 px: the tables wider than the text column (``wide``) shown whole.
+    ``tables``: how many tables the page has at least; ``drawn_from``: {figure: a file its caption links}."""
     from PIL import Image
 
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    widths = page.evaluate(WIDE_JS)
+    assert sorted(w["table"] for w in widths if w["wider"]) == sorted(wide), widths
+    assert [w["table"] for w in widths if w["fits"] and w["cut"]] == [], widths
     page.set_viewport_size({"width": 1280, "height": 900})
     layout = page.evaluate(LAYOUT_JS)
-    assert layout["tables"] >= 10 and layout["unreachable"] == [] and layout["hidden_labels"] == [], layout
+    assert layout["tables"] >= tables and layout["unreachable"] == [] and layout["hidden_labels"] == [], layout
     figures = page.evaluate(FIGURES_JS)
     for figure in figures:
         assert len(figure["caption"]) > 20, figure["name"]
@@ -392,47 +413,67 @@ def _check_layout(page, out: Path) -> None:
         with Image.open(out / figure["href"]) as image:
             assert image.size == (figure["width"], figure["height"]), figure["name"]
         assert all((out / href).is_file() for href in figure["data"]), figure
-    drawn_from = {f["name"]: f["data"] for f in figures}
-    assert "figures/figure2_subnetworks.csv" in drawn_from["figure2_subnetworks"]
-    assert "figures/survival_structured_rte.csv" in drawn_from["survival_structured_rte"]
+    links = {f["name"]: f["data"] for f in figures}
+    for name, href in drawn_from.items():
+        assert href in links[name], (name, links.get(name))
     assert page.get_attribute("a.results", "href") == "results.csv" and (out / "results.csv").is_file()
-    # the key results and the cautions come before the contents
-    order = page.evaluate("['#key-results', '.caution', 'nav'].map(s => document.querySelector(s)"
-                          ".getBoundingClientRect().top + scrollY)")
-    assert order == sorted(order), order
+    # the key results and the cautions (where there are any) come before the contents
+    tops = page.evaluate("['#key-results', '.caution', 'nav'].map(s => { const e = document.querySelector(s);"
+                         " return e && e.getBoundingClientRect().top + scrollY; })")
+    assert tops[0] is not None and tops[2] is not None, tops
+    shown = [top for top in tops if top is not None]
+    assert shown == sorted(shown), tops
 
 
-def _check_key_results(shown: list, results: pd.DataFrame) -> None:
-    """The key-results box's numbers against the same numbers computed here from results.csv."""
-    dev = results[(results["split"] == "dev") & (results["metric"] == "accuracy") & (results["task"] == "RTE")]
+def _check_key_results(shown: list, results: pd.DataFrame, metrics: dict[str, tuple[str, str]]) -> None:
+    """The key-results box's numbers against the same numbers computed here from results.csv.
 
-    def mean(**keys) -> float:
-        part = dev
-        for key, value in keys.items():
-            part = part[part[key] == value]
-        assert not part.empty, keys
-        return float(part["value"].mean())
+    ``metrics``: {task: (its metric in results.csv, the metric's name on the page)}, in the page's order;
+    the box has a row per task and pruning method.
+    """
+    if "note" not in results.columns:  # a results table written before the learnt-check
+        results = results.assign(note=None)
+    dev = results[results["split"] == "dev"]
+    labels = [label.splitlines() for label, _ in shown]  # a label's second line: the metric
+    expected = []
+    for task, (metric, name) in metrics.items():
+        # the learnt-check is off in the smoke config: a model it marks not learnt is pruned anyway, its rows marked
+        full = dev[(dev["task"] == task) & (dev["method"] == "none") & (dev["mode"] == "finetuned")]
+        marked = full["note"].fillna("").astype(str).str.startswith("not learnt").all()
+        expected += [[f"{task}, {method}{' (not learnt)' if marked else ''}", name]
+                     for method in ("s-pruning", "m-pruning")]
+    assert labels == expected
+    rows = {label[0].removesuffix(" (not learnt)"): cells for label, (_, cells) in zip(labels, shown)}
+    for task, (metric, _) in metrics.items():
+        part = dev[(dev["task"] == task) & (dev["metric"] == metric)]
 
-    # the learnt-check is off in the smoke config: a model it marks not learnt is pruned anyway, its rows marked
-    full_rows = dev[(dev["method"] == "none") & (dev["mode"] == "finetuned")]
-    marked = full_rows["note"].fillna("").str.startswith("not learnt").all()
-    assert all(label.splitlines()[1] == "accuracy" for label, _ in shown)  # a label's second line: the metric
-    shown = [(label.splitlines()[0], cells) for label, cells in shown]
-    rows = {label.removesuffix(" (not learnt)"): cells for label, cells in shown}
-    assert all(label.endswith(" (not learnt)") == marked for label, _ in shown)
-    assert set(rows) == {"RTE, s-pruning", "RTE, m-pruning"}
-    full = mean(method="none", subnetwork="full", mode="finetuned")
-    for method, label in (("structured", "s-pruning"), ("magnitude", "m-pruning")):
-        cells = rows[f"RTE, {label}"]
-        assert cells["full model"] == f"{full:.3f}"
-        for mode, column in (("pruned", "pruned"), ("retrained", "re-fine-tuned")):
-            for sub in ("good", "random", "bad"):
-                assert f"{sub} {mean(method=method, subnetwork=sub, mode=mode):.3f}" in cells[column], (label, column)
-        gap = [mean(method=method, subnetwork="good", mode=m) - mean(method=method, subnetwork="bad", mode=m)
-               for m in ("pruned", "retrained")]
-        assert cells["good − bad gap\npruned → re-fine-tuned"].startswith(f"{gap[0]:.3f} → {gap[1]:.3f}")
-        kept = dev[(dev["method"] == method) & (dev["subnetwork"] == "good")]["fraction_kept"].mean()
-        assert cells["weights kept"] == f"{100 * kept:.1f}%"
+        def mean(**keys) -> float:
+            chosen = part
+            for key, value in keys.items():
+                chosen = chosen[chosen[key] == value]
+            assert not chosen.empty, (task, keys)
+            return float(chosen["value"].mean())
+
+        full = mean(method="none", subnetwork="full", mode="finetuned")
+        for method, label in (("structured", "s-pruning"), ("magnitude", "m-pruning")):
+            cells = rows[f"{task}, {label}"]
+            assert cells["full model"] == f"{full:.3f}", (task, label)
+            for mode, column in (("pruned", "pruned"), ("retrained", "re-fine-tuned")):
+                # one subnetwork a line, best first: "good 0.741 >", "random 0.664 >", "bad 0.605"
+                listed = [line.rstrip(" >=").split(" ") for line in cells[column].splitlines()]
+                assert dict(listed) == {sub: f"{mean(method=method, subnetwork=sub, mode=mode):.3f}"
+                                        for sub in ("good", "random", "bad")}, (task, label, column)
+                values = [float(value) for _, value in listed]
+                assert values == sorted(values, reverse=True), (task, label, column)
+            gap = [mean(method=method, subnetwork="good", mode=m) - mean(method=method, subnetwork="bad", mode=m)
+                   for m in ("pruned", "retrained")]
+            text = f"{gap[0]:.3f} → {gap[1]:.3f}"
+            if gap[0] > 0:
+                closed = 1 - gap[1] / gap[0]
+                text += f"\n({100 * closed:.0f}% closed)" if closed >= 0 else f"\n(widened by {-100 * closed:.0f}%)"
+            assert cells["good − bad gap\npruned → re-fine-tuned"] == text, (task, label)
+            kept = part[(part["method"] == method) & (part["subnetwork"] == "good")]["fraction_kept"].mean()
+            assert cells["weights kept"] == f"{100 * kept:.1f}%", (task, label)
 
 @pytest.fixture(scope="module")
 def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
@@ -483,10 +524,12 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     for name in SMOKE_TABLES:
         assert (out / "tables" / f"{name}.csv").is_file()
     assert "the paper's released masks" in page.inner_text("#stability-of-the-good-subnetworks-across-seeds-section-5-1-figure-1-appendix-a")
-    _check_layout(page, out)
+    _check_layout(page, out, tables=10, drawn_from={"figure2_subnetworks": "figures/figure2_subnetworks.csv",
+                                                    "survival_structured_rte": "figures/survival_structured_rte.csv"},
+                  wide=["stability"])  # the paper's nine tasks beside this run's
     key_results = page.evaluate(KEY_RESULTS_JS)
     page.close()
-    _check_key_results(key_results, pd.read_csv(out / "results.csv"))
+    _check_key_results(key_results, pd.read_csv(out / "results.csv"), {"RTE": ("accuracy", "accuracy")})
 
     # the CSV's numbers are the results table's, recomputed here
     results = pd.read_csv(smoke_run / "results.csv")
@@ -619,6 +662,71 @@ def test_a_two_task_run_gets_its_own_overlap_figures(tmp_path, browser, monkeypa
     assert stability["tasks"]["MRPC"]["mlps"]["kept_per_seed"] == [2, 1]
     assert "MRPC" in page.inner_text("table[data-table=stability]")
     page.close()
+
+
+# ---- a real two-task run -------------------------------------------------------------------------------
+
+REAL_RUN = REPO / "results" / "minilm-glue"
+# two tasks MiniLM learnt in that run (its README), with metrics of two kinds: STS-B's main one is the mean
+# of Pearson and Spearman, which results.csv holds beside both
+REAL_TASKS = {"SST-2": ("accuracy", "accuracy"), "STS-B": ("pearson_spearman_mean", "Pearson/Spearman mean")}
+REAL_TABLES = ["key_results", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors", "environment"]
+REAL_FIGURES = ["figure2_subnetworks", "figure17_super_survivors"]
+
+
+def test_a_real_two_task_run_renders_in_chromium_with_its_own_numbers(tmp_path, reference_dir, browser):
+    """Two tasks of the committed MiniLM run on real GLUE: their results.csv rows unchanged and the run's
+    config cut to them, without the stage folders (as a run copied without its models and masks). The
+    page draws what the results hold and names what needs the stages."""
+    run = tmp_path / "run"
+    run.mkdir()
+    results = pd.read_csv(REAL_RUN / "results.csv")
+    results = results[results["task"].isin(REAL_TASKS)]
+    results.to_csv(run / "results.csv", index=False)
+    config = json.loads((REAL_RUN / "config.json").read_text())
+    config.update(name="minilm-glue, two tasks", tasks=list(REAL_TASKS))
+    (run / "config.json").write_text(json.dumps(config))
+    # the paper's released metrics without its masks (whose nine tasks' heatmaps would cost most of the time)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "evaluate_masked").symlink_to(reference_dir / "evaluate_masked")
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out), "--reference", str(reference)]) == 0
+    assert "could not be built" not in (out / "report.html").read_text()
+
+    page, problems = _open(browser, out / "report.html")
+    assert problems == []
+    tables = page.evaluate("Array.from(document.querySelectorAll('table[data-table]')).map(t => t.dataset.table)")
+    assert sorted(tables) == sorted(REAL_TABLES)
+    figures = page.evaluate("Array.from(document.images).map(i => i.dataset.figure)")
+    assert sorted(figures) == sorted(REAL_FIGURES)
+    _check_layout(page, out, tables=len(REAL_TABLES), wide=[],
+                  drawn_from={name: f"figures/{name}.csv" for name in REAL_FIGURES})
+    key_results = page.evaluate(KEY_RESULTS_JS)
+    assert page.query_selector(".caution") is None  # both tasks were learnt
+    page.close()
+    _check_key_results(key_results, results, REAL_TASKS)
+    kappa = {label.split(",")[0]: cells["κ heads\n(its ceiling; random masks' 95%)"] for label, cells in key_results
+             if "s-pruning" in label}
+    assert kappa == {task: "– (no s-pruning masks in the run folder)" for task in REAL_TASKS}
+
+    # Table 3 on each task's own metric, beside the paper's released metric of that task
+    table3 = pd.read_csv(out / "tables" / "table3.csv").set_index("row")
+    for task, (metric, _) in REAL_TASKS.items():
+        full = results[(results["task"] == task) & (results["method"] == "none") & (results["metric"] == metric)]
+        assert table3.loc["full model (fine-tuned)", f"{task} mean"] == pytest.approx(full["value"].mean())
+        assert table3.loc["full model (fine-tuned)", f"{task} n"] == 3
+        assert table3.loc["full model (fine-tuned)", f"{task} paper mean"] > 0.8  # bert-base learnt both
+    # what needs the stage folders is named, with what the reference folder lacks
+    missing = json.loads((out / "missing.json").read_text())
+    stability = missing["Stability of the good subnetworks across seeds (section 5.1, Figure 1, appendix A)"]
+    for label in ("s-pruning", "m-pruning"):
+        assert f"{label} masks of this run: {run} has no stages/ folder, where the prune stages keep their masks " \
+               "(a copy of the run's results and config alone)" in stability
+    assert f"comparison with the paper's released masks: {reference} has no masks/heads_mlps/ " \
+           "(../shared/reference/prasanna2020 has both)" in stability
+    lottery = missing["Good, random and bad subnetworks (Table 3, Figure 2)"]
+    assert not any("released metrics" in line for line in lottery)
 
 
 # ---- package sections ----------------------------------------------------------------------------------

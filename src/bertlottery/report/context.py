@@ -131,6 +131,12 @@ def reference_metrics(ctx: Context):
     return ctx._cache["released"]
 
 
-def no_reference_line() -> str:
-    return ("comparison with the paper's released metrics and masks: not included (give --reference DIR or set "
-            "$BERTLOTTERY_REFERENCE_DIR to the folder of ../shared/reference/prasanna2020)")
+def no_reference_line(reference: Path | None = None, part: str | None = None) -> str:
+    """Why a section shows none of the paper's released material: no reference folder was given, or
+    the one given (``reference``) lacks the ``part`` the section reads (``evaluate_masked`` or
+    ``masks/heads_mlps``; the folder may hold only one of the two)."""
+    if reference is None or part is None:
+        return ("comparison with the paper's released metrics and masks: not included (give --reference DIR or set "
+                "$BERTLOTTERY_REFERENCE_DIR to the folder of ../shared/reference/prasanna2020)")
+    return (f"comparison with the paper's released {'metrics' if part == 'evaluate_masked' else 'masks'}: "
+            f"{reference} has no {part}/ (../shared/reference/prasanna2020 has both)")

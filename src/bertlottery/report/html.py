@@ -80,7 +80,7 @@ _TABLE = """<figure class="table" id="table-{{ name }}">
 </thead>
 <tbody>
 {% for row in rows %}
-{% if row.group %}<tr class="group"><th colspan="{{ columns|length + 1 }}">{{ row.group }}</th></tr>{% endif %}
+{% if row.group %}<tr class="group"><th colspan="{{ columns|length + 1 }}"><span class="pin">{{ row.group }}</span></th></tr>{% endif %}
 <tr{% if row.cls %} class="{{ row.cls }}"{% endif %}><th>{{ row.label }}</th>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
@@ -163,7 +163,8 @@ _PAGE = """<!DOCTYPE html>
 <title>{{ title }}</title>
 <style>
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #212529; margin: 0; }
-main { max-width: 1200px; margin: 0 auto; padding: 1.5rem 2rem 4rem; }
+:root { --column: 1200px; }  /* the text column's width */
+main { max-width: var(--column); margin: 0 auto; padding: 1.5rem 2rem 4rem; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; }
 h2 { font-size: 1.25rem; border-bottom: 2px solid #dee2e6; padding-bottom: .2rem; margin-top: 2.4rem; }
 h3 { font-size: 1.05rem; margin-top: 1.6rem; }
@@ -175,8 +176,15 @@ nav ol { columns: 2; margin: .3rem 0 0; }
 .caution ul { margin: .3rem 0; padding-left: 1.2rem; }
 .problems { background: #fff5f5; border-left: 4px solid #fa5252; padding: .4rem .9rem; }
 .scroll { overflow-x: auto; max-width: 100%; }
-/* the row labels stay in view when a wide table scrolls sideways */
-.scroll thead th:first-child, .scroll tbody th:first-child { position: sticky; left: 0; z-index: 1; }
+/* a table wider than the text column may use the window's width, centred on the column (a 1920-px screen
+   shows the results of six tasks beside the paper's whole); it scrolls sideways only beyond that */
+figure.table { width: fit-content; max-width: max(min(var(--column), 100vw - 4rem), 100vw - 5rem);
+               transform: translateX(min(0px, calc((min(var(--column), 100vw - 4rem) - 100%) / 2))); }
+/* the row labels stay in view when a wide table scrolls sideways (at -1px: with collapsed borders the
+   label's background leaves the pixel of its left border open, and the cells scrolled under it show through) */
+.scroll thead th:first-child, .scroll tbody th:first-child { position: sticky; left: -1px; z-index: 1; }
+/* a group's heading spans the table: its text, not its cell, is what stays in view */
+.scroll tr.group th .pin { position: sticky; left: .5rem; display: inline-block; }
 .scroll thead th:first-child { background: #f1f3f5; }
 .scroll tbody th:first-child { background: #fff; box-shadow: 1px 0 0 #dee2e6; }
 .scroll tr.group th:first-child { background: #e7f5ff; }

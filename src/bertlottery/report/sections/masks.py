@@ -41,11 +41,19 @@ def _mask_summary(ctx: Context, key: str, path: Path, method: str | None):
     return ctx._cache[key]
 
 
+def _run_masks(ctx: Context, method: str):
+    """`_mask_summary` of this run's good masks of ``method``: ``(summary, None)`` or ``(None, reason)``."""
+    if not (ctx.run.run_dir / runs.STAGES_DIR).is_dir():
+        return None, (f"{ctx.run.run_dir} has no {runs.STAGES_DIR}/ folder, where the prune stages keep their masks "
+                      "(a copy of the run's results and config alone)")
+    return _mask_summary(ctx, f"run-{method}", ctx.run.run_dir, method)
+
+
 def run_mask_summary(ctx: Context):
     """This run's s-pruning `stability_summary` (cached), or None when it has no s-pruning masks."""
     if "structured" not in _run_methods(ctx):
         return None
-    return _mask_summary(ctx, "run-structured", ctx.run.run_dir, "structured")[0]
+    return _run_masks(ctx, "structured")[0]
 
 
 def kappa_context(ctx: Context, key: str, task: str) -> dict[str, Any]:
@@ -263,7 +271,7 @@ def stability_section(ctx: Context) -> Section:
     sources = []
     ours = None
     if "structured" in methods:
-        ours, reason = _mask_summary(ctx, "run-structured", ctx.run.run_dir, "structured")
+        ours, reason = _run_masks(ctx, "structured")
         if ours is None:
             missing.append(f"s-pruning masks of this run: {reason}")
         else:
@@ -278,7 +286,7 @@ def stability_section(ctx: Context) -> Section:
         else:
             sources.append(("The paper's released masks (bert-base-uncased, masks/heads_mlps)", "paper", paper))
     else:
-        missing.append(no_reference_line())
+        missing.append(no_reference_line(ctx.reference, "masks/heads_mlps"))
     if sources:
         body.append(table_html(_stability_table(ctx, sources), ctx.out_dir))
         folder = ctx.out_dir / "tables"
@@ -293,7 +301,7 @@ def stability_section(ctx: Context) -> Section:
                                              source="tables/stability_run_structured.json", skip=ctx.not_learnt),
                           Markup("</div>")]))
     if "magnitude" in methods:
-        magnitude, reason = _mask_summary(ctx, "run-magnitude", ctx.run.run_dir, "magnitude")
+        magnitude, reason = _run_masks(ctx, "magnitude")
         if magnitude is None:
             missing.append(f"m-pruning masks of this run: {reason}")
         else:
@@ -427,7 +435,7 @@ def overlaps_section(ctx: Context) -> Section:
     missing: list[str] = []
     body: list[Any] = []
     if "structured" in _run_methods(ctx):
-        ours, reason = _mask_summary(ctx, "run-structured", ctx.run.run_dir, "structured")
+        ours, reason = _run_masks(ctx, "structured")
         if ours is None:
             missing.append(f"s-pruning masks of this run: {reason}")
         else:
@@ -450,7 +458,7 @@ def overlaps_section(ctx: Context) -> Section:
             body += [Markup("<h3>The paper's released masks (bert-base-uncased)</h3>"),
                      *_overlap_figures(paper, ctx, "paper", "the paper's released masks")]
     else:
-        missing.append(no_reference_line())
+        missing.append(no_reference_line(ctx.reference, "masks/heads_mlps"))
     if not body:
         body = [paragraph("Nothing to compare yet.")]
     return Section(title, join(body), missing)

@@ -47,8 +47,8 @@ def subnetworks_section(ctx: Context) -> Section:
     missing = missing_stages(ctx, lambda s: _lottery_selected(s, lambda sub: not sub.startswith("super-"))
                        or s.kind == "baseline", "fine-tuning, pruning, evaluation and baseline")
     reference = reference_metrics(ctx)
-    if reference is None:
-        missing.append(no_reference_line())
+    if reference is None or reference.empty:
+        missing.append(no_reference_line(ctx.reference, "evaluate_masked"))
     cells = ctx.cells
     if cells.empty:
         return Section("Good, random and bad subnetworks (Table 3, Figure 2)",

@@ -34,7 +34,9 @@ def key_results_table(ctx: Context) -> Table | None:
     display, labels, classes = [], [], []
     for i, row in frame.iterrows():
         structured = row["method"] == "structured"
-        kappa = kappa_context(ctx, "run-structured", row["task"]) if structured and ours else {}
+        # a run copied without its stage folders (results.csv and config.json alone) has no masks
+        kappa = ({} if not structured else kappa_context(ctx, "run-structured", row["task"]) if ours
+                 else {"reason": "no s-pruning masks in the run folder"})
         for key in ("kappa", "ceiling", "null_low", "null_high"):
             frame.loc[i, f"kappa {key}" if key != "kappa" else "kappa"] = _float(kappa.get(key))
         paper_kappa = None
