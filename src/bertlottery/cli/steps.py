@@ -31,6 +31,29 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curve(args: argparse.Namespace) -> int:
+    from ..steps.curve import learning_curve
+
+    sizes = []
+    for size in args.sizes:
+        if size == "all":
+            sizes.append(None)
+        elif size.isdigit():
+            sizes.append(int(size))
+        else:
+            raise UserError(f"--sizes are numbers of training examples or 'all'; got {size!r}.")
+    record = learning_curve(args.model, args.task, args.out, glue_dir=glue_dir_of(args),
+                            settings=fitted_settings_of(args, args.model), sizes=sizes, seeds=args.seeds,
+                            keep_models=args.keep_models, progress=not args.no_progress)
+    print(f"{record['task']} learning curve ({len(record['seeds'])} seeds; the learnt-check's threshold per size):")
+    for point in record["points"]:
+        spread = "" if point["std"] is None else f" ± {point['std']:.4f}"
+        print(f"  {point['n_train']:>7} examples: {point['mean']:.4f}{spread}  (chance {point['chance']:.4f}, "
+              f"threshold {point['threshold']:.4f}; learnt in {point['learnt']} of {point['seeds']} seeds)")
+    print(f"wrote {args.out}")
+    return 0
+
+
 _GRID_FLAGS = {"learning_rate": "--lr", "epochs": "--epochs", "batch_size": "--batch-size"}
 
 
@@ -254,7 +277,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory to create (new, or empty)")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--mask", help="masks file (.safetensors) held fixed during training and evaluation")
-    p.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
+    p.add_argument("--max-train-examples", type=int,
+                   help="train on a seeded sample of N training examples, stratified by label (and source)")
     p.add_argument("--holdout-fraction", type=float, default=0.0,
                    help="set a seeded slice of train aside (not trained on) for `prune --scoring-split heldout`")
     p.add_argument("--overwrite", action="store_true",
@@ -263,6 +287,23 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_train_arguments(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("curve", conflict_handler="resolve", help="a learning curve: dev score against training examples, over seeds",
+                       description="Fine-tunes on seeded, label-stratified samples of the training set of each "
+                       "size, once per seed, and writes curve.csv, curve.json and curve.png: the evidence of "
+                       "whether a task not learnt at a study's budget would be learnt with more data. A stopped "
+                       "curve resumes.")
+    p.add_argument("--model", default="bert-base-uncased", help="hub id, local folder or alias minilm-l6 (default %(default)s)")
+    p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
+    p.add_argument("--out", required=True, help="folder of the curve (new, or an earlier curve of the same settings)")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--sizes", nargs="+", required=True, help="training examples per point, or 'all' (e.g. 250 500 all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1337, 42, 86], help="run seeds (default %(default)s)")
+    p.add_argument("--keep-models", action="store_true", help="keep each point's fine-tuned model")
+    p.add_argument("--no-progress", action="store_true")
+    add_train_arguments(p)
+    p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # one per point: --seeds
+    p.set_defaults(func=cmd_curve)
 
     p = sub.add_parser("tune", conflict_handler="resolve",
                        help="choose fine-tuning settings from a grid on a held-out slice of train (never dev)",
