@@ -237,3 +237,19 @@ def test_maps_under_a_head_mask_zero_the_removed_heads(family):
         for h, kept in enumerate(row):
             raw = maps[layer]["raw"][:, h]
             assert bool((raw == 0).all()) != bool(kept)
+
+
+def test_a_length_beyond_the_models_positions_is_one_line_before_anything_is_written(tiny_model_dir, env, capsys):
+    """The tiny model has 64 positions: --max-length 100 is refused naming the limit; the default 128
+    is fitted to 64 (as training fits it), so maps of a pre-trained model with few positions still run."""
+    from bertlottery.cli import main
+
+    glue = write_rte(env / "glue", n_train=4, n_dev=6)
+    code = main(["attention", "maps", str(tiny_model_dir), "--task", "RTE", "--glue-dir", str(glue),
+                 "--examples", "2", "--max-length", "100", "--out", str(env / "maps")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("--max-length 100 is beyond the 64 positions of the model "
+                                      f"{tiny_model_dir}; give at most 64.") and len(err.splitlines()) == 1
+    assert not (env / "maps").exists()
+    index = extract_maps(tiny_model_dir, "RTE", env / "fitted", glue_dir=glue, n_examples=2)
+    assert index.max_length == 64

@@ -219,7 +219,8 @@ class LoadedModel:
 def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length: int | None = None) -> LoadedModel:
     """A pre-trained model (name, alias or folder) or a fine-tuning run's model; the task and max length
     default to the run's own."""
-    from ..models import load_model, load_tokenizer
+    from ..models import compute_device, load_model, load_tokenizer
+    from ..steps.taskdata import DEFAULT_MAX_LENGTH, fit_max_length
     from ..tasks import get_task
 
     path = Path(model_or_run)
@@ -229,20 +230,22 @@ def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length:
         if task is not None and run_task is not None and get_task(task).name != get_task(run_task).name:
             raise UserError(f"{path} was fine-tuned on {run_task}, not {task}; leave out --task or give a {task} run.")
         task = task or run_task
-        max_length = max_length or config.get("train", {}).get("max_length")
+        run_length = config.get("train", {}).get("max_length")
         model_dir = runs.model_dir_of(path)
         weights = "finetuned"
     else:
         model_dir = model_or_run
+        run_length = None
         weights = "pretrained"
     if task is None:
         raise UserError(f"Which task's dev examples? {model_or_run} is not a fine-tuning run; give --task.")
     spec = get_task(task)
+    # a length asked for must fit the model's positions (one line before anything runs); the run's own,
+    # or else the paper's 128, is fitted to them
+    max_length = fit_max_length(model_dir, max_length, default=run_length or DEFAULT_MAX_LENGTH)
     tokenizer = load_tokenizer(str(model_dir))
-    model = load_model(str(model_dir), spec.num_labels).eval()
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    return LoadedModel(model, tokenizer, spec.name, weights, str(model_or_run), max_length or 128)
+    model = load_model(str(model_dir), spec.num_labels).eval().to(compute_device())
+    return LoadedModel(model, tokenizer, spec.name, weights, str(model_or_run), max_length)
 
 
 def mask_file(path: str | os.PathLike) -> Path:
