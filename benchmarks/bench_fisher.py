@@ -25,6 +25,7 @@ accuracy on smaller samples (the same seed: each a subset of the larger ones).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def main() -> None:
         return evaluate(model, task, dev)[task.primary_metric]
 
     # ---- s-search, as lottery.prune_structured_run calls it
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     full = accuracy()
     scoring = data.eval_batches(data.main_split, 64)
@@ -132,6 +134,7 @@ def main() -> None:
     full_macs = body_macs_per_token(layout, SEQ_LEN)
     print(f"\nMiniLM-L6 on SST-2 ({run}); dev {len(data.evals[data.main_split])} sentences; "
           f"{torch.get_num_threads()} thread(s); shared machine: read the ratios")
+    print(f"load average (1 min): {load_before:.2f} at the s-search's start, {os.getloadavg()[0]:.2f} after the Fisher search")
     print(f"s-search: {s_seconds:7.1f} s to the good mask ({len(steps)} steps, {s_result.heads.n_kept} heads, "
           f"{s_result.mlps.n_kept} MLPs kept)")
     print(f"Fisher:   {mask_seconds:7.1f} s to the mask ({f_result.scores.n_examples} examples; "
