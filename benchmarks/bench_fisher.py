@@ -7,9 +7,10 @@ The model is the quickstart's (`configs/quickstart.yaml`: MiniLM-L6, SST-2, one 
 training sentences, its learning rate and seed); the run is fine-tuned with `finetune_run` on first use
 and kept in ``--cache`` for later runs. Then, in one process, from the loaded model and tokenised data:
 
-- s-search: `pruning.structured_search` as `lottery.prune_structured_run` calls it (importance on dev,
-  threshold 0.9 of the full dev accuracy, heads+mlps), timed from the full model's dev evaluation
-  (which the threshold needs) to the good mask;
+- s-search: `pruning.structured_search` as `steps.prune.prune_structured_run` calls it with
+  ``physical=False`` (importance on dev, threshold 0.9 of the full dev accuracy, heads+mlps, every
+  candidate evaluated under gates), timed from the full model's dev evaluation (which the threshold
+  needs) to the good mask;
 - Fisher search: `fisher.fisher_search` at the s-search good mask's MACs per token (seq_len 128), on a
   seeded sample of ``--fisher-examples`` training sentences (the paper: 2,048), timed to the binary mask
   (Fisher scores, search, rearrangement) and to the tuned scales (least squares on ``--tune-examples``
@@ -18,13 +19,14 @@ and kept in ``--cache`` for later runs. Then, in one process, from the loaded mo
 It prints the wall times and their ratio (target: Fisher >= 10x faster to a mask), then the dev accuracy
 of the full model, the s-mask, and the Fisher mask pruned without rearrangement, rearranged, and
 rearranged with least-squares tuning (no retraining anywhere), with each mask's MACs. The machine is
-shared, so absolute times are indicative; the ratio is what to read. About 17 minutes on one thread
-of the shared 2-core machine, 10 of them the s-search (the first run adds the fine-tuning, about 8). ``--smaller-samples`` adds the Fisher search's time and
+shared, so absolute times are indicative; the ratio is what to read. About 7 minutes on one thread
+of the shared 2-core machine, 4 of them the s-search (the first run adds the fine-tuning, about 8). ``--smaller-samples`` adds the Fisher search's time and
 accuracy on smaller samples (the same seed: each a subset of the larger ones).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -91,7 +93,8 @@ def main() -> None:
     def accuracy() -> float:
         return evaluate(model, task, dev)[task.primary_metric]
 
-    # ---- s-search, as lottery.prune_structured_run calls it
+    # ---- s-search, as steps.prune.prune_structured_run calls it with physical=False
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     full = accuracy()
     scoring = data.eval_batches(data.main_split, 64)
@@ -132,6 +135,7 @@ def main() -> None:
     full_macs = body_macs_per_token(layout, SEQ_LEN)
     print(f"\nMiniLM-L6 on SST-2 ({run}); dev {len(data.evals[data.main_split])} sentences; "
           f"{torch.get_num_threads()} thread(s); shared machine: read the ratios")
+    print(f"load average (1 min): {load_before:.2f} at the s-search's start, {os.getloadavg()[0]:.2f} after the Fisher search")
     print(f"s-search: {s_seconds:7.1f} s to the good mask ({len(steps)} steps, {s_result.heads.n_kept} heads, "
           f"{s_result.mlps.n_kept} MLPs kept)")
     print(f"Fisher:   {mask_seconds:7.1f} s to the mask ({f_result.scores.n_examples} examples; "

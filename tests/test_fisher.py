@@ -165,6 +165,46 @@ def test_rearrangement_never_increases_its_objective(seed):
     assert pruned_fisher(grads, rearranged) <= pruned_fisher(grads, keep) + 1e-9
 
 
+def rearranged_by_hand(grads, keep):
+    """The greedy of `rearrange_layer` written out: every objective recomputed from scratch."""
+    diagonal = grads.double().pow(2).sum(0)
+    pruned = torch.nonzero(~keep).flatten().tolist()
+    kept = torch.nonzero(keep).flatten()
+    for unit in kept[torch.sort(diagonal[kept], stable=True).indices].tolist():
+        pruned.append(unit)
+        objectives = []
+        for leaving in pruned:
+            trial = torch.ones_like(keep)
+            trial[[j for j in pruned if j != leaving]] = False
+            objectives.append(pruned_fisher(grads, trial))
+        pruned.pop(objectives.index(min(objectives)))  # the first of equals leaves
+    out = torch.ones_like(keep)
+    out[pruned] = False
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rearrangement_equals_the_greedy_written_out(seed):
+    generator = torch.Generator().manual_seed(seed)
+    # small whole numbers: every objective is exact in float64, so ties are real ties and break alike
+    grads = torch.randint(-3, 4, (9, 12), generator=generator).double()
+    grads[:, :3] = 0  # units without any gradient: equal (zero) diagonals
+    grads[:, 4] = grads[:, 5]  # two units that always agree
+    grads[:, 7] = -grads[:, 8]  # and two that always cancel
+    keep = torch.zeros(12, dtype=torch.bool)
+    keep[torch.randperm(12, generator=generator)[: 2 + seed]] = True
+    assert torch.equal(rearrange_layer(grads, keep), rearranged_by_hand(grads, keep))
+
+
+def test_scoring_leaves_no_hooks_and_restores_gradients():
+    model = tiny_model()
+    model.train()
+    fisher_scores(model, batches(1))
+    parts = adapter_for(model).layers(model)
+    assert all(not p.attn_out._forward_pre_hooks and not p.mlp_out._forward_pre_hooks for p in parts)
+    assert all(p.requires_grad for p in model.parameters()) and model.training
+
+
 def test_search_and_rearrangement_on_a_model_keep_the_cost():
     model = tiny_model(dtype=torch.float64)
     plain = fisher_search(model, batches(), budget_fraction=0.5, rearrange_masks=False, tune=False)

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +47,7 @@ from .data import TokenizedSplit, make_loader, subset
 from .errors import UserError, did_you_mean
 from .export import COSTS, body_macs_per_token, export_pruned, mask_cost, unit_costs
 from .importance import frozen
-from .masking import check_neurons, fisher_gated, neuron_hook
+from .masking import check_neurons, fisher_gated
 from .masks import HeadMask, Masks, WeightMask
 from .models import Layout, LayerParts, adapter_for, model_layout
 
@@ -78,19 +79,7 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-# ---- gates on MLP neurons -----------------------------------------------------------------------------
-
-
-def _per_example_head_hook(gates: torch.Tensor, num_heads: int):
-    """Scale each example's heads by its own gates, ``gates: (B, H)``."""
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
-        (context,) = args  # (B, T, H*dh)
-        shape = context.shape
-        per_head = context.view(*shape[:-1], num_heads, shape[-1] // num_heads)  # (B, T, H, dh)
-        return ((per_head * gates.to(context.dtype)[:, None, :, None]).view(shape),)
-
-    return hook
+# ---- neurons as single weights ----------------------------------------------------------------------
 
 
 def neuron_weight_mask(model: nn.Module, neurons: torch.Tensor) -> WeightMask:
@@ -176,14 +165,24 @@ def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.float(), labels.long(), reduction="sum")
 
 
+def _gate_gradients(inputs: torch.Tensor, grads: torch.Tensor, groups: int) -> torch.Tensor:
+    """Each example's gradient with respect to gates at 1 that scale ``groups`` equal slices of the last
+    axis of a module's input: ``sum over tokens and slice of input * dL/d(input)``, ``(B, groups)``."""
+    product = (inputs * grads).view(inputs.shape[0], -1, groups, inputs.shape[-1] // groups)
+    return product.sum((1, 3))
+
+
 def fisher_scores(
     model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], *, labels: str = "gold"
 ) -> FisherScores:
     """Per-example gradients of the loss with respect to every head and MLP-neuron gate, at 1.
 
-    Every example of a batch gets its own copy of the gates, so one backward pass of the summed loss
-    gives each example's gradient (``gated``'s gates are shared by the batch: their gradient is the
-    batch's sum, whose square is not the Fisher estimate). Weights are frozen and dropout is off.
+    A gate at 1 that scales a module's input ``x`` leaves the forward pass unchanged, and its gradient
+    is ``sum_t x_t * dL/dx_t`` over the positions it scales; so one backward pass of the batch's summed
+    loss to the inputs of every attention and MLP output projection gives each example's gradient of
+    each gate (``gated``'s gates are shared by the batch: their gradient is the batch's sum, whose
+    square is not the Fisher estimate). Not multiplying by gates saves two elementwise products per
+    gated module. Weights are frozen and dropout is off.
 
     Args:
         labels: ``"gold"`` the data's labels (the empirical Fisher, as the paper's code computes it);
@@ -195,20 +194,27 @@ def fisher_scores(
     layout = model_layout(model)
     layers = adapter_for(model).layers(model)
     device = _device(model)
+
+    def capture(key: tuple[str, int]):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
+            (x,) = args
+            if not x.requires_grad:  # the first layer's heads: nothing before them depends on a gate
+                x = x.detach().requires_grad_()
+            captured[key] = x
+            return (x,)
+
+        return hook
+
     head_grads, neuron_grads = [], []
     with frozen(model):
         for batch in batches:
-            inputs = _inputs(batch, device)
-            size = inputs["input_ids"].shape[0]
-            heads = torch.ones(size, layout.num_layers, layout.num_heads, device=device, requires_grad=True)
-            units = torch.ones(size, layout.num_layers, layout.intermediate_size, device=device, requires_grad=True)
+            captured: dict[tuple[str, int], torch.Tensor] = {}  # the heads' context and the MLP's units
             handles = []
             try:
                 for index, parts in enumerate(layers):
-                    handles.append(parts.attn_out.register_forward_pre_hook(
-                        _per_example_head_hook(heads[:, index], layout.num_heads)))
-                    handles.append(parts.mlp_out.register_forward_pre_hook(neuron_hook(units[:, index])))
-                logits = model(**inputs).logits
+                    handles.append(parts.attn_out.register_forward_pre_hook(capture(("heads", index))))
+                    handles.append(parts.mlp_out.register_forward_pre_hook(capture(("units", index))))
+                logits = model(**_inputs(batch, device)).logits
             finally:
                 for handle in handles:
                     handle.remove()
@@ -218,9 +224,13 @@ def fisher_scores(
                 target = logits.argmax(-1).detach()
             else:
                 target = batch["labels"].to(device)
-            grad_heads, grad_units = torch.autograd.grad(_per_example_loss(logits, target), [heads, units])
-            head_grads.append(grad_heads.detach().float().cpu())
-            neuron_grads.append(grad_units.detach().float().cpu())
+            loss = _per_example_loss(logits, target)
+            grads = dict(zip(captured, torch.autograd.grad(loss, list(captured.values()))))
+            heads = [_gate_gradients(captured["heads", i], grads["heads", i], layout.num_heads) for i in range(len(layers))]
+            units = [_gate_gradients(captured["units", i], grads["units", i], layout.intermediate_size)
+                     for i in range(len(layers))]
+            head_grads.append(torch.stack(heads, 1).detach().float().cpu())
+            neuron_grads.append(torch.stack(units, 1).detach().float().cpu())
     if not head_grads:
         raise ValueError("no batches to score")
     return FisherScores(head_grads=torch.cat(head_grads), neuron_grads=torch.cat(neuron_grads), labels=labels)
@@ -297,22 +307,24 @@ def rearrange_layer(grads: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     keep = keep.bool()
     if bool(keep.all()) or not bool(keep.any()):
         return keep.clone()
-    fisher = grads.double().T @ grads.double()  # (unit, unit)
+    grads = grads.detach().double().cpu()
+    fisher = grads.T @ grads  # (unit, unit)
     diagonal = fisher.diagonal()
-    pruned = torch.nonzero(~keep).flatten().tolist()
-    candidates = torch.nonzero(keep).flatten()
+    pruned = torch.nonzero(~keep.cpu()).flatten()  # in visiting order: a tie leaves with the first
+    candidates = torch.nonzero(keep.cpu()).flatten()
     candidates = candidates[torch.sort(diagonal[candidates], stable=True).indices].tolist()
     # pull[j] = (F 1_P)_j: removing j from P changes the objective by F_jj - 2 pull[j]
-    pull = fisher[:, pruned].sum(1)
+    pull = fisher[:, pruned].sum(1).numpy()
+    # the loop's thousands of small steps in numpy, whose calls cost a fraction of torch's; columns[j] = F[:, j]
+    columns, diagonal, pruned = fisher.T.contiguous().numpy(), diagonal.numpy(), pruned.numpy()
     for unit in candidates:
-        pruned.append(unit)
-        pull += fisher[:, unit]
-        index = torch.tensor(pruned)
-        drop = int(torch.argmax(2 * pull[index] - diagonal[index]))
-        leaving = pruned.pop(drop)
-        pull -= fisher[:, leaving]
+        pruned = np.append(pruned, unit)
+        pull += columns[unit]
+        drop = int(np.argmax(2 * pull[pruned] - diagonal[pruned]))
+        pull -= columns[pruned[drop]]
+        pruned = np.delete(pruned, drop)
     out = torch.ones_like(keep)
-    out[pruned] = False
+    out[torch.from_numpy(pruned)] = False
     return out
 
 
