@@ -99,6 +99,59 @@ def test_table3_has_the_known_means_and_sample_stds_per_cell():
     assert shown.iloc[4]["RTE"] == "–"  # m-pruning has no RTE result
 
 
+def _super_survivor_results() -> pd.DataFrame:
+    """SST-2 as in the committed MiniLM run: the full model's mean minus one std (0.755) just above every
+    super-survivor bar and dot (at most 0.73), inside the margin autoscaling leaves above them; one
+    super-survivor mask per task (the same size in every seed's rows)."""
+    rows = [_row("SST-2", seed, "none", "full", "finetuned", value) for seed, value in zip((1, 2, 3), (0.755, 0.765, 0.775))]
+    rows.append(_row("SST-2", None, "majority", "none", "baseline", 0.509, epochs=None))
+    for i, sub in enumerate(("super-good", "super-random", "super-bad")):
+        for mode in ("pruned", "retrained"):
+            rows += [_row("SST-2", seed, "structured", sub, mode, 0.70 - 0.05 * i + 0.01 * seed, fraction=0.17682)
+                     for seed in (1, 2, 3)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_a_quantity_of_one_observation_is_shown_without_a_spread():
+    from bertlottery.report.figures import lottery_bars
+    from bertlottery.report.tables import SUPER_ROWS, sizes_table
+
+    rows, metrics = main_rows(_super_survivor_results())
+    cells = cell_stats(rows)
+    # one super-survivor mask per task: its size alone, not "17.7 ± 0.0%"
+    sizes = sizes_table(cells)
+    assert list(sizes.display["SST-2"]) == ["17.7%"] * 3 and set(sizes.frame["subnetwork"]) == {
+        "super-good", "super-random", "super-bad"}
+    fig = lottery_bars(cells, cells[cells["method"] == "none"], methods=("structured",),
+                       subnetworks=("super-good", "super-random", "super-bad"), metrics=metrics, seeds=rows,
+                       majority=cells[cells["method"] == "majority"])
+    assert fig.axes[0].get_title() == "SST-2, s-pruning\n17.7% kept"
+    # the paper's majority class is the same for every seed too: "0.509", not "0.509 ± 0.000"
+    reference = pd.DataFrame([dict(condition="x", task="SST-2", method="majority", subnetwork="none", mode="baseline",
+                                   metric="accuracy", mean=0.509, std=0.0, n=5),
+                              dict(condition="y", task="SST-2", method="structured", subnetwork="super-good",
+                                   mode="pruned", metric="accuracy", mean=0.86, std=0.01, n=5)])
+    table = results_table(cells, [TABLE3_ROWS[0], *SUPER_ROWS], reference=reference, expected_n=3, metrics=metrics)
+    assert table.display.loc["majority class", ("SST-2", "paper")] == "0.509"
+    assert table.display.iloc[1][("SST-2", "paper")] == "0.860 ± 0.010"  # super-good pruned: the paper's 5 seeds
+
+
+def test_every_reference_line_lies_inside_its_axes_with_a_margin():
+    from bertlottery.report.figures import lottery_bars
+
+    rows, metrics = main_rows(_super_survivor_results())
+    cells = cell_stats(rows)
+    fig = lottery_bars(cells, cells[cells["method"] == "none"], methods=("structured",),
+                       subnetworks=("super-good", "super-random", "super-bad"), metrics=metrics, seeds=rows,
+                       majority=cells[cells["method"] == "majority"])
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    levels = {line.get_linestyle(): line.get_ydata()[0] for line in ax.lines if line.get_linestyle() in ("--", ":")}
+    assert levels["--"] == pytest.approx(0.755) and levels[":"] == pytest.approx(0.509)  # full model - 1 std, majority
+    for level in levels.values():
+        assert low + 0.02 * (high - low) <= level <= high - 0.02 * (high - low), (level, low, high)
+
+
 def test_tasks_the_run_did_not_learn_are_named_with_the_reason():
     """RTE learnt (0.62 against a 0.527 majority, good masks of 60-80%): no line. MRPC above its majority
     class but with an empty s-pruning good mask, WNLI below its majority class: one line each, saying why."""

@@ -435,7 +435,10 @@ def average_figure(t1: pd.DataFrame, chance: float | None = None):
     fig, (left, right) = _figure(cols=2)
     _variant_lines(left, t1, "average")
     if chance is not None:
+        from ..report.figures import fit_reference_lines
+
         left.axhline(chance, color="#495057", linestyle=":", linewidth=1.2, label="majority class")
+        fit_reference_lines(left, [chance])
     left.set_ylabel("average dev metric over tasks")
     _variant_lines(right, t1, "average train_loss")
     right.set_ylabel("average training loss over tasks")

@@ -184,7 +184,11 @@ def cell_stats(rows: pd.DataFrame, *, by_epoch: bool = False) -> pd.DataFrame:
     cells = grouped["value"].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     cells["fraction_kept"] = grouped["fraction_kept"].mean()
     cells["fraction_kept_std"] = grouped["fraction_kept"].std()
-    return cells.reset_index()[columns]
+    cells = cells.reset_index()
+    # a super-survivor mask is one per task (the intersection of the seeds' good masks): its size is one
+    # observation, with no spread to show, however many seeds evaluate it
+    cells.loc[cells["subnetwork"].astype(str).str.startswith("super-"), "fraction_kept_std"] = math.nan
+    return cells[columns]
 
 
 def task_order(tasks) -> list[str]:
@@ -205,6 +209,12 @@ def format_cell(mean: float, std: float | None = None, n: int | None = None, exp
     if n is not None and expected_n is not None and n < expected_n:
         text += f" (n={n})"
     return text
+
+
+def _spread(method: str, std: float | None) -> float | None:
+    """The std to show beside a mean: none for the majority class, whose value is the same for every seed
+    (its std is no spread over seeds, so "0.509", not "0.509 ± 0.000")."""
+    return None if method == "majority" else std
 
 
 def _quoted_cells(values: dict[str, float], tasks: list[str], record: dict[str, Any], shown: dict[str, str], *,
@@ -266,14 +276,13 @@ def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.Da
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
             key = (task, model) if with_ref else task
             expected = 1 if spec.method == "majority" else expected_n  # the majority class has no seeds
-            # the majority class is the same for every seed: its std is no spread, so it is not shown
-            shown[key] = format_cell(mean, None if spec.method == "majority" else std, n, expected) if n else "–"
+            shown[key] = format_cell(mean, _spread(spec.method, std), n, expected) if n else "–"
             short |= bool(n) and expected is not None and n < expected
             if with_ref:
                 ref = _lookup(reference, task=task, method=spec.method, subnetwork=spec.subnetwork, mode=spec.mode)
                 r_mean, r_std = (ref["mean"].iloc[0], ref["std"].iloc[0]) if not ref.empty else (math.nan, math.nan)
                 record.update({f"{task} paper mean": r_mean, f"{task} paper std": r_std})
-                shown[(task, "paper")] = format_cell(r_mean, r_std)
+                shown[(task, "paper")] = format_cell(r_mean, _spread(spec.method, r_std))
         frame_rows.append(record)
         display_rows.append(shown)
     columns = ([(t, s) for t in tasks for s in (model, "paper")] if with_ref else tasks)
@@ -321,7 +330,7 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
             mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0])) if not cell.empty
                             else (math.nan, math.nan, 0))
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
-            shown[task] = (format_cell(mean, None if method == "majority" else std, n,
+            shown[task] = (format_cell(mean, _spread(method, std), n,
                                        1 if method == "majority" else expected_n) if n else "–")
             means.append(mean)
         average = float(np.mean(means)) if means and not any(math.isnan(m) for m in means) else math.nan
@@ -422,7 +431,8 @@ def sizes_table(cells: pd.DataFrame) -> Table:
     labels = [s.label.split(" (")[0] for s in specs]
     return Table("sizes", "Size of the subnetworks: % of encoder-body weights kept",
                  "Mean ± std over seeds of the fraction of encoder-body weights (embeddings excluded) each "
-                 "subnetwork keeps; good, random and bad of one method have the same size by construction.",
+                 "subnetwork keeps; good, random and bad of one method have the same size by construction. A "
+                 "super-survivor mask is one per task (kept in every seed): its size is shown alone.",
                  pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=tasks, index=labels),
                  [s.group for s in specs])
 
