@@ -152,6 +152,23 @@ def test_every_reference_line_lies_inside_its_axes_with_a_margin():
         assert low + 0.02 * (high - low) <= level <= high - 0.02 * (high - low), (level, low, high)
 
 
+def test_the_header_says_where_the_results_come_from_in_one_phrase(tmp_path, monkeypatch):
+    from bertlottery.results import ResultRow, write_stage_rows
+
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    results = synthetic_results()
+    for stage_id, part in results.groupby("stage_id"):  # a run still going: one row file per stage
+        write_stage_rows(run, str(stage_id), [ResultRow(**{k: (None if pd.isna(v) else v) for k, v in row.items()})
+                                              for row in part.to_dict("records")])
+    (run / "config.json").write_text(json.dumps({"name": "going", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    html = build_report(run, tmp_path / "out").read_text()
+    meta = unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="meta">(.*?)</p>', html, re.S).group(1)))
+    source = meta[meta.index("results from"):]
+    assert source == "results from rows/ (one file per stage) · every row, per seed: results.csv"
+
+
 def test_tasks_the_run_did_not_learn_are_named_with_the_reason():
     """RTE learnt (0.62 against a 0.527 majority, good masks of 60-80%): no line. MRPC above its majority
     class but with an empty s-pruning good mask, WNLI below its majority class: one line each, saying why."""
