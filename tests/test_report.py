@@ -169,6 +169,22 @@ def test_the_header_says_where_the_results_come_from_in_one_phrase(tmp_path, mon
     assert source == "results from rows/ (one file per stage) · every row, per seed: results.csv"
 
 
+def test_the_key_results_say_where_a_mean_covers_fewer_seeds_than_configured(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    synthetic_results().to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"name": "partial", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    html = unescape(build_report(run, tmp_path / "out").read_text())
+    box = html[html.index('id="key-results"'):html.index("</div>", html.index('id="key-results"'))]
+    # RTE's 'bad' s-pruned re-fine-tuned has 2 of the 3 seeds (as Table 3's "(n=2)"); every other mean has all 3
+    assert f"bad {np.mean([0.50, 0.56]):.3f} (n=2 of 3)" in box
+    assert box.count("(n=") == 1
+    frame = pd.read_csv(tmp_path / "out" / "tables" / "key_results.csv").set_index(["task", "method"])
+    assert frame.loc[("RTE", "structured"), "bad retrained n"] == 2 and frame.loc[("RTE", "structured"), "full n"] == 3
+
+
 def test_tasks_the_run_did_not_learn_are_named_with_the_reason():
     """RTE learnt (0.62 against a 0.527 majority, good masks of 60-80%): no line. MRPC above its majority
     class but with an empty s-pruning good mask, WNLI below its majority class: one line each, saying why."""

@@ -46,6 +46,7 @@ __all__ = [
     "not_learnt_tasks",
     "key_results",
     "ordering",
+    "seeds_note",
 ]
 
 # How a metric is named on an axis or in a sentence (the results table's names are identifiers).
@@ -495,8 +496,8 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
     and bad subnetworks' means pruned and re-fine-tuned (``<sub> <mode>``); the good-bad gap pruned
     and re-fine-tuned and the fraction of it that re-fine-tuning closes (``gap closed``: 1 - gap
     re-fine-tuned / gap pruned, where the pruned gap is positive); the good mask's fraction of the
-    encoder-body weights kept. Means over seeds of each task's main metric. Tasks in ``not_learnt``
-    are left out (they have nothing to compare)."""
+    encoder-body weights kept. Means over seeds of each task's main metric, with the seeds each covers
+    (``<sub> <mode> n``, ``full n``). Tasks in ``not_learnt`` are left out (they have nothing to compare)."""
     metrics, not_learnt = metrics or {}, not_learnt or {}
     records = []
     tasks = [t for t in (task_order(cells["task"]) if not cells.empty else []) if t not in not_learnt]
@@ -507,11 +508,13 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
             if part.empty or not part["subnetwork"].isin(KEY_SUBNETWORKS).any():
                 continue
             record: dict[str, Any] = {"task": task, "method": method, "metric": metrics.get(task),
-                                      "full": float(full["mean"].iloc[0]) if not full.empty else math.nan}
+                                      "full": float(full["mean"].iloc[0]) if not full.empty else math.nan,
+                                      "full n": int(full["n"].iloc[0]) if not full.empty else 0}
             for mode in ("pruned", "retrained"):
                 for sub in KEY_SUBNETWORKS:
                     cell = part[(part["subnetwork"] == sub) & (part["mode"] == mode)]
                     record[f"{sub} {mode}"] = float(cell["mean"].iloc[0]) if not cell.empty else math.nan
+                    record[f"{sub} {mode} n"] = int(cell["n"].iloc[0]) if not cell.empty else 0
                 record[f"gap {mode}"] = record[f"good {mode}"] - record[f"bad {mode}"]
             gap = record["gap pruned"]
             record["gap closed"] = (1 - record["gap retrained"] / gap) if gap > 0 else math.nan
@@ -519,21 +522,29 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
             record["fraction kept"] = float(good["fraction_kept"].iloc[0]) if not good.empty else math.nan
             records.append(record)
     columns = ["task", "method", "metric", "full", *[f"{s} {m}" for m in ("pruned", "retrained") for s in KEY_SUBNETWORKS],
-               "gap pruned", "gap retrained", "gap closed", "fraction kept"]
+               "gap pruned", "gap retrained", "gap closed", "fraction kept", "full n",
+               *[f"{s} {m} n" for m in ("pruned", "retrained") for s in KEY_SUBNETWORKS]]
     return pd.DataFrame(records, columns=columns)
 
 
-def ordering(values: dict[str, float], digits: int = 3) -> str:
+def seeds_note(n: int, expected_n: int | None) -> str:
+    """``" (n=1 of 3)"`` where a mean covers fewer seeds than the configured ``expected_n``, else ``""``."""
+    return f" (n={n} of {expected_n})" if expected_n and 0 < n < expected_n else ""
+
+
+def ordering(values: dict[str, float], digits: int = 3, notes: dict[str, str] | None = None) -> str:
     """``{"good": .8, "random": .7, "bad": .5}`` -> ``"good 0.800 > random 0.700 > bad 0.500"`` (best
     first; ``=`` between equal means); those without a value yet are named after the others
-    (``"good 0.800 > random 0.700; bad not yet"``), and ``–`` stands for none at all."""
+    (``"good 0.800 > random 0.700; bad not yet"``), and ``–`` stands for none at all. ``notes``: text
+    after a value (``{"bad": " (n=1 of 3)"}``)."""
+    notes = notes or {}
     known = {k: v for k, v in values.items() if not math.isnan(v)}
     if not known:
         return "–"
     ranked = sorted(known.items(), key=lambda item: -item[1])
-    text = f"{ranked[0][0]} {ranked[0][1]:.{digits}f}"
+    text = f"{ranked[0][0]} {ranked[0][1]:.{digits}f}{notes.get(ranked[0][0], '')}"
     for (_, previous), (name, value) in zip(ranked, ranked[1:]):
         sign = "=" if round(previous, digits) == round(value, digits) else ">"
-        text += f" {sign} {name} {value:.{digits}f}"
+        text += f" {sign} {name} {value:.{digits}f}{notes.get(name, '')}"
     pending = [k for k in values if k not in known]
     return text + (f"; {', '.join(pending)} not yet" if pending else "")
