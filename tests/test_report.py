@@ -478,6 +478,30 @@ KEY_RESULTS_JS = """() => {
 }"""
 
 
+def test_table3s_pinned_label_column_stays_narrow(tmp_path, browser, monkeypatch):
+    """Table 3 with the randomly initialised baseline: at 1280 px its label column (pinned while the
+    table scrolls) is no wider than its other labels need, the baseline's full wording in a note."""
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    baseline = [_row(task, seed, "random-init", "random", "baseline", 0.5, fraction=0.3)
+                for task in ("RTE", "CoLA") for seed in (1, 2, 3)]
+    pd.concat([synthetic_results(), pd.DataFrame(baseline, columns=COLUMNS)]).to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"name": "baseline", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    out = build_report(run, tmp_path / "out")
+    page, problems = _open(browser, out)
+    assert problems == []
+    # each label's own width (the column is as wide as the widest; a narrow table's group headings may widen it)
+    widths = page.evaluate("""Array.from(document.querySelectorAll('table[data-table=table3] tbody tr:not(.group) th'))
+        .map(th => { const range = document.createRange(); range.selectNodeContents(th);
+                     return [th.innerText.trim(), range.getBoundingClientRect().width]; })""")
+    page.close()
+    labels = dict(widths)
+    assert "random s-mask (fine-tuned)" in labels and "a random s-mask of the 'bad' subnetwork's size" in unescape(out.read_text())
+    assert max(labels.values()) < 180, widths
+
+
 def _check_layout(page, out: Path, *, tables: int, drawn_from: dict[str, str], wide: list[str]) -> None:
     """At 1280 px: every table's header cells reachable and its row labels in view while scrolled; every
     image captioned, opening its own PNG full-size; the page's results.csv and figures' CSVs there. At
