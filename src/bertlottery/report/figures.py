@@ -107,8 +107,9 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
 
     One panel per task and method; in each, the subnetworks' mean over seeds as bars (std as error
     bars) and each seed's value as a dot, grouped by mode (pruned, re-fine-tuned); the full model's
-    mean minus one std as a dashed line and the majority class as a dotted one. The title gives the
-    subnetworks' size (% of encoder-body weights kept, mean and std over seeds). ``cells``:
+    mean minus one std as a dashed line and the majority class as a dotted one, both inside the axes. The
+    title gives the subnetworks' size (% of encoder-body weights kept, mean and std over seeds; a
+    super-survivor mask's alone, as there is one per task). ``cells``:
     `bertlottery.report.tables.cell_stats` output; ``full``: its rows of the full model (method
     ``none``) or None; ``seeds``: the per-seed rows (task, method, subnetwork, mode, value);
     ``majority``: the majority class's cells. Tasks in ``not_learnt`` (``{task: reason}``) are not
