@@ -163,10 +163,17 @@ def test_the_header_says_where_the_results_come_from_in_one_phrase(tmp_path, mon
                                               for row in part.to_dict("records")])
     (run / "config.json").write_text(json.dumps({"name": "going", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
                                                  "seeds": [1, 2, 3]}))
-    html = build_report(run, tmp_path / "out").read_text()
-    meta = unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="meta">(.*?)</p>', html, re.S).group(1)))
-    source = meta[meta.index("results from"):]
-    assert source == "results from rows/ (one file per stage) · every row, per seed: results.csv"
+
+    def source(out: Path) -> str:
+        html = build_report(run, out).read_text()
+        meta = unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="meta">(.*?)</p>', html, re.S).group(1)))
+        return meta[meta.index("results from"):]
+
+    assert source(tmp_path / "out") == "results from rows/ (one file per stage) · every row, per seed: results.csv"
+    # a finished run's table: named once (the link opens the copy beside the page)
+    shutil.rmtree(run / "rows")
+    results.to_csv(run / "results.csv", index=False)
+    assert source(tmp_path / "out2") == "results from results.csv"
 
 
 def test_the_key_results_say_where_a_mean_covers_fewer_seeds_than_configured(tmp_path, monkeypatch):
