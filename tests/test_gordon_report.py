@@ -3,10 +3,15 @@ cautions, G Fig. 5's one-shot curve against the masks themselves, and the figure
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 
+from bertlottery.cli import main
 from bertlottery.config import ConfigError, load
 from bertlottery.gordon import paper
 from bertlottery.gordon.analysis import oneshot_curve, table1
@@ -143,3 +148,34 @@ def test_figure3_right_puts_each_run_at_its_epochs_before_pruning():
     assert list(lines["SST-2 (accuracy)"].get_xdata()) == [1, 4]  # its own epochs, not the run's 2 after pruning
     assert list(lines["SST-2 (accuracy)"].get_ydata()) == [0.7, 0.8]
     assert list(right.get_xticks()) == [1, 4]
+
+
+GORDON_RUN = Path(__file__).resolve().parents[1] / "results" / "gordon-minilm"
+
+
+def test_a_copy_of_the_runs_results_and_config_alone_shows_what_results_csv_holds(tmp_path, monkeypatch):
+    """The committed Compressing-BERT run without its stage folders: Table 1, the budgets and the figures
+    drawn from results.csv are there, with the run's numbers; what needs the stage records is named once."""
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("results.csv", "config.json"):
+        shutil.copy(GORDON_RUN / name, run / name)
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "no downstream results yet" not in html and "could not be built" not in html
+
+    results = pd.read_csv(run / "results.csv")
+    shown = pd.read_csv(out / "tables" / "gordon-table1.csv")
+    expected = table1(results)
+    assert len(shown) == len(expected) > 0
+    both = shown.merge(expected, on=["method", "sparsity"], suffixes=("", " expected"))
+    assert len(both) == len(expected)
+    assert both["average"].to_numpy() == pytest.approx(both["average expected"].to_numpy())
+    assert (out / "tables" / "gordon-budgets.csv").is_file()
+    for name in ("gordon-figure1", "gordon-figure2-fits", "gordon-figure3"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
+    missing = json.loads((out / "missing.json").read_text())["Compressing BERT: pruning during pre-training (Gordon et al. 2020)"]
+    assert missing[0].startswith(f"{run} has no stages/ folder, where the stages keep their records")
+    assert "Figure 5" in missing[0] and len(missing) == 1  # one line, not each figure's own reason

@@ -99,6 +99,99 @@ def test_table3_has_the_known_means_and_sample_stds_per_cell():
     assert shown.iloc[4]["RTE"] == "–"  # m-pruning has no RTE result
 
 
+def _super_survivor_results() -> pd.DataFrame:
+    """SST-2 as in the committed MiniLM run: the full model's mean minus one std (0.755) just above every
+    super-survivor bar and dot (at most 0.73), inside the margin autoscaling leaves above them; one
+    super-survivor mask per task (the same size in every seed's rows)."""
+    rows = [_row("SST-2", seed, "none", "full", "finetuned", value) for seed, value in zip((1, 2, 3), (0.755, 0.765, 0.775))]
+    rows.append(_row("SST-2", None, "majority", "none", "baseline", 0.509, epochs=None))
+    for i, sub in enumerate(("super-good", "super-random", "super-bad")):
+        for mode in ("pruned", "retrained"):
+            rows += [_row("SST-2", seed, "structured", sub, mode, 0.70 - 0.05 * i + 0.01 * seed, fraction=0.17682)
+                     for seed in (1, 2, 3)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_a_quantity_of_one_observation_is_shown_without_a_spread():
+    from bertlottery.report.figures import lottery_bars
+    from bertlottery.report.tables import SUPER_ROWS, sizes_table
+
+    rows, metrics = main_rows(_super_survivor_results())
+    cells = cell_stats(rows)
+    # one super-survivor mask per task: its size alone, not "17.7 ± 0.0%"
+    sizes = sizes_table(cells)
+    assert list(sizes.display["SST-2"]) == ["17.7%"] * 3 and set(sizes.frame["subnetwork"]) == {
+        "super-good", "super-random", "super-bad"}
+    fig = lottery_bars(cells, cells[cells["method"] == "none"], methods=("structured",),
+                       subnetworks=("super-good", "super-random", "super-bad"), metrics=metrics, seeds=rows,
+                       majority=cells[cells["method"] == "majority"])
+    assert fig.axes[0].get_title() == "SST-2, s-pruning\n17.7% kept"
+    # the paper's majority class is the same for every seed too: "0.509", not "0.509 ± 0.000"
+    reference = pd.DataFrame([dict(condition="x", task="SST-2", method="majority", subnetwork="none", mode="baseline",
+                                   metric="accuracy", mean=0.509, std=0.0, n=5),
+                              dict(condition="y", task="SST-2", method="structured", subnetwork="super-good",
+                                   mode="pruned", metric="accuracy", mean=0.86, std=0.01, n=5)])
+    table = results_table(cells, [TABLE3_ROWS[0], *SUPER_ROWS], reference=reference, expected_n=3, metrics=metrics)
+    assert table.display.loc["majority class", ("SST-2", "paper")] == "0.509"
+    assert table.display.iloc[1][("SST-2", "paper")] == "0.860 ± 0.010"  # super-good pruned: the paper's 5 seeds
+
+
+def test_every_reference_line_lies_inside_its_axes_with_a_margin():
+    from bertlottery.report.figures import lottery_bars
+
+    rows, metrics = main_rows(_super_survivor_results())
+    cells = cell_stats(rows)
+    fig = lottery_bars(cells, cells[cells["method"] == "none"], methods=("structured",),
+                       subnetworks=("super-good", "super-random", "super-bad"), metrics=metrics, seeds=rows,
+                       majority=cells[cells["method"] == "majority"])
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    levels = {line.get_linestyle(): line.get_ydata()[0] for line in ax.lines if line.get_linestyle() in ("--", ":")}
+    assert levels["--"] == pytest.approx(0.755) and levels[":"] == pytest.approx(0.509)  # full model - 1 std, majority
+    for level in levels.values():
+        assert low + 0.02 * (high - low) <= level <= high - 0.02 * (high - low), (level, low, high)
+
+
+def test_the_header_says_where_the_results_come_from_in_one_phrase(tmp_path, monkeypatch):
+    from bertlottery.results import ResultRow, write_stage_rows
+
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    results = synthetic_results()
+    for stage_id, part in results.groupby("stage_id"):  # a run still going: one row file per stage
+        write_stage_rows(run, str(stage_id), [ResultRow(**{k: (None if pd.isna(v) else v) for k, v in row.items()})
+                                              for row in part.to_dict("records")])
+    (run / "config.json").write_text(json.dumps({"name": "going", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+
+    def source(out: Path) -> str:
+        html = build_report(run, out).read_text()
+        meta = unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="meta">(.*?)</p>', html, re.S).group(1)))
+        return meta[meta.index("results from"):]
+
+    assert source(tmp_path / "out") == "results from rows/ (one file per stage) · every row, per seed: results.csv"
+    # a finished run's table: named once (the link opens the copy beside the page)
+    shutil.rmtree(run / "rows")
+    results.to_csv(run / "results.csv", index=False)
+    assert source(tmp_path / "out2") == "results from results.csv"
+
+
+def test_the_key_results_say_where_a_mean_covers_fewer_seeds_than_configured(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    synthetic_results().to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"name": "partial", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    html = unescape(build_report(run, tmp_path / "out").read_text())
+    box = html[html.index('id="key-results"'):html.index("</div>", html.index('id="key-results"'))]
+    # RTE's 'bad' s-pruned re-fine-tuned has 2 of the 3 seeds (as Table 3's "(n=2)"); every other mean has all 3
+    assert f"bad {np.mean([0.50, 0.56]):.3f} (n=2 of 3)" in box
+    assert box.count("(n=") == 1
+    frame = pd.read_csv(tmp_path / "out" / "tables" / "key_results.csv").set_index(["task", "method"])
+    assert frame.loc[("RTE", "structured"), "bad retrained n"] == 2 and frame.loc[("RTE", "structured"), "full n"] == 3
+
+
 def test_tasks_the_run_did_not_learn_are_named_with_the_reason():
     """RTE learnt (0.62 against a 0.527 majority, good masks of 60-80%): no line. MRPC above its majority
     class but with an empty s-pruning good mask, WNLI below its majority class: one line each, saying why."""
@@ -390,6 +483,30 @@ KEY_RESULTS_JS = """() => {
     return [tr.querySelector('th').innerText.trim(), Object.fromEntries(heads.map((h, k) => [h, cells[k]]))];
   });
 }"""
+
+
+def test_table3s_pinned_label_column_stays_narrow(tmp_path, browser, monkeypatch):
+    """Table 3 with the randomly initialised baseline: at 1280 px its label column (pinned while the
+    table scrolls) is no wider than its other labels need, the baseline's full wording in a note."""
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    baseline = [_row(task, seed, "random-init", "random", "baseline", 0.5, fraction=0.3)
+                for task in ("RTE", "CoLA") for seed in (1, 2, 3)]
+    pd.concat([synthetic_results(), pd.DataFrame(baseline, columns=COLUMNS)]).to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"name": "baseline", "model": "minilm-l6", "tasks": ["RTE", "CoLA"],
+                                                 "seeds": [1, 2, 3]}))
+    out = build_report(run, tmp_path / "out")
+    page, problems = _open(browser, out)
+    assert problems == []
+    # each label's own width (the column is as wide as the widest; a narrow table's group headings may widen it)
+    widths = page.evaluate("""Array.from(document.querySelectorAll('table[data-table=table3] tbody tr:not(.group) th'))
+        .map(th => { const range = document.createRange(); range.selectNodeContents(th);
+                     return [th.innerText.trim(), range.getBoundingClientRect().width]; })""")
+    page.close()
+    labels = dict(widths)
+    assert "random s-mask (fine-tuned)" in labels and "a random s-mask of the 'bad' subnetwork's size" in unescape(out.read_text())
+    assert max(labels.values()) < 180, widths
 
 
 def _check_layout(page, out: Path, *, tables: int, drawn_from: dict[str, str], wide: list[str]) -> None:

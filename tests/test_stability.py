@@ -94,6 +94,10 @@ def test_released_mode_folder_loads_by_task_and_seed_ascending(tmp_path):
     assert mask_set.tasks == ["CoLA", "RTE"] and mask_set.seeds("RTE") == [42, 86, 1337]
     assert mask_set.masks["RTE"][86].heads.keep.numpy().tolist() == truth["RTE", 86].tolist()
     assert mask_set.layout == layout_from_config(BERT_BASE_CONFIG)
+    # the source is said once, by the header (the report's group label likewise), not again in a note
+    text = format_summary(stability_summary(mask_set, n_permutations=10))
+    assert text.count("released masks") == 1
+    assert "note: weight fractions counted on bert-base-uncased's layout (12 x 12 heads)" in text
     keeps = keep_arrays(mask_set, "heads")
     assert keeps["CoLA"].shape == (3, 12, 12) and keeps["CoLA"][2].tolist() == truth["CoLA", 1337].tolist()
 

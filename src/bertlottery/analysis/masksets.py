@@ -193,7 +193,9 @@ def _load_released(task_dirs: Mapping[str, Path], path: Path, method: str | None
         layout = None
         notes.append(f"head masks of shape {sorted(shapes)} are not bert-base's 12 x 12: weight fractions not computed")
     else:
-        notes.append("the paper's released masks: sizes counted on bert-base-uncased")
+        # the source is named by whoever shows the notes (the report's group, the CLI's header): not again here
+        notes.append(f"weight fractions counted on bert-base-uncased's layout ({layout.num_layers} x "
+                     f"{layout.num_heads} heads)")
     return MaskSet(path=path, source="prasanna2020", method="structured", masks=masks, layout=layout,
                    num_heads=layout.num_heads if layout else None, notes=notes)
 

@@ -89,6 +89,7 @@ class GordonData:
     missing: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # the run's config, as written to config.json
     oneshot: dict[str, Any] | None = None  # G Fig. 5: `bertlottery.gordon.analysis.oneshot_curve`'s record
+    no_stages: str | None = None  # why the stage files are absent (a copy of results and config alone), or None
 
 
 def _read(path: Path) -> Any:
@@ -153,8 +154,16 @@ def collect(run: RunData) -> GordonData | None:
             epochs = _read(stage.folder / runs.HISTORY_FILE)["epochs"]
             if epochs and "sort_order" in epochs[0]:
                 histories[(stage.task, float(stage.keys["learning_rate"]))] = epochs
-    gordon_ids = {s.id for stages in by_kind.values() for s in stages}
-    results = run.results[run.results["stage_id"].isin(gordon_ids)].reset_index(drop=True)
+    if by_kind:  # only the stages of the run's graph: a changed config leaves others' rows behind
+        gordon_ids = {s.id for stages in by_kind.values() for s in stages}
+        ours = run.results["stage_id"].isin(gordon_ids)
+    else:  # a copy of the run's results and config alone: the rows name their stages' kinds
+        ours = run.results["stage_id"].astype(str).str.split("/").str[0].str.startswith("gordon")
+    no_stages = None
+    if not (run.run_dir / runs.STAGES_DIR).is_dir():
+        no_stages = (f"{run.run_dir} has no {runs.STAGES_DIR}/ folder, where the stages keep their records (a copy "
+                     "of the run's results and config alone)")
+    results = run.results[ours].reset_index(drop=True)
     return GordonData(
         results=results,
         pretrain=pd.DataFrame(pre_rows, columns=["method", "sparsity", "seed", "loss_start", "loss",
@@ -163,7 +172,7 @@ def collect(run: RunData) -> GordonData | None:
         weights=weights,
         similarity=pd.DataFrame(sim_rows, columns=["method", "sparsity", "layer", "cosine"]),
         selections=selections, heatmaps=heatmaps, head_stage=head, histories=histories, missing=missing,
-        config=dict(run.config), oneshot=oneshot)
+        config=dict(run.config), oneshot=oneshot, no_stages=no_stages)
 
 
 # ---- tables -------------------------------------------------------------------------------------------
@@ -435,7 +444,10 @@ def average_figure(t1: pd.DataFrame, chance: float | None = None):
     fig, (left, right) = _figure(cols=2)
     _variant_lines(left, t1, "average")
     if chance is not None:
+        from ..report.figures import fit_reference_lines
+
         left.axhline(chance, color="#495057", linestyle=":", linewidth=1.2, label="majority class")
+        fit_reference_lines(left, [chance])
     left.set_ylabel("average dev metric over tasks")
     _variant_lines(right, t1, "average train_loss")
     right.set_ylabel("average training loss over tasks")
@@ -662,6 +674,14 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
 
     missing = list(data.missing)
     parts: dict[str, list[Any]] = {key: [] for key in EXPERIMENTS}
+    without_stages: list[str] = []  # what a run folder without its stage files cannot show
+
+    def lacking(item: str, reason: str) -> None:
+        # without stages/ every stage file is absent: one line says so and names the items, not each its own reason
+        if data.no_stages:
+            without_stages.append(item)
+        else:
+            missing.append(f"{item}: {reason}")
 
     def grid(figures: list[Any]) -> Any:
         return Markup('<div class="grid">') + Markup("").join(figures) + Markup("</div>") if figures else Markup("")
@@ -680,20 +700,20 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
 
     figures: list[Any] = []
     if data.pretrain.empty:
-        missing.append("no finished pre-training run")
+        lacking("the pre-training table and loss curve", "no finished pre-training run")
     else:
         parts["pretraining"].append(table_html(pretrain_table(data.pretrain, data.head_stage), out_dir))
         figures.append(figure_html(pretrain_loss_figure(data.pretrain), out_dir, "gordon-pretrain-loss",
                                    "Pre-training dev loss against sparsity."))
     if data.similarity.empty:
-        missing.append("Figure 2 (right): no similarity stage finished")
+        lacking("Figure 2 (right)", "no similarity stage finished")
     else:
         figures.append(figure_html(similarity_figure(data.similarity), out_dir, "gordon-figure2-similarity",
                                    "Figure 2 (right): cosine similarity of hidden states on pre-training dev text "
                                    "to the unpruned model, per layer and averaged over layers."))
     parts["pretraining"].append(grid(figures))
     if data.head_rates.empty:
-        missing.append("Figure 4 (left): no pruned pre-training run")
+        lacking("Figure 4 (left)", "no pruned pre-training run")
     else:  # two panels: the full width
         parts["pretraining"].append(figure_html(
             head_rates_figure(data.head_rates), out_dir, "gordon-figure4-heads",
@@ -709,7 +729,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
         chance = _chance(data.selections, t1)
         caption = "Figure 1: average dev metric (left) and training loss (right) over tasks."
         if chance is None:
-            missing.append("Figure 1's majority-class line: the run's fine-tuning predates recording it")
+            lacking("Figure 1's majority-class line", "the run's fine-tuning predates recording it")
         else:
             caption += f" Dotted: the majority class's average dev metric ({chance:.3f}), from the examples trained on."
         parts["downstream"].append(figure_html(average_figure(t1, chance), out_dir, "gordon-figure1", caption))
@@ -740,7 +760,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
             f"{downstream.get('before_pruning_more_epochs', 2)} more (the paper: 3 to 12 epochs before, 60%, 2 more, "
             "5e-5)."))
     else:
-        missing.append("Figure 3 (right): not run (gordon.downstream.before_pruning_epochs)")
+        lacking("Figure 3 (right)", "not run (gordon.downstream.before_pruning_epochs)")
     parts["after"].append(grid(figures))
 
     histories = data.histories
@@ -753,26 +773,33 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
             figure_html(movement_magnitude_figure(data.selections), out_dir, "gordon-figure7",
                         "Figure 7: sort-order movement by starting magnitude (mean ± std per bin).")]))
     else:
-        missing.append("Table 2, Figures 4 (right) and 7: no unpruned fine-tuning run has finished")
+        lacking("Table 2, Figures 4 (right) and 7", "no unpruned fine-tuning run has finished")
 
     if not data.weights.empty:
         parts["weights"].append(table_html(weights_table(data.weights), out_dir))
+    else:
+        lacking("Table 3", "the unpruned (0%) GMP pre-training run has not finished")
     if data.oneshot is not None:
         parts["weights"].append(grid([figure_html(
             oneshot_figure(data.oneshot), out_dir, "gordon-figure5",
             f"Figure 5: the summed |w| one-shot magnitude pruning ({data.oneshot['scope']}) removes from the "
             "checkpoint pre-training starts from, at each sparsity.")]))
     else:
-        missing.append("Figure 5: no gordon-oneshot stage (the run predates it)")
+        lacking("Figure 5", "no gordon-oneshot stage (the run predates it)")
     if data.heatmaps:
         for sparsity in sorted({min(data.heatmaps), max(data.heatmaps)}):
             parts["weights"].append(figure_html(
                 heatmaps_figure(data.heatmaps[sparsity]), out_dir, f"gordon-heatmaps-{sparsity:g}",
                 f"Figures 8 and 9: weight magnitudes after pre-training at {sparsity:.0%} (GMP)."))
     else:
-        missing.append("Figures 8 and 9: no GMP pre-training run has finished")
+        lacking("Figures 8 and 9", "no GMP pre-training run has finished")
     if data.selections:
         parts["runs"].append(table_html(_lr_table(lr_sweep_table(data.selections)), out_dir))
+    else:
+        lacking("every fine-tuning run's table", "no gordon-select stage finished")
+    if without_stages:
+        missing.insert(0, f"{data.no_stages}: not shown, as they are drawn from those records: "
+                       f"{'; '.join(without_stages)}")
 
     shown = [key for key in EXPERIMENTS if any(str(part) for part in parts[key])]  # an empty grid is nothing
     contents = Markup('<nav class="contents"><strong>In this section</strong><ol>') + Markup("").join(

@@ -31,6 +31,7 @@ __all__ = [
     "task_colour",
     "METHOD_LABELS",
     "save_figure",
+    "fit_reference_lines",
     "lottery_bars",
     "component_heatmaps",
     "importance_histograms",
@@ -83,6 +84,18 @@ def _grid(n: int, per_row: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def fit_reference_lines(ax, levels: Sequence[float], margin: float = 0.05) -> None:
+    """Widen ``ax``'s y-limits so that every reference line (``levels``) lies inside with a margin of
+    ``margin`` of the axis' span: autoscaling follows the bars and dots, and a line above them all would
+    otherwise sit on the plot's edge."""
+    if not levels:
+        return
+    bottom, top = ax.get_ylim()
+    low, high = min(bottom, *levels), max(top, *levels)
+    pad = margin * (high - low)
+    ax.set_ylim(min(bottom, min(levels) - pad), max(top, max(levels) + pad))
+
+
 def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
                  methods: Sequence[str] = ("structured", "magnitude"),
                  subnetworks: Sequence[str] = ("good", "random", "bad"),
@@ -94,8 +107,9 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
 
     One panel per task and method; in each, the subnetworks' mean over seeds as bars (std as error
     bars) and each seed's value as a dot, grouped by mode (pruned, re-fine-tuned); the full model's
-    mean minus one std as a dashed line and the majority class as a dotted one. The title gives the
-    subnetworks' size (% of encoder-body weights kept, mean and std over seeds). ``cells``:
+    mean minus one std as a dashed line and the majority class as a dotted one, both inside the axes. The
+    title gives the subnetworks' size (% of encoder-body weights kept, mean and std over seeds; a
+    super-survivor mask's alone, as there is one per task). ``cells``:
     `bertlottery.report.tables.cell_stats` output; ``full``: its rows of the full model (method
     ``none``) or None; ``seeds``: the per-seed rows (task, method, subnetwork, mode, value);
     ``majority``: the majority class's cells. Tasks in ``not_learnt`` (``{task: reason}``) are not
@@ -139,16 +153,19 @@ def lottery_bars(cells: pd.DataFrame, full: pd.DataFrame | None = None, *,
             if xs:
                 ax.bar(xs, means, width * 0.92, yerr=stds, color=_colour(sub), capsize=2.5,
                        error_kw={"linewidth": 0.8})
+        levels = []  # the reference lines' heights
         if full is not None and not full.empty:
             reference = full[full["task"] == task]
             if not reference.empty:
                 mean, std = float(reference["mean"].iloc[0]), reference["std"].iloc[0]
-                level = mean - (0.0 if pd.isna(std) else float(std))
-                ax.axhline(level, color="#343a40", linestyle="--", linewidth=1.0)
+                levels.append(mean - (0.0 if pd.isna(std) else float(std)))
+                ax.axhline(levels[-1], color="#343a40", linestyle="--", linewidth=1.0)
         if majority is not None and not majority.empty:
             floor = majority[majority["task"] == task]
             if not floor.empty:
-                ax.axhline(float(floor["mean"].iloc[0]), color="#1864ab", linestyle=":", linewidth=1.2)
+                levels.append(float(floor["mean"].iloc[0]))
+                ax.axhline(levels[-1], color="#1864ab", linestyle=":", linewidth=1.2)
+        fit_reference_lines(ax, levels)
         ax.set_xticks(range(len(modes)), [MODE_LABELS.get(m, m) for m in modes])
         ax.set_xlim(-0.6, len(modes) - 0.4)
         size = ""

@@ -216,7 +216,7 @@ a { color: #1864ab; }
 <main>
 <h1>{{ title }}</h1>
 <p class="meta">Run directory <code>{{ run_dir }}</code> &middot; generated {{ generated }} by bertlottery {{ version }}
-&middot; results from {{ results_source }}{% if results_link %} (every row, per seed: <a class="results" href="{{ results_link }}">results.csv</a>){% endif %}</p>
+&middot; results from {% if results_link and results_source == results_link %}<a class="results" href="{{ results_link }}">{{ results_link }}</a>{% else %}{{ results_source }}{% if results_link %} &middot; every row, per seed: <a class="results" href="{{ results_link }}">results.csv</a>{% endif %}{% endif %}</p>
 <p class="meta">{{ summary }}</p>
 {% if problems %}<div class="problems"><strong>Problems reading the run:</strong><ul>
 {% for p in problems %}<li>{{ p }}</li>

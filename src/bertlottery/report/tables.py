@@ -46,6 +46,7 @@ __all__ = [
     "not_learnt_tasks",
     "key_results",
     "ordering",
+    "seeds_note",
 ]
 
 # How a metric is named on an axis or in a sentence (the results table's names are identifiers).
@@ -127,9 +128,13 @@ TABLE3_ROWS: list[RowSpec] = [
     *_lottery_rows("s-pruning subnetworks", "structured"),
     *_lottery_rows("Super-survivor subnetworks (s-pruning)", "structured", "super-"),
     *_lottery_rows("m-pruning subnetworks", "magnitude"),
+    # short: the label column is pinned while a wide table scrolls; Table 3's notes give the full wording
     RowSpec("Baseline: randomly initialised encoder", "random-init", "random", "baseline",
-            "random init + random s-mask of the 'bad' size (re-fine-tuned)"),
+            "random s-mask (fine-tuned)"),
 ]
+RANDOM_INIT_NOTE = ("'random s-mask (fine-tuned)': a randomly initialised encoder (no pre-training) under a "
+                    "random s-mask of the 'bad' subnetwork's size, fine-tuned on the task as the subnetworks are "
+                    "re-fine-tuned (the paper's Table 2 baseline).")
 SUPER_ROWS = [r for r in TABLE3_ROWS if r.subnetwork.startswith("super-")]
 
 
@@ -184,7 +189,11 @@ def cell_stats(rows: pd.DataFrame, *, by_epoch: bool = False) -> pd.DataFrame:
     cells = grouped["value"].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     cells["fraction_kept"] = grouped["fraction_kept"].mean()
     cells["fraction_kept_std"] = grouped["fraction_kept"].std()
-    return cells.reset_index()[columns]
+    cells = cells.reset_index()
+    # a super-survivor mask is one per task (the intersection of the seeds' good masks): its size is one
+    # observation, with no spread to show, however many seeds evaluate it
+    cells.loc[cells["subnetwork"].astype(str).str.startswith("super-"), "fraction_kept_std"] = math.nan
+    return cells[columns]
 
 
 def task_order(tasks) -> list[str]:
@@ -205,6 +214,12 @@ def format_cell(mean: float, std: float | None = None, n: int | None = None, exp
     if n is not None and expected_n is not None and n < expected_n:
         text += f" (n={n})"
     return text
+
+
+def _spread(method: str, std: float | None) -> float | None:
+    """The std to show beside a mean: none for the majority class, whose value is the same for every seed
+    (its std is no spread over seeds, so "0.509", not "0.509 ± 0.000")."""
+    return None if method == "majority" else std
 
 
 def _quoted_cells(values: dict[str, float], tasks: list[str], record: dict[str, Any], shown: dict[str, str], *,
@@ -266,14 +281,13 @@ def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.Da
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
             key = (task, model) if with_ref else task
             expected = 1 if spec.method == "majority" else expected_n  # the majority class has no seeds
-            # the majority class is the same for every seed: its std is no spread, so it is not shown
-            shown[key] = format_cell(mean, None if spec.method == "majority" else std, n, expected) if n else "–"
+            shown[key] = format_cell(mean, _spread(spec.method, std), n, expected) if n else "–"
             short |= bool(n) and expected is not None and n < expected
             if with_ref:
                 ref = _lookup(reference, task=task, method=spec.method, subnetwork=spec.subnetwork, mode=spec.mode)
                 r_mean, r_std = (ref["mean"].iloc[0], ref["std"].iloc[0]) if not ref.empty else (math.nan, math.nan)
                 record.update({f"{task} paper mean": r_mean, f"{task} paper std": r_std})
-                shown[(task, "paper")] = format_cell(r_mean, r_std)
+                shown[(task, "paper")] = format_cell(r_mean, _spread(spec.method, r_std))
         frame_rows.append(record)
         display_rows.append(shown)
     columns = ([(t, s) for t in tasks for s in (model, "paper")] if with_ref else tasks)
@@ -286,6 +300,8 @@ def results_table(cells: pd.DataFrame, specs: list[RowSpec], *, reference: pd.Da
     if with_ref:
         notes.append("'paper' columns: the paper's released metrics for bert-base-uncased over its 5 seeds "
                      "(evaluate_masked/), std converted to the sample std (ddof=1) like the paper's Table 3.")
+    if any(s.method == "random-init" for s in rows):
+        notes.append(RANDOM_INIT_NOTE)
     if expected_n and short:
         notes.append(f"'(n=k)': only k of the configured {expected_n} seeds have a result yet.")
     return Table(name, title, caption, pd.DataFrame(frame_rows), display, [s.group for s in rows], [], notes)
@@ -321,7 +337,7 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
             mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0])) if not cell.empty
                             else (math.nan, math.nan, 0))
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
-            shown[task] = (format_cell(mean, None if method == "majority" else std, n,
+            shown[task] = (format_cell(mean, _spread(method, std), n,
                                        1 if method == "majority" else expected_n) if n else "–")
             means.append(mean)
         average = float(np.mean(means)) if means and not any(math.isnan(m) for m in means) else math.nan
@@ -422,7 +438,8 @@ def sizes_table(cells: pd.DataFrame) -> Table:
     labels = [s.label.split(" (")[0] for s in specs]
     return Table("sizes", "Size of the subnetworks: % of encoder-body weights kept",
                  "Mean ± std over seeds of the fraction of encoder-body weights (embeddings excluded) each "
-                 "subnetwork keeps; good, random and bad of one method have the same size by construction.",
+                 "subnetwork keeps; good, random and bad of one method have the same size by construction. A "
+                 "super-survivor mask is one per task (kept in every seed): its size is shown alone.",
                  pd.DataFrame(frame_rows), pd.DataFrame(display_rows, columns=tasks, index=labels),
                  [s.group for s in specs])
 
@@ -485,8 +502,8 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
     and bad subnetworks' means pruned and re-fine-tuned (``<sub> <mode>``); the good-bad gap pruned
     and re-fine-tuned and the fraction of it that re-fine-tuning closes (``gap closed``: 1 - gap
     re-fine-tuned / gap pruned, where the pruned gap is positive); the good mask's fraction of the
-    encoder-body weights kept. Means over seeds of each task's main metric. Tasks in ``not_learnt``
-    are left out (they have nothing to compare)."""
+    encoder-body weights kept. Means over seeds of each task's main metric, with the seeds each covers
+    (``<sub> <mode> n``, ``full n``). Tasks in ``not_learnt`` are left out (they have nothing to compare)."""
     metrics, not_learnt = metrics or {}, not_learnt or {}
     records = []
     tasks = [t for t in (task_order(cells["task"]) if not cells.empty else []) if t not in not_learnt]
@@ -497,11 +514,13 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
             if part.empty or not part["subnetwork"].isin(KEY_SUBNETWORKS).any():
                 continue
             record: dict[str, Any] = {"task": task, "method": method, "metric": metrics.get(task),
-                                      "full": float(full["mean"].iloc[0]) if not full.empty else math.nan}
+                                      "full": float(full["mean"].iloc[0]) if not full.empty else math.nan,
+                                      "full n": int(full["n"].iloc[0]) if not full.empty else 0}
             for mode in ("pruned", "retrained"):
                 for sub in KEY_SUBNETWORKS:
                     cell = part[(part["subnetwork"] == sub) & (part["mode"] == mode)]
                     record[f"{sub} {mode}"] = float(cell["mean"].iloc[0]) if not cell.empty else math.nan
+                    record[f"{sub} {mode} n"] = int(cell["n"].iloc[0]) if not cell.empty else 0
                 record[f"gap {mode}"] = record[f"good {mode}"] - record[f"bad {mode}"]
             gap = record["gap pruned"]
             record["gap closed"] = (1 - record["gap retrained"] / gap) if gap > 0 else math.nan
@@ -509,21 +528,29 @@ def key_results(cells: pd.DataFrame, metrics: dict[str, str] | None = None,
             record["fraction kept"] = float(good["fraction_kept"].iloc[0]) if not good.empty else math.nan
             records.append(record)
     columns = ["task", "method", "metric", "full", *[f"{s} {m}" for m in ("pruned", "retrained") for s in KEY_SUBNETWORKS],
-               "gap pruned", "gap retrained", "gap closed", "fraction kept"]
+               "gap pruned", "gap retrained", "gap closed", "fraction kept", "full n",
+               *[f"{s} {m} n" for m in ("pruned", "retrained") for s in KEY_SUBNETWORKS]]
     return pd.DataFrame(records, columns=columns)
 
 
-def ordering(values: dict[str, float], digits: int = 3) -> str:
+def seeds_note(n: int, expected_n: int | None) -> str:
+    """``" (n=1 of 3)"`` where a mean covers fewer seeds than the configured ``expected_n``, else ``""``."""
+    return f" (n={n} of {expected_n})" if expected_n and 0 < n < expected_n else ""
+
+
+def ordering(values: dict[str, float], digits: int = 3, notes: dict[str, str] | None = None) -> str:
     """``{"good": .8, "random": .7, "bad": .5}`` -> ``"good 0.800 > random 0.700 > bad 0.500"`` (best
     first; ``=`` between equal means); those without a value yet are named after the others
-    (``"good 0.800 > random 0.700; bad not yet"``), and ``–`` stands for none at all."""
+    (``"good 0.800 > random 0.700; bad not yet"``), and ``–`` stands for none at all. ``notes``: text
+    after a value (``{"bad": " (n=1 of 3)"}``)."""
+    notes = notes or {}
     known = {k: v for k, v in values.items() if not math.isnan(v)}
     if not known:
         return "–"
     ranked = sorted(known.items(), key=lambda item: -item[1])
-    text = f"{ranked[0][0]} {ranked[0][1]:.{digits}f}"
+    text = f"{ranked[0][0]} {ranked[0][1]:.{digits}f}{notes.get(ranked[0][0], '')}"
     for (_, previous), (name, value) in zip(ranked, ranked[1:]):
         sign = "=" if round(previous, digits) == round(value, digits) else ">"
-        text += f" {sign} {name} {value:.{digits}f}"
+        text += f" {sign} {name} {value:.{digits}f}{notes.get(name, '')}"
     pending = [k for k in values if k not in known]
     return text + (f"; {', '.join(pending)} not yet" if pending else "")

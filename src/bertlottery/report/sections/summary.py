@@ -12,7 +12,7 @@ from markupsafe import Markup
 
 from ..context import Context, join
 from ..html import caution_list, paragraph, table_html
-from ..tables import Table, key_results, metric_name, ordering, uninformative_tasks
+from ..tables import KEY_SUBNETWORKS, Table, key_results, metric_name, ordering, seeds_note, uninformative_tasks
 
 __all__ = ["key_results_html", "cautions_html", "key_results_table", "caution_lines"]
 
@@ -50,10 +50,14 @@ def key_results_table(ctx: Context) -> Table | None:
         classes.append("unlearnt" if note else "")
         gap = ("–" if math.isnan(row["gap pruned"]) else
                f"{row['gap pruned']:.3f} → {row['gap retrained']:.3f}" + _closed(row["gap closed"]))
+        # a partial run: a mean over fewer seeds than configured says so in its cell, as Table 3's do
+        short = {mode: {s: seeds_note(row[f"{s} {mode} n"], ctx.expected_n) for s in KEY_SUBNETWORKS}
+                 for mode in ("pruned", "retrained")}
         display.append({
-            "full model": _fmt(row["full"]),
-            "pruned": _lines(ordering({s: row[f"{s} pruned"] for s in ("good", "random", "bad")})),
-            "re-fine-tuned": _lines(ordering({s: row[f"{s} retrained"] for s in ("good", "random", "bad")})),
+            "full model": _fmt(row["full"]) + seeds_note(row["full n"], ctx.expected_n),
+            "pruned": _lines(ordering({s: row[f"{s} pruned"] for s in KEY_SUBNETWORKS}, notes=short["pruned"])),
+            "re-fine-tuned": _lines(ordering({s: row[f"{s} retrained"] for s in KEY_SUBNETWORKS},
+                                             notes=short["retrained"])),
             "good − bad gap\npruned → re-fine-tuned": gap,
             "weights kept": "–" if math.isnan(row["fraction kept"]) else f"{100 * row['fraction kept']:.1f}%",
             "κ heads\n(its ceiling; random masks' 95%)": _kappa_text(kappa) if structured else "",
