@@ -74,6 +74,31 @@ def test_fisher_scores_equal_per_example_gradients_taken_one_at_a_time(family):
     assert scores.n_examples == 8 and bool((scores.heads > 0).any())
 
 
+def test_fisher_scores_follow_the_runs_precision(monkeypatch):
+    """Under ``precision="bf16"`` the passes run in bf16 autocast (as the run's other scoring does) and the
+    scores stay close to fp32's; a device without bf16 runs fp32 (`resolve_precision`), giving fp32's exactly."""
+    from bertlottery import fisher
+
+    model = tiny_model()
+    data = batches(2)
+    seen = []
+    original = fisher.autocast
+
+    def watched(precision, device):
+        seen.append(precision)
+        return original(precision, device)
+
+    monkeypatch.setattr(fisher, "autocast", watched)
+    monkeypatch.setattr(fisher, "resolve_precision", lambda precision, device: precision)  # bf16 even here
+    full = fisher_scores(model, data)
+    half = fisher_scores(model, data, precision="bf16")
+    assert seen == ["fp32", "fp32", "bf16", "bf16"]  # one autocast per batch, in the precision asked
+    assert half.neuron_grads.dtype == torch.float32 and not torch.equal(half.neuron_grads, full.neuron_grads)
+    torch.testing.assert_close(half.heads, full.heads, rtol=0.1, atol=1e-6)
+    monkeypatch.setattr(fisher, "resolve_precision", lambda precision, device: "fp32")  # a CPU without bf16
+    assert torch.equal(fisher_scores(model, data, precision="bf16").neuron_grads, full.neuron_grads)
+
+
 def test_predicted_labels_use_the_models_argmax():
     model = tiny_model(dtype=torch.float64)
     batch = tiny_batch(batch=4, length=6)

@@ -50,6 +50,7 @@ from .importance import frozen
 from .masking import check_neurons, fisher_gated
 from .masks import HeadMask, Masks, WeightMask
 from .models import Layout, LayerParts, adapter_for, model_layout
+from .precision import autocast, resolve_precision
 
 __all__ = [
     "LABEL_SOURCES",
@@ -173,7 +174,7 @@ def _gate_gradients(inputs: torch.Tensor, grads: torch.Tensor, groups: int) -> t
 
 
 def fisher_scores(
-    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], *, labels: str = "gold"
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], *, labels: str = "gold", precision: str = "fp32"
 ) -> FisherScores:
     """Per-example gradients of the loss with respect to every head and MLP-neuron gate, at 1.
 
@@ -194,6 +195,7 @@ def fisher_scores(
     layout = model_layout(model)
     layers = adapter_for(model).layers(model)
     device = _device(model)
+    precision = resolve_precision(precision, device)
 
     def capture(key: tuple[str, int]):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]):
@@ -214,7 +216,8 @@ def fisher_scores(
                 for index, parts in enumerate(layers):
                     handles.append(parts.attn_out.register_forward_pre_hook(capture(("heads", index))))
                     handles.append(parts.mlp_out.register_forward_pre_hook(capture(("units", index))))
-                logits = model(**_inputs(batch, device)).logits
+                with autocast(precision, device):
+                    logits = model(**_inputs(batch, device)).logits
             finally:
                 for handle in handles:
                     handle.remove()
@@ -226,8 +229,10 @@ def fisher_scores(
                 target = batch["labels"].to(device)
             loss = _per_example_loss(logits, target)
             grads = dict(zip(captured, torch.autograd.grad(loss, list(captured.values()))))
-            heads = [_gate_gradients(captured["heads", i], grads["heads", i], layout.num_heads) for i in range(len(layers))]
-            units = [_gate_gradients(captured["units", i], grads["units", i], layout.intermediate_size)
+            # products and sums over tokens in fp32 whatever the passes ran in: the Fisher estimate squares them
+            heads = [_gate_gradients(captured["heads", i].float(), grads["heads", i].float(), layout.num_heads)
+                     for i in range(len(layers))]
+            units = [_gate_gradients(captured["units", i].float(), grads["units", i].float(), layout.intermediate_size)
                      for i in range(len(layers))]
             head_grads.append(torch.stack(heads, 1).detach().float().cpu())
             neuron_grads.append(torch.stack(units, 1).detach().float().cpu())
@@ -585,6 +590,7 @@ def fisher_search(
     tune: bool = True,
     tune_batches: Iterable[dict[str, torch.Tensor]] | None = None,
     max_scale: float = 10.0,
+    precision: str = "fp32",
 ) -> FisherResult:
     """Head and MLP-neuron masks of a fine-tuned ``model`` under a cost budget, without any training.
 
@@ -597,6 +603,8 @@ def fisher_search(
         labels: ``"gold"`` or ``"predicted"`` labels in the Fisher estimate.
         rearrange_masks: re-choose units within each layer against the layer's Fisher block.
         tune: least-squares scales for the kept units, on ``tune_batches`` (default: ``batches``).
+        precision: the Fisher passes' autocast (`bertlottery.precision`; the run's own in the pipeline);
+            the gradients' products, the rearrangement and the least-squares tuning stay in fp32 or wider.
     """
     if (budget is None) == (budget_fraction is None):
         raise UserError("Give the Fisher search either budget (MACs or parameters) or budget_fraction, not both.")
@@ -613,7 +621,7 @@ def fisher_search(
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    scores = fisher_scores(model, batches, labels=labels)
+    scores = fisher_scores(model, batches, labels=labels, precision=precision)
     timings["fisher"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -300,7 +300,8 @@ def prune_fisher_run(
 
     started = time.time()
     result = fisher_search(model, sample, budget=budget, budget_fraction=budget_fraction, cost=cost, seq_len=seq_len,
-                           labels=labels, rearrange_masks=rearrange, tune=tune, tune_batches=calibration)
+                           labels=labels, rearrange_masks=rearrange, tune=tune, tune_batches=calibration,
+                           precision=precision)
     seconds = round(time.time() - started, 2)
     with fisher_gated(model, result.head_scales, result.neuron_scales):
         tuned = {split: evaluate(model, data.task, data.eval_batches(split), precision=precision) for split in data.evals}
