@@ -53,9 +53,10 @@ from bertlottery.training import TrainSettings
 SEQ_LEN = 128
 
 
-def quickstart_run(cache: Path, glue_dir: str) -> Path:
-    """The quickstart's SST-2 fine-tuning of MiniLM, made once and reused."""
-    config = load(REPO / "configs" / "quickstart.yaml")
+def quickstart_run(cache: Path, glue_dir: str, model: str | None = None) -> Path:
+    """The quickstart's SST-2 fine-tuning (of MiniLM, or of ``model`` with the same settings), made once
+    and reused."""
+    config = load(REPO / "configs" / "quickstart.yaml", [f"model={model}"] if model else [])
     train = config.train
     settings = TrainSettings(learning_rate=train.learning_rate, epochs=train.epochs, batch_size=train.batch_size,
                              max_length=train.max_length, warmup_ratio=train.warmup_ratio,
@@ -72,7 +73,10 @@ def quickstart_run(cache: Path, glue_dir: str) -> Path:
 
 def main() -> None:
     parser = benchmark_parser(__doc__, repeats=1)
-    parser.add_argument("--run-dir", type=Path, help="an SST-2 fine-tuning run of minilm-l6 (default: fine-tune one)")
+    parser.add_argument("--run-dir", type=Path, help="an SST-2 fine-tuning run (default: fine-tune one)")
+    parser.add_argument("--model", default=None,
+                        help="the model to fine-tune with the quickstart's settings (default: the quickstart's, "
+                             "minilm-l6; mpnet-base for a 12 x 12 encoder of bert-base's size)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "bertlottery" / "bench_fisher")
     parser.add_argument("--fisher-examples", type=int, default=2048)
     parser.add_argument("--tune-examples", type=int, default=512)
@@ -81,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     setup(args)
 
-    run = args.run_dir or quickstart_run(args.cache, args.glue_dir)
+    run = args.run_dir or quickstart_run(args.cache, args.glue_dir, args.model)
     task = get_task("SST-2")
     model_dir = model_dir_of(run)
     tokenizer = load_tokenizer(str(model_dir))
@@ -133,7 +137,7 @@ def main() -> None:
         neuron_cost=unit_costs(layout, "macs", SEQ_LEN)[1], budget=budget)
 
     full_macs = body_macs_per_token(layout, SEQ_LEN)
-    print(f"\nMiniLM-L6 on SST-2 ({run}); dev {len(data.evals[data.main_split])} sentences; "
+    print(f"\n{layout.num_layers} layers x {layout.num_heads} heads on SST-2 ({run}); dev {len(data.evals[data.main_split])} sentences; "
           f"{torch.get_num_threads()} thread(s); shared machine: read the ratios")
     print(f"load average (1 min): {load_before:.2f} at the s-search's start, {os.getloadavg()[0]:.2f} after the Fisher search")
     print(f"s-search: {s_seconds:7.1f} s to the good mask ({len(steps)} steps, {s_result.heads.n_kept} heads, "
