@@ -216,11 +216,12 @@ class LoadedModel:
     max_length: int
 
 
-def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length: int | None = None) -> LoadedModel:
+def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length: int | None = None, *,
+                  fit: bool = False) -> LoadedModel:
     """A pre-trained model (name, alias or folder) or a fine-tuning run's model; the task and max length
-    default to the run's own."""
-    from ..models import compute_device, load_model, load_tokenizer
-    from ..steps.taskdata import DEFAULT_MAX_LENGTH, fit_max_length
+    default to the run's own. ``fit``: cut ``max_length`` to the model's positions rather than refuse it
+    (a study's configured length, like its training length)."""
+    from ..models import compute_device, load_model, load_tokenizer, max_tokens
     from ..tasks import get_task
 
     path = Path(model_or_run)
@@ -240,9 +241,15 @@ def load_for_maps(model_or_run: str | os.PathLike, task: str | None, max_length:
     if task is None:
         raise UserError(f"Which task's dev examples? {model_or_run} is not a fine-tuning run; give --task.")
     spec = get_task(task)
-    # a length asked for must fit the model's positions (one line before anything runs); the run's own,
-    # or else the paper's 128, is fitted to them
-    max_length = fit_max_length(model_dir, max_length, default=run_length or DEFAULT_MAX_LENGTH)
+    # a length the user asked for must fit the model's positions (one line before anything runs); a
+    # study's setting (``fit``), the run's own length or the paper's 128 is cut to them, as training does
+    limit = max_tokens(str(model_dir))
+    if max_length is not None and not fit and limit is not None and max_length > limit:
+        raise UserError(f"--max-length {max_length} is beyond the {limit} positions of the model {model_dir}; "
+                        f"give at most {limit}.")
+    max_length = max_length or run_length or 128
+    if limit is not None and max_length > limit:
+        max_length = limit
     tokenizer = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), spec.num_labels).eval().to(compute_device())
     return LoadedModel(model, tokenizer, spec.name, weights, str(model_or_run), max_length)

@@ -89,7 +89,7 @@ def _maps_stage(stage, out: Path, inputs: dict[str, Path], config) -> None:
     s = stage.settings
     glue = Path(config.glue_dir) if config.glue_dir else None
     labeller = Labeller(s["classifier"], s["cnn_models"], kinds=s["kinds"])
-    loaded = load_for_maps(inputs.get("finetune") or s["model"], stage.task, s["max_length"])
+    loaded = load_for_maps(inputs.get("finetune") or s["model"], stage.task, s["max_length"], fit=True)
     mask = inputs["super"] / SUPER_MASK if "super" in inputs else None
     masks = read_mask(mask, loaded.model)
     index = maps_index(loaded, masks, mask, seed=s["seed"], extra={"stage": stage.id})
