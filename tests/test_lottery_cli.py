@@ -174,6 +174,39 @@ def test_retrain_starts_from_pretrained_weights_and_the_original_classifier(tiny
     assert (out / "mask.safetensors").is_file()
 
 
+@pytest.mark.parametrize("method, options", [("magnitude", []), ("structured", ["--mode", "heads", "--threshold", "0.01"])],
+                         ids=["gated", "physical"])
+def test_retrain_evaluates_dev_once_per_epoch_and_reports_the_last(tiny_run, tmp_path, monkeypatch, method, options):
+    """The final metrics are the last epoch's evaluation (the same model, mask and precision), not a second
+    pass over dev; they equal what `evaluate` computes from the saved run under its mask."""
+    root, glue, run = tiny_run
+    assert cli("prune", method, run, "--out", tmp_path / "p", "--glue-dir", glue, *options, "--no-progress") == 0
+    calls = {"epoch": 0, "final": 0}
+    real_evaluate, real_evaluate_model = finetune_step.evaluate, finetune_step.evaluate_model
+
+    def per_epoch(*args, **kwargs):
+        calls["epoch"] += 1
+        return real_evaluate(*args, **kwargs)
+
+    def final(*args, **kwargs):
+        calls["final"] += 1
+        return real_evaluate_model(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_step, "evaluate", per_epoch)
+    monkeypatch.setattr(finetune_step, "evaluate_model", final)
+    out = tmp_path / "re"
+    assert cli("retrain", run, "--mask", tmp_path / "p", "--out", out, "--glue-dir", glue, "--epochs", "2",
+               "--no-progress") == 0
+    assert calls == {"epoch": 2, "final": 0}  # one split (RTE's dev), once per epoch
+    metrics, history = read(out / "metrics.json"), read(out / "history.json")
+    assert read(out / "config.json")["trained_as"] == ("gated" if method == "magnitude" else "physical")
+    assert metrics["splits"]["dev"]["metrics"] == history["epochs"][-1]["dev"]["dev"]
+    monkeypatch.undo()
+    assert cli("evaluate", out, "--glue-dir", glue, "--mask", out / "mask.safetensors", "--out", tmp_path / "e.json") == 0
+    again = read(tmp_path / "e.json")
+    assert again["splits"]["dev"]["metrics"]["accuracy"] == pytest.approx(metrics["splits"]["dev"]["metrics"]["accuracy"])
+
+
 def test_masked_heads_stay_off_through_retraining(tiny_run, tmp_path, tiny_model_dir):
     root, glue, run = tiny_run
     assert cli("prune", "structured", run, "--out", tmp_path / "s", "--glue-dir", glue, "--mode", "heads",
