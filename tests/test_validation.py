@@ -282,3 +282,29 @@ def test_evaluating_a_run_on_a_task_with_another_number_of_labels_is_one_line(tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "was fine-tuned on RTE (2 outputs), which STS-B (1) cannot be evaluated with" in err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.max_length=2", "train.max_length=2 cannot hold the special tokens of"),
+    ("train.per_task={RTE: {max_length: 3}}", "train.per_task.RTE.max_length=3 cannot hold the special tokens of"),
+])
+def test_run_refuses_a_length_too_short_for_the_special_tokens_before_touching_the_run_dir(override, message,
+                                                                                         tiny_model_dir, tmp_path,
+                                                                                         capsys):
+    run_dir = tmp_path / "study"
+    assert main(["run", str(SMOKE), f"model={tiny_model_dir}", "glue_dir=null", override, "--run-dir", str(run_dir),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert "text of RTE (sentence pairs); use at least 4" in err  # [CLS] a [SEP] b [SEP]: three, and one of text
+    assert not run_dir.exists()
+
+
+def test_run_accepts_the_shortest_length_that_holds_the_special_tokens(tiny_model_dir, tmp_path, monkeypatch):
+    from bertlottery.cli import study
+
+    seen = {}
+    monkeypatch.setattr(study, "_run", lambda args, config, stages, run_dir: seen.update(config=config) or 0)
+    assert main(["run", str(SMOKE), f"model={tiny_model_dir}", "glue_dir=null", "train.max_length=4",
+                 "--run-dir", str(tmp_path / "study"), "--no-progress"]) == 0
+    assert seen["config"].train.max_length == 4

@@ -101,9 +101,34 @@ def fit_to_model(config):
             fit_max_length(config.model, overrides["max_length"], name=f"train.per_task.{task}.max_length")
     asked = None if train.max_length == DEFAULT_MAX_LENGTH else train.max_length
     length = fit_max_length(config.model, asked, name="train.max_length")
+    _check_shortest(config, length)
     if length == train.max_length:
         return config
     return dataclasses.replace(config, train=dataclasses.replace(train, max_length=length))
+
+
+def _check_shortest(config, length: int) -> None:
+    """Refuse, before any stage is named, a length that cannot hold the tokenizer's special tokens and
+    one token of text for some task of the config (a sentence-pair task needs more: two separators)."""
+    from ..models import load_tokenizer
+    from ..tasks import get_task
+
+    per_task = config.train.per_task or {}
+    asked = {task: (f"train.per_task.{task}.max_length", per_task[task]["max_length"])
+             if "max_length" in per_task.get(task, {}) else ("train.max_length", length) for task in config.tasks}
+    if all(value > MOST_SPECIAL_TOKENS for _, value in asked.values()):
+        return  # holds any family's special tokens and some text: no tokenizer to load
+    tokenizer = load_tokenizer(config.model)
+    for task, (name, value) in asked.items():
+        pair = get_task(task).columns.text_b is not None
+        needed = tokenizer.num_special_tokens_to_add(pair=pair) + 1
+        if value < needed:
+            raise UserError(f"{name}={value} cannot hold the special tokens of {config.model}'s tokenizer and any "
+                            f"text of {task}{' (sentence pairs)' if pair else ''}; use at least {needed} (the paper "
+                            f"used 128).")
+
+
+MOST_SPECIAL_TOKENS = 4  # a sentence pair in RoBERTa's or MPNet's format: <s> a </s></s> b </s>
 
 
 def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
