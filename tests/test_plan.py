@@ -227,6 +227,20 @@ def test_calibration_times_steps_under_the_studys_autocast(tiny_model_dir, monke
     assert calibration.precision == "bf16" and set(entered) == {"bf16"} and len(entered) >= 4
 
 
+@pytest.mark.parametrize("asked", ["fp32", "bf16"])
+def test_the_printed_plan_names_the_precision_it_calibrated_in(asked, tiny_model_dir, glue_dir):
+    from bertlottery.plan import format_plan
+    from bertlottery.precision import resolve_precision
+
+    study = _tiny_study(tiny_model_dir, glue_dir)
+    study["train"]["precision"] = asked
+    config = from_dict(study)
+    plan = study_plan(config, expand(config), calibrate_here=True, threads=1, seconds_each=0.01)
+    used = resolve_precision(asked, "cpu")  # bf16 where this CPU has the instructions
+    assert plan["calibration"]["precision"] == used  # it always said fp32: the key was missing
+    assert f"s, in {used}" in format_plan(plan)
+
+
 def test_line_through_two_points():
     from bertlottery.plan import _line
 

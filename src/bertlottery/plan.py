@@ -575,6 +575,7 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
         "calibration": None if calibration is None else {
             "threads": calibration.threads, "setup_seconds": calibration.setup_seconds,
             "measured_seconds": calibration.measured_seconds, "busy": calibration.busy,
+            "precision": calibration.precision,
             "seconds_per_step": {kind: {"per_step": a, "per_flop": b}
                                  for kind, (a, b) in calibration.seconds_per_step.items()},
             "timed": calibration.timed},
@@ -667,7 +668,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         if plan["calibration"]:
             c = plan["calibration"]
             line += (f"; calibrated on {c['threads']} thread{'s' if c['threads'] > 1 else ''} in "
-                     f"{c['measured_seconds']:.0f} s, in {c.get('precision', 'fp32')}")
+                     f"{c['measured_seconds']:.0f} s, in {c['precision']}")
             if c["busy"] > 1.2:
                 line += (f" (an idle core's time: the machine is busy now, timing ran {c['busy']:.1f}x its CPU "
                          "time)")
