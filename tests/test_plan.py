@@ -81,8 +81,8 @@ def test_flops_of_a_tiny_study_equal_a_count_by_hand(tiny_model_dir, glue_dir):
     dev_tokens = 277 * size.eval_tokens
     expected_finetune = 3 * forward(size.train_tokens) * train_tokens + forward(size.eval_tokens) * dev_tokens
     assert plan["flops"]["by_kind"]["finetune"] == pytest.approx(expected_finetune, rel=1e-9)
-    # re-fine-tuning: the same training and dev after each of its 2 epochs and at the end
-    expected_retrain = 3 * forward(size.train_tokens) * train_tokens + 3 * forward(size.eval_tokens) * dev_tokens
+    # re-fine-tuning: the same training and dev after each of its 2 epochs (the last is its result)
+    expected_retrain = 3 * forward(size.train_tokens) * train_tokens + 2 * forward(size.eval_tokens) * dev_tokens
     assert plan["flops"]["by_kind"]["retrain"] == pytest.approx(expected_retrain, rel=1e-9)
     assert plan["flops"]["by_kind"]["evaluate"] == pytest.approx(forward(size.eval_tokens) * dev_tokens, rel=1e-9)
     # the search at its most: 8 heads, a step of int(0.1 * 8) -> 1 head and an MLP, then heads alone:
@@ -212,8 +212,39 @@ def test_calibrate_fits_a_line_per_kind(tiny_model_dir):
     per_step, per_flop = calibration.seconds_per_step["train"]
     assert per_flop > 0 and per_step >= 0
     # a pass of 10 steps of 4 x 16 tokens: 10 steps' fixed part and its FLOPs' part
-    assert calibration.seconds(Pass("train", 640, 4, 16), 1000.0) == pytest.approx(10 * per_step + 640 * 1000 * 3 * per_flop)
+    assert calibration.seconds(Pass("train", 640, 4, 16), 3000.0) == pytest.approx(10 * per_step + 640 * 3000 * per_flop)
     assert calibration.busy >= 0.9 and calibration.precision == "fp32"
+
+
+def test_mlm_work_is_timed_on_the_model_with_its_head_at_its_own_shape(tiny_model_dir):
+    from bertlottery.plan import Pass
+
+    dims = json.loads((tiny_model_dir / "config.json").read_text())
+    shapes = {("train", 16, 64), ("mlm-train", 16, 64), ("mlm-head", 16, 64), ("mlm-eval", 16, 64)}
+    calibration = calibrate(dims, shapes, threads=1, seconds_each=0.01)
+    assert set(calibration.seconds_per_step) == {"train", "mlm-train", "mlm-head", "mlm-eval"}
+    timed = {(t["kind"], t["batch"], t["length"]) for t in calibration.timed}
+    # a classification line's longest point is cut to 512 tokens; an MLM step is timed at its shape alone
+    assert timed == {("train", 16, 64), ("train", 8, 64), ("mlm-train", 16, 64), ("mlm-head", 16, 64),
+                     ("mlm-eval", 16, 64)}
+    # a pass with an MLM head reads its own line
+    head_pass = Pass("head", 1024, 16, 64)
+    per_step, per_flop = calibration.seconds_per_step["mlm-head"]
+    assert calibration.seconds(head_pass, 100.0, mlm=True) == pytest.approx(per_step + 1024 * 100.0 * per_flop)
+
+
+def test_training_a_head_on_a_frozen_encoder_counts_the_forward_pass_and_the_heads_backward(tiny_model_dir):
+    from bertlottery.models import layout_from_config
+    from bertlottery.plan import Pass, pass_flops_per_token
+
+    dims = json.loads((tiny_model_dir / "config.json").read_text())
+    layout = layout_from_config(dims)
+    vocab, d = dims["vocab_size"], layout.hidden_size
+    forward = pass_flops_per_token(Pass("eval", 1, 1, 16), layout, vocab)
+    head = 2 * (d * d + d * vocab)  # the transform and the projection onto the vocabulary, per token
+    assert pass_flops_per_token(Pass("head", 1, 1, 16), layout, vocab) == forward + 2 * head
+    assert pass_flops_per_token(Pass("train", 1, 1, 16), layout, vocab) == 3 * forward
+    assert forward + 2 * head < 3 * forward  # the encoder's backward is not done
 
 
 def test_calibration_times_steps_under_the_studys_autocast(tiny_model_dir, monkeypatch):

@@ -9,9 +9,12 @@ and evaluation (forward only). From those come
   matrix products and attention; embeddings, LayerNorms and the classifier are left out), a training
   pass 3x that (the backward pass computes gradients of activations and of weights, each about a
   forward's cost: the usual 6 x parameters x tokens), a scoring pass 2x (gradients of activations only);
+  continued pre-training adds the MLM head (a d x d transform and the projection onto the vocabulary),
+  and training that head alone on a frozen encoder costs a forward pass plus the head's backward;
 - seconds on this machine: each pass's steps and FLOPs on a line (seconds per step + seconds per FLOP)
   fitted to steps of the config's model with random weights timed at the study's smallest and longest
-  shapes (`calibrate`; on one thread its CPU time, so that a busy machine does not inflate it), or the
+  shapes (`calibrate`; on one thread its CPU time, so that a busy machine does not inflate it; MLM
+  work is timed on the model with its MLM head, at its own shapes), or the
   recorded times of finished stages of the same kind in a run directory (`bertlottery.costs`);
 - hours at the bf16 dense peak of a datacenter GPU: FLOPs / peak, a physical lower bound.
 
@@ -42,7 +45,7 @@ ExperimentConfig = Any  # a `bertlottery.config.ExperimentConfig`
 
 __all__ = ["GLUE_SIZES", "PEAK_FLOPS", "PASS_FACTORS", "TaskSize", "Pass", "StageWork", "Calibration",
            "model_dims", "task_sizes", "stage_work", "structured_steps_bound", "magnitude_steps_bound",
-           "work_flops", "calibrate", "study_plan", "format_plan"]
+           "work_flops", "pass_flops_per_token", "calibrate", "study_plan", "format_plan"]
 
 # Examples per split of the GLUE tasks as the hub (nyu-mll/glue) and the GLUE download hold them: what a
 # plan counts where the config reads GLUE from the hub and the TSV files are not on this machine.
@@ -85,8 +88,8 @@ class TaskSize:
 
 @dataclass(frozen=True)
 class Pass:
-    """``tokens`` tokens of one kind of pass (train, score, eval) at batch ``batch`` and ``length`` tokens
-    per example."""
+    """``tokens`` tokens of one kind of pass (train, score, eval; head: training an MLM head on a frozen
+    encoder) at batch ``batch`` and ``length`` tokens per example."""
 
     kind: str
     tokens: float
@@ -268,8 +271,8 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
             epochs = max(grid["epochs"])
             train = {**train, "batch_size": min(grid.get("batch_sizes") or [train["batch_size"]])}
         tokens = _train_examples(size, train) * epochs * size.train_tokens
-        # re-fine-tuning evaluates dev after every epoch as well as at the end (`steps.retrain`)
-        evals = epochs + 1 if kind == "retrain" else 1
+        # re-fine-tuning evaluates dev after every epoch, the last of which is its result (`steps.retrain`)
+        evals = epochs if kind == "retrain" else 1
         work = [Pass("train", tokens, train["batch_size"], int(round(size.train_tokens))),
                 *_eval_passes(size, length, evals, task=task)]
         return StageWork(work, work, loads_model=True)
@@ -333,11 +336,12 @@ def _pretraining_work(stage: Stage, config: ExperimentConfig) -> StageWork:
     """Continued MLM pre-training (Gordon et al.): steps x batch x max_length tokens, and its dev loss."""
     g = config.gordon
     length = g.pretrain.max_length
-    if stage.kind == "gordon-similarity":  # the reference and the pruned model over the same blocks
+    if stage.kind == "gordon-similarity":  # the reference and the pruned model's hidden states, no MLM head
         work = [Pass("eval", 2 * stage.settings["sequences"] * length, 16, length)]
-    elif stage.kind == "gordon-head":
+        return StageWork(work, work, loads_model=True)
+    elif stage.kind == "gordon-head":  # the encoder frozen: a forward pass, and the head's backward
         head = stage.settings["head"]
-        work = [Pass("train", head["steps"] * head["batch_size"] * length, head["batch_size"], length)]
+        work = [Pass("head", head["steps"] * head["batch_size"] * length, head["batch_size"], length)]
     else:
         p = stage.settings["pretrain"]
         evals = 2 + (p["steps"] // p["eval_every"] if p.get("eval_every") else 0)  # at the start, the end, between
@@ -357,9 +361,29 @@ def _forward_flops_per_token(layout, length: int, vocab: int | None) -> float:
     return 2.0 * macs
 
 
+def _head_flops_per_token(layout, vocab: int) -> float:
+    return 2.0 * (layout.hidden_size * layout.hidden_size + layout.hidden_size * vocab)
+
+
+def pass_flops_per_token(p: Pass, layout, vocab: int | None = None) -> float:
+    """FLOPs of one token of pass ``p`` (``vocab``: with an MLM head over that many tokens)."""
+    forward = _forward_flops_per_token(layout, p.length, vocab)
+    if p.kind == "head":  # weights and activations of the head only get gradients
+        return forward + 2.0 * _head_flops_per_token(layout, vocab or 0)
+    return PASS_FACTORS[p.kind] * forward
+
+
 def work_flops(passes: list[Pass], layout, vocab: int | None = None) -> float:
     """FLOPs of a stage's passes (``vocab``: with an MLM head over that many tokens)."""
-    return sum(PASS_FACTORS[p.kind] * p.tokens * _forward_flops_per_token(layout, p.length, vocab) for p in passes)
+    return sum(p.tokens * pass_flops_per_token(p, layout, vocab) for p in passes)
+
+
+def _line_key(kind: str, mlm: bool) -> str:
+    """The calibration line a pass is timed by: training, a head on a frozen encoder, or forward passes
+    (evaluation and scoring: the line is in FLOPs, which count scoring's backward), with or without an
+    MLM head."""
+    base = kind if kind in ("train", "head") else "eval"
+    return f"mlm-{base}" if mlm else base
 
 
 @dataclass
@@ -381,27 +405,32 @@ class Calibration:
     busy: float
     precision: str = "fp32"  # the autocast the steps were timed under (the config's, as this CPU resolves it)
 
-    def seconds(self, p: Pass, flops_per_token: float) -> float:
-        """Seconds of a pass whose tokens cost ``flops_per_token`` each (`work_flops`' counting)."""
-        per_step, per_flop = self.seconds_per_step["train" if p.kind == "train" else "eval"]
+    def seconds(self, p: Pass, flops_per_token: float, *, mlm: bool = False) -> float:
+        """Seconds of a pass whose tokens cost ``flops_per_token`` each (`pass_flops_per_token`)."""
+        per_step, per_flop = self.seconds_per_step[_line_key(p.kind, mlm)]
         steps = p.tokens / max(1, p.batch * p.length)
-        return steps * per_step + p.tokens * flops_per_token * PASS_FACTORS[p.kind] * per_flop
+        return steps * per_step + p.tokens * flops_per_token * per_flop
 
 
 # the largest step timed: its batch is cut so that a step holds at most this many tokens (a step of
-# 32 x 128 takes seconds on one core; the line in FLOPs carries it over to the full batch)
-_MOST_TIMED_TOKENS = 512
+# 32 x 128 takes seconds on one core; the line in FLOPs carries it over to the full batch). MLM steps are
+# timed at their own shape (16 x 128 in the shipped configs): the vocabulary's projection is one large
+# matrix product, which runs several times faster per FLOP than the encoder's small ones, so a line
+# through a smaller step would overestimate it (measured: 2-4x on Gordon's continued pre-training).
+_MOST_TIMED_TOKENS = {"": 512, "mlm-": 4096}
 
 
 def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, threads: int,
               seconds_each: float = 0.3, precision: str = "fp32") -> Calibration:
-    """Time training steps (forward, backward, AdamW) and forward passes of the config's architecture
-    with random weights, for each kind of ``shapes`` (``(train|eval, batch, length)``) at its smallest
-    and its longest shape, for about ``seconds_each`` each after a warm-up step; fit `Calibration`.
+    """Time the steps of the config's architecture with random weights for each line a study needs
+    (``shapes``: ``(line, batch, length)``, the lines of `_line_key`: ``train``, ``eval``, and with an
+    MLM head ``mlm-train``, ``mlm-eval``, ``mlm-head``), at its smallest and its longest shape, for
+    about ``seconds_each`` each after a warm-up step; fit `Calibration`. A training step is forward,
+    backward and AdamW; ``mlm-head`` trains the MLM head with the encoder frozen.
     ``precision``: the resolved precision the stages will run in (`bertlottery.precision`), timed
     under the same autocast."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     from .models import attention_implementation, layout_from_config
     from .precision import autocast
@@ -413,53 +442,61 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     wall_total = cpu_total = 0.0
+    setup = 0.0
     try:
-        torch.manual_seed(0)
-        built = time.perf_counter()
-        model = AutoModelForSequenceClassification.from_config(
-            AutoConfig.for_model(model_type, **{**values, "num_labels": 2}),
-            attn_implementation=attention_implementation(model_type))
-        setup = time.perf_counter() - built
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        vocab = getattr(model.config, "vocab_size", 1000)
         lines, timed = {}, []
-        for kind in ("train", "eval"):
-            needed = sorted({(b, n) for k, b, n in shapes if k == kind}, key=lambda bn: (bn[0] * bn[1], bn))
-            if not needed:
+        for family in ("", "mlm-"):
+            keys = sorted({k for k, _, _ in shapes if k.startswith("mlm-") == (family == "mlm-")})
+            if not keys:
                 continue
-            longest = max(n for _, n in needed)
-            points = {needed[0], (max(1, min(max(b for b, _ in needed), _MOST_TIMED_TOKENS // longest)), longest)}
-            measured = []
-            for batch, length in sorted(points):
-                ids = torch.randint(5, vocab, (batch, max(2, length)))
-                labels = torch.zeros(batch, dtype=torch.long)
+            torch.manual_seed(0)
+            built = time.perf_counter()
+            config = AutoConfig.for_model(model_type, **{**values, "num_labels": 2})
+            auto = AutoModelForMaskedLM if family else AutoModelForSequenceClassification
+            model = auto.from_config(config, attn_implementation=attention_implementation(model_type))
+            setup = setup or time.perf_counter() - built  # what a stage pays before its first batch
+            vocab = getattr(model.config, "vocab_size", 1000)
+            encoder = getattr(model, model.base_model_prefix)
+            for key in keys:
+                kind = key[len(family):]
+                for param in encoder.parameters():  # a head trained alone: no gradients for the encoder
+                    param.requires_grad_(kind != "head")
+                optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+                needed = sorted({(b, n) for k, b, n in shapes if k == key}, key=lambda bn: (bn[0] * bn[1], bn))
+                longest = max(n for _, n in needed)
+                most = max(1, min(max(b for b, _ in needed), _MOST_TIMED_TOKENS[family] // longest))
+                measured = []
+                for batch, length in sorted({needed[0], (most, longest)}):
+                    ids = torch.randint(5, vocab, (batch, max(2, length)))
+                    labels = ids.clone() if family else torch.zeros(batch, dtype=torch.long)
 
-                def step() -> None:
-                    if kind == "train":
+                    def step() -> None:
+                        if kind == "eval":
+                            model.eval()
+                            with torch.inference_mode(), autocast(precision, "cpu"):
+                                model(input_ids=ids)
+                            return
                         model.train()
                         with autocast(precision, "cpu"):
                             loss = model(input_ids=ids, labels=labels).loss
                         loss.backward()
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
-                    else:
-                        model.eval()
-                        with torch.inference_mode(), autocast(precision, "cpu"):
-                            model(input_ids=ids)
 
-                step()  # warm-up: allocations, kernel choice
-                n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
-                while n < 2 or time.perf_counter() - wall0 < seconds_each:
-                    step()
-                    n += 1
-                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                wall_total, cpu_total = wall_total + wall, cpu_total + cpu
-                # on one thread the process's CPU time is the step's work without the waits of a busy machine
-                per_step = min(wall, cpu) / n if threads == 1 else wall / n
-                flops = PASS_FACTORS[kind] * _forward_flops_per_token(layout, length, None) * batch * length
-                measured.append((flops, per_step))
-                timed.append({"kind": kind, "batch": batch, "length": length, "seconds_per_step": per_step})
-            lines[kind] = _line(measured)
+                    step()  # warm-up: allocations, kernel choice
+                    n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+                    while n < 2 or time.perf_counter() - wall0 < seconds_each:
+                        step()
+                        n += 1
+                    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                    wall_total, cpu_total = wall_total + wall, cpu_total + cpu
+                    # on one thread the process's CPU time is the step's work without the waits of a busy machine
+                    per_step = min(wall, cpu) / n if threads == 1 else wall / n
+                    shape = Pass(kind, batch * length, batch, length)
+                    flops = pass_flops_per_token(shape, layout, vocab if family else None) * batch * length
+                    measured.append((flops, per_step))
+                    timed.append({"kind": key, "batch": batch, "length": length, "seconds_per_step": per_step})
+                lines[key] = _line(measured)
     finally:
         torch.set_num_threads(before)
     busy = wall_total / cpu_total if threads == 1 and cpu_total > 0 else 1.0
@@ -479,11 +516,7 @@ def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def _shapes(works: list[StageWork]) -> set[tuple[str, int, int]]:
-    shapes = set()
-    for work in works:
-        for p in work.most:
-            shapes.add(("train" if p.kind == "train" else "eval", p.batch, p.length))
-    return shapes
+    return {(_line_key(p.kind, work.mlm), p.batch, p.length) for work in works for p in work.most}
 
 
 def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path | None = None,
@@ -536,10 +569,10 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
             continue  # masks and tables: well under a second
         elif calibration is not None:
             setup = calibration.setup_seconds if work.loads_model else 0.0
-            per_token = {p: _forward_flops_per_token(layout, p.length, vocab if work.mlm else None)
+            per_token = {p: pass_flops_per_token(p, layout, vocab if work.mlm else None)
                          for p in {*work.least, *work.most}}
-            row["least"] += setup + sum(calibration.seconds(p, per_token[p]) for p in work.least)
-            row["most"] += setup + sum(calibration.seconds(p, per_token[p]) for p in work.most)
+            row["least"] += setup + sum(calibration.seconds(p, per_token[p], mlm=work.mlm) for p in work.least)
+            row["most"] += setup + sum(calibration.seconds(p, per_token[p], mlm=work.mlm) for p in work.most)
             row["calibrated"] += 1
         else:
             row["unknown"] += 1
