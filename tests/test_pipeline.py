@@ -230,7 +230,13 @@ def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_ta
     assert estimate_left(stages, run_dir / "elsewhere", states, cache) == left  # read once, then from the cache
     (run_dir / "config.json").write_text(json.dumps(to_dict(config)))
     assert main(["status", str(run_dir)]) == 0
-    assert f"left: about {expected / 3600:.2f} h of stage time for {left['estimated']} stages" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"left: about {expected / 3600:.2f} h of stage time for {left['estimated']} stages" in out
+    # the better estimate it points to (each task's stages scaled by their FLOPs) runs as printed
+    pointer = f"bertlottery run {run_dir / 'config.json'} --plan --run-dir {run_dir}"
+    assert pointer in out
+    assert main([*pointer.split()[1:], "--no-calibrate"]) == 0
+    assert "plan of smoke" in capsys.readouterr().out
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "config.json").write_text(json.dumps(to_dict(config)))

@@ -268,11 +268,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_cost_line(stages, run_dir))
     left = estimate_left(stages, run_dir, states)
     if left["estimated"]:
-        line = (f"left: about {left['seconds'] / 3600:.2f} h of stage time for {left['estimated']} stages (from the times "
-                "of finished stages of the same kind and task; divide by the stages that run at once)")
+        line = (f"left: about {left['seconds'] / 3600:.2f} h of stage time for {left['estimated']} stages (each the mean "
+                "time of the finished stages of its kind and task, else of the task's fine-tuning for re-fine-tunings "
+                "and baselines, else of its kind on other tasks; divide by the stages that run at once)")
         if left["unknown"]:
             line += f"; {left['unknown']} stages of kinds not run yet not counted"
         print(line)
+        print(f"  scaled by each task's FLOPs instead: bertlottery run {run_dir / runs.CONFIG_FILE} --plan --run-dir {run_dir}")
     elif left["unknown"]:
         print(f"left: no estimate yet for {left['unknown']} stages (none of their kind has finished)")
     for stage in stages:
