@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fisher.py                       # fine-tunes once (cached), then measures
     python benchmarks/bench_fisher.py --run-dir RUN         # an existing SST-2 fine-tuning run of minilm-l6
+    python benchmarks/bench_fisher.py --pipeline-defaults   # both as a study runs them: bf16, physical candidates
 
 The model is the quickstart's (`configs/quickstart.yaml`: MiniLM-L6, SST-2, one epoch over the first 4,000
 training sentences, its learning rate and seed); the run is fine-tuned with `finetune_run` on first use
@@ -43,6 +44,8 @@ from bertlottery.importance import structured_importance
 from bertlottery.masking import gated
 from bertlottery.masks import Masks
 from bertlottery.models import load_model, load_tokenizer, model_layout
+from bertlottery.physical import pruned_evaluator
+from bertlottery.precision import resolve_precision
 from bertlottery.pruning import structured_search
 from bertlottery.steps.finetune import finetune_run
 from bertlottery.steps.taskdata import prepare_task_data
@@ -82,6 +85,10 @@ def main() -> None:
     parser.add_argument("--tune-examples", type=int, default=512)
     parser.add_argument("--smaller-samples", default="512,1024",
                         help="also time the Fisher search (to the mask, rearranged) on these sample sizes")
+    parser.add_argument("--pipeline-defaults", action="store_true",
+                        help="both searches as a study runs them by default: bf16 autocast where this CPU has it "
+                             "(the s-search's scoring and evaluations, the Fisher passes) and the s-search's "
+                             "candidates evaluated on the physically pruned model (default: fp32, gated)")
     args = parser.parse_args()
     setup(args)
 
@@ -94,10 +101,12 @@ def main() -> None:
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
 
-    def accuracy() -> float:
-        return evaluate(model, task, dev)[task.primary_metric]
+    precision = resolve_precision("bf16", "cpu") if args.pipeline_defaults else "fp32"
 
-    # ---- s-search, as steps.prune.prune_structured_run calls it with physical=False
+    def accuracy(of=None) -> float:
+        return evaluate(of if of is not None else model, task, dev, precision=precision)[task.primary_metric]
+
+    # ---- s-search, as steps.prune.prune_structured_run calls it (physical=False unless --pipeline-defaults)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     full = accuracy()
@@ -105,11 +114,13 @@ def main() -> None:
     steps = []
 
     def score(heads, mlps):
-        return structured_importance(model, scoring, heads=heads, mlps=mlps)
+        return structured_importance(model, scoring, heads=heads, mlps=mlps, precision=precision)
 
-    def evaluate_mask(heads, mlps) -> float:
+    def evaluate_gated(heads, mlps) -> float:
         with gated(model, heads=heads, mlps=mlps):
             return accuracy()
+
+    evaluate_mask = pruned_evaluator(model, accuracy) if args.pipeline_defaults else evaluate_gated
 
     def show(step) -> None:
         steps.append(step)
@@ -126,7 +137,7 @@ def main() -> None:
     # ---- Fisher search at the s-mask's MACs
     started = time.perf_counter()
     sample = list(fisher_sample(data.train, data.pad_id, n_examples=args.fisher_examples, seed=args.seed))
-    f_result = fisher_search(model, sample, budget=budget, seq_len=SEQ_LEN, tune=False)
+    f_result = fisher_search(model, sample, budget=budget, seq_len=SEQ_LEN, tune=False, precision=precision)
     mask_seconds = time.perf_counter() - started
     tune_sample = list(fisher_sample(data.train, data.pad_id, n_examples=args.tune_examples, seed=args.seed))
     started = time.perf_counter()
@@ -138,7 +149,8 @@ def main() -> None:
 
     full_macs = body_macs_per_token(layout, SEQ_LEN)
     print(f"\n{layout.num_layers} layers x {layout.num_heads} heads on SST-2 ({run}); dev {len(data.evals[data.main_split])} sentences; "
-          f"{torch.get_num_threads()} thread(s); shared machine: read the ratios")
+          f"{torch.get_num_threads()} thread(s); {precision}, s-search candidates evaluated "
+          f"{'physically pruned' if args.pipeline_defaults else 'under gates'}; shared machine: read the ratios")
     print(f"load average (1 min): {load_before:.2f} at the s-search's start, {os.getloadavg()[0]:.2f} after the Fisher search")
     print(f"s-search: {s_seconds:7.1f} s to the good mask ({len(steps)} steps, {s_result.heads.n_kept} heads, "
           f"{s_result.mlps.n_kept} MLPs kept)")
@@ -168,7 +180,7 @@ def main() -> None:
         if found is None:
             started = time.perf_counter()
             smaller = list(fisher_sample(data.train, data.pad_id, n_examples=n, seed=args.seed))
-            found = fisher_search(model, smaller, budget=budget, seq_len=SEQ_LEN, tune=False)
+            found = fisher_search(model, smaller, budget=budget, seq_len=SEQ_LEN, tune=False, precision=precision)
             seconds = time.perf_counter() - started
         else:
             seconds = mask_seconds
