@@ -258,6 +258,29 @@ def test_calibration_times_steps_under_the_studys_autocast(tiny_model_dir, monke
     assert calibration.precision == "bf16" and set(entered) == {"bf16"} and len(entered) >= 4
 
 
+def test_calibration_trains_with_the_stages_optimizer(tiny_model_dir, monkeypatch):
+    """A short step's time is mostly AdamW's: timed with the default one instead of the fused one the
+    stages build, CoLA's fine-tunings were planned 1.3-1.4x too long."""
+    import bertlottery.training as training
+
+    dims = json.loads((tiny_model_dir / "config.json").read_text())
+    built = []
+    real = training.build_adamw
+
+    def spy(groups, **kwargs):
+        built.append(sum(p.numel() for g in groups for p in g["params"]))
+        return real(groups, **kwargs)
+
+    monkeypatch.setattr(training, "build_adamw", spy)
+    calibration = calibrate(dims, {("train", 4, 16), ("mlm-head", 4, 16), ("eval", 4, 16)}, threads=1,
+                            seconds_each=0.01)
+    # one optimizer per training line: the classifier's whole model; the MLM head's parameters alone
+    assert set(calibration.seconds_per_step) == {"train", "mlm-head", "eval"} and len(built) == 2
+    assert built[1] < built[0]
+    # each shape's time is the median of at least three steps
+    assert all(t["seconds_per_step"] > 0 for t in calibration.timed)
+
+
 @pytest.mark.parametrize("asked", ["fp32", "bf16"])
 def test_the_printed_plan_names_the_precision_it_calibrated_in(asked, tiny_model_dir, glue_dir):
     from bertlottery.plan import format_plan
@@ -361,3 +384,18 @@ def test_a_fisher_search_is_costed_by_its_sample_and_its_tuning(glue_dir):
     with_tuning = stage_work(fisher[0], config, sizes, layout).most
     without = stage_work(fisher_untuned[0], untuned, sizes, layout).most
     assert any(p.kind == "score" for p in with_tuning) and len(with_tuning) == len(without) + 1
+
+
+def test_the_plan_says_which_subnetwork_trainings_it_counts_at_full_size(plans):
+    """s-pruned subnetworks re-fine-tuned physically smaller cost less than planned (their size is
+    known after their search); the plan counts them and says so, m-pruned ones train at full size."""
+    from bertlottery.plan import format_plan
+
+    stages, plan = plans["minilm-glue.yaml"]
+    physical = [s for s in stages if s.kind in ("retrain", "baseline") and "physical" in (
+        s.settings.get("subnetwork_training"), s.settings.get("train", {}).get("subnetwork_training"))]
+    assert physical and all(s.keys["method"] in ("structured", "random-init") for s in physical)
+    assert plan["physical_subnetworks"] == len(physical)
+    assert f"{len(physical)} trainings of s-pruned subnetworks are counted at the full model's size" in format_plan(plan)
+    _, gordon = plans["gordon-minilm.yaml"]
+    assert gordon["physical_subnetworks"] == 0 and "s-pruned" not in format_plan(gordon)

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -425,8 +426,9 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
     """Time the steps of the config's architecture with random weights for each line a study needs
     (``shapes``: ``(line, batch, length)``, the lines of `_line_key`: ``train``, ``eval``, and with an
     MLM head ``mlm-train``, ``mlm-eval``, ``mlm-head``), at its smallest and its longest shape, for
-    about ``seconds_each`` each after a warm-up step; fit `Calibration`. A training step is forward,
-    backward and AdamW; ``mlm-head`` trains the MLM head with the encoder frozen.
+    about ``seconds_each`` each (at least three steps, their median) after a warm-up step; fit
+    `Calibration`. A training step is forward, backward, clipping and the stages' AdamW (fused where
+    torch has it); ``mlm-head`` trains the MLM head with the encoder frozen.
     ``precision``: the resolved precision the stages will run in (`bertlottery.precision`), timed
     under the same autocast."""
     import torch
@@ -434,6 +436,7 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
 
     from .models import attention_implementation, layout_from_config
     from .precision import autocast
+    from .training import build_adamw, decay_groups
 
     started = time.perf_counter()
     values = dict(dims)
@@ -461,7 +464,10 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
                 kind = key[len(family):]
                 for param in encoder.parameters():  # a head trained alone: no gradients for the encoder
                     param.requires_grad_(kind != "head")
-                optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+                # the optimizer the stages build (`training.build_adamw`: fused where torch has it, about
+                # 2x faster than the default on CPU, which is most of a short step's time)
+                trainable = {n: q.requires_grad for n, q in model.named_parameters()}
+                optimizer = None if kind == "eval" else build_adamw(decay_groups(model, 0.01, trainable.get), lr=1e-5)
                 needed = sorted({(b, n) for k, b, n in shapes if k == key}, key=lambda bn: (bn[0] * bn[1], bn))
                 longest = max(n for _, n in needed)
                 most = max(1, min(max(b for b, _ in needed), _MOST_TIMED_TOKENS[family] // longest))
@@ -480,18 +486,21 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
                         with autocast(precision, "cpu"):
                             loss = model(input_ids=ids, labels=labels).loss
                         loss.backward()
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as `training.optimizer_step`
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
 
                     step()  # warm-up: allocations, kernel choice
-                    n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
-                    while n < 2 or time.perf_counter() - wall0 < seconds_each:
+                    steps, started_shape = [], time.perf_counter()
+                    while len(steps) < 3 or time.perf_counter() - started_shape < seconds_each:
+                        wall, cpu = time.perf_counter(), time.process_time()
                         step()
-                        n += 1
-                    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                    wall_total, cpu_total = wall_total + wall, cpu_total + cpu
-                    # on one thread the process's CPU time is the step's work without the waits of a busy machine
-                    per_step = min(wall, cpu) / n if threads == 1 else wall / n
+                        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                        wall_total, cpu_total = wall_total + wall, cpu_total + cpu
+                        # on one thread the process's CPU time is the step's work without the waits of a busy
+                        # machine
+                        steps.append(min(wall, cpu) if threads == 1 else wall)
+                    per_step = statistics.median(steps)  # a step slowed by another process's burst is an outlier
                     shape = Pass(kind, batch * length, batch, length)
                     flops = pass_flops_per_token(shape, layout, vocab if family else None) * batch * length
                     measured.append((flops, per_step))
@@ -612,6 +621,9 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
             "seconds_per_step": {kind: {"per_step": a, "per_flop": b}
                                  for kind, (a, b) in calibration.seconds_per_step.items()},
             "timed": calibration.timed},
+        "physical_subnetworks": sum(
+            1 for s in stages if s.kind in ("retrain", "baseline") and from_run.get(s.id) is None
+            and s.settings.get("subnetwork_training", s.settings.get("train", {}).get("subnetwork_training")) == "physical"),
         "run_dir": str(run_dir) if run_dir is not None else None,
         "gpu_peak_hours": {gpu: total_flops / peak / 3600 for gpu, peak in PEAK_FLOPS.items()},
     }
@@ -695,6 +707,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     seconds = plan["seconds"]
     out.append("")
     out.append(f"FLOPs: {_flops(plan['flops']['total'])} (searches counted at their most steps: an upper bound)")
+    if plan.get("physical_subnetworks"):
+        out.append(f"{plan['physical_subnetworks']} trainings of s-pruned subnetworks are counted at the full model's "
+                   "size: their size is known only after their search, and a physically smaller one trains faster")
     if seconds["most"] or not seconds["unknown_stages"]:
         line = (f"stage time: {_hours(seconds['least'])} - {_hours(seconds['most'])} (searches stopping at their "
                 "first step - running to the end)")
