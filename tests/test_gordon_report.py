@@ -81,7 +81,7 @@ def test_table1_shows_the_papers_values_in_brackets_and_colas_accuracy_beside_it
     first = display.iloc[0]  # gmp-pretrain at 0%
     assert first["pre-train loss"] == "2.00 [1.82]"
     assert first["SST-2 (accuracy)"] == "80.0 | 0.30 [92.1 | 0.06]"
-    assert first["CoLA (mcc)"] == "20.0 | 0.50 (accuracy 70.0) [79.1 | 0.26]"
+    assert first["CoLA (Matthews correlation)"] == "20.0 | 0.50 (accuracy 70.0) [79.1 | 0.26]"
     assert first["average"] == "50.0 | 0.40 [85.6 | 0.16]"  # the paper's average over SST-2 and CoLA only
 
 
@@ -101,8 +101,6 @@ def test_the_budgets_and_cautions_say_what_each_variant_was_trained_for():
 
 
 def test_the_figures_axes_ticks_colours_and_chance_line():
-    from matplotlib.ticker import PercentFormatter
-
     t1 = table1(_results())
     fig = average_figure(t1, chance=0.35)
     assert any(list(line.get_ydata()) == [0.35, 0.35] for line in fig.axes[0].lines)
@@ -115,7 +113,16 @@ def test_the_figures_axes_ticks_colours_and_chance_line():
     mask = pd.DataFrame([dict(_rows("gmp-downstream", s, "SST-2", "accuracy", 0.8, 0.3)[0], metric="mask_difference",
                               value=0.02 * s, split="mask") for s in (0.3, 0.6)])
     fig = mask_difference_figure(mask)
-    assert isinstance(fig.axes[0].yaxis.get_major_formatter(), PercentFormatter)  # percent, as the text says
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all(label.endswith("%") for label in labels)  # percent, as the text says
+    # as many decimals as the ticks' spacing needs: no "1.050%, 1.100%" on a narrow range (below)
+    assert "0.6%" in labels and all(len(label.rstrip("%").partition(".")[2]) <= 1 for label in labels), labels
+    narrow = mask.assign(value=[0.0106, 0.0139])
+    fig = mask_difference_figure(narrow)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert {"1.1%", "1.2%", "1.3%"} <= set(labels) and all(len(label.split(".")[-1]) == 2 for label in labels)
     assert fig.axes[0].lines[0].get_color() == task_colour("SST-2") != task_colour("CoLA")
 
     rates = pd.DataFrame([{"method": m, "sparsity": s, "layer": 0, "head": h, "rate": s + d}

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,6 +222,7 @@ def table1_display(t1: pd.DataFrame, paper: pd.DataFrame | None = None):
     The paper gives accuracy for every task, CoLA's too: a task whose metric is not accuracy shows
     its accuracy beside it, compared with the paper's. The paper's average is taken over the run's
     tasks that it has, so that the two averages are of the same tasks."""
+    from ..report.tables import metric_name
     from ..tasks import get_task
     from .analysis import table1_tasks
 
@@ -232,7 +234,7 @@ def table1_display(t1: pd.DataFrame, paper: pd.DataFrame | None = None):
     frame = t1.sort_values(["method", "sparsity"], key=lambda c: c.map(_method_key) if c.name == "method" else c)
     cells: dict[str, list[str]] = {"pre-train loss": []}
     for task in [*tasks, "average"]:
-        label = "average" if task == "average" else f"{task} ({get_task(task).primary_metric})"
+        label = "average" if task == "average" else f"{task} ({metric_name(get_task(task).primary_metric)})"
         cells[label] = []
     for _, row in frame.iterrows():
         method, sparsity = row["method"], row["sparsity"]
@@ -248,7 +250,7 @@ def table1_display(t1: pd.DataFrame, paper: pd.DataFrame | None = None):
             if p_acc is not None:
                 p_loss = _paper_cell(paper, method, sparsity, f"{task} train_loss")
                 text += f" [{100 * p_acc:.1f} | {p_loss:.2f}]"
-            cells[f"{task} ({get_task(task).primary_metric})"].append(text)
+            cells[f"{task} ({metric_name(get_task(task).primary_metric)})"].append(text)
         text = f"{number(row['average'])} | {number(row['average train_loss'], 1.0, 2)}"
         quoted = [(_paper_cell(paper, method, sparsity, t), _paper_cell(paper, method, sparsity, f"{t} train_loss"))
                   for t in in_paper]
@@ -273,7 +275,7 @@ def table1_display(t1: pd.DataFrame, paper: pd.DataFrame | None = None):
 def budget_table(results: pd.DataFrame, config: dict[str, Any]):
     """The fine-tuning epochs each variant had, per task, read from the results (``epochs``: in all,
     before and after pruning for gmp-downstream), beside the paper's; and the learning rates."""
-    from ..report.tables import task_order
+    from ..report.tables import metric_name, task_order
     from .names import BEFORE_PRUNING
 
     rows = results[results["metric"] == "train_loss"].copy()
@@ -491,10 +493,29 @@ def similarity_figure(similarity: pd.DataFrame):
     return fig
 
 
-def _percent_y(ax, label: str, decimals: int | None = None) -> None:
-    from matplotlib.ticker import PercentFormatter
+def _percent_tick(value: float, ticks) -> str:
+    """``value`` (a fraction) as a percentage with as many decimals as the ticks' spacing needs.
 
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))  # None: as many as the ticks need
+    >>> [_percent_tick(v, [0.011, 0.012, 0.013]) for v in (0.011, 0.013)]
+    ['1.1%', '1.3%']
+    >>> _percent_tick(0.5, [0.0, 0.25, 0.5])
+    '50%'
+    """
+    steps = [b - a for a, b in zip(ticks, ticks[1:]) if b > a]
+    places = max(0, math.ceil(-math.log10(min(steps) * 100) - 1e-9)) if steps else 0
+    return f"{value * 100:.{places}f}%"
+
+
+def _percent_y(ax, label: str, decimals: int | None = None) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+
+    # ticks at whole multiples of 1, 2 or 5 of a power of ten, with the decimals their spacing needs
+    # (matplotlib's own choice wrote 1.050%, 1.100%, ... for a narrow range)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
+    if decimals is not None:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))
+    else:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _percent_tick(value, ax.yaxis.get_majorticklocs())))
     ax.set_ylabel(label)
 
 
@@ -516,7 +537,7 @@ def mask_difference_figure(results: pd.DataFrame):
 
 def before_pruning_figure(selections: list[dict[str, Any]]):
     """G Fig. 3 (right): dev metric and mask difference against the epochs of fine-tuning before pruning."""
-    from ..report.tables import task_order
+    from ..report.tables import metric_name, task_order
     from .names import BEFORE_PRUNING
 
     points = pd.DataFrame([{**next(r for r in s["runs"] if r["learning_rate"] == s["learning_rate"]),
@@ -525,7 +546,7 @@ def before_pruning_figure(selections: list[dict[str, Any]]):
     fig, (left, right) = _figure(cols=2)
     for task in task_order(points["task"]):
         rows = points[points["task"] == task].sort_values("before")
-        left.plot(rows["before"], rows["dev"], "o-", color=task_colour(task), label=f"{task} ({rows['metric'].iloc[0]})")
+        left.plot(rows["before"], rows["dev"], "o-", color=task_colour(task), label=f"{task} ({metric_name(rows['metric'].iloc[0])})")
         right.plot(rows["before"], rows["mask_difference"], "o-", color=task_colour(task), label=task)
     for ax in (left, right):
         ax.set_xticks(sorted(points["before"].unique()))
