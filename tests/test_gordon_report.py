@@ -186,3 +186,18 @@ def test_a_copy_of_the_runs_results_and_config_alone_shows_what_results_csv_hold
     missing = json.loads((out / "missing.json").read_text())["Compressing BERT: pruning during pre-training (Gordon et al. 2020)"]
     assert missing[0].startswith(f"{run} has no stages/ folder, where the stages keep their records")
     assert "Figure 5" in missing[0] and len(missing) == 1  # one line, not each figure's own reason
+
+
+def test_movement_figures_follow_the_papers_task_order():
+    """Every figure lists tasks in the paper's order (CoLA before SST-2), whatever the config's order."""
+    from bertlottery.gordon.report import movement_magnitude_figure
+
+    bins = {"mean": [0.01, 0.005], "std": [0.01, 0.01], "mean_magnitude": [0.01, 0.1]}
+    selections = [{"task": task, "method": "gmp-pretrain", "sparsity": 0,
+                   "runs": [{"learning_rate": 1e-4, "sort_order": {"by_magnitude": bins}}]} for task in ("SST-2", "CoLA")]
+    fig = movement_magnitude_figure(selections)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["CoLA lr 0.0001", "SST-2 lr 0.0001"]
+    history = [{"epoch": 1, "sort_order": {"mean": 0.01}}]
+    fig = movement_epochs_figure({("SST-2", 1e-4): history, ("CoLA", 2e-5): history, ("CoLA", 1e-4): history})
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "CoLA lr 2e-05", "CoLA lr 0.0001", "SST-2 lr 0.0001"]

@@ -602,16 +602,25 @@ def head_rates_figure(head_rates: pd.DataFrame):
 
 
 def _unpruned_runs(selections: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(s["task"], r) for s in selections if s["method"] == "gmp-pretrain" and s["sparsity"] == 0
+    """The unpruned checkpoint's fine-tuning runs that measured sort-order movement, in the paper's task
+    order (as every other figure)."""
+    from ..report.tables import task_order
+
+    runs = [(s["task"], r) for s in selections if s["method"] == "gmp-pretrain" and s["sparsity"] == 0
             for r in s["runs"] if r.get("sort_order")]
+    order = task_order(task for task, _ in runs)
+    return sorted(runs, key=lambda tr: order.index(tr[0]))
 
 
 def movement_epochs_figure(histories: dict[tuple[str, float], list[dict]]):
     """G Fig. 4 right: mean sort-order movement after every epoch of fine-tuning, per task and rate."""
     fig, (ax,) = _figure()
     styles, ticks = ["o-", "s--", "^:", "d-."], set()
+    from ..report.tables import task_order
+
     rates = sorted({lr for _, lr in histories})
-    for (task, lr), epochs in sorted(histories.items()):
+    order = task_order(task for task, _ in histories)
+    for (task, lr), epochs in sorted(histories.items(), key=lambda item: (order.index(item[0][0]), item[0][1])):
         xs = [e["epoch"] for e in epochs]
         ticks.update(xs)
         ax.plot(xs, [100 * e["sort_order"]["mean"] for e in epochs], styles[rates.index(lr) % len(styles)],
