@@ -607,7 +607,7 @@ def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
     return run_dir
 
 
-SMOKE_TABLES = ["key_results", "stages", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors",
+SMOKE_TABLES = ["key_results", "stages", "searches", "table3", "sizes", "table2_bad_vs_baselines", "super_survivors",
                 "longer_retraining", "stability", "cost_by_kind", "cost_by_stage", "environment", "revisions"]
 SMOKE_FIGURES = ["figure2_subnetworks", "figure17_super_survivors", "appendixD_longer_retraining",
                  "survival_structured_rte", "survival_magnitude_rte", "figure3_importance_rte",
@@ -658,6 +658,19 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
     assert row["RTE mean"].iloc[0] == pytest.approx(good.mean()) and row["RTE n"].iloc[0] == 2
     assert row["RTE paper mean"].iloc[0] == pytest.approx(0.5747, abs=1e-3)  # head_mlp_retrained, RTE
     assert set(table3["subnetwork"]) >= {"full", "good", "random", "bad", "super-good", "super-random", "super-bad"}
+
+    # one row per search, its threshold and full score its trace's, the dev count its fine-tuning's
+    searches = pd.read_csv(out / "tables" / "searches.csv")
+    traces = sorted(smoke_run.glob("stages/prune/RTE/*/trace.json"))
+    assert len(searches) == len(traces) > 0
+    for path in traces:
+        trace = json.loads(path.read_text())
+        stage = json.loads((path.parent / "stage.json").read_text())
+        row = searches[(searches["method"] == stage["keys"]["method"]) & (searches["seed"] == stage["keys"]["seed"])]
+        assert row["threshold"].iloc[0] == pytest.approx(trace["min_metric"])
+        assert row["allowed_loss"].iloc[0] == pytest.approx(trace["full_metric"] - trace["min_metric"])
+        assert row["dev_examples"].iloc[0] == 12
+        assert row["steps_accepted"].iloc[0] == sum(step["accepted"] for step in trace["steps"])
 
     # each of the paper's kappas beside its ceiling, its random-mask interval and (5 seeds) its bootstrap interval
     from bertlottery import stats
@@ -976,3 +989,30 @@ def test_report_of_something_that_is_not_a_run_exits_2_with_one_line(tmp_path, c
     assert "--iterations" in capsys.readouterr().err
     assert main(["report", str(run), "--reference", str(tmp_path / "run")]) == 2
     assert "holds neither evaluate_masked/ nor masks/" in capsys.readouterr().err
+
+
+def test_searches_that_could_lose_less_than_the_dev_noise_are_named_before_any_number():
+    """MRPC's case in the minilm-glue re-run: full 0.772 on 408 dev pairs, threshold 0.763 (above_chance),
+    an allowed loss of 3.6 pairs against a standard error of 8.5; SST-2's 31.5 of 872 is 3.2 of them."""
+    from bertlottery.metrics import standard_error
+    from bertlottery.report.sections.searches import search_caution_lines, searches_table
+
+    def record(task, seed, full, threshold, n, kept):
+        error = standard_error("accuracy", full, n)
+        return {"task": task, "method": "structured", "seed": seed, "metric": "accuracy", "criterion": "above_chance",
+                "full": full, "threshold": threshold, "allowed_loss": full - threshold, "dev_examples": n,
+                "standard_error": error, "allowed_in_standard_errors": (full - threshold) / error,
+                "steps_accepted": 1, "steps": 4, "heads_kept": 65, "mlps_kept": 5, "fraction_kept": kept}
+
+    records = [record("SST-2", 42, 0.8704, 0.8343, 872, 0.385), record("MRPC", 1337, 0.7721, 0.7632, 408, 0.857),
+               record("MRPC", 42, 0.7917, 0.7809, 408, 0.958)]
+    assert standard_error("accuracy", 0.7721, 408) == pytest.approx((0.7721 * 0.2279 / 408) ** 0.5)
+    assert standard_error("mcc", 0.5, 101) == pytest.approx(0.75 / 10)
+    lines = search_caution_lines(None, records)
+    assert len(lines) == 1 and lines[0].startswith("MRPC, s-pruning: the searches could lose at most 0.009-0.011 accuracy "
+                                                   "(3.6-4.4 of 408 dev examples)")
+    assert "keep 86-96% of the body" in lines[0] and "2 seeds" in lines[0]
+    table = searches_table(records)
+    assert table.row_classes == ["", "unlearnt", "unlearnt"]  # greyed where the allowed loss is under 1 SE
+    assert table.display["allowed loss"].tolist()[1] == "0.009 (3.6 of 408 examples)"
+    assert table.display["allowed / standard error"].tolist() == ["3.2", "0.4", "0.5"]

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 
 from bertlottery.tasks import TaskSpec
 
-__all__ = ["CHANCE_IS_ZERO", "chance_level", "compute_metrics", "majority_baseline"]
+__all__ = ["CHANCE_IS_ZERO", "chance_level", "compute_metrics", "majority_baseline", "standard_error"]
 
 
 def _correlation(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
@@ -156,3 +157,26 @@ def chance_level(metric: str, majority: dict[str, float]) -> float:
         0.0
     """
     return 0.0 if metric in CHANCE_IS_ZERO else float(majority[metric])
+
+
+def standard_error(metric: str, value: float, n: int) -> float:
+    """An approximate standard error of a dev-set ``metric`` at ``value`` on ``n`` examples: how much
+    the score would move on another dev set of the same size.
+
+    Accuracy (and F1, and their mean) as a binomial proportion, ``sqrt(p (1 - p) / n)``; MCC and
+    correlations by the large-sample formula of a correlation coefficient, ``(1 - r^2) / sqrt(n - 1)``
+    (MCC is the correlation of two binary variables). An order of magnitude to compare a search's
+    allowed loss with, not a test.
+
+    Example:
+        >>> round(standard_error("accuracy", 0.79, 408), 4)
+        0.0202
+        >>> round(standard_error("mcc", 0.0, 1043), 4)
+        0.031
+    """
+    if n < 2:
+        return math.nan
+    if metric in CHANCE_IS_ZERO:
+        return (1.0 - min(1.0, value * value)) / math.sqrt(n - 1)
+    p = min(1.0, max(0.0, value))
+    return math.sqrt(p * (1.0 - p) / n)

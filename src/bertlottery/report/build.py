@@ -23,6 +23,7 @@ from .rundata import RunData, load_run
 from .sections.fisher import fisher_section
 from .sections.masks import importance_section, overlaps_section, stability_section
 from .sections.run import config_section, costs_section, environment_section, status_section
+from .sections.searches import searches_section
 from .sections.subnetworks import baselines_section, longer_section, subnetworks_section, super_section
 from .sections.summary import lead_html
 from .sections.tune import tune_section
@@ -37,6 +38,7 @@ def builtin_sections() -> list[tuple[str, Callable[[Context], Section]]]:
     return [
         ("status", status_section),
         ("tune", tune_section),
+        ("searches", searches_section),
         ("subnetworks", subnetworks_section),
         ("baselines", baselines_section),
         ("super", super_section),

@@ -13,6 +13,7 @@ from markupsafe import Markup
 from ..context import Context, join
 from ..html import caution_list, paragraph, table_html
 from ..tables import KEY_SUBNETWORKS, Table, key_results, metric_name, ordering, seeds_note, uninformative_tasks
+from .searches import search_caution_lines
 
 __all__ = ["key_results_html", "cautions_html", "key_results_table", "caution_lines"]
 
@@ -31,6 +32,7 @@ def key_results_table(ctx: Context) -> Table | None:
     paper = _paper_summary(ctx)
     # tasks whose comparison says nothing by the numbers (runs without the learnt-check): greyed like the marked ones
     doubtful = {line.split(":")[0] for line in uninformative_tasks(ctx.cells, ctx.metrics)}
+    narrow = {tuple(line.split(":")[0].split(", ")) for line in search_caution_lines(ctx)}  # (task, "s-pruning")
     display, labels, classes = [], [], []
     for i, row in frame.iterrows():
         structured = row["method"] == "structured"
@@ -44,9 +46,11 @@ def key_results_table(ctx: Context) -> Table | None:
             paper_kappa = ((paper["tasks"][row["task"]].get("heads") or {}).get("kappa"))
         frame.loc[i, "paper kappa"] = _float(paper_kappa)
         marked = row["task"] in ctx.marked  # not learnt, pruned anyway (the learnt-check turned off)
-        note = " (not learnt)" if marked else " (see the cautions)" if row["task"] in doubtful else ""
+        pruning = "s-pruning" if structured else "m-pruning"
+        note = (" (not learnt)" if marked else " (see the cautions)"
+                if row["task"] in doubtful or (row["task"], pruning) in narrow else "")
         # the label's second line names the metric (pre-line in the box's CSS)
-        labels.append(f"{row['task']}, {'s-pruning' if structured else 'm-pruning'}{note}\n{metric_name(row['metric'])}")
+        labels.append(f"{row['task']}, {pruning}{note}\n{metric_name(row['metric'])}")
         classes.append("unlearnt" if note else "")
         gap = ("–" if math.isnan(row["gap pruned"]) else
                f"{row['gap pruned']:.3f} → {row['gap retrained']:.3f}" + _closed(row["gap closed"]))
@@ -145,7 +149,9 @@ def caution_lines(ctx: Context) -> list[str]:
 
 
 def cautions_html(ctx: Context) -> Markup:
-    return caution_list("Tasks this run did not learn (read their rows as such):", caution_lines(ctx))
+    return join([caution_list("Tasks this run did not learn (read their rows as such):", caution_lines(ctx)),
+                 caution_list("Searches that could barely prune (read their subnetworks as nearly the full model):",
+                              search_caution_lines(ctx))])
 
 
 def lead_html(ctx: Context) -> Markup:
