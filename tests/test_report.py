@@ -857,6 +857,9 @@ def test_a_real_two_task_run_renders_in_chromium_with_its_own_numbers(tmp_path, 
            "(../shared/reference/prasanna2020 has both)" in stability
     lottery = missing["Good, random and bad subnetworks (Table 3, Figure 2)"]
     assert not any("released metrics" in line for line in lottery)
+    # the searches' traces live in the stage folders too: said once, not as stages "missing"
+    assert "Pruning searches: how much each could lose" not in missing
+    assert f"{run} has no stages/ folder, where the prune stages keep their traces" in (out / "report.html").read_text()
 
 
 # ---- package sections ----------------------------------------------------------------------------------

@@ -175,6 +175,9 @@ def _grouped(records: list[dict[str, Any]]) -> list[tuple[tuple[str, str], list[
 
 def searches_section(ctx: Context) -> Section:
     records = search_records(ctx)
+    if not (ctx.run.run_dir / runs.STAGES_DIR).is_dir():
+        return Section(TITLE, paragraph(f"{ctx.run.run_dir} has no {runs.STAGES_DIR}/ folder, where the prune stages "
+                                        "keep their traces (a copy of the run's results and config alone)."), [])
     missing = missing_stages(ctx, lambda s: s.kind == "prune" and s.keys.get("method") in METHOD_NAMES, "pruning")
     if not records:
         return Section(TITLE, paragraph("No finished s- or m-pruning search with a trace yet."), missing)
