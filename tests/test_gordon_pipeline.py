@@ -196,6 +196,15 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
                         "gordon-figure3", "gordon-figure4-heads", "gordon-figure4-movement", "gordon-figure7",
                         "gordon-heatmaps-0", "gordon-heatmaps-0.5"} <= names, sizes
                 assert {"gordon-figure3-right", "gordon-figure5"} <= names, sizes
+                # every figure but the weight heatmaps links the data it was drawn from, and the file is there
+                links = page.evaluate("Array.from(document.querySelectorAll('section#gordon figure'))"
+                                      ".filter(f => f.querySelector('img')).map(f => [f.querySelector('img').dataset.figure,"
+                                      " Array.from(f.querySelectorAll('a')).map(a => a.getAttribute('href'))"
+                                      ".filter(h => h.endsWith('.csv'))])")
+                assert {name for name, _ in links} == names, links
+                for name, hrefs in links:
+                    assert hrefs or name.startswith("gordon-heatmaps"), name
+                    assert all((path.parent / href).is_file() for href in hrefs), (name, hrefs)
                 # the budgets, the seeds, and the paper's numbers beside ours
                 assert "Fine-tuning budgets." in text and "One seed (42)" in text
                 assert "Information deletion was fine-tuned for 2 epochs, the pruned models for 1" in text

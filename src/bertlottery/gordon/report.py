@@ -601,6 +601,26 @@ def head_rates_figure(head_rates: pd.DataFrame):
     return fig
 
 
+TABLE1_LINK = ("Table 1 (CSV)", "tables/gordon-table1.csv")
+
+
+def _movement_epochs_data(histories: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
+    """Figure 4 (right)'s points: the mean movement (a fraction of the matrix) per task, rate and epoch."""
+    return pd.DataFrame([{"task": task, "learning_rate": lr, "epoch": e["epoch"], "movement_mean": e["sort_order"]["mean"]}
+                         for (task, lr), epochs in histories.items() for e in epochs])
+
+
+def _movement_magnitude_data(selections: list[dict[str, Any]]) -> pd.DataFrame:
+    """Figure 7's points: per task, rate and magnitude bin, the bin's mean |w| and the movement's mean and std."""
+    rows = []
+    for task, run in _unpruned_runs(selections):
+        bins = run["sort_order"].get("by_magnitude") or {}
+        for magnitude, mean, std in zip(bins.get("mean_magnitude", []), bins.get("mean", []), bins.get("std", [])):
+            rows.append({"task": task, "learning_rate": run["learning_rate"], "mean_magnitude": magnitude,
+                         "movement_mean": mean, "movement_std": std})
+    return pd.DataFrame(rows)
+
+
 def _unpruned_runs(selections: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """The unpruned checkpoint's fine-tuning runs that measured sort-order movement, in the paper's task
     order (as every other figure)."""
@@ -734,13 +754,13 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
     else:
         parts["pretraining"].append(table_html(pretrain_table(data.pretrain, data.head_stage), out_dir))
         figures.append(figure_html(pretrain_loss_figure(data.pretrain), out_dir, "gordon-pretrain-loss",
-                                   "Pre-training dev loss against sparsity."))
+                                   "Pre-training dev loss against sparsity.", data=data.pretrain))
     if data.similarity.empty:
         lacking("Figure 2 (right)", "no similarity stage finished")
     else:
         figures.append(figure_html(similarity_figure(data.similarity), out_dir, "gordon-figure2-similarity",
                                    "Figure 2 (right): cosine similarity of hidden states on pre-training dev text "
-                                   "to the unpruned model, per layer and averaged over layers."))
+                                   "to the unpruned model, per layer and averaged over layers.", data=data.similarity))
     parts["pretraining"].append(grid(figures))
     if data.head_rates.empty:
         lacking("Figure 4 (left)", "no pruned pre-training run")
@@ -749,7 +769,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
             head_rates_figure(data.head_rates), out_dir, "gordon-figure4-heads",
             "Figure 4 (left): share of each attention head's weights pruned, mean over heads and the band from the "
             "least to the most pruned head; right: the same in points from the sparsity, where a narrow band (random "
-            "pruning's) shows."))
+            "pruning's) shows.", data=data.head_rates))
 
     t1 = table1(data.results)
     if t1.empty:
@@ -762,7 +782,8 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
             lacking("Figure 1's majority-class line", "the run's fine-tuning predates recording it")
         else:
             caption += f" Dotted: the majority class's average dev metric ({chance:.3f}), from the examples trained on."
-        parts["downstream"].append(figure_html(average_figure(t1, chance), out_dir, "gordon-figure1", caption))
+        parts["downstream"].append(figure_html(average_figure(t1, chance), out_dir, "gordon-figure1", caption,
+                                               data_links=[TABLE1_LINK]))
         fits = loss_metric_fits(data.results)
         if fits.empty:
             missing.append("Figure 2 (left): fewer than two information-deletion sparsities with a pre-training loss")
@@ -770,13 +791,14 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
             parts["downstream"].append(grid([figure_html(
                 fits_figure(t1, fits), out_dir, "gordon-figure2-fits",
                 "Figure 2 (left): dev metric of information deletion against pre-training loss, with a "
-                "least-squares line per task.")]))
+                "least-squares line per task.", data=fits, data_links=[TABLE1_LINK])]))
 
     figures = []
     if ((data.results["metric"] == "mask_difference") & (data.results["method"] == "gmp-downstream")).any():
         figures.append(figure_html(mask_difference_figure(data.results), out_dir, "gordon-figure3",
                                    "Figure 3 (left): difference between the masks of pruning during pre-training and "
-                                   "pruning after fine-tuning."))
+                                   "pruning after fine-tuning.",
+                                   data=data.results[data.results["metric"] == "mask_difference"]))
     else:
         missing.append("Figure 3 (left): no gmp-downstream result with a mask difference")
     if any(s["method"] == BEFORE_PRUNING for s in data.selections):
@@ -788,7 +810,7 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
             f"Figure 3 (right): fine-tuned for a number of epochs, pruned to "
             f"{downstream.get('before_pruning_sparsity', 0.6):.0%} by magnitude, trained "
             f"{downstream.get('before_pruning_more_epochs', 2)} more (the paper: 3 to 12 epochs before, 60%, 2 more, "
-            "5e-5)."))
+            "5e-5).", data_links=[("every run (CSV)", "tables/gordon-lr-sweep.csv")]))
     else:
         lacking("Figure 3 (right)", "not run (gordon.downstream.before_pruning_epochs)")
     parts["after"].append(grid(figures))
@@ -799,9 +821,10 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
         parts["movement"].append(grid([
             figure_html(movement_epochs_figure(histories), out_dir, "gordon-figure4-movement",
                         "Figure 4 (right): mean sort-order movement after each epoch of fine-tuning the unpruned "
-                        "checkpoint."),
+                        "checkpoint.", data=_movement_epochs_data(histories)),
             figure_html(movement_magnitude_figure(data.selections), out_dir, "gordon-figure7",
-                        "Figure 7: sort-order movement by starting magnitude (mean ± std per bin).")]))
+                        "Figure 7: sort-order movement by starting magnitude (mean ± std per bin).",
+                        data=_movement_magnitude_data(data.selections))]))
     else:
         lacking("Table 2, Figures 4 (right) and 7", "no unpruned fine-tuning run has finished")
 
@@ -813,7 +836,9 @@ def _body(data: GordonData, out_dir: Path) -> tuple[str, list[str]]:
         parts["weights"].append(grid([figure_html(
             oneshot_figure(data.oneshot), out_dir, "gordon-figure5",
             f"Figure 5: the summed |w| one-shot magnitude pruning ({data.oneshot['scope']}) removes from the "
-            "checkpoint pre-training starts from, at each sparsity.")]))
+            "checkpoint pre-training starts from, at each sparsity.",
+            data=pd.DataFrame({key: data.oneshot[key] for key in ("sparsity", "pruned_abs_sum")}).assign(
+                fraction_of_abs_sum=lambda f: f["pruned_abs_sum"] / (data.oneshot["total_abs_sum"] or 1.0)))]))
     else:
         lacking("Figure 5", "no gordon-oneshot stage (the run predates it)")
     if data.heatmaps:
