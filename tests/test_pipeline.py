@@ -225,6 +225,10 @@ def test_the_time_left_is_estimated_from_finished_stages_of_the_same_kind_and_ta
     assert left["seconds"] == pytest.approx(expected)
     unknown = sum(count(k) for k in {s.kind for s in stages} - {"retrain", "baseline", "finetune", "prune"})
     assert (left["estimated"], left["unknown"]) == (trains_like_finetune + count("prune"), unknown) and unknown > 0
+    # a stage skipped (its model was not learnt) will not run: it is not counted as left
+    skipped = {**states, finetunes[2].id: "skipped"}
+    fewer = estimate_left(stages, run_dir, skipped)
+    assert fewer["seconds"] == pytest.approx(expected - 150) and fewer["estimated"] == left["estimated"] - 1
     cache: dict[str, float] = {}
     assert estimate_left(stages, run_dir, states, cache) == left and len(cache) == 3
     assert estimate_left(stages, run_dir / "elsewhere", states, cache) == left  # read once, then from the cache

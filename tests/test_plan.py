@@ -178,6 +178,36 @@ def test_stages_of_another_task_are_estimated_by_their_flops(tiny_model_dir, glu
         assert plan["seconds"]["by_kind"][kind]["most"] == pytest.approx(expected[kind])
 
 
+def test_stages_a_run_skipped_cost_nothing(tiny_model_dir, glue_dir, tmp_path):
+    """A task whose fine-tuning was not learnt has its pruning and downstream stages skipped: with the
+    run directory the plan counts them as skipped by the run, with no seconds and no FLOPs."""
+    from bertlottery.pipeline import SKIPPED_DIR, graph_record
+    from bertlottery.plan import format_plan
+
+    config = from_dict(_tiny_study(tiny_model_dir, glue_dir, tasks=["RTE", "MRPC"]))
+    stages = expand(config)
+    run_dir = tmp_path / "run"
+    runs.write_graph(run_dir, graph_record(stages))
+    for stage in stages:
+        if stage.task == "RTE" and stage.kind == "finetune":
+            folder = runs.stage_path(run_dir, stage.id)
+            folder.mkdir(parents=True)
+            runs.write_json(folder / runs.STAGE_FILE, {"id": stage.id, "seconds": 100.0})
+    before = study_plan(config, stages, run_dir=run_dir, calibrate_here=False)
+    skipped = [s for s in stages if s.task == "MRPC" and s.kind in ("prune", "retrain", "evaluate")]
+    (run_dir / SKIPPED_DIR).mkdir(parents=True)
+    for stage in skipped:
+        runs.write_json(run_dir / SKIPPED_DIR / f"{stage.file_id}.json", {"id": stage.id, "reason": "not learnt"})
+    after = study_plan(config, stages, run_dir=run_dir, calibrate_here=False)
+    for kind in ("prune", "retrain", "evaluate"):
+        n = sum(1 for s in skipped if s.kind == kind)
+        assert after["seconds"]["by_kind"][kind]["skipped"] == n > 0
+        assert after["flops"]["by_kind"][kind] < before["flops"]["by_kind"][kind]
+        # no longer waiting for an estimate: the run says they will not run
+        assert after["seconds"]["by_kind"][kind]["unknown"] == before["seconds"]["by_kind"][kind]["unknown"] - n
+    assert "skipped by the run" in format_plan(after) and "skipped by the run" not in format_plan(before)
+
+
 def test_calibration_estimates_every_stage_that_computes(tiny_model_dir, glue_dir):
     config = from_dict(_tiny_study(tiny_model_dir, glue_dir))
     stages = expand(config)

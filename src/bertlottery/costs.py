@@ -102,7 +102,8 @@ _SAME_WORK = {"retrain": "finetune", "baseline": "finetune"}  # stages that trai
 
 def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
                   seconds_of: dict[str, float] | None = None) -> dict[str, float]:
-    """Stage time the unfinished stages will take, from the finished ones: each counts the mean time of
+    """Stage time the unfinished stages will take (a skipped one, whose model learnt nothing, none), from
+    the finished ones: each counts the mean time of
     the finished stages of its kind and task, else (re-fine-tuning and baselines train on the same data
     as the fine-tuning) of the task's fine-tuning, else of its kind on any task. ``seconds`` sums those;
     ``estimated`` is how many unfinished stages got an estimate and ``unknown`` how many did not (no
@@ -120,7 +121,8 @@ def estimate_left(stages: list[Stage], run_dir: Path, states: dict[str, str],
             if seconds_of is not None:
                 seconds_of[stage.id] = seconds
         finished[stage.id] = (stage.kind, stage.task, seconds)
-    left = [stage for stage in stages if states.get(stage.id) != "done"]
+    # a stage skipped because its model learnt nothing will not run: it costs nothing
+    left = [stage for stage in stages if states.get(stage.id) not in ("done", "skipped")]
     estimates = estimate_stages(left, finished, own=False)
     known = [v for v in estimates.values() if v is not None]
     return {"seconds": float(sum(known)), "estimated": len(known), "unknown": len(estimates) - len(known)}

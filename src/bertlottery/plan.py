@@ -550,27 +550,38 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     sizes = task_sizes(config, tasks, max_length)
     works = {s.id: stage_work(s, config, sizes, layout) for s in stages}
 
+    # stages a run directory skipped (their model learnt nothing: `bertlottery.learnt`) will not run
+    if run_dir is not None:
+        from .pipeline import stage_states
+
+        skipped = {i for i, state in stage_states(stages, run_dir).items() if state == "skipped"}
+    else:
+        skipped = set()
     kinds = Counter(s.kind for s in stages)
     flops: Counter = Counter()
     for stage in stages:
         work = works[stage.id]
-        flops[stage.kind] += work_flops(work.most, layout, vocab if work.mlm else None)
+        if stage.id not in skipped:
+            flops[stage.kind] += work_flops(work.most, layout, vocab if work.mlm else None)
 
     recorded = finished_stage_times(stages, run_dir) if run_dir is not None else {}
     from_run = estimate_stages(stages, recorded) if recorded else {}
     from_run.update(_scaled_by_flops(stages, works, recorded, layout, vocab))
     calibration = None
-    needs_calibration = [s for s in stages if from_run.get(s.id) is None and works[s.id].most]
+    needs_calibration = [s for s in stages if from_run.get(s.id) is None and works[s.id].most and s.id not in skipped]
     if calibrate_here and needs_calibration:
         threads = threads or torch.get_num_threads()
         from .precision import resolve_precision
 
         calibration = calibrate(dims, _shapes([works[s.id] for s in needs_calibration]), threads=threads,
                                 seconds_each=seconds_each, precision=resolve_precision(config.train.precision, "cpu"))
-    seconds = {kind: {"least": 0.0, "most": 0.0, "from_run": 0, "calibrated": 0, "unknown": 0} for kind in kinds}
+    seconds = {kind: {"least": 0.0, "most": 0.0, "from_run": 0, "calibrated": 0, "unknown": 0, "skipped": 0}
+               for kind in kinds}
     for stage in stages:
         row, work = seconds[stage.kind], works[stage.id]
-        if from_run.get(stage.id) is not None:
+        if stage.id in skipped:
+            row["skipped"] += 1
+        elif from_run.get(stage.id) is not None:
             row["least"] += from_run[stage.id]
             row["most"] += from_run[stage.id]
             row["from_run"] += 1
@@ -697,7 +708,8 @@ def format_plan(plan: dict[str, Any]) -> str:
         else:
             time_text = f"{_hours(s['least'])} - {_hours(s['most'])}"
         source = ", ".join(f"{n} {what}" for what, n in (("from the run", s["from_run"]),
-                                                        ("calibrated", s["calibrated"])) if n)
+                                                        ("calibrated", s["calibrated"]),
+                                                        ("skipped by the run", s.get("skipped", 0))) if n)
         rows.append([kind, count, _flops(plan["flops"]["by_kind"][kind]), time_text, source])
     out += _table(["kind", "stages", "FLOPs", "stage time", "estimated from"], rows)
     out += ["", *_table(["task", "train", "trained on", "epochs", "dev", "tokens/ex", "data"],
