@@ -4,9 +4,9 @@ the loss it allowed is larger than the noise of the dev set it was judged on.
 A search stops at the first step whose pruned model scores below its threshold. When the threshold is
 within about one standard error of the full model's score (a task learnt only a little above chance,
 under the `above_chance` criterion, or a small dev set), where each search stops is decided by the dev
-set's noise: it prunes a step or two, its good subnetwork is nearly the full model, and the good,
-random and bad subnetworks of that size differ by little. The report says so before any number
-(`search_caution_lines`), from the searches' own traces.
+set's noise: it prunes a step or two, and its good subnetwork's size says more about that noise than
+about what the model needs. The report says so before any number (`search_caution_lines`), from the
+searches' own traces.
 """
 
 from __future__ import annotations
@@ -155,14 +155,14 @@ def search_caution_lines(ctx: Context, records: list[dict[str, Any]] | None = No
         in_examples = (f" ({span(losses[0] * n, losses[-1] * n, 1)} of {n} dev examples)"
                        if group[0]["metric"] == "accuracy" and n else "")
         kept = [r["fraction_kept"] for r in group if not math.isnan(r["fraction_kept"])]
-        kept_text = (f"; {'their good subnetworks keep' if len(kept) > 1 else 'its good subnetwork keeps'} "
-                     f"{span(100 * min(kept), 100 * max(kept), 0)}% of the body" if kept else "")
+        kept_text = (f" ({span(100 * min(kept), 100 * max(kept), 0)}% of the body)" if kept else "")
         many = len(group) > 1
         lines.append(f"{task}, {METHOD_NAMES[method]}: the {'searches' if many else 'search'} could lose at most {loss} "
                      f"{metric_name(group[0]['metric'])}{in_examples}, less than one standard error of the dev metric "
                      f"({sum(errors) / len(errors):.3f}; {len(group)} seed{'s' if many else ''}). Where "
-                     f"{'they' if many else 'it'} stopped is within dev noise{kept_text}, so good, random and bad "
-                     "subnetworks of that size say little about which parts matter.")
+                     f"{'they' if many else 'it'} stopped is within dev noise, so the size of the good "
+                     f"subnetwork{'s' if many else ''}{kept_text} is set by that noise more than by what the model "
+                     "needs; compare good, random and bad at that size, not the size itself.")
     return lines
 
 
@@ -184,6 +184,6 @@ def searches_section(ctx: Context) -> Section:
     body = [paragraph("A search stops at the first step whose pruned model scores below its threshold. The loss "
                       "it allowed is the full model's score less the threshold. Where that is under about one "
                       "standard error of the dev metric, where the search stopped is decided by the dev set's "
-                      "noise, and its good subnetwork is nearly the full model."),
+                      "noise, and so is the size of its good subnetwork."),
             table_html(searches_table(records), ctx.out_dir)]
     return Section(TITLE, join(body), missing)

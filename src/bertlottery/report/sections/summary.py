@@ -150,7 +150,7 @@ def caution_lines(ctx: Context) -> list[str]:
 
 def cautions_html(ctx: Context) -> Markup:
     return join([caution_list("Tasks this run did not learn (read their rows as such):", caution_lines(ctx)),
-                 caution_list("Searches that could barely prune (read their subnetworks as nearly the full model):",
+                 caution_list("Searches that could barely prune (their good subnetworks' size is set by dev noise):",
                               search_caution_lines(ctx))])
 
 
