@@ -633,7 +633,7 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
                                  for kind, (a, b) in calibration.seconds_per_step.items()},
             "timed": calibration.timed},
         "physical_subnetworks": sum(
-            1 for s in stages if s.kind in ("retrain", "baseline") and from_run.get(s.id) is None
+            1 for s in stages if s.kind in ("retrain", "baseline") and from_run.get(s.id) is None and s.id not in skipped
             and s.settings.get("subnetwork_training", s.settings.get("train", {}).get("subnetwork_training")) == "physical"),
         "run_dir": str(run_dir) if run_dir is not None else None,
         "gpu_peak_hours": {gpu: total_flops / peak / 3600 for gpu, peak in PEAK_FLOPS.items()},
