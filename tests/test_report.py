@@ -290,6 +290,17 @@ def test_key_results_order_the_subnetworks_and_say_how_much_of_the_gap_re_fine_t
     assert key_results(cell_stats(rows), metrics, {"CoLA": "not learnt: ..."}).empty
 
 
+def test_a_reason_recorded_by_an_older_run_says_not_learnt_once():
+    from bertlottery.report.tables import not_learnt_tasks
+
+    old = ("not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not learnt: not above chance by the margin "
+           "(one-sided binomial test)")
+    rows = pd.DataFrame([_row("RTE", seed, "none", "none", "finetuned", 0.53) for seed in (1, 2)], columns=COLUMNS)
+    rows["note"] = old
+    assert not_learnt_tasks(rows) == {"RTE": "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance "
+                                              "by the margin (one-sided binomial test)"}
+
+
 def test_a_task_not_learnt_is_folded_into_one_grey_panel_and_named_with_its_reason(tmp_path, monkeypatch):
     from bertlottery.report.figures import lottery_bars
 

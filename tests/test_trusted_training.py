@@ -154,11 +154,15 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
                        "pruning.learnt_check.margin=1.5") == 0
     out = capsys.readouterr().out
     assert "skipped 6;" in out  # both prunes, both subnetworks and the evaluations that read them
+    # the log gives a skipped stage its verdict, not a time (it did no work; it only waited in the queue)
+    assert re.search(r"\] skipped +prune/RTE/seed1-structured-\w+  \(not learnt: accuracy [\d.]+ < [\d.]+\)\n", out)
+    assert not re.search(r"\] skipped .*\(\d+ s\)", out)
     assert re.search(r"warning: prune/RTE/seed1-structured-\w+ skipped \(\d+ stages after it\): not learnt: accuracy",
                      out)
     table = pd.read_csv(run_dir / "results.csv").fillna({"note": ""})
     full = table[table["mode"] == "finetuned"]
     assert not full.empty and full["note"].str.startswith("not learnt: accuracy").all()
+    assert (full["note"].str.count("not learnt") == 1).all() and full["note"].str.contains("not above chance").all()
     assert set(table["mode"]) == {"finetuned", "baseline"}
     assert (table.loc[table["mode"] == "baseline", "note"] == "").all()
     assert main(["status", str(run_dir)]) == 0

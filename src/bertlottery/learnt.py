@@ -147,6 +147,6 @@ def check_learnt(
         threshold, rule, how = learnt_threshold(metric, chance, n, alpha)
     learnt = score >= threshold - 1e-12  # accuracy is k/n: do not let rounding fail an exact k*/n
     sign = ">=" if learnt else "<"
-    verdict = "learnt" if learnt else "not learnt: not above chance by the margin"
+    verdict = "learnt" if learnt else "not above chance by the margin"
     reason = f"{metric} {score:.4f} {sign} {threshold:.4f} (chance {chance:.4f}): {verdict} ({how})"
     return LearntCheck(learnt, reason, metric, float(score), float(chance), float(threshold), rule)

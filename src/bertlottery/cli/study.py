@@ -157,6 +157,7 @@ def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
         import time
 
         from ..costs import stage_seconds
+        from ..pipeline import skip_reason
 
         if state in ("start", "queued"):  # queued: handed to Ray, which starts it when a worker is free
             started[stage.id] = time.monotonic()
@@ -169,7 +170,11 @@ def _run(args: argparse.Namespace, config, stages, run_dir: Path) -> int:
         time_left[0] = _time_left(stages, run_dir, live, seconds_of)
         waited = time.monotonic() - started.pop(stage.id, time.monotonic())
         bar.set_postfix_str(time_left[0] + stage.id, refresh=False)
-        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({stage_seconds(run_dir, stage) or waited:.0f} s)")
+        if state == "skipped":  # it did no work; the time since it was queued is the queue's, not its own
+            tail = (skip_reason(run_dir, stage) or "no reason recorded").split(" (")[0]  # the verdict, not the test's name
+        else:
+            tail = f"{stage_seconds(run_dir, stage) or waited:.0f} s"
+        tqdm.write(f"[{finished[0]}/{len(stages)}] {state:<7} {stage.id}  ({tail})")
 
     if args.executor == "ray":
         from ..pipeline import run_ray
