@@ -209,7 +209,7 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
                 assert "Fine-tuning budgets." in text and "One seed (42)" in text
                 assert "Information deletion was fine-tuned for 2 epochs, the pruned models for 1" in text
                 assert "13; 15 from 70%" in text and "[1.82]" in text  # the paper's budget and 0% pre-training loss
-                assert "one learning rate, 0.001: no sweep" in text
+                assert "one learning rate, 1e-3: no sweep" in text
                 contents = page.locator("section#gordon nav.contents a").all_inner_texts()
                 assert "Pruning after fine-tuning (Figure 3)" in contents and len(contents) == 7
                 assert not errors

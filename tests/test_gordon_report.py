@@ -92,7 +92,7 @@ def test_the_budgets_and_cautions_say_what_each_variant_was_trained_for():
     assert display.loc["information-deletion", "CoLA"] == "4 (0%-30%); 5 (90%)"
     assert display.loc["information-deletion", "paper"] == "13; 15 from 70%"
     lines = " ".join(cautions(results, CONFIG))
-    assert "One seed (42)" in lines and "One learning rate (0.0001)" in lines and "SST-2 2,000" in lines
+    assert "One seed (42)" in lines and "One learning rate (1e-4)" in lines and "SST-2 2,000" in lines
     assert "fine-tuned for 4-5 epochs, the pruned models for 2" in lines and "add the information-deletion-matched" in lines
     assert "is the same deletion at the pruned models' budget" in " ".join(cautions(_results(matched=True), CONFIG))
     assert not any("Information deletion" in line for line in cautions(_results((2, 2)), {**CONFIG, "seeds": [1, 2]}))
@@ -196,8 +196,8 @@ def test_movement_figures_follow_the_papers_task_order():
     selections = [{"task": task, "method": "gmp-pretrain", "sparsity": 0,
                    "runs": [{"learning_rate": 1e-4, "sort_order": {"by_magnitude": bins}}]} for task in ("SST-2", "CoLA")]
     fig = movement_magnitude_figure(selections)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["CoLA lr 0.0001", "SST-2 lr 0.0001"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["CoLA lr 1e-4", "SST-2 lr 1e-4"]
     history = [{"epoch": 1, "sort_order": {"mean": 0.01}}]
     fig = movement_epochs_figure({("SST-2", 1e-4): history, ("CoLA", 2e-5): history, ("CoLA", 1e-4): history})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "CoLA lr 2e-05", "CoLA lr 0.0001", "SST-2 lr 0.0001"]
+        "CoLA lr 2e-5", "CoLA lr 1e-4", "SST-2 lr 1e-4"]

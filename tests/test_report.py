@@ -290,15 +290,21 @@ def test_key_results_order_the_subnetworks_and_say_how_much_of_the_gap_re_fine_t
     assert key_results(cell_stats(rows), metrics, {"CoLA": "not learnt: ..."}).empty
 
 
-def test_a_reason_recorded_by_an_older_run_says_not_learnt_once():
+def test_a_task_not_learnt_is_named_with_each_seeds_score_and_an_older_runs_reason_says_it_once():
     from bertlottery.report.tables import not_learnt_tasks
 
     old = ("not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not learnt: not above chance by the margin "
            "(one-sided binomial test)")
     rows = pd.DataFrame([_row("RTE", seed, "none", "none", "finetuned", 0.53) for seed in (1, 2)], columns=COLUMNS)
     rows["note"] = old
-    assert not_learnt_tasks(rows) == {"RTE": "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance "
-                                              "by the margin (one-sided binomial test)"}
+    assert not_learnt_tasks(rows) == {"RTE": "not learnt: accuracy 0.5300, 0.5300 < 0.5812 (chance 0.5271): not above "
+                                              "chance by the margin (one-sided binomial test)"}
+    # one seed's reason alone, but every failed seed's score: 0.5379 was seed 1's
+    rows["value"] = [0.5379, 0.5704]
+    rows.loc[1, "note"] = old.replace("0.5379", "0.5704")
+    assert not_learnt_tasks(rows)["RTE"].startswith("not learnt: accuracy 0.5379, 0.5704 < 0.5812 (chance 0.5271): ")
+    rows.loc[1, "note"] = ""  # seed 2 learnt
+    assert not_learnt_tasks(rows, partly=True)["RTE"].startswith("seed 1 of 2: not learnt: accuracy 0.5379 < 0.5812")
 
 
 def test_a_task_not_learnt_is_folded_into_one_grey_panel_and_named_with_its_reason(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ on dev; its choice is what the task's lottery stages train with; resumable; ids 
 from __future__ import annotations
 
 import json
+from html import unescape
 from pathlib import Path
 
 import pandas as pd
@@ -243,6 +244,9 @@ def test_the_lottery_stages_train_with_the_choice_and_a_finished_tune_stage_is_n
     assert len(table) == 4 and table["heldout_score"].tolist() == list(wanted.values())
     (chosen,) = table[table["chosen"]].to_dict("records")
     assert (chosen["learning_rate"], chosen["epochs"]) == (3e-3, 2)
+    # each candidate labelled by its settings under its task's heading, the metric in words
+    html = unescape(section.html_body)
+    assert ">lr 3e-3, epochs 2<" in html.replace("</th>", "<") and ">accuracy<" in html.replace("</td>", "<")
 
 
 def test_the_report_of_an_untuned_run_states_the_settings_from_the_config(env):
@@ -254,7 +258,7 @@ def test_the_report_of_an_untuned_run_states_the_settings_from_the_config(env):
     runs.write_json(env / "run" / runs.CONFIG_FILE, to_dict(load(REPO / "configs" / "minilm-glue.yaml")))
     write_graph_of(env / "run")
     section = tune_section(Context(load_run(env / "run"), env / "report", None))
-    assert "WNLI lr 5e-05, epochs 3, batch 32" in section.html_body  # the one task minilm-glue does not tune
+    assert "WNLI lr 5e-5, epochs 3, batch 32" in section.html_body  # the one task minilm-glue does not tune
     assert any(line.startswith("SST-2: nothing yet") for line in section.missing)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
+from ..report.tables import rate_text
 
 if TYPE_CHECKING:
     from ..report.rundata import RunData
@@ -313,7 +314,7 @@ def budget_table(results: pd.DataFrame, config: dict[str, Any]):
     frame = display.reset_index(names="method")
     seeds = config.get("seeds") or []
     notes = [f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)} in all; pre-training and fine-tuning share each)."]
-    notes += [f"Learning rates: {', '.join(f'{r:g}' for r in rates)}" + (" (one rate: no sweep)" if len(rates) == 1
+    notes += [f"Learning rates: {', '.join(rate_text(r) for r in rates)}" + (" (one rate: no sweep)" if len(rates) == 1
              else " (each run at every rate, the best dev result kept)") + "; the paper swept 2, 3, 4 and 5e-5."]
     return _table("gordon-budgets", "Fine-tuning budgets.",
                   "Fine-tuning epochs per variant and task, from the results (a + b: a before pruning, b after; "
@@ -347,7 +348,7 @@ def cautions(results: pd.DataFrame, config: dict[str, Any]) -> list[str]:
                          "data): the two differ in training length as well as in the mask" + control + ".")
     rates = ((config.get("gordon") or {}).get("downstream") or {}).get("learning_rates") or []
     if len(rates) == 1:
-        lines.append(f"One learning rate ({rates[0]:g}) for every run: the paper kept the best of four.")
+        lines.append(f"One learning rate ({rate_text(rates[0])}) for every run: the paper kept the best of four.")
     train = config.get("train") or {}
     caps = {task: over["max_train_examples"] for task, over in (train.get("per_task") or {}).items()
             if over.get("max_train_examples")}
@@ -367,7 +368,7 @@ def movement_table(selections: list[dict[str, Any]]):
     frame = pd.DataFrame(rows, columns=["task", "learning_rate", "mean", "std"])
     display = frame.assign(cell=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(frame["mean"], frame["std"])])
     display = display.pivot(index="learning_rate", columns="task", values="cell") if not frame.empty else pd.DataFrame()
-    display.index = [f"learning rate {lr:g}" for lr in display.index]  # the row label says what it is
+    display.index = [f"learning rate {rate_text(lr)}" for lr in display.index]  # the row label says what it is
     return _table("gordon-table2", "Table 2 (Gordon et al.).",
                   "How far weights move in their matrix's magnitude order during fine-tuning (% of the matrix size).",
                   frame, display)
@@ -385,14 +386,14 @@ def weights_table(weights: pd.DataFrame):
 def _lr_table(sweep: pd.DataFrame):
     frame = sweep.sort_values(["task", "method", "sparsity", "learning_rate"],
                               key=lambda c: c.map(_method_key) if c.name == "method" else c)
-    display = pd.DataFrame({"learning rate": frame["learning_rate"].map("{:g}".format).values,
+    display = pd.DataFrame({"learning rate": frame["learning_rate"].map(rate_text).values,
                             "dev": frame["dev"].map("{:.4f}".format).values,
                             "train loss": frame["train_loss"].map("{:.3f}".format).values,
                             "kept": frame["kept"].map({True: "yes", False: ""}).values},
                            index=[f"{m} {s:.0%}" for m, s in zip(frame["method"], frame["sparsity"])])
     rates = sorted(frame["learning_rate"].unique())
     if len(rates) == 1:
-        title, caption = (f"Fine-tuning runs (one learning rate, {rates[0]:g}: no sweep).",
+        title, caption = (f"Fine-tuning runs (one learning rate, {rate_text(rates[0])}: no sweep).",
                           "Every run at the config's one learning rate; the paper swept 2-5e-5 and kept the best dev "
                           "result.")
     else:
@@ -644,7 +645,7 @@ def movement_epochs_figure(histories: dict[tuple[str, float], list[dict]]):
         xs = [e["epoch"] for e in epochs]
         ticks.update(xs)
         ax.plot(xs, [100 * e["sort_order"]["mean"] for e in epochs], styles[rates.index(lr) % len(styles)],
-                color=task_colour(task), label=f"{task} lr {lr:g}")
+                color=task_colour(task), label=f"{task} lr {rate_text(lr)}")
     ax.set_xticks(sorted(ticks))  # whole epochs only: a tick between two epochs marks nothing
     ax.set_xlabel("epochs of fine-tuning")
     ax.set_ylabel("mean movement (% of matrix)")
@@ -661,7 +662,7 @@ def movement_magnitude_figure(selections: list[dict[str, Any]]):
             continue
         mean, std = np.asarray(bins["mean"]) * 100, np.asarray(bins["std"]) * 100
         ax.plot(bins["mean_magnitude"], mean, "o-", ms=3, color=task_colour(task),
-                label=f"{task} lr {run['learning_rate']:g}")
+                label=f"{task} lr {rate_text(run['learning_rate'])}")
         ax.fill_between(bins["mean_magnitude"], np.maximum(mean - std, 0), mean + std, color=task_colour(task),
                         alpha=0.1)
     ax.set_xlabel("starting |w| (mean of the bin)")

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,13 @@ METRIC_NAMES = {"accuracy": "accuracy", "mcc": "Matthews correlation", "f1": "F1
                 "accuracy_f1_mean": "accuracy/F1 mean"}
 
 
+def rate_text(rate: float) -> str:
+    """A learning rate as papers write it: ``1e-4``, ``5e-5``, ``1.5e-4`` (not ``0.0001`` beside ``5e-05``)."""
+    import numpy as np
+
+    return np.format_float_scientific(float(rate), trim="-", exp_digits=1)
+
+
 def metric_name(metric: str | None) -> str:
     """``"mcc"`` -> ``"Matthews correlation"``; an unknown name as it is (underscores as spaces)."""
     if not metric:
@@ -77,6 +86,10 @@ def not_learnt_tasks(results: pd.DataFrame, *, partly: bool = False) -> dict[str
         if failed.empty:
             continue
         reason = failed.iloc[0].replace("): not learnt: not above", "): not above")  # older runs said it twice
+        if len(failed) > 1:  # each failed seed's score, not the first one's alone
+            values = main_rows(part)[0].groupby("seed", dropna=False)["value"].first()
+            scores = ", ".join(f"{values[seed]:.4f}" for seed in failed.index if seed in values.index)
+            reason = re.sub(r"^(not learnt: \S+ )-?[\d.]+( <)", lambda m: f"{m[1]}{scores}{m[2]}", reason, count=1)
         if len(failed) < len(notes):
             if not partly:
                 continue

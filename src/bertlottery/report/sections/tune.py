@@ -13,7 +13,7 @@ from ...tuning import TIE_RULE
 from ..context import Context, join, missing_stages
 from ..html import paragraph, table_html
 from ..section import Section
-from ..tables import Table
+from ..tables import Table, metric_name, rate_text
 
 __all__ = ["tune_section", "tune_table"]
 
@@ -48,7 +48,8 @@ def tune_section(ctx: Context) -> Section:
 
 
 def tune_table(records: dict[str, dict[str, Any]]) -> Table:
-    """One row per task and candidate: its settings, held-out score, and whether it was chosen."""
+    """One row per task and candidate (the task a group, the candidate's settings its label): its held-out
+    score, and whether it was chosen."""
     import pandas as pd
 
     rows, display, labels, groups = [], [], [], []
@@ -60,12 +61,11 @@ def tune_table(records: dict[str, dict[str, Any]]) -> Table:
                          "heldout_loss": candidate.get("heldout_loss"),
                          "n_heldout": record["n_heldout"], "n_train": record["n_train"], "chosen": chosen,
                          "train_seconds": candidate.get("train_seconds")})
-            display.append({"settings": _settings_text(settings),
-                             "held-out score": "–" if candidate["score"] is None else f"{candidate['score']:.4f}",
+            display.append({"held-out score": "–" if candidate["score"] is None else f"{candidate['score']:.4f}",
                              "held-out loss": "–" if candidate.get("heldout_loss") is None
                              else f"{candidate['heldout_loss']:.4f}",
-                             "metric": record["metric"], "chosen": "chosen" if chosen else ""})
-            labels.append(task)
+                             "metric": metric_name(record["metric"]), "chosen": "chosen" if chosen else ""})
+            labels.append(_settings_text(settings))
             groups.append(task)
     return Table("tune", "Tuning candidates", "Each task's candidates, scored on a held-out slice of train.",
                  pd.DataFrame(rows), pd.DataFrame(display, index=labels), groups)
@@ -81,5 +81,7 @@ def _train_of(config: dict[str, Any], task: str) -> dict[str, Any]:
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
+    """``"lr 1e-4, epochs 3, batch 32"``."""
     names = {"learning_rate": "lr", "epochs": "epochs", "batch_size": "batch"}
-    return ", ".join(f"{label} {settings[key]:g}" for key, label in names.items() if settings.get(key) is not None)
+    return ", ".join(f"{label} " + (rate_text(settings[key]) if key == "learning_rate" else f"{settings[key]:g}")
+                     for key, label in names.items() if settings.get(key) is not None)
