@@ -382,6 +382,8 @@ def test_time_and_energy_are_summed_per_kind_and_over_the_run(tmp_path):
     assert frame.loc["all", "emissions_kg"] == pytest.approx(0.003)
     assert len(by_stage.frame) == 3  # finished stages only
     assert by_kind.display.loc["all", "time"] == "35.0 s"
+    assert by_kind.display["share of time"].tolist() == ["85.7%", "14.3%", "100.0%"]
+    assert by_kind.display.loc["all", "stages with an energy estimate"] == "2"
 
 
 # ---- escaping and a synthetic run directory --------------------------------------------------------------

@@ -168,6 +168,13 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     assert main(["status", str(run_dir)]) == 0
     status = capsys.readouterr().out
     assert "skipped 6" in status and re.search(r"skipped +prune/RTE/seed1-magnitude-\w+ +\(not learnt: ", status)
+    # the report's time and energy: skipped stages cost nothing and are not waited for
+    from bertlottery.report.context import Context
+    from bertlottery.report.rundata import load_run
+    from bertlottery.report.sections.run import costs_section
+
+    costs = costs_section(Context(load_run(run_dir), env / "report", None))
+    assert "The 6 skipped stages did no work" in costs.html_body and not costs.missing
     # the fine-tuning run records which examples it saw, the majority class of those, and the verdict
     from bertlottery import runs
 

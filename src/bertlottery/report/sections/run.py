@@ -74,13 +74,17 @@ def costs_section(ctx: Context) -> Section:
     if total["stages_with_energy"]:
         line += (f" and used {total['energy_kwh']:.4g} kWh ({1000 * total['emissions_kg']:.3g} g CO2-eq, codecarbon "
                  f"estimate over {int(total['stages_with_energy'])} stages)")
+    skipped = sum(1 for s in ctx.run.stages if s.state == "skipped")
+    if skipped:
+        line += (f". The {skipped} skipped stages did no work (the model they start from was not learnt) and "
+                 "cost nothing")
     body = [paragraph(line + "."), table_html(by_kind, ctx.out_dir),
             join([Markup("<details><summary>Every stage</summary>"), table_html(by_stage, ctx.out_dir),
                   Markup("</details>")])]
     missing = []
-    unfinished = sum(1 for s in ctx.run.stages if s.state != "done")
+    unfinished = sum(1 for s in ctx.run.stages if s.state not in ("done", "skipped"))
     if unfinished:
-        missing.append(f"time and energy of the {unfinished} unfinished stages")
+        missing.append(f"time and energy of the {unfinished} stages not yet finished")
     return Section("Time and energy", join(body), missing)
 
 
@@ -200,11 +204,17 @@ def cost_tables(stages: Sequence[StageInfo]) -> tuple[Table, Table]:
                 out["energy (kWh)"] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
             elif column == "emissions_kg":
                 out["CO2-eq (g)"] = values.map(lambda v: "–" if pd.isna(v) else f"{1000 * v:.3g}")
+            elif column == "stages_with_energy":
+                out["stages with an energy estimate"] = values.astype(str)
             else:
                 out[column] = values.astype(str)
         return out
 
     kind_display = show(by_kind).set_index("kind")
+    if records and by_kind["seconds"].iloc[-1] > 0:  # where the time went, at a glance
+        kind_display.insert(list(kind_display.columns).index("time") + 1, "share of time",
+                            (by_kind["seconds"] / by_kind["seconds"].iloc[-1]).map(
+                                lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}%").values)
     kind_display.index.name = None
     stage_display = show(per_stage).set_index("stage")
     stage_display.index.name = None
