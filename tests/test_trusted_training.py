@@ -173,8 +173,13 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     from bertlottery.report.rundata import load_run
     from bertlottery.report.sections.run import costs_section
 
-    costs = costs_section(Context(load_run(run_dir), env / "report", None))
+    context = Context(load_run(run_dir), env / "report", None)
+    costs = costs_section(context)
     assert "The 6 skipped stages did no work" in costs.html_body and not costs.missing
+    # nor does a section wait for them ("not in this report yet"): the cautions say why they have nothing
+    from bertlottery.report.context import missing_stages
+
+    assert missing_stages(context, lambda s: s.kind in ("prune", "subnetworks", "evaluate"), "pruning") == []
     # the fine-tuning run records which examples it saw, the majority class of those, and the verdict
     from bertlottery import runs
 

@@ -64,7 +64,8 @@ def parse_iterations(text: str) -> list[int | str]:
 def missing_stages(ctx: Context, select: Callable[[StageInfo], bool], what: str) -> list[str]:
     """What a section lacks, from the stages it needs that are not done: one line per task that has
     nothing yet (``SST-2: nothing yet (57 stages: 56 left, 1 running)``), else one line per kind of
-    stage still missing (``CoLA retrain structured bad retrained: 2 left, 1 failed``)."""
+    stage still missing (``CoLA retrain structured bad retrained: 2 left, 1 failed``). Skipped stages are
+    not missing: they will never have results (their task was not learnt, which the cautions say)."""
     run = ctx.run
     if not run.graph_known:
         return [f"the run has no readable {runs.GRAPH_FILE}, so the {what} stages that are missing cannot be listed"]
@@ -74,11 +75,11 @@ def missing_stages(ctx: Context, select: Callable[[StageInfo], bool], what: str)
             needed.setdefault(stage.task, []).append(stage)
     lines = []
     for task, stages in needed.items():
-        open_ = [s for s in stages if s.state != "done"]
+        open_ = [s for s in stages if s.state not in ("done", "skipped")]
         if not open_:
             continue
-        if len(open_) == len(stages):
-            lines.append(f"{task}: nothing yet ({len(stages)} stages: {_state_counts(open_)})")
+        if len(open_) == len([s for s in stages if s.state != "skipped"]):
+            lines.append(f"{task}: nothing yet ({len(open_)} stages: {_state_counts(open_)})")
             continue
         groups: dict[str, list[StageInfo]] = {}
         for stage in open_:
