@@ -307,6 +307,25 @@ def test_a_task_not_learnt_is_named_with_each_seeds_score_and_an_older_runs_reas
     assert not_learnt_tasks(rows, partly=True)["RTE"].startswith("seed 1 of 2: not learnt: accuracy 0.5379 < 0.5812")
 
 
+def test_appendix_d_run_on_its_own_seeds_says_which_and_marks_no_cell_as_short_of_seeds(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTLOTTERY_REFERENCE_DIR", raising=False)
+    rows = [_row("SST-2", seed, "none", "full", "finetuned", 0.8) for seed in (1, 2, 3)]
+    rows += [_row("SST-2", 1, "structured", subnetwork, "retrained-long", 0.7 + 0.01 * epoch, epochs=epoch)
+             for subnetwork in ("good", "bad") for epoch in (1, 2)]
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(run / "results.csv", index=False)
+    (run / "config.json").write_text(json.dumps({
+        "name": "long", "model": "minilm-l6", "tasks": ["SST-2"], "seeds": [1, 2, 3],
+        "longer_retraining": {"epochs": 2, "methods": ["structured"], "subnetworks": ["good", "bad"], "seeds": [1]}}))
+    html = unescape(build_report(run, tmp_path / "out").read_text())
+    section = html[html.index("Longer re-fine-tuning (appendix D)</h2>"):]
+    section = section[:section.index("<h2")]
+    assert "Seed 1 (the config's longer_retraining.seeds), 2 epochs." in section
+    assert "(n=1)" not in section and "0.710" in section
+    assert "longer re-fine-tuning (seed 1)." in section and "band: one std" not in section
+
+
 def test_a_task_not_learnt_is_folded_into_one_grey_panel_and_named_with_its_reason(tmp_path, monkeypatch):
     from bertlottery.report.figures import lottery_bars
 

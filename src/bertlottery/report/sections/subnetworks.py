@@ -147,10 +147,16 @@ def longer_section(ctx: Context) -> Section:
                                             "subnetworks for 6 epochs."), toc=False)
         return Section(title, paragraph("No longer re-fine-tuning results yet."),
                        missing or ["longer re-fine-tuning results"])
-    table = longer_table(rows, expected_n=ctx.expected_n)
+    seeds = (configured or {}).get("seeds") if isinstance(configured, dict) else None
+    # its own seeds where the config names them (the paper's appendix D: one), so a full cell is not "(n=1)"
+    table = longer_table(rows, expected_n=len(seeds) if seeds else ctx.expected_n)
     body = [table_html(table, ctx.out_dir)]
+    if seeds:
+        body.insert(0, paragraph(f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} "
+                                 f"(the config's longer_retraining.seeds), {configured.get('epochs', '?')} epochs."))
     cells = cell_stats(long, by_epoch=True)
     body.append(figure_html(longer_lines(cells, metrics=ctx.metrics), ctx.out_dir, "appendixD_longer_retraining",
-                            "Dev metric after every epoch of the longer re-fine-tuning (mean over seeds, band: one "
-                            "std).", data=per_seed_rows(ctx, lambda r: r["mode"].eq("retrained-long"))))
+                            "Dev metric after every epoch of the longer re-fine-tuning " + (
+                                f"(seed {seeds[0]})." if seeds and len(seeds) == 1 else
+                                "(mean over seeds, band: one std)."), data=per_seed_rows(ctx, lambda r: r["mode"].eq("retrained-long"))))
     return Section(title, join(body), missing)
