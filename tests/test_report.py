@@ -238,6 +238,14 @@ def test_table2_puts_the_run_beside_the_rows_quoted_from_the_paper():
     assert ours["mean over these tasks"] == f"{(0.15 + 0.53) / 2:.3f}"
     assert "'Bad' subnetwork (m-pruning), re-fine-tuned" in shown.index
     assert table.groups[0] == "This run (minilm-l6)" and table.groups[-1].startswith("Quoted from the paper")
+    # a task the run did not learn has no 'bad' subnetworks: every row's mean is over the learnt tasks
+    table = bad_vs_baselines_table(cell_stats(rows), expected_n=3, metrics=metrics, not_learnt={"RTE": "not learnt"})
+    shown = table.display
+    assert "mean over these tasks" not in shown.columns
+    assert shown.loc["CBOW (quoted from the paper)", "mean over the learnt tasks"] == "0.460"
+    assert shown.loc["'Bad' subnetwork (s-pruning), re-fine-tuned", "mean over the learnt tasks"] == "0.150"
+    assert shown.loc["CBOW (quoted from the paper)", "RTE"] == "0.71"  # still shown, not averaged
+    assert "over CoLA, for every row, the quoted ones too (RTE: not learnt" in table.notes[0]
 
 
 def test_longer_retraining_has_a_row_per_epoch_and_the_papers_appendix_d():

@@ -16,9 +16,9 @@ Example:
 
 from __future__ import annotations
 
-import re
-
 import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,12 +329,21 @@ _TABLE2_OURS = [
 
 
 def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None, model: str = "this run",
-                           metrics: dict[str, str] | None = None) -> Table:
+                           metrics: dict[str, str] | None = None, not_learnt: Collection[str] = ()) -> Table:
     """The run's 'bad' subnetworks re-fine-tuned and its baselines, over the rows the paper's Table 2
     prints (quoted, labelled as such). Columns: the run's tasks (the paper's nine when the run has
     none yet); "mean" is over those columns' tasks, computed here (also for the quoted rows), and
-    "paper's average" the average the paper prints (over its nine tasks)."""
+    "paper's average" the average the paper prints (over its nine tasks). Where some of the tasks were
+    not learnt (``not_learnt``: they have no 'bad' subnetworks), the mean is over the learnt ones, so
+    that this run's rows have one and every row averages the same tasks."""
     tasks = task_order(cells["task"]) if not cells.empty else list(PAPER_TASKS)
+    averaged = [t for t in tasks if t not in set(not_learnt)] or tasks
+    mean_column = "mean over these tasks" if averaged == tasks else "mean over the learnt tasks"
+
+    def mean_of(values: dict[str, float]) -> float:
+        picked = [values.get(t, math.nan) for t in averaged]
+        return float(np.mean(picked)) if picked and not any(math.isnan(m) for m in picked) else math.nan
+
     group_ours = f"This run ({model})"
     group_quoted = "Quoted from the paper (its Table 2; bert-base-uncased; GLUE baselines by Wang et al. 2018)"
     frame_rows, display_rows, labels, groups, classes = [], [], [], [], []
@@ -344,7 +353,7 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
             continue
         record = {"source": "this run", "row": label}
         shown = {}
-        means = []
+        means = {}
         for task in tasks:
             cell = found[found["task"] == task]
             mean, std, n = ((cell["mean"].iloc[0], cell["std"].iloc[0], int(cell["n"].iloc[0])) if not cell.empty
@@ -352,10 +361,10 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
             record.update({f"{task} mean": mean, f"{task} std": std, f"{task} n": n})
             shown[task] = (format_cell(mean, _spread(method, std), n,
                                        1 if method == "majority" else expected_n) if n else "–")
-            means.append(mean)
-        average = float(np.mean(means)) if means and not any(math.isnan(m) for m in means) else math.nan
-        record["mean over these tasks"] = average
-        shown["mean over these tasks"] = format_cell(average)
+            means[task] = mean
+        average = mean_of(means)
+        record[mean_column] = average
+        shown[mean_column] = format_cell(average)
         shown["paper's average (9 tasks)"] = ""
         frame_rows.append(record)
         display_rows.append(shown)
@@ -365,19 +374,23 @@ def bad_vs_baselines_table(cells: pd.DataFrame, *, expected_n: int | None = None
     for label, values in QUOTED_TABLE2.items():
         record = {"source": "quoted from the paper", "row": label}
         shown: dict[str, str] = {}
-        average = _quoted_cells(values, tasks, record, shown, digits=2)
-        record["mean over these tasks"] = average
+        _quoted_cells(values, tasks, record, shown, digits=2)
+        average = mean_of(values)
+        record[mean_column] = average
         record["paper's average (9 tasks)"] = QUOTED_TABLE2_AVERAGE[label]
-        shown["mean over these tasks"] = format_cell(average)
+        shown[mean_column] = format_cell(average)
         shown["paper's average (9 tasks)"] = f"{QUOTED_TABLE2_AVERAGE[label]:.2f}"
         frame_rows.append(record)
         display_rows.append(shown)
         labels.append(f"{label} (quoted from the paper)")
         groups.append(group_quoted)
         classes.append("quoted")
-    columns = [*tasks, "mean over these tasks", "paper's average (9 tasks)"]
+    columns = [*tasks, mean_column, "paper's average (9 tasks)"]
     notes = ["Rows marked 'quoted from the paper' are copied from the paper's Table 2 as printed; "
-             "'mean over these tasks' is computed here over the columns shown, for every row."]
+             + ("'mean over these tasks' is computed here over the columns shown, for every row." if averaged == tasks
+                else f"'mean over the learnt tasks' is computed here over {', '.join(averaged)}, for every row, "
+                     f"the quoted ones too ({', '.join(t for t in tasks if t not in averaged)}: not learnt by this "
+                     "run, so it has no 'bad' subnetworks there).")]
     if metrics:
         notes.append("Metric per task (this run): "
                      + ", ".join(f"{t} {metric_name(metrics[t])}" for t in tasks if t in metrics) + ".")

@@ -89,7 +89,8 @@ def baselines_section(ctx: Context) -> Section:
     missing = missing_stages(ctx, lambda s: s.kind == "baseline" or (s.kind == "retrain" and s.keys.get("subnetwork") == "bad"
                                                                 and s.keys.get("mode") == "retrained"),
                        "baseline and 'bad' re-fine-tuning")
-    table = bad_vs_baselines_table(ctx.cells, expected_n=ctx.expected_n, model=ctx.model, metrics=ctx.metrics)
+    table = bad_vs_baselines_table(ctx.cells, expected_n=ctx.expected_n, model=ctx.model, metrics=ctx.metrics,
+                                   not_learnt=ctx.not_learnt)
     if not any(g.startswith("This run") for g in (table.groups or [])):
         missing.append("no 'bad' re-fine-tuned or baseline results of this run yet; only the paper's rows are shown")
     return Section("'Bad' subnetworks against baselines (Table 2)", table_html(table, ctx.out_dir), missing)
