@@ -576,6 +576,8 @@ def _check_layout(page, out: Path, *, tables: int, drawn_from: dict[str, str], w
         with Image.open(out / figure["href"]) as image:
             assert image.size == (figure["width"], figure["height"]), figure["name"]
         assert all((out / href).is_file() for href in figure["data"]), figure
+    # every figure links what it was drawn from (the example attention maps are themselves the data)
+    assert [f["name"] for f in figures if not f["data"] and f["name"] != "attention-examples"] == [], figures
     links = {f["name"]: f["data"] for f in figures}
     for name, href in drawn_from.items():
         assert href in links[name], (name, links.get(name))
@@ -688,7 +690,8 @@ def test_the_smoke_study_report_renders_in_chromium(smoke_run, reference_dir, tm
         assert (out / "tables" / f"{name}.csv").is_file()
     assert "the paper's released masks" in page.inner_text("#stability-of-the-good-subnetworks-across-seeds-section-5-1-figure-1-appendix-a")
     _check_layout(page, out, tables=10, drawn_from={"figure2_subnetworks": "figures/figure2_subnetworks.csv",
-                                                    "survival_structured_rte": "figures/survival_structured_rte.csv"},
+                                                    "survival_structured_rte": "figures/survival_structured_rte.csv",
+                                                    "figure3_importance_rte": "figures/figure3_importance_rte.csv"},
                   wide=["stability"])  # the paper's nine tasks beside this run's
     key_results = page.evaluate(KEY_RESULTS_JS)
     page.close()

@@ -288,7 +288,8 @@ def section(run: RunData, out_dir: str | Path):
         table = proportions_table(rows, "heads")
         maps_level = proportions_table(rows, "maps")
         body.append(figure_html(proportions_figure(table), out_dir, "attention-patterns",
-                                "Share of heads of each pattern type (majority label over the examples)."))
+                                "Share of heads of each pattern type (majority label over the examples).",
+                                data_links=[("data (CSV)", "tables/attention-patterns-heads.csv")]))
         body.append(_table(table, out_dir, "attention-patterns-heads", "Pattern types by head",
                            "Share of heads of each type (majority label over the examples); n = heads counted, "
                            "pooled over seeds."))

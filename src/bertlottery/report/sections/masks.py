@@ -332,6 +332,8 @@ def _seed_gaps(ctx: Context, summary: dict[str, Any], missing: list[str]) -> Non
 
 
 def importance_section(ctx: Context) -> Section:
+    import pandas as pd
+
     from ...stats import importance_at
     from ..figures import importance_histograms
     from ..tables import task_order
@@ -348,6 +350,7 @@ def importance_section(ctx: Context) -> Section:
     figures = []
     for task in task_order({s.task for s in prunes}):
         panels: dict[str, list[Any]] = {}
+        scores_rows: list[dict[str, Any]] = []  # every score drawn, per seed: the figure's data
         last: list[int] = []  # which iteration "last" was, per seed
         for stage in sorted((s for s in prunes if s.task == task), key=lambda s: str(s.keys.get("seed"))):
             trace_path = stage.folder / runs.TRACE_FILE
@@ -372,6 +375,10 @@ def importance_section(ctx: Context) -> Section:
                                        f"iterations, not {wanted}")
                 if chosen is not None:
                     panels.setdefault(label, []).append(chosen["heads"])
+                    scores_rows += [{"task": task, "seed": stage.keys.get("seed"), "panel": label,
+                                     "iteration": chosen["iteration"], "layer": layer, "head": head, "score": score}
+                                    for layer, row in enumerate(chosen["heads"]) for head, score in enumerate(row)
+                                    if score is not None]
         if "last iteration" in panels:
             span = f"{min(last)}" if min(last) == max(last) else f"{min(last)}-{max(last)}"
             panels = {(f"last iteration ({span})" if label == "last iteration" else label): scores
@@ -380,7 +387,7 @@ def importance_section(ctx: Context) -> Section:
             fig = importance_histograms(list(panels.items()), title=f"{task} ({ctx.model})")
             figures.append(figure_html(fig, ctx.out_dir, f"figure3_importance_{slug(task)}",
                                        f"{task}: head importance scores at the chosen iterations of s-pruning, "
-                                       "all seeds pooled."))
+                                       "all seeds pooled.", data=pd.DataFrame(scores_rows)))
     if not figures:
         missing.append("importance scores: no finished s-pruning stage with a trace.json")
         return Section(title, paragraph("No s-pruning traces yet."), missing)
@@ -406,19 +413,29 @@ def _overlap_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: st
     def square(value):
         return None if value is None else _arr(value)[np.ix_(index, index)]
 
-    panels = [(f"{kind}: shared per seed (mean ± std over {entry['n_seeds']} seeds)",
+    def seeds_text(n: int) -> str:
+        return f"{n} seed{'s' if n != 1 else ''}"
+
+    panels = [(f"{kind}: shared per seed (mean ± std over {seeds_text(entry['n_seeds'])})",
                square(entry["overlap_mean"]), square(entry["overlap_std"]))
               for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry]
     out.append(figure_html(overlap_matrices(panels, tasks, title=f"Good subnetworks shared between tasks ({who})"),
                            ctx.out_dir, f"{prefix}_overlap",
                            f"Figure 5 / appendix G for {who}: number of heads (and MLPs) that two tasks' good "
                            "subnetworks share, per seed position, mean and std over seeds; the diagonal is each "
-                           "task's own size."))
+                           "task's own size.",
+                           data_links=[_matrices_csv(ctx.out_dir, f"{prefix}_overlap", tasks,
+                                                     {kind: {"mean": square(entry["overlap_mean"]),
+                                                             "std": square(entry["overlap_std"])}
+                                                      for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry})]))
     supers = [(f"{kind}: super-survivors shared", square(entry["super_overlap"]), None)
               for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry]
     out.append(figure_html(overlap_matrices(supers, tasks, title=f"Super-survivors shared between tasks ({who})"),
                            ctx.out_dir, f"{prefix}_overlap_super",
-                           f"Appendix G for {who}: heads (and MLPs) that survive in every seed of both tasks."))
+                           f"Appendix G for {who}: heads (and MLPs) that survive in every seed of both tasks.",
+                           data_links=[_matrices_csv(ctx.out_dir, f"{prefix}_overlap_super", tasks,
+                                                     {kind: {"shared": square(entry["super_overlap"])}
+                                                      for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry})]))
     if heads:
         fig = component_heatmaps(_arr(heads["tasks_survived_mean"]), _arr(heads["tasks_survived_std"]),
                                  _arr((mlps or {}).get("tasks_survived_mean")), _arr((mlps or {}).get("tasks_survived_std")),
@@ -426,8 +443,49 @@ def _overlap_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: st
                                  vmax=float(len(tasks)), label="tasks", fmt=".1f")
         out.append(figure_html(fig, ctx.out_dir, f"{prefix}_tasks_per_element",
                                f"Figure 15 for {who}: the number of tasks whose good subnetwork keeps each head and "
-                               "MLP, mean (top) and std (bottom) over seed positions."))
+                               "MLP, mean (top) and std (bottom) over seed positions.",
+                               data_links=[_data_csv(ctx.out_dir, f"{prefix}_tasks_per_element",
+                                                     _grid_rows(heads, mlps))]))
     return out
+
+
+def _grid_rows(heads: dict[str, Any], mlps: dict[str, Any] | None):
+    """Figure 15's grids in long form: one row per head (``layer, head``) and per MLP (``layer``), with
+    the mean and std over seed positions of the number of tasks that keep it."""
+    import pandas as pd
+
+    rows = [{"component": "head", "layer": layer, "head": head, "tasks_mean": mean, "tasks_std": std}
+            for layer, (means, stds) in enumerate(zip(heads["tasks_survived_mean"], heads["tasks_survived_std"]))
+            for head, (mean, std) in enumerate(zip(means, stds))]
+    if mlps and mlps.get("tasks_survived_mean") is not None:
+        rows += [{"component": "MLP", "layer": layer, "head": None, "tasks_mean": mean, "tasks_std": std}
+                 for layer, (mean, std) in enumerate(zip(mlps["tasks_survived_mean"], mlps["tasks_survived_std"]))]
+    frame = pd.DataFrame(rows)
+    frame["head"] = frame["head"].astype("Int64")  # blank for an MLP, not 0.0
+    return frame
+
+
+def _matrices_csv(out_dir: Path, name: str, tasks: list[str], matrices: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """Write task-by-task matrices in long form (``component, task_a, task_b`` and one column per
+    statistic) as ``figures/<name>.csv``; return the figure's link to it."""
+    import pandas as pd
+
+    rows = []
+    for component, stats in matrices.items():
+        for i, first in enumerate(tasks):
+            for j, second in enumerate(tasks):
+                rows.append({"component": component, "task_a": first, "task_b": second,
+                             **{stat: (None if grid is None else float(grid[i, j])) for stat, grid in stats.items()}})
+    return _data_csv(out_dir, name, pd.DataFrame(rows))
+
+
+def _data_csv(out_dir: Path, name: str, frame: Any) -> tuple[str, str]:
+    """Write what a figure was drawn from, when that is not per seed, as ``figures/<name>.csv``; return
+    the figure's link to it (``figure_html(data=...)`` is for per-seed tables)."""
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    return "data (CSV)", f"figures/{name}.csv"
 
 
 def overlaps_section(ctx: Context) -> Section:
