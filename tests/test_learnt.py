@@ -99,3 +99,17 @@ def test_chance_is_the_majority_classs_score_or_zero():
     assert chance_level("f1", majority) == pytest.approx(6 / 7)  # precision 3/4, recall 1
     for metric in ("mcc", "pearson", "spearman", "pearson_spearman_mean"):
         assert chance_level(metric, {metric: 0.3}) == 0.0
+
+
+def test_a_reason_an_older_run_recorded_is_read_saying_not_learnt_once(tmp_path):
+    from types import SimpleNamespace
+
+    from bertlottery import runs
+    from bertlottery.pipeline import SKIPPED_DIR, skip_reason
+
+    old = "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not learnt: not above chance by the margin (binomial)"
+    (tmp_path / SKIPPED_DIR).mkdir()
+    runs.write_json(tmp_path / SKIPPED_DIR / "prune__RTE__x.json", {"id": "prune/RTE/x", "reason": old})
+    assert skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__x")) == (
+        "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance by the margin (binomial)")
+    assert skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__y")) is None

@@ -150,3 +150,10 @@ def check_learnt(
     verdict = "learnt" if learnt else "not above chance by the margin"
     reason = f"{metric} {score:.4f} {sign} {threshold:.4f} (chance {chance:.4f}): {verdict} ({how})"
     return LearntCheck(learnt, reason, metric, float(score), float(chance), float(threshold), rule)
+
+
+def tidy_reason(reason: str) -> str:
+    """A not-learnt reason as this version writes it. Runs made before it recorded the verdict twice
+    (``not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not learnt: not above chance ...``); their
+    records are read through this, so that ``status`` and the report say it once."""
+    return reason.replace("): not learnt: not above", "): not above")

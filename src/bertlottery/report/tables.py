@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..learnt import tidy_reason
 from .paper import PAPER_TASKS, QUOTED_LONGER, QUOTED_TABLE2, QUOTED_TABLE2_AVERAGE
 
 __all__ = [
@@ -85,7 +86,7 @@ def not_learnt_tasks(results: pd.DataFrame, *, partly: bool = False) -> dict[str
         failed = notes[notes.str.startswith("not learnt")]
         if failed.empty:
             continue
-        reason = failed.iloc[0].replace("): not learnt: not above", "): not above")  # older runs said it twice
+        reason = tidy_reason(failed.iloc[0])
         if len(failed) > 1:  # each failed seed's score, not the first one's alone
             values = main_rows(part)[0].groupby("seed", dropna=False)["value"].first()
             scores = ", ".join(f"{values[seed]:.4f}" for seed in failed.index if seed in values.index)

@@ -60,9 +60,9 @@ def status_section(ctx: Context) -> Section:
 
 
 def _skip_reason(run_dir, stage: StageInfo) -> str:
-    record = runs.read_json(run_dir / runs.SKIPPED_DIR / f"{stage.file_id}.json") if (
-        run_dir / runs.SKIPPED_DIR / f"{stage.file_id}.json").is_file() else {}
-    return f"{stage.task}: {(record or {}).get('reason') or 'no reason recorded'}"
+    from ...pipeline import skip_reason
+
+    return f"{stage.task}: {skip_reason(run_dir, stage) or 'no reason recorded'}"
 
 
 def costs_section(ctx: Context) -> Section:
