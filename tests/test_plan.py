@@ -331,6 +331,9 @@ def test_line_through_two_points():
     assert _line([(100.0, 2.0), (300.0, 4.0)]) == pytest.approx((1.0, 0.01))
     assert _line([(100.0, 2.0)]) == pytest.approx((0.0, 0.02))
     assert _line([(100.0, 3.0), (300.0, 2.0)]) == pytest.approx((0.0, 3.0 / 300))  # noise: through the origin
+    # the calibration hands its points in batch order, not FLOPs order (a batch of 16 short sentences after
+    # 7 long pairs): the same line, not one through the origin that underestimates the small step
+    assert _line([(300.0, 4.0), (100.0, 2.0)]) == pytest.approx((1.0, 0.01))
 
 
 def test_paper_plan_runs_offline_and_prints_gpu_hours(tmp_path, monkeypatch, capsys):

@@ -513,9 +513,12 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """``(per_step, per_flop)`` through two ``(flops, seconds)`` points; through the origin for one (or
-    where the two give a negative per-step time, which timing noise can)."""
-    (f0, s0), (f1, s1) = points[0], points[-1]
+    """``(per_step, per_flop)`` through the smallest and the largest of ``(flops, seconds)`` points, in
+    whatever order they come (the calibration times its shapes in batch order: CoLA's 16 x 11 tokens
+    after 7 x 67); through the origin for one point (or where the two give a negative per-step time,
+    which timing noise can)."""
+    ordered = sorted(points)
+    (f0, s0), (f1, s1) = ordered[0], ordered[-1]
     if f1 > f0:
         per_flop = (s1 - s0) / (f1 - f0)
         per_step = s0 - per_flop * f0
