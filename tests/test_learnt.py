@@ -113,3 +113,7 @@ def test_a_reason_an_older_run_recorded_is_read_saying_not_learnt_once(tmp_path)
     assert skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__x")) == (
         "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance by the margin (binomial)")
     assert skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__y")) is None
+    from bertlottery.report.sections.run import _skip_reason  # the report's list of skipped stages
+
+    assert _skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__x", task="RTE")) == (
+        "RTE: not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance by the margin (binomial)")
