@@ -110,10 +110,10 @@ def test_a_reason_an_older_run_recorded_is_read_saying_not_learnt_once(tmp_path)
     old = "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not learnt: not above chance by the margin (binomial)"
     (tmp_path / SKIPPED_DIR).mkdir()
     runs.write_json(tmp_path / SKIPPED_DIR / "prune__RTE__x.json", {"id": "prune/RTE/x", "reason": old})
-    assert skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__x")) == (
+    assert skip_reason(tmp_path, SimpleNamespace(id="prune/RTE/x", file_id="prune__RTE__x")) == (
         "not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance by the margin (binomial)")
-    assert skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__y")) is None
+    assert skip_reason(tmp_path, SimpleNamespace(id="prune/RTE/y", file_id="prune__RTE__y")) is None
     from bertlottery.report.sections.run import _skip_reason  # the report's list of skipped stages
 
-    assert _skip_reason(tmp_path, SimpleNamespace(file_id="prune__RTE__x", task="RTE")) == (
+    assert _skip_reason(tmp_path, SimpleNamespace(id="prune/RTE/x", file_id="prune__RTE__x", task="RTE")) == (
         "RTE: not learnt: accuracy 0.5379 < 0.5812 (chance 0.5271): not above chance by the margin (binomial)")

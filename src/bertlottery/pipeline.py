@@ -99,12 +99,8 @@ class Skipped(Exception):  # noqa: N818 - a state, not an error
 
 
 def skip_reason(run_dir: Path, stage: Stage) -> str | None:
-    """Why a stage was skipped, or None if it was not."""
-    from .learnt import tidy_reason
-
-    path = run_dir / SKIPPED_DIR / f"{stage.file_id}.json"
-    reason = runs.read_json(path).get("reason") if path.is_file() else None
-    return tidy_reason(reason) if reason else reason
+    """Why a stage was skipped, or None if it was not (`bertlottery.runs.skip_reason`)."""
+    return runs.skip_reason(run_dir, stage.id)
 
 
 def _record_skip(run_dir: Path, stage: Stage, reason: str) -> None:

@@ -70,6 +70,7 @@ __all__ = [
     "FAILED_DIR",
     "RUNNING_DIR",
     "SKIPPED_DIR",
+    "skip_reason",
     "EVENTS_FILE",
     "LOCK_FILE",
     "locked_run_dir",
@@ -162,6 +163,16 @@ def stage_path(run_dir: str | os.PathLike, stage_id: str) -> Path:
 def stage_file_name(stage_id: str) -> str:
     """A stage id as one file name, for ``rows/``, ``failed/`` and ``running/``."""
     return stage_id.replace("/", "__")
+
+
+def skip_reason(run_dir: str | os.PathLike, stage_id: str) -> str | None:
+    """Why a stage was skipped (its record in ``skipped/``), or None if it was not. An older run's
+    record that said "not learnt" twice is read saying it once (`bertlottery.learnt.tidy_reason`)."""
+    from .learnt import tidy_reason
+
+    path = Path(run_dir) / SKIPPED_DIR / f"{stage_file_name(stage_id)}.json"
+    reason = (read_json(path) or {}).get("reason") if path.is_file() else None
+    return tidy_reason(reason) if reason else None
 
 
 def stage_state(run_dir: str | os.PathLike, stage_id: str) -> str:

@@ -140,18 +140,18 @@ def image_html(png: Path, name: str, caption: str, pdf: str | None = None, full:
 
 
 def figure_html(fig: Any, out_dir: Path, name: str, caption: str, *, data: Any = None,
-                data_links: list[tuple[str, str]] | None = None) -> Markup:
+                data_label: str = "data (CSV, per seed)", data_links: list[tuple[str, str]] | None = None) -> Markup:
     """Save a matplotlib figure as ``out_dir/figures/<name>.png`` and ``.pdf``, and embed the PNG; the
-    image opens the PNG full-size. ``data``: the per-seed table the figure was drawn from (a
-    DataFrame), written as ``figures/<name>.csv`` and linked; ``data_links``: other files it was
-    drawn from, ``(label, href relative to the report)``."""
+    image opens the PNG full-size. ``data``: the table the figure was drawn from (a DataFrame; per
+    seed unless ``data_label`` says otherwise), written as ``figures/<name>.csv`` and linked;
+    ``data_links``: other files it was drawn from, ``(label, href relative to the report)``."""
     from .figures import save_figure
 
     png, _ = save_figure(fig, Path(out_dir) / "figures", name)
     links = list(data_links or [])
     if data is not None:
         data.to_csv(Path(out_dir) / "figures" / f"{name}.csv", index=False)
-        links.insert(0, ("data (CSV, per seed)", f"figures/{name}.csv"))
+        links.insert(0, (data_label, f"figures/{name}.csv"))
     return image_html(png, name, caption, pdf=f"figures/{name}.pdf", full=f"figures/{name}.png", data_links=links)
 
 

@@ -60,8 +60,6 @@ METRIC_NAMES = {"accuracy": "accuracy", "mcc": "Matthews correlation", "f1": "F1
 
 def rate_text(rate: float) -> str:
     """A learning rate as papers write it: ``1e-4``, ``5e-5``, ``1.5e-4`` (not ``0.0001`` beside ``5e-05``)."""
-    import numpy as np
-
     return np.format_float_scientific(float(rate), trim="-", exp_digits=1)
 
 

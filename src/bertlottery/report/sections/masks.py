@@ -423,19 +423,18 @@ def _overlap_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: st
                            ctx.out_dir, f"{prefix}_overlap",
                            f"Figure 5 / appendix G for {who}: number of heads (and MLPs) that two tasks' good "
                            "subnetworks share, per seed position, mean and std over seeds; the diagonal is each "
-                           "task's own size.",
-                           data_links=[_matrices_csv(ctx.out_dir, f"{prefix}_overlap", tasks,
-                                                     {kind: {"mean": square(entry["overlap_mean"]),
-                                                             "std": square(entry["overlap_std"])}
-                                                      for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry})]))
+                           "task's own size.", data_label="data (CSV)",
+                           data=_matrix_rows(tasks, {kind: {"mean": square(entry["overlap_mean"]),
+                                                            "std": square(entry["overlap_std"])}
+                                                     for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry})))
     supers = [(f"{kind}: super-survivors shared", square(entry["super_overlap"]), None)
               for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry]
     out.append(figure_html(overlap_matrices(supers, tasks, title=f"Super-survivors shared between tasks ({who})"),
                            ctx.out_dir, f"{prefix}_overlap_super",
                            f"Appendix G for {who}: heads (and MLPs) that survive in every seed of both tasks.",
-                           data_links=[_matrices_csv(ctx.out_dir, f"{prefix}_overlap_super", tasks,
-                                                     {kind: {"shared": square(entry["super_overlap"])}
-                                                      for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry})]))
+                           data_label="data (CSV)",
+                           data=_matrix_rows(tasks, {kind: {"shared": square(entry["super_overlap"])}
+                                                     for kind, entry in (("heads", heads), ("MLPs", mlps)) if entry})))
     if heads:
         fig = component_heatmaps(_arr(heads["tasks_survived_mean"]), _arr(heads["tasks_survived_std"]),
                                  _arr((mlps or {}).get("tasks_survived_mean")), _arr((mlps or {}).get("tasks_survived_std")),
@@ -444,8 +443,7 @@ def _overlap_figures(summary: dict[str, Any], ctx: Context, prefix: str, who: st
         out.append(figure_html(fig, ctx.out_dir, f"{prefix}_tasks_per_element",
                                f"Figure 15 for {who}: the number of tasks whose good subnetwork keeps each head and "
                                "MLP, mean (top) and std (bottom) over seed positions.",
-                               data_links=[_data_csv(ctx.out_dir, f"{prefix}_tasks_per_element",
-                                                     _grid_rows(heads, mlps))]))
+                               data=_grid_rows(heads, mlps), data_label="data (CSV)"))
     return out
 
 
@@ -465,9 +463,8 @@ def _grid_rows(heads: dict[str, Any], mlps: dict[str, Any] | None):
     return frame
 
 
-def _matrices_csv(out_dir: Path, name: str, tasks: list[str], matrices: dict[str, dict[str, Any]]) -> tuple[str, str]:
-    """Write task-by-task matrices in long form (``component, task_a, task_b`` and one column per
-    statistic) as ``figures/<name>.csv``; return the figure's link to it."""
+def _matrix_rows(tasks: list[str], matrices: dict[str, dict[str, Any]]):
+    """Task-by-task matrices in long form: ``component, task_a, task_b`` and one column per statistic."""
     import pandas as pd
 
     rows = []
@@ -476,16 +473,7 @@ def _matrices_csv(out_dir: Path, name: str, tasks: list[str], matrices: dict[str
             for j, second in enumerate(tasks):
                 rows.append({"component": component, "task_a": first, "task_b": second,
                              **{stat: (None if grid is None else float(grid[i, j])) for stat, grid in stats.items()}})
-    return _data_csv(out_dir, name, pd.DataFrame(rows))
-
-
-def _data_csv(out_dir: Path, name: str, frame: Any) -> tuple[str, str]:
-    """Write what a figure was drawn from, when that is not per seed, as ``figures/<name>.csv``; return
-    the figure's link to it (``figure_html(data=...)`` is for per-seed tables)."""
-    folder = Path(out_dir) / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(folder / f"{name}.csv", index=False)
-    return "data (CSV)", f"figures/{name}.csv"
+    return pd.DataFrame(rows)
 
 
 def overlaps_section(ctx: Context) -> Section:

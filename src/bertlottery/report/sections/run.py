@@ -60,11 +60,7 @@ def status_section(ctx: Context) -> Section:
 
 
 def _skip_reason(run_dir, stage: StageInfo) -> str:
-    from ...learnt import tidy_reason
-
-    path = run_dir / runs.SKIPPED_DIR / f"{stage.file_id}.json"
-    reason = (runs.read_json(path) or {}).get("reason") if path.is_file() else None
-    return f"{stage.task}: {tidy_reason(reason) if reason else 'no reason recorded'}"
+    return f"{stage.task}: {runs.skip_reason(run_dir, stage.id) or 'no reason recorded'}"
 
 
 def costs_section(ctx: Context) -> Section:
