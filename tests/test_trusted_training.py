@@ -167,7 +167,14 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     assert (table.loc[table["mode"] == "baseline", "note"] == "").all()
     assert main(["status", str(run_dir)]) == 0
     status = capsys.readouterr().out
-    assert "skipped 6" in status and re.search(r"skipped +prune/RTE/seed1-magnitude-\w+ +\(not learnt: ", status)
+    assert "skipped 6" in status
+    # each skip is listed where it began, with the stages after it counted; --all lists them one by one
+    assert re.search(r"skipped +prune/RTE/seed1-magnitude-\w+ +\(and 2 stages after it: not learnt: ", status)
+    assert re.search(r"skipped +prune/RTE/seed1-structured-\w+ +\(and 2 stages after it: not learnt: ", status)
+    assert "subnetworks/RTE" not in status and "6 stages skipped in all" in status
+    assert main(["status", str(run_dir), "--all"]) == 0
+    listed = capsys.readouterr().out
+    assert len(re.findall(r"\n  skipped +\S+ +\(not learnt: ", listed)) == 6 and "and 2 stages after it" not in listed
     # the report's time and energy: skipped stages cost nothing and are not waited for
     from bertlottery.report.context import Context
     from bertlottery.report.rundata import load_run

@@ -220,13 +220,18 @@ def skipped_warnings(stages, run_dir: Path, states: dict[str, str]) -> list[str]
     was not learnt), with its reason; the stages downstream of it are counted, not listed."""
     from ..pipeline import skip_reason
 
-    skipped = {s.id for s in stages if states.get(s.id) == "skipped"}
-    lines = []
-    for stage in stages:
-        if stage.id in skipped and not skipped & set(stage.inputs.values()):
-            after = sum(1 for s in stages if s.id in skipped and stage.id in _upstream(s, stages))
-            lines.append(f"{stage.id} skipped ({after} stages after it): {skip_reason(run_dir, stage)}")
-    return lines
+    return [f"{stage.id} skipped ({after} stages after it): {skip_reason(run_dir, stage)}"
+            for stage, after in _first_skips(stages, states)]
+
+
+def _first_skips(stages, states: dict[str, str]) -> list[tuple]:
+    """The skipped stages whose inputs were not skipped (where a skip began: a prune stage whose model was
+    not learnt), each with the number of skipped stages downstream of it, which share its reason."""
+    skipped = [s for s in stages if states.get(s.id) == "skipped"]
+    skipped_ids = {s.id for s in skipped}
+    upstream = {s.id: _upstream(s, stages) for s in skipped}
+    return [(stage, sum(1 for s in skipped if stage.id in upstream[s.id]))
+            for stage in skipped if not skipped_ids & set(stage.inputs.values())]
 
 
 def _upstream(stage, stages) -> set[str]:
@@ -282,16 +287,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  scaled by each task's FLOPs instead: bertlottery run {run_dir / runs.CONFIG_FILE} --plan --run-dir {run_dir}")
     elif left["unknown"]:
         print(f"left: no estimate yet for {left['unknown']} stages (none of their kind has finished)")
+    # The stages after a first skip share its reason: they are counted on its line, and listed with --all.
+    first_skips = {stage.id: after for stage, after in _first_skips(stages, states)}
     for stage in stages:
         state = states[stage.id]
-        if state != "done" or args.all:
+        if state not in ("done", "skipped") or stage.id in first_skips or args.all:
             line = f"  {state:<8} {stage.id}"
             if state == "failed":
                 error = runs.read_json(run_dir / runs.FAILED_DIR / f"{stage.file_id}.json")["error"]
                 line += f"  ({error.splitlines()[0][:120]})"
             elif state == "skipped":
-                line += f"  ({skip_reason(run_dir, stage)})"
+                after = first_skips.get(stage.id) if not args.all else None
+                line += f"  ({f'and {after} stages after it: ' if after else ''}{skip_reason(run_dir, stage)})"
             print(line)
+    n_skipped = sum(1 for v in states.values() if v == "skipped")
+    if n_skipped and not args.all:
+        print(f"  ({n_skipped} stages skipped in all (a stage that reads several seeds' masks is after each of "
+              "them); --all lists each)")
     return 0
 
 
