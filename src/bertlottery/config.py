@@ -55,6 +55,8 @@ __all__ = [
     "LearntCheckConfig",
     "CRITERIA",
     "LongerRetrainingConfig",
+    "AblationConfig",
+    "ABLATION_UNITS",
     "ResourcesConfig",
     "EnergyConfig",
     "AttentionConfig",
@@ -229,6 +231,18 @@ class LongerRetrainingConfig:
     seeds: list[int] | None = None
 
 
+ABLATION_UNITS = ("mlps", "heads")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """Per fine-tuned model, each unit of ``units`` (``mlps``, ``heads``) gated off alone and scored on
+    dev, beside the importance its s-pruning search started from (`bertlottery.steps.ablation`): one dev
+    evaluation per unit (6 MLPs on a 6-layer model; its 72 heads cost 12 times that)."""
+
+    units: list[str] = field(default_factory=lambda: ["mlps"])
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
     """What one stage may use. Both executors honour ``cpus_per_stage`` (torch threads), so a study
@@ -273,6 +287,7 @@ class ExperimentConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     attention: AttentionConfig | None = None  # set: the lottery study also runs the attention analysis
+    ablation: AblationConfig | None = None  # set: importance against each unit's ablation cost, per fine-tuned model
     gordon: GordonConfig | None = None  # set: this config is a Compressing-BERT study, not the lottery grid
 
 
@@ -489,6 +504,15 @@ def _validate(config: ExperimentConfig, problems: list[str]) -> None:
         validate_attention(config.attention, problems)
     if config.gordon is not None:
         validate_gordon(config.gordon, problems)
+    if config.ablation is not None:
+        check_names(config.ablation.units, ABLATION_UNITS, "ablation.units", problems)
+        if not config.ablation.units:
+            problems.append("ablation.units must not be empty: give mlps, heads or both")
+        if config.gordon is not None:
+            problems.append("ablation: is for the lottery study; a gordon: study has no s-pruning search to compare with")
+        elif "structured" not in (config.methods or []):
+            problems.append("ablation: compares each unit's cost with the s-pruning search's importance, but methods "
+                            "has no structured; add it, or remove the ablation: section")
     longer = config.longer_retraining
     if longer is not None:
         check_names(longer.methods, METHODS, "longer_retraining.methods", problems)

@@ -287,6 +287,10 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
     if kind == "evaluate":
         work = _eval_passes(size, length, 1, task=task)
         return StageWork(work, work, loads_model=True)
+    if kind == "ablation":  # the full model, then each unit gated off alone, on the main dev split
+        units = sum(layout.num_layers * (layout.num_heads if unit == "heads" else 1) for unit in s["units"])
+        work = _eval_passes(size, length, 1 + units, main_only=True, task=task)
+        return StageWork(work, work, loads_model=True)
     if kind == "attention-maps":
         examples = min(s["examples"], size.examples[task.eval_splits[0]])
         work = [Pass("eval", examples * min(size.eval_tokens, s["max_length"]), s["batch_size"], length)]

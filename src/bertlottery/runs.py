@@ -63,6 +63,7 @@ __all__ = [
     "TRACE_FILE",
     "SUBNETWORKS_FILE",
     "TUNE_FILE",
+    "ABLATION_FILE",
     "FISHER_FILE",
     "STAGES_DIR",
     "STAGE_FILE",
@@ -118,6 +119,7 @@ TRACE_FILE = "trace.json"  # in a prune directory: every step of the search
 FISHER_FILE = "fisher.safetensors"  # in a Fisher prune directory: the diagonal Fisher scores and tuned scales
 SUBNETWORKS_FILE = "subnetworks.json"  # in a subnetworks directory: sizes, seed, where the good mask came from
 TUNE_FILE = "tune.json"  # in a tune folder: every candidate's held-out score and the settings chosen
+ABLATION_FILE = "ablation.json"  # in an ablation folder: each unit's dev score gated off alone, beside its importance
 
 # a study run directory
 STAGES_DIR = "stages"

@@ -20,6 +20,7 @@ from . import Section, SectionFunction
 from .context import Context, parse_iterations, prepare
 from .html import paragraph, render_page
 from .rundata import RunData, load_run
+from .sections.ablation import ablation_section
 from .sections.fisher import fisher_section
 from .sections.masks import importance_section, overlaps_section, stability_section
 from .sections.run import config_section, costs_section, environment_section, status_section
@@ -45,6 +46,7 @@ def builtin_sections() -> list[tuple[str, Callable[[Context], Section]]]:
         ("longer", longer_section),
         ("stability", stability_section),
         ("importance", importance_section),
+        ("ablation", ablation_section),
         ("overlaps", overlaps_section),
         ("fisher", fisher_section),
     ]

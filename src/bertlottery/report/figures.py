@@ -37,6 +37,7 @@ __all__ = [
     "importance_histograms",
     "overlap_matrices",
     "longer_lines",
+    "ablation_ranks",
 ]
 
 # good / random / bad: the same colours in every figure (super-survivor variants share them).
@@ -346,5 +347,41 @@ def longer_lines(cells: pd.DataFrame, *, metrics: Mapping[str, str] | None = Non
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7, frameon=False)
     for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return fig
+
+
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def ablation_ranks(units: pd.DataFrame, *, unit: str = "mlps") -> Figure:
+    """Importance against ablation (`bertlottery.steps.ablation`): one panel per task, each unit's cost
+    (dev score lost when it alone is gated off) against its rank by the importance the s-search started
+    from (1 = least important, removed first), one line per seed. A search that removes what costs least
+    draws lines that rise from left to right. ``units``: the report's per-unit table (columns task, seed,
+    unit, importance_rank, cost, metric)."""
+    data = units[units["unit"] == unit]
+    tasks = task_order(data["task"])
+    if not tasks:
+        raise ValueError(f"no {unit} to plot")
+    rows, cols = _grid(len(tasks), 4)
+    fig = Figure(figsize=(3.0 * cols, 2.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    name = "MLP" if unit == "mlps" else "head"
+    for ax, task in zip(axes, tasks):
+        per_task = data[data["task"] == task]
+        for i, (seed, group) in enumerate(sorted(per_task.groupby("seed"), key=lambda g: str(g[0]))):
+            group = group.sort_values("importance_rank")
+            ax.plot(group["importance_rank"], group["cost"], marker=SEED_MARKERS[i % len(SEED_MARKERS)],
+                    markersize=4, linewidth=1, color=task_colour(task), alpha=0.55 + 0.45 * (i == 0),
+                    label=f"seed {seed}")
+        ax.axhline(0, color="#868e96", linewidth=0.6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel(f"{name} rank by importance (1 = removed first)", fontsize=7)
+        ax.set_ylabel(f"{metric_name(per_task['metric'].iloc[0])} lost without it", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
+    for ax in axes[len(tasks):]:
         ax.set_visible(False)
     return fig

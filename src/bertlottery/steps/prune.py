@@ -41,7 +41,8 @@ from ..settings import TrainSettings
 from ..tasks import get_task
 from .taskdata import CAP_SEED, TaskData, evaluate_model, finetuned_run_config, prepare_task_data
 
-__all__ = ["prune_structured_run", "prune_magnitude_run", "prune_fisher_run", "SCORING_SPLITS", "KIND"]
+__all__ = ["prune_structured_run", "prune_magnitude_run", "prune_fisher_run", "load_finetuned", "primary_metric",
+           "SCORING_SPLITS", "KIND"]
 
 SCORING_SPLITS = ("dev", "heldout")
 KIND = "prune"  # the kind of output folder a prune step writes (`bertlottery.runs.check_output_dir`)
@@ -56,6 +57,13 @@ def _load_finetuned(run_dir: Path, glue_dir: Path | None, out: str | os.PathLike
                     heldout: bool = False, with_train: bool = False) -> tuple[nn.Module, TaskData, dict]:
     # the output folder first: a refusal comes before the search, not after it
     runs.check_output_dir(out, KIND, overwrite=overwrite, recognise=_is_prune_dir, ask_to_replace=True)
+    return load_finetuned(run_dir, glue_dir, heldout=heldout, with_train=with_train)
+
+
+def load_finetuned(run_dir: str | os.PathLike, glue_dir: Path | None, *, heldout: bool = False,
+                   with_train: bool = False) -> tuple[nn.Module, TaskData, dict]:
+    """A fine-tuned run's model, its task's data (dev; the training pool with ``with_train``, its
+    held-out slice with ``heldout``) as the run saw them, and the run's config."""
     config = finetuned_run_config(run_dir)
     task = get_task(config["task"])
     model_dir = runs.model_dir_of(run_dir)
@@ -86,11 +94,12 @@ def _min_metric(data: TaskData, full_metric: float, keep_fraction: float, criter
             "min_metric": criterion_threshold(full_metric, keep_fraction, criterion, chance)}
 
 
-def _primary(model: nn.Module, data: TaskData, batches, precision: str) -> float:
+def primary_metric(model: nn.Module, data: TaskData, batches, precision: str) -> float:
+    """The task's primary metric of ``model`` (as it is gated now) on ``batches``."""
     return evaluate(model, data.task, batches, precision=precision)[data.task.primary_metric]
 
 
-def _precision(config: dict) -> str:
+def run_precision(config: dict) -> str:
     """The precision the run was fine-tuned in (fp32 for a run recorded before the setting)."""
     return TrainSettings.from_dict(config["train"]).precision
 
@@ -152,12 +161,12 @@ def prune_structured_run(
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
     model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite, heldout=scoring_split == "heldout")
-    precision = _precision(config)
+    precision = run_precision(config)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
     scoring = data.eval_batches("heldout" if scoring_split == "heldout" else data.main_split, batch_size)
 
-    full_metric = _primary(model, data, dev, precision)
+    full_metric = primary_metric(model, data, dev, precision)
     threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"s-pruning {data.task.name}", disable=not progress, leave=False)
 
@@ -167,9 +176,9 @@ def prune_structured_run(
 
     def evaluate_gated(heads: HeadMask, mlps: MlpMask) -> float:
         with gated(model, heads=heads, mlps=mlps):
-            return _primary(model, data, dev, precision)
+            return primary_metric(model, data, dev, precision)
 
-    evaluate_mask = pruned_evaluator(model, lambda small: _primary(small, data, dev, precision)) if physical \
+    evaluate_mask = pruned_evaluator(model, lambda small: primary_metric(small, data, dev, precision)) if physical \
         else evaluate_gated
 
     def show(step) -> None:
@@ -213,16 +222,16 @@ def prune_magnitude_run(
     quirks = get_compat(compat)
     run_dir = Path(run_dir)
     model, data, config = _load_finetuned(run_dir, glue_dir, out, overwrite)
-    precision = _precision(config)
+    precision = run_precision(config)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
-    full_metric = _primary(model, data, dev, precision)
+    full_metric = primary_metric(model, data, dev, precision)
     threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"m-pruning {data.task.name}", disable=not progress, leave=False)
 
     def evaluate_mask(mask: WeightMask) -> float:
         with weight_masked(model, mask):
-            return _primary(model, data, dev, precision)
+            return primary_metric(model, data, dev, precision)
 
     def show(step) -> None:
         bar.update(1)
@@ -295,8 +304,8 @@ def prune_fisher_run(
         # the same seeded permutation's first examples: a subset of the Fisher sample
         calibration = fisher_sample(data.train, data.pad_id, n_examples=tune_examples, seed=seed, batch_size=batch_size)
     dev = data.eval_batches(data.main_split)
-    precision = _precision(config)  # evaluations in the run's precision, as the other searches'
-    full_metric = _primary(model, data, dev, precision)
+    precision = run_precision(config)  # evaluations in the run's precision, as the other searches'
+    full_metric = primary_metric(model, data, dev, precision)
 
     started = time.time()
     result = fisher_search(model, sample, budget=budget, budget_fraction=budget_fraction, cost=cost, seq_len=seq_len,
@@ -307,7 +316,7 @@ def prune_fisher_run(
         tuned = {split: evaluate(model, data.task, data.eval_batches(split), precision=precision) for split in data.evals}
     masks = result.masks(model)
     with gated(model, heads=masks.heads), weight_masked(model, masks.weights):
-        final_metric = _primary(model, data, dev, precision)
+        final_metric = primary_metric(model, data, dev, precision)
     params = {
         **masks.params, "method": "fisher", "budget_of": str(budget_of) if budget_of is not None else None,
         "budget_fraction": budget_fraction, "tune_examples": tune_examples, "seed": seed, "task": data.task.name,

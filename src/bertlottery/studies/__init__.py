@@ -5,6 +5,8 @@
                subnetworks, evaluate pruned and re-fine-tuned, super-survivors, baselines
 ``attention``  the attention patterns of the lottery's heads (P§5.2); runs with the lottery study when a
                config has an ``attention:`` section
+``ablation``   each head's or MLP's dev cost when gated off alone, against the importance the s-pruning
+               search ranked it by; runs with the lottery study when a config has an ``ablation:`` section
 ``gordon``     Gordon et al. 2020: pruning during continued pre-training, then fine-tuning; the study of a
                config with a ``gordon:`` section
 =============  ==========================================================================================
@@ -34,7 +36,7 @@ from ..gordon import stages as gordon_stages
 from ..pipeline import Stage
 from ..results import ResultRow
 from ..runs import CONFIG_FILE
-from . import lottery
+from . import ablation, lottery
 
 __all__ = ["Study", "STUDIES", "get_study", "studies_of", "expand", "execute", "graph_of_config"]
 
@@ -51,6 +53,7 @@ STUDIES: dict[str, Study] = {
     "lottery": Study("lottery", lottery.KINDS, lottery.expand, lottery.execute),
     "attention": Study("attention", (attention_stages.MAPS_KIND, attention_stages.ANALYSIS_KIND),
                        attention_stages.expand, attention_stages.execute),
+    "ablation": Study("ablation", (ablation.KIND,), ablation.expand, ablation.execute),
     "gordon": Study("gordon", gordon_stages.KINDS, lambda config, earlier: gordon_stages.expand(config),
                     gordon_stages.execute),
 }
@@ -65,10 +68,12 @@ def get_study(name: str) -> Study:
 
 def studies_of(config: ExperimentConfig) -> list[Study]:
     """The studies a config runs, in the order they expand: a ``gordon:`` section makes it the Gordon
-    study; otherwise the lottery, with the attention analysis after it when there is an ``attention:``."""
+    study; otherwise the lottery, with the attention analysis after it when there is an ``attention:``
+    and importance against ablation when there is an ``ablation:``."""
     if config.gordon is not None:
         return [get_study("gordon")]
-    return [get_study("lottery")] + ([get_study("attention")] if config.attention is not None else [])
+    return [get_study("lottery")] + ([get_study("attention")] if config.attention is not None else []) + (
+        [get_study("ablation")] if config.ablation is not None else [])
 
 
 def expand(config: ExperimentConfig) -> list[Stage]:
