@@ -28,3 +28,16 @@ def write_graph_of(run_dir: Path, config: Any = None) -> list:
     stages = expand(config)
     runs.write_graph(run_dir, [{"id": stage.id, **asdict(stage)} for stage in stages])
     return stages
+
+
+def run_study_done(config: Any, run_dir: Path) -> list:
+    """Run every stage of ``config`` into ``run_dir`` with the local executor; assert all are done (the
+    failures' tracebacks in the message); returns the stages."""
+    from bertlottery.pipeline import run_local
+    from bertlottery.studies import execute, expand
+
+    stages = expand(config)
+    states = run_local(stages, run_dir, config, execute=execute, progress=False)
+    failed = list((run_dir / "failed").glob("*.json")) if (run_dir / "failed").exists() else []
+    assert set(states.values()) == {"done"}, [json.loads(p.read_text())["traceback"] for p in failed]
+    return stages
