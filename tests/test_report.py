@@ -635,7 +635,7 @@ def _check_key_results(shown: list, results: pd.DataFrame, metrics: dict[str, tu
             text = f"{gap[0]:.3f} → {gap[1]:.3f}"
             if gap[0] > 0:
                 closed = 1 - gap[1] / gap[0]
-                text += f"\n({100 * closed:.0f}% closed)" if closed >= 0 else f"\n(widened by {-100 * closed:.0f}%)"
+                text += f"\n({100 * closed:.0f}% closed)" if closed >= 0 else f"\n(widened by {gap[1] - gap[0]:.3f})"
             assert cells["good − bad gap\npruned → re-fine-tuned"] == text, (task, label)
             kept = part[(part["method"] == method) & (part["subnetwork"] == "good")]["fraction_kept"].mean()
             assert cells["weights kept"] == f"{100 * kept:.1f}%", (task, label)

@@ -53,7 +53,8 @@ def key_results_table(ctx: Context) -> Table | None:
         labels.append(f"{row['task']}, {pruning}{note}\n{metric_name(row['metric'])}")
         classes.append("unlearnt" if note else "")
         gap = ("–" if math.isnan(row["gap pruned"]) else
-               f"{row['gap pruned']:.3f} → {row['gap retrained']:.3f}" + _closed(row["gap closed"]))
+               f"{row['gap pruned']:.3f} → {row['gap retrained']:.3f}" + _closed(row["gap closed"], row["gap pruned"],
+                                                                                   row["gap retrained"]))
         # a partial run: a mean over fewer seeds than configured says so in its cell, as Table 3's do
         short = {mode: {s: seeds_note(row[f"{s} {mode} n"], ctx.expected_n) for s in KEY_SUBNETWORKS}
                  for mode in ("pruned", "retrained")}
@@ -84,10 +85,12 @@ def _paper_summary(ctx: Context) -> dict[str, Any] | None:
     return None if folder is None else _mask_summary(ctx, "paper", folder, "structured")[0]
 
 
-def _closed(fraction: float) -> str:
+def _closed(fraction: float, pruned: float, retrained: float) -> str:
+    """How much of the pruned gap re-fine-tuning closed, as a share of it; a gap that widened is given in
+    the metric's own units (a share of a pruned gap near 0 would read as hundreds of percent)."""
     if math.isnan(fraction):
         return ""
-    return f"\n({100 * fraction:.0f}% closed)" if fraction >= 0 else f"\n(widened by {-100 * fraction:.0f}%)"
+    return f"\n({100 * fraction:.0f}% closed)" if fraction >= 0 else f"\n(widened by {retrained - pruned:.3f})"
 
 
 def _lines(ordered: str) -> str:
