@@ -127,7 +127,7 @@ def test_the_plan_counts_one_dev_evaluation_per_unit_and_the_full_model():
     assert kind == "eval" and tokens == (1 + 2 + 2 * 4) * 20 * 12.0
 
 
-def test_the_ablation_stages_run_in_a_study_and_the_report_shows_them(tiny_model_dir, env):
+def test_the_ablation_stages_run_in_a_study_and_the_report_shows_them(tiny_model_dir, env, capsys):
     glue = write_rte(env / "glue", n_train=32, n_dev=12)
     config = load(SMOKE, [f"model={tiny_model_dir}", f"glue_dir={glue}", *SMALL])
     run_dir = env / "study"
@@ -153,6 +153,26 @@ def test_the_ablation_stages_run_in_a_study_and_the_report_shows_them(tiny_model
         assert set(rows.metric) == expected and set(rows.method) <= {"ablation"}
         for metric, value in zip(rows.metric, rows.value):
             assert value == pytest.approx(record["spearman"][metric.split(":")[1]]["r"])
+
+    # the step alone, from the command line: the same record as the stage's
+    from bertlottery.cli import main
+
+    stage = next(s for s in stages if s.kind == "ablation")
+    finetune_dir, prune_dir = (run_dir / "stages" / stage.inputs[k] for k in ("finetune", "prune"))
+    out = env / "ablation.json"
+    assert main(["ablation", str(finetune_dir), str(prune_dir), "--units", "mlps", "heads", "--glue-dir", str(glue),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mlps, least important first" in printed and "rank correlation of importance and cost" in printed
+    alone = json.loads(out.read_text())
+    staged = json.loads((run_dir / "stages" / stage.id / "ablation.json").read_text())
+    assert alone["units"] == staged["units"] and alone["full"] == staged["full"]
+    # an existing --out is not overwritten; a folder without a search's trace is named as the problem
+    assert main(["ablation", str(finetune_dir), str(prune_dir), "--glue-dir", str(glue), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and json.loads(out.read_text()) == alone
+    assert main(["ablation", str(finetune_dir), str(finetune_dir), "--glue-dir", str(glue)]) == 2
+    error = capsys.readouterr().err
+    assert "has no trace.json" in error and len(error.strip().splitlines()) == 1
 
     from bertlottery.report import build_report
 

@@ -112,6 +112,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from .. import runs
+    from ..steps.ablation import ablation_run
+
+    out = json_file_of(args.out)
+    if out is not None and out.exists():
+        raise UserError(f"--out {out} exists; give a new file name (nothing is overwritten).")
+    record = ablation_run(args.run, args.prune, glue_dir=glue_dir_of(args), units=args.units)
+    if out:
+        runs.write_json(out, record)
+    if args.format == "json":
+        print(json.dumps(record, indent=2, sort_keys=True))
+        return 0
+    print(f"{record['task']} {record['split']}: full model {record['metric']} {record['full']:.4f}")
+    for unit, rows in record["units"].items():
+        ranked = sorted(rows, key=lambda r: r["importance"])
+        print(f"{unit}, least important first: importance, {record['metric']} without it, cost")
+        for r in ranked:
+            name = f"layer {r['layer']}" + (f" head {r['head']}" if "head" in r else "")
+            print(f"  {name:<16} {r['importance']:.4g}  {r['score']:.4f}  {r['cost']:+.4f}")
+        rho = record["spearman"][unit]
+        print("  rank correlation of importance and cost: "
+              + ("undefined (a constant side)" if rho["r"] is None else f"{rho['r']:+.3f} (p {rho['p']:.3g}, n {rho['n']})"))
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from ..steps.quickstart import quickstart
 
@@ -341,6 +367,17 @@ def register(sub) -> None:
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ablation", help="each MLP (or head) of a fine-tuned run gated off alone, scored on dev, beside "
+                                        "the importance its s-pruning search started from")
+    p.add_argument("run", help="fine-tuned run directory")
+    p.add_argument("prune", help="the folder of an s-pruning (structured) prune step of that run: its trace.json")
+    p.add_argument("--units", nargs="+", choices=["mlps", "heads"], default=["mlps"],
+                   help="what to gate off one at a time (default mlps; heads cost one dev evaluation each)")
+    p.add_argument("--glue-dir", help=GLUE_HELP)
+    p.add_argument("--out", help="also write the record to this JSON file (a new one)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("prune", help="find a good subnetwork of a fine-tuned run (structured, magnitude or fisher)")
     p.add_argument("method", choices=["structured", "magnitude", "fisher"],

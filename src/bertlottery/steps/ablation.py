@@ -8,7 +8,7 @@ fine-tuned model: each unit gated off alone, every other unit kept, scored on th
 used). A rank correlation near 1 says the search removes what costs least; near 0 or below, that its
 ranking is no better than chance for those units (`docs/algorithms.md`, "Importance against ablation").
 
-Writes ``ablation.json``::
+An ``ablation`` stage writes its record as ``ablation.json``::
 
     {"task", "metric", "full": the full model's dev score, "precision",
      "units": {"mlps": [{"layer", "importance", "score", "cost"}], "heads": [{"layer", "head", ...}]},
@@ -69,16 +69,20 @@ def ablation_record(model: torch.nn.Module, score, importance: dict[str, np.ndar
     return record
 
 
-def ablation_run(finetune_dir: str | os.PathLike, prune_dir: str | os.PathLike, out: str | os.PathLike, *,
-                 glue_dir: Path | None, units: tuple[str, ...] | list[str] = ("mlps",)) -> dict[str, Any]:
+def ablation_run(finetune_dir: str | os.PathLike, prune_dir: str | os.PathLike, *, glue_dir: Path | None,
+                 units: tuple[str, ...] | list[str] = ("mlps",)) -> dict[str, Any]:
     """Ablate each unit of a fine-tuned run alone on dev; compare with the importance its structured
-    search started from (``prune_dir``'s trace). Writes ``out/ablation.json`` and returns its record."""
+    search started from (``prune_dir``'s trace). Returns the record ``ablation.json`` holds."""
     from ..stats import importance_at
 
     unknown = [u for u in units if u not in UNITS]
     if unknown:
         raise UserError(f"ablation units {unknown} are not known; use {' or '.join(UNITS)}.")
-    trace = runs.read_json(Path(prune_dir) / runs.TRACE_FILE)
+    trace_file = Path(prune_dir) / runs.TRACE_FILE
+    if not trace_file.is_file():
+        raise UserError(f"{prune_dir} has no {runs.TRACE_FILE}; give the folder of a structured (s-pruning) prune "
+                        "step of this run.")
+    trace = runs.read_json(trace_file)
     first = importance_at(trace, [1])[0]  # the full model's scores: what the search's first step ranked by
     model, data, config = load_finetuned(finetune_dir, glue_dir)
     model.eval()
@@ -86,9 +90,5 @@ def ablation_run(finetune_dir: str | os.PathLike, prune_dir: str | os.PathLike, 
     batches = data.eval_batches(data.main_split)
     record = ablation_record(model, lambda: primary_metric(model, data, batches, precision),
                              {"heads": np.asarray(first["heads"]), "mlps": np.asarray(first["mlps"])}, units)
-    record = {"task": data.task.name, "metric": data.task.primary_metric, "split": data.main_split,
-              "precision": precision, "importance_from": str(prune_dir), **record}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(out / runs.ABLATION_FILE, record)
-    return record
+    return {"task": data.task.name, "metric": data.task.primary_metric, "split": data.main_split,
+            "precision": precision, "importance_from": str(prune_dir), **record}

@@ -35,10 +35,13 @@ def expand(config, lottery_stages: list[Stage]) -> list[Stage]:
 
 
 def execute(stage: Stage, out: Path, inputs: dict[str, Path], config, progress: bool) -> list[ResultRow]:
+    from .. import runs
     from ..steps.ablation import ablation_run
 
     glue = Path(config.glue_dir) if config.glue_dir else None
-    record = ablation_run(inputs["finetune"], inputs["prune"], out, glue_dir=glue, units=stage.settings["units"])
+    record = ablation_run(inputs["finetune"], inputs["prune"], glue_dir=glue, units=stage.settings["units"])
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / runs.ABLATION_FILE, record)
     return [ResultRow(task=stage.task, seed=stage.keys["seed"], method=KIND, subnetwork="full", mode="finetuned",
                       split=record["split"], metric=f"spearman:{unit}", value=correlation["r"], fraction_kept=1.0,
                       epochs=None, stage_id=stage.id)
