@@ -144,7 +144,7 @@ def test_the_ablation_stages_run_in_a_study_and_the_report_shows_them(tiny_model
         # the full score is the fine-tuned model's dev metric
         finetuned = table[(table.stage_id == stage.inputs["finetune"]) & (table.metric == "accuracy")
                           & (table.split == "dev")]
-        assert record["full"] == pytest.approx(float(finetuned.value.iloc[0]))
+        assert record["full"] == pytest.approx(float(finetuned.value.iloc[0])) == record["search_full"]
         assert record["metric"] == "accuracy" and by_id[stage.inputs["finetune"]].keys["seed"] == stage.keys["seed"]
         # a row per unit kind whose correlation is defined (on 12 dev examples a tiny model's accuracy may
         # not move when one unit goes: a constant cost ranks nothing, and gets no row)
@@ -173,6 +173,12 @@ def test_the_ablation_stages_run_in_a_study_and_the_report_shows_them(tiny_model
     assert main(["ablation", str(finetune_dir), str(finetune_dir), "--glue-dir", str(glue)]) == 2
     error = capsys.readouterr().err
     assert "has no trace.json" in error and len(error.strip().splitlines()) == 1
+    other = env / "other-search"  # a search of another task's model
+    other.mkdir()
+    trace = json.loads((prune_dir / "trace.json").read_text())
+    (other / "trace.json").write_text(json.dumps({**trace, "params": {**trace["params"], "task": "SST-2"}}))
+    assert main(["ablation", str(finetune_dir), str(other), "--glue-dir", str(glue)]) == 2
+    assert "searched a SST-2 model, but" in capsys.readouterr().err
 
     from bertlottery.report import build_report
 

@@ -10,7 +10,8 @@ ranking is no better than chance for those units (`docs/algorithms.md`, "Importa
 
 An ``ablation`` stage writes its record as ``ablation.json``::
 
-    {"task", "metric", "full": the full model's dev score, "precision",
+    {"task", "metric", "split", "full": the full model's dev score, "precision", "importance_from": the prune
+     folder, "search_full": the full score its search recorded (the same model: the same score),
      "units": {"mlps": [{"layer", "importance", "score", "cost"}], "heads": [{"layer", "head", ...}]},
      "spearman": {"mlps": {"r", "p", "n"}, ...}}
 
@@ -35,6 +36,7 @@ from ..masks import HeadMask, MlpMask
 from .prune import load_finetuned, primary_metric, run_precision
 
 __all__ = ["UNITS", "ablation_run", "ablation_record", "rank_correlation"]
+
 
 def rank_correlation(importance: list[float], cost: list[float]) -> dict[str, Any]:
     """Spearman's rho between importance and ablation cost, with its two-sided p-value and the number
@@ -85,10 +87,15 @@ def ablation_run(finetune_dir: str | os.PathLike, prune_dir: str | os.PathLike, 
     trace = runs.read_json(trace_file)
     first = importance_at(trace, [1])[0]  # the full model's scores: what the search's first step ranked by
     model, data, config = load_finetuned(finetune_dir, glue_dir)
+    searched = (trace.get("params") or {}).get("task")
+    if searched is not None and searched != data.task.name:
+        raise UserError(f"{prune_dir} searched a {searched} model, but {finetune_dir} was fine-tuned on "
+                        f"{data.task.name}; give the prune step of this run.")
     model.eval()
     precision = run_precision(config)
     batches = data.eval_batches(data.main_split)
     record = ablation_record(model, lambda: primary_metric(model, data, batches, precision),
                              {"heads": np.asarray(first["heads"]), "mlps": np.asarray(first["mlps"])}, units)
     return {"task": data.task.name, "metric": data.task.primary_metric, "split": data.main_split,
-            "precision": precision, "importance_from": str(prune_dir), **record}
+            "precision": precision, "importance_from": str(prune_dir), "search_full": trace.get("full_metric"),
+            **record}
