@@ -187,6 +187,7 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     from bertlottery.report.context import missing_stages
 
     assert missing_stages(context, lambda s: s.kind in ("prune", "subnetworks", "evaluate"), "pruning") == []
+
     # the fine-tuning run records which examples it saw, the majority class of those, and the verdict
     from bertlottery import runs
 
@@ -199,6 +200,26 @@ def test_a_model_that_does_not_pass_the_learnt_check_is_not_pruned_and_says_why(
     assert metrics["majority"]["dev"]["accuracy"] == majority_baseline(get_task("RTE"), train, dev)["accuracy"]
     assert metrics["learnt_check"]["learnt"] is False and metrics["learnt_check"]["rule"] == "margin"
     assert metrics["learnt_check"]["threshold"] == pytest.approx(metrics["majority"]["dev"]["accuracy"] + 1.5)
+
+
+def test_the_stability_section_does_not_wait_for_the_masks_of_seeds_that_were_not_learnt():
+    """A task whose search was skipped on some seeds has masks of the others only: those are all it will
+    have, so the section names no gap; a seed whose search simply has not run yet is a gap."""
+    from types import SimpleNamespace
+
+    from bertlottery.report.sections.masks import _seed_gaps
+
+    def prune(task, seed, state):
+        return SimpleNamespace(kind="prune", task=task, keys={"seed": seed, "method": "structured"}, state=state)
+
+    stages = [prune("RTE", 1, "skipped"), prune("RTE", 2, "done"), prune("SST-2", 1, "done"), prune("SST-2", 2, "left"),
+              prune("WNLI", 1, "skipped"), prune("WNLI", 2, "skipped")]
+    context = SimpleNamespace(run=SimpleNamespace(stages=stages),
+                              config_list=lambda key: {"seeds": [1, 2], "tasks": ["SST-2", "RTE", "WNLI"]}[key])
+    summary = {"tasks": {"RTE": {"seeds": [2]}, "SST-2": {"seeds": [1]}}}
+    missing: list[str] = []
+    _seed_gaps(context, summary, missing)
+    assert missing == ["SST-2: good s-pruning masks of 1 of 2 seeds"]
 
 
 def test_above_chance_on_a_model_at_chance_runs_no_search(tiny_model_dir, env, capsys):

@@ -269,7 +269,8 @@ def section(run: RunData, out_dir: str | Path):
     ours = [s for s in run.stages if s.kind in (MAPS_KIND, ANALYSIS_KIND)]
     if not ours:
         return None
-    missing = [f"{s.kind} {s.task} {s.folder.name}: {s.state}" for s in ours if s.state != "done"]
+    # a skipped stage is not missing: its task was not learnt, which the report's cautions say
+    missing = [f"{s.kind} {s.task} {s.folder.name}: {s.state}" for s in ours if s.state not in ("done", "skipped")]
     analyses = []
     for stage in run.stages_of(ANALYSIS_KIND):
         try:
@@ -302,8 +303,11 @@ def section(run: RunData, out_dir: str | Path):
         if not any(a.get("has_super_survivors", True) for a in analyses):
             missing.append("no super-survivor masks (a study with one seed, or super_survivors: false): only "
                            "all heads are shown")
-    else:
+    elif any(s.kind == ANALYSIS_KIND and s.state != "skipped" for s in ours):
         missing.append("no attention analysis has finished yet")
+    else:  # every analysis was skipped: no task was learnt (the cautions say so)
+        body.append(paragraph("No attention analysis ran: it compares super-survivors with all heads, and no task's "
+                              "model was learnt, so no search found super-survivors."))
     maps_dirs = [s.folder for s in run.stages_of(MAPS_KIND)]
     examples = _find_examples(maps_dirs)
     if examples:
