@@ -86,6 +86,15 @@ def _attention_output(model, family: str, layer: int):
     return model.bert.encoder.layer[layer].attention.output.dense
 
 
+def test_the_report_names_the_costliest_units_rank_in_words():
+    from bertlottery.report.sections.ablation import _rank_text
+
+    assert [_rank_text(r, 6) for r in (1, 2, 3, 6)] == [
+        "the least important of 6", "the 2nd least important of 6", "the 3rd least important of 6",
+        "the most important of 6"]
+    assert _rank_text(11, 72) == "the 11th least important of 72" and _rank_text(21, 72) == "the 21st least important of 72"
+
+
 def test_ablation_settings_are_checked_with_the_config():
     with pytest.raises(ConfigError) as error:
         load(SMOKE, ["ablation={units: [mlp]}"])

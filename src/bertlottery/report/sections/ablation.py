@@ -55,15 +55,18 @@ def _unit_cells(unit: str, rows: list[dict[str, Any]], correlation: dict[str, An
         rank = ranked.index(costliest) + 1
         cells[(name, "least important: its cost")] = f"{_unit_name(unit, least)}: {least['cost']:+.3f}"
         cells[(name, "costliest: cost, importance rank")] = (
-            f"{_unit_name(unit, costliest)}: {costliest['cost']:+.3f}, {_ordinal(rank)} least important of {len(rows)}")
+            f"{_unit_name(unit, costliest)}: {costliest['cost']:+.3f}, {_rank_text(rank, len(rows))}")
     return cells
 
 
-def _ordinal(n: int) -> str:
-    if n == 1:
-        return "the"
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"the {n}{suffix}"
+def _rank_text(rank: int, n: int) -> str:
+    """``1 -> "the least important of 6"``, ``6 -> "the most important of 6"``, ``3 -> "the 3rd least ..."``."""
+    if rank == n:
+        return f"the most important of {n}"
+    if rank == 1:
+        return f"the least important of {n}"
+    suffix = "th" if 10 <= rank % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(rank % 10, "th")
+    return f"the {rank}{suffix} least important of {n}"
 
 
 def ablation_table(records: list[dict[str, Any]]) -> Table:
