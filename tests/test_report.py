@@ -1070,3 +1070,22 @@ def test_searches_that_could_lose_less_than_the_dev_noise_are_named_before_any_n
     assert table.row_classes == ["", "unlearnt", "unlearnt"]  # greyed where the allowed loss is under 1 SE
     assert table.display["allowed loss"].tolist()[1] == "0.009 (3.6 of 408 examples)"
     assert table.display["allowed / standard error"].tolist() == ["3.2", "0.4", "0.5"]
+
+
+def test_the_contents_list_each_part_of_a_section_under_it():
+    """A section's parts (its ``<h3 id=...>`` headings: one per experiment of the Gordon section) get
+    their own entries in the contents, under the section's, in page order; a heading without an id has none."""
+    from bertlottery.report.html import render_page
+    from bertlottery.report.section import Section
+
+    body = ('<h3 id="gordon-budgets">Budgets &amp; seeds</h3><p>x</p><h3>not a part</h3>'
+            '<h3 id="gordon-after">Pruning after fine-tuning (Figure 3)</h3>')
+    sections = [Section("Status", "<p>s</p>"), Section("Compressing BERT", body, anchor="gordon")]
+    assert sections[1].parts == [("gordon-budgets", "Budgets &amp; seeds"),
+                                 ("gordon-after", "Pruning after fine-tuning (Figure 3)")]
+    page = render_page(title="t", run_dir="r", generated="g", version="v", results_source="rows", summary="",
+                       problems=[], sections=sections)
+    nav = page[page.index("<nav>"):page.index("</nav>")]
+    assert ('<li><a href="#gordon">Compressing BERT</a><ol><li><a href="#gordon-budgets">Budgets &amp; seeds</a></li>'
+            '<li><a href="#gordon-after">Pruning after fine-tuning (Figure 3)</a></li></ol></li>') in nav
+    assert "not a part" not in nav and nav.count("<ol>") == 2  # the section without parts has no inner list

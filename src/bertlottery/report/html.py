@@ -170,6 +170,8 @@ h2 { font-size: 1.25rem; border-bottom: 2px solid #dee2e6; padding-bottom: .2rem
 h3 { font-size: 1.05rem; margin-top: 1.6rem; }
 .meta { color: #495057; margin: 0 0 1rem; }
 nav ol { columns: 2; margin: .3rem 0 0; }
+nav ol ol { columns: 1; margin: 0; font-size: 90%; }
+nav li { break-inside: avoid; }
 .missing { background: #fff9db; border-left: 4px solid #fab005; padding: .4rem .9rem; margin: .8rem 0; }
 .missing ul { margin: .3rem 0; padding-left: 1.2rem; }
 .caution { background: #fff0f0; border-left: 4px solid #e03131; padding: .4rem .9rem; margin: .8rem 0; }
@@ -223,7 +225,7 @@ a { color: #1864ab; }
 {% endfor %}</ul></div>{% endif %}
 {{ lead }}
 <nav><strong>Contents</strong><ol>
-{% for s in sections if s.toc %}<li><a href="#{{ s.anchor }}">{{ s.title }}</a>{% if s.missing %} <span class="note">({{ s.missing|length }} missing)</span>{% endif %}</li>
+{% for s in sections if s.toc %}<li><a href="#{{ s.anchor }}">{{ s.title }}</a>{% if s.missing %} <span class="note">({{ s.missing|length }} missing)</span>{% endif %}{% if s.parts %}<ol>{% for id, heading in s.parts %}<li><a href="#{{ id }}">{{ heading }}</a></li>{% endfor %}</ol>{% endif %}</li>
 {% endfor %}</ol></nav>
 {% for s in sections %}
 <section id="{{ s.anchor }}" data-section="{{ s.anchor }}">
@@ -253,7 +255,7 @@ def render_page(*, title: str, run_dir: str, generated: str, version: str, resul
         seen.add(anchor)
     bodies = [Markup(s.html_body) for s in sections]
     views = [{"title": s.title, "anchor": s.anchor, "missing": list(s.missing), "html_body": body,
-              "toc": getattr(s, "toc", True)} for s, body in zip(sections, bodies)]
+              "toc": getattr(s, "toc", True), "parts": getattr(s, "parts", [])} for s, body in zip(sections, bodies)]
     return _ENV.from_string(_PAGE).render(title=title, run_dir=run_dir, generated=generated, version=version,
                                           results_source=results_source, summary=summary, problems=problems,
                                           sections=views, missing_list=missing_list, lead=Markup(lead),
