@@ -25,7 +25,11 @@ With ``precision: fp32`` and ``subnetwork_training: gated`` every config keeps t
 minilm-glue was then resized for its re-run (issue 16: whole training sets but SST-2's, 3 epochs with
 warm-up, a smaller tune grid, appendix D): its pins are of the new config. Its appendix D was then
 limited to the first seed (``longer_retraining.seeds``), which removes stages and changes no other id
-(`tests/test_config.py`)."""
+(`tests/test_config.py`).
+
+minilm-glue then took an ``ablation:`` section (importance against ablation), which adds an ``ablation`` stage
+per task and seed and changes no other id: the digests are of each graph's stages less its ablation stages,
+and `test_the_ablation_section_only_adds_stages` pins the ones it adds."""
 
 import hashlib
 import json
@@ -60,7 +64,17 @@ EARLIER = {  # the ids before issue 15, which EARLIER_SETTINGS keep
 
 
 def digest(stages) -> str:
-    return hashlib.sha256(json.dumps([stage.id for stage in stages]).encode()).hexdigest()[:16]
+    """Of the ids of every stage but the ablation ones (an analysis added beside a study: see the docstring)."""
+    return hashlib.sha256(json.dumps([s.id for s in stages if s.kind != "ablation"]).encode()).hexdigest()[:16]
+
+
+def test_the_ablation_section_only_adds_stages():
+    with_section = expand(load(CONFIGS / "minilm-glue.yaml"))
+    without = expand(load(CONFIGS / "minilm-glue.yaml", ["ablation=null"]))
+    added = [s for s in with_section if s.kind == "ablation"]
+    assert [s.id for s in with_section if s.kind != "ablation"] == [s.id for s in without]
+    assert len(added) == 18 and hashlib.sha256(json.dumps([s.id for s in added]).encode()).hexdigest()[:16] == \
+        "d23846ef569ab65e"
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
