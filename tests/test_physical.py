@@ -260,6 +260,7 @@ def test_a_retrain_stage_trains_the_pruned_model_and_gives_the_gated_row(tiny_ru
         histories[how] = runs.read_json(out / runs.HISTORY_FILE)
     assert configs["physical"]["trained_as"] == "physical" and configs["gated"]["trained_as"] == "gated"
     assert configs["physical"]["train"]["subnetwork_training"] == "physical"
+    assert {c["training_attention"] for c in configs.values()} == {"sdpa"}  # fp32 (bf16 on a CPU: eager)
     # the same training, step by step, and the same rows (stage ids differ: the setting is part of them)
     assert histories["physical"]["losses"] == pytest.approx(histories["gated"]["losses"], abs=1e-5)
     assert len(rows["physical"]) == len(rows["gated"]) > 0

@@ -183,3 +183,61 @@ def test_a_cpu_without_bf16_evaluates_in_fp32_with_a_notice(monkeypatch, caplog)
     assert (asked_bf16 == predict(model, batches)[0]).all()
     notices = [r.getMessage() for r in caplog.records]
     assert len(notices) == 1 and "no bf16 instructions" in notices[0] and "\n" not in notices[0]
+
+
+def _kernels_seen(model) -> list[str]:
+    """A list that fills with the attention kernel each forward pass of ``model`` runs under."""
+    seen: list[str] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    return seen
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "modernbert"])
+def test_passes_with_a_backward_run_eager_attention_under_bf16_on_cpu_and_give_the_kernel_back(bf16_cpu, family):
+    from bertlottery.evaluation import predict
+    from bertlottery.fisher import fisher_scores
+    from bertlottery.importance import structured_importance
+    from bertlottery.training import TrainSettings, finetune
+
+    from tiny import tiny_batch, tiny_model
+
+    model = tiny_model(family, seed=1)
+    assert model.config._attn_implementation == "sdpa"
+    seen = _kernels_seen(model)
+    batches = [{**tiny_batch(batch=4, length=9, seed=s), "index": torch.arange(4 * s, 4 * s + 4)} for s in range(2)]
+    passes = {
+        "importance": lambda p: structured_importance(model, batches, precision=p),
+        "fisher": lambda p: fisher_scores(model, batches, precision=p),
+        "training": lambda p: finetune(model, lambda epoch: [{k: v for k, v in b.items() if k != "index"} for b in batches],
+                                       TrainSettings(learning_rate=1e-4, epochs=1, seed=5, precision=p), progress=False),
+        "evaluation": lambda p: predict(model, batches, precision=p),
+    }
+    for name, run in passes.items():
+        for precision in ("bf16", "fp32"):
+            seen.clear()
+            run(precision)
+            expected = "eager" if precision == "bf16" and name != "evaluation" else "sdpa"
+            assert seen and set(seen) == {expected}, (name, precision, seen)
+            assert model.config._attn_implementation == "sdpa"  # given back
+
+
+def test_the_two_attention_kernels_give_the_same_scores(bf16_cpu):
+    """Eager and SDPA compute one function through the gates' hooks: importance and Fisher scores agree
+    to float rounding in fp32; under bf16 (eager, by the rule) they are as close to fp32 as bf16 is."""
+    from bertlottery.fisher import fisher_scores
+    from bertlottery.importance import structured_importance
+
+    from tiny import tiny_batch, tiny_model
+
+    model = tiny_model(seed=2)
+    batches = [tiny_batch(batch=6, length=13, seed=s) for s in range(2)]
+    sdpa = structured_importance(model, batches), fisher_scores(model, batches)  # fp32 keeps SDPA
+    model.set_attn_implementation("eager")
+    eager = structured_importance(model, batches), fisher_scores(model, batches)
+    for got, want in ((eager[0].heads, sdpa[0].heads), (eager[0].mlps, sdpa[0].mlps),
+                      (eager[1].head_grads, sdpa[1].head_grads), (eager[1].neuron_grads, sdpa[1].neuron_grads)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    model.set_attn_implementation("sdpa")
+    low = structured_importance(model, batches, precision="bf16")
+    assert not torch.equal(low.heads, sdpa[0].heads)
+    torch.testing.assert_close(low.heads, sdpa[0].heads, atol=0.05, rtol=0.1)

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +44,12 @@ from torch import nn
 
 from .data import TokenizedSplit, make_loader, subset
 from .errors import UserError, did_you_mean
-from .export import COSTS, body_macs_per_token, export_pruned, mask_cost, unit_costs
+from .export import body_macs_per_token, export_pruned, mask_cost, unit_costs
 from .importance import frozen
 from .masking import check_neurons, fisher_gated
 from .masks import HeadMask, Masks, WeightMask
 from .models import Layout, LayerParts, adapter_for, model_layout
-from .precision import autocast, resolve_precision
+from .precision import attention_for_gradients, autocast, resolve_precision
 
 __all__ = [
     "LABEL_SOURCES",
@@ -208,7 +207,7 @@ def fisher_scores(
         return hook
 
     head_grads, neuron_grads = [], []
-    with frozen(model):
+    with frozen(model), attention_for_gradients(model, precision, device):
         for batch in batches:
             captured: dict[tuple[str, int], torch.Tensor] = {}  # the heads' context and the MLP's units
             handles = []

@@ -33,7 +33,7 @@ from .compat import Compat
 from .masking import gated
 from .masks import HeadMask, MlpMask
 from .models import adapter_for
-from .precision import autocast, resolve_precision
+from .precision import attention_for_gradients, autocast, resolve_precision
 
 __all__ = [
     "ImportanceScores",
@@ -121,7 +121,8 @@ def structured_importance(
     precision = resolve_precision(precision, device)
     head_total = mlp_total = None
     n_tokens = n_examples = 0
-    with frozen(model), gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
+    with frozen(model), attention_for_gradients(model, precision, device), \
+            gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
         running_heads = torch.zeros_like(gates.heads)
         running_mlps = torch.zeros_like(gates.mlps)
         for batch in batches:

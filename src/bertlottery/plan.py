@@ -439,7 +439,7 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     from .models import attention_implementation, layout_from_config
-    from .precision import autocast
+    from .precision import autocast, gradient_attention
     from .training import build_adamw, decay_groups
 
     started = time.perf_counter()
@@ -466,6 +466,9 @@ def calibrate(dims: dict[str, Any], shapes: set[tuple[str, int, int]], *, thread
             encoder = getattr(model, model.base_model_prefix)
             for key in keys:
                 kind = key[len(family):]
+                # the kernel the stages' passes use: with a backward, `gradient_attention`'s
+                attention = attention_implementation(model_type)
+                model.set_attn_implementation(attention if kind == "eval" else gradient_attention(attention, precision, "cpu"))
                 for param in encoder.parameters():  # a head trained alone: no gradients for the encoder
                     param.requires_grad_(kind != "head")
                 # the optimizer the stages build (`training.build_adamw`: fused where torch has it, about

@@ -40,6 +40,8 @@ __all__ = [
     "accelerate_mixed_precision",
     "accelerator_for",
     "device_precision",
+    "gradient_attention",
+    "attention_for_gradients",
 ]
 
 # avx512_bf16: bf16 dot products in AVX-512 (Cooper Lake, Zen 4); amx_bf16: AMX tiles (Sapphire Rapids).
@@ -120,6 +122,44 @@ def _notice_once(message: str) -> None:
     if message not in _NOTICED:
         _NOTICED.add(message)
         log.warning(message)
+
+
+def gradient_attention(current: str, precision: str, device: torch.device | str) -> str:
+    """The attention kernel for passes with a backward (training, importance, Fisher scores): the
+    model's ``current`` one, except transformers' ``"eager"`` instead of ``"sdpa"`` on a CPU under bf16.
+
+    PyTorch's CPU SDPA kernel (flash attention for CPU) is slow in its backward under bf16: measured on
+    MiniLM, one thread (BENCHMARKS.md, `benchmarks/bench_attention.py`), the eager kernel (two matrix
+    products and a softmax) made a Fisher pass 1.4-1.7x faster and a training step 1.06-1.16x, at 16 to
+    128 tokens; in fp32, and for forward-only evaluation, the two kernels ran at the same speed, so
+    those keep SDPA. Both compute the same function; under bf16 they round the attention probabilities
+    differently, as any change of kernel or machine does, so the choice is not part of a stage's id.
+
+    >>> gradient_attention("sdpa", "bf16", "cpu"), gradient_attention("sdpa", "fp32", "cpu")
+    ('eager', 'sdpa')
+    >>> gradient_attention("sdpa", "bf16", "cuda"), gradient_attention("eager", "bf16", "cpu")
+    ('sdpa', 'eager')
+    """
+    if current == "sdpa" and precision == "bf16" and torch.device(device).type == "cpu":
+        return "eager"
+    return current
+
+
+@contextlib.contextmanager
+def attention_for_gradients(model: torch.nn.Module, precision: str, device: torch.device | str):
+    """``model`` with `gradient_attention`'s kernel while the block runs (an already resolved
+    ``precision``), its own kernel again after."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    wanted = gradient_attention(current, precision, device) if current else current
+    if wanted == current:
+        yield model
+        return
+    model.set_attn_implementation(wanted)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(current)
 
 
 def device_precision(precision: str, model: torch.nn.Module) -> tuple[str, torch.device]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .masking import WeightMaskKeeper, gated
 from .masks import Masks
-from .precision import accelerator_for, resolve_precision
+from .precision import accelerator_for, attention_for_gradients, resolve_precision
 from .settings import TrainSettings  # declared there, torch-free, for the config and the CLI
 
 __all__ = ["TrainSettings", "finetune", "TrainingDiverged", "build_adamw"]
@@ -113,7 +113,8 @@ def finetune(
     from transformers import get_linear_schedule_with_warmup
 
     set_seed(settings.seed)  # dropout; the data order has its own generator, the classifier its own seed
-    accelerator = accelerator_for(resolve_precision(settings.precision, PartialState().device))
+    precision = resolve_precision(settings.precision, PartialState().device)
+    accelerator = accelerator_for(precision)
     # Paper's optimiser: AdamW(eps 1e-8), no weight decay on anything.
     optimizer = build_adamw(decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=settings.adam_epsilon)
     if steps_per_epoch is None:
@@ -126,6 +127,7 @@ def finetune(
         # Gates go on the bare model before accelerate wraps it; hooks on submodules survive wrapping.
         if masks is not None and (masks.heads is not None or masks.mlps is not None):
             stack.enter_context(gated(model, heads=masks.heads, mlps=masks.mlps))
+        stack.enter_context(attention_for_gradients(model, precision, accelerator.device))
         model = model.to(accelerator.device)
         prepared_model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if masks is not None and masks.weights is not None:

@@ -311,12 +311,13 @@ def pretrain(
     from transformers import get_linear_schedule_with_warmup
 
     from ..masking import WeightMaskKeeper
-    from ..precision import accelerator_for
+    from ..precision import accelerator_for, attention_for_gradients
     from ..training import TrainingDiverged, build_adamw, decay_groups, optimizer_step
 
     set_seed(settings.seed)
     # accelerator_for: a fine-tuning earlier in this process may have left accelerate in another precision
-    accelerator = accelerator_for({"no": "fp32"}.get(settings.mixed_precision, settings.mixed_precision))
+    precision = {"no": "fp32"}.get(settings.mixed_precision, settings.mixed_precision)
+    accelerator = accelerator_for(precision)
     optimizer = build_adamw(decay_groups(model, settings.weight_decay), lr=settings.learning_rate, eps=1e-6)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
     model = model.to(accelerator.device)
@@ -335,32 +336,33 @@ def pretrain(
     prepared.train()
     window = _LossWindow(history.losses, settings.log_every)
     bar = tqdm(range(settings.steps), desc="pre-training", disable=not progress, leave=False)
-    try:
-        for step in bar:
-            if schedule is not None and schedule.is_update(step):
-                sparsity = schedule.sparsity(step)
-                if pruning.method == "random":
-                    mask = random_mask({n: p.shape for n, p in targets.items()}, sparsity, generator, previous=mask)
-                else:
-                    mask = magnitude_mask(targets, sparsity, scope=pruning.scope, previous=mask)
-                if keeper is not None:
-                    keeper.detach()
-                keeper = WeightMaskKeeper(model, mask).attach(bare_optimizer)  # zeroes the newly pruned weights
-                history.sparsity.append({"step": step, "target": sparsity, "reached": mask.n_pruned / mask.n_total})
-            ids, labels = mask_batch(collator, next(batches), tokenizer)
-            ids, labels = ids.to(accelerator.device), labels.to(accelerator.device)
-            with accelerator.autocast():
-                loss = mlm_loss(prepared, ids, labels)
-            value = optimizer_step(accelerator, prepared, optimizer, scheduler, loss, settings.max_grad_norm,
-                                   where=f"pre-training step {step}")
-            mean = window.add(value)
-            if mean is not None:
-                bar.set_postfix(loss=f"{mean:.3f}")
-            if dev is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 and step + 1 < settings.steps:
-                history.dev.append({"step": step + 1, "loss": dev_loss(model, dev)})
-    finally:
-        if keeper is not None:
-            keeper.detach()
+    with attention_for_gradients(model, precision, accelerator.device):  # the stages' kernel for training
+        try:
+            for step in bar:
+                if schedule is not None and schedule.is_update(step):
+                    sparsity = schedule.sparsity(step)
+                    if pruning.method == "random":
+                        mask = random_mask({n: p.shape for n, p in targets.items()}, sparsity, generator, previous=mask)
+                    else:
+                        mask = magnitude_mask(targets, sparsity, scope=pruning.scope, previous=mask)
+                    if keeper is not None:
+                        keeper.detach()
+                    keeper = WeightMaskKeeper(model, mask).attach(bare_optimizer)  # zeroes the newly pruned weights
+                    history.sparsity.append({"step": step, "target": sparsity, "reached": mask.n_pruned / mask.n_total})
+                ids, labels = mask_batch(collator, next(batches), tokenizer)
+                ids, labels = ids.to(accelerator.device), labels.to(accelerator.device)
+                with accelerator.autocast():
+                    loss = mlm_loss(prepared, ids, labels)
+                value = optimizer_step(accelerator, prepared, optimizer, scheduler, loss, settings.max_grad_norm,
+                                       where=f"pre-training step {step}")
+                mean = window.add(value)
+                if mean is not None:
+                    bar.set_postfix(loss=f"{mean:.3f}")
+                if dev is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 and step + 1 < settings.steps:
+                    history.dev.append({"step": step + 1, "loss": dev_loss(model, dev)})
+        finally:
+            if keeper is not None:
+                keeper.detach()
     window.flush()
     if dev is not None:
         history.dev.append({"step": settings.steps, "loss": dev_loss(model, dev)})

@@ -21,7 +21,7 @@ from ..masking import fraction_kept
 from ..masks import Masks, load_masks, save_masks
 from ..models import load_model, load_tokenizer, model_layout
 from ..physical import finetune_pruned
-from ..precision import device_precision
+from ..precision import device_precision, gradient_attention
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
 from .taskdata import (
@@ -142,7 +142,7 @@ def finetune_run(
     # the last epoch's dev metrics are the final model's (the same model, mask and precision): a second
     # pass would repeat them, at about a tenth of a one-epoch re-fine-tuning's time
     results = last if last is not None else evaluate_model(evaluated, data, applied, precision=precision)
-    precision_used, _ = device_precision(precision, evaluated)
+    precision_used, device = device_precision(precision, evaluated)
 
     config = {
         "model": model_name,
@@ -159,6 +159,8 @@ def finetune_run(
         "random_init": random_init,
         "trained_as": trained_as,
         "precision_used": precision_used,
+        # the attention kernel training ran (`precision.gradient_attention`): not in the stage id
+        "training_attention": gradient_attention(evaluated.config._attn_implementation, precision_used, device),
         **(extra_config or {}),
     }
     record = metrics_record(task, results, train_seconds=round(train_seconds, 2),

@@ -1,0 +1,125 @@
+"""The attention kernel of passes with a backward on CPU: transformers' SDPA against eager, side by side.
+
+    python benchmarks/bench_attention.py             # MiniLM-L6, real SST-2, one thread
+    python benchmarks/bench_attention.py --quick     # a tiny BERT, a few examples: checks the script
+
+`bertlottery.precision.gradient_attention` runs training, importance scoring and the Fisher pass with
+the eager kernel on a CPU under bf16 autocast, and keeps SDPA elsewhere. This measures why, for each
+precision (bf16, fp32) and kernel (sdpa, eager), alternating the variants in every repetition:
+
+1. a training step (forward, backward, clipping, AdamW: `_speed.train_step`), batch 32 of random
+   tokens at 16, 48 and 128 tokens;
+2. a forward pass under ``no_grad`` (evaluation) at the same shapes;
+3. the gate-gradient passes on real data: `importance.structured_importance` over SST-2 dev (the
+   s-search's scoring) and `fisher.fisher_scores` over 512 training sentences (a quarter of the Fisher
+   pass), each with the kernel forced (the rule set aside).
+
+It prints the median time of each and the ratio SDPA / eager per precision (above 1: eager faster), and
+for the gate-gradient passes the largest difference between the two kernels' scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+from pathlib import Path
+
+import torch
+
+import bertlottery.precision as precision_module
+from _common import benchmark_parser, setup
+from _speed import model_for, optimizer_for, prepare_task_data, rotated, synthetic_batch, timed, train_step
+from bertlottery.fisher import fisher_sample, fisher_scores
+from bertlottery.importance import structured_importance
+from bertlottery.models import load_tokenizer
+from bertlottery.precision import autocast, cpu_model, resolve_precision
+from bertlottery.tasks import get_task
+
+KERNELS = ("sdpa", "eager")
+
+
+@contextlib.contextmanager
+def forced(model: torch.nn.Module, kernel: str):
+    """``model`` on ``kernel`` with `gradient_attention`'s rule set aside, so each pass runs what is asked."""
+    rule = precision_module.gradient_attention
+    precision_module.gradient_attention = lambda current, precision, device: current
+    before = model.config._attn_implementation
+    model.set_attn_implementation(kernel)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+        precision_module.gradient_attention = rule
+
+
+def median_times(cases: dict, repeats: int) -> dict[tuple[str, str], float]:
+    """The median seconds of each ``(case, kernel)`` over ``repeats`` alternating repetitions (one warm-up);
+    ``cases``: name -> (model, pass)."""
+    times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in cases for k in KERNELS}
+    for rep in range(repeats + 1):
+        for kernel in rotated(list(KERNELS), rep):
+            for case, (model, run) in cases.items():
+                with forced(model, kernel):
+                    seconds = timed(run)
+                    if rep:
+                        times[case, kernel].append(seconds)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, repeats=5)
+    parser.add_argument("--quick", action="store_true", help="a tiny BERT and a few examples (under a minute)")
+    args = parser.parse_args()
+    setup(args)
+    lengths = (8, 16) if args.quick else (16, 48, 128)
+    batch_size = 4 if args.quick else 32
+    repeats = 1 if args.quick else args.repeats
+
+    task = get_task("SST-2")
+    model = model_for(args.quick).eval()  # scored, never trained: both kernels score the same weights
+    trained = copy.deepcopy(model)
+    tokenizer = load_tokenizer("minilm-l6")
+    data = prepare_task_data(task, tokenizer, Path(args.glue_dir), max_train_examples=64 if args.quick else 4000)
+    dev = list(data.eval_batches(data.main_split, 64))[: 2 if args.quick else None]
+    sample = list(fisher_sample(data.train, data.pad_id, n_examples=32 if args.quick else 512, seed=args.seed))
+    optimizer = optimizer_for(trained)
+    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} thread(s); MiniLM-L6{' (quick: a tiny BERT)' if args.quick else ''}; "
+          f"median of {repeats} alternating repetitions; shared machine: read the ratios")
+    print(f"{'pass':42s} {'precision':>9s} {'sdpa s':>9s} {'eager s':>9s} {'sdpa/eager':>10s}")
+    for asked in ("bf16", "fp32"):
+        precision = resolve_precision(asked, "cpu")
+        cases = {}
+        for length in lengths:
+            batch = synthetic_batch(batch_size, length, seed=args.seed)
+            cases[f"training step, {batch_size} x {length}"] = (
+                trained, lambda b=batch: (trained.train(), train_step(trained, optimizer, b, autocast(precision, "cpu"))))
+
+            def forward(b=batch):
+                with torch.no_grad(), autocast(precision, "cpu"):
+                    model(**b)
+
+            cases[f"evaluation forward, {batch_size} x {length}"] = (model, forward)
+        scores: dict[str, dict[str, torch.Tensor]] = {k: {} for k in KERNELS}
+
+        def importance():
+            scores[model.config._attn_implementation]["importance"] = structured_importance(
+                model, dev, precision=precision).heads
+
+        def fisher():
+            scores[model.config._attn_implementation]["fisher"] = fisher_scores(model, sample, precision=precision).heads
+
+        cases[f"importance, SST-2 dev ({sum(len(b['input_ids']) for b in dev)} sentences)"] = (model, importance)
+        cases[f"Fisher pass, {sum(len(b['input_ids']) for b in sample)} training sentences"] = (model, fisher)
+        medians = median_times(cases, repeats)
+        for case in cases:
+            a, b = medians[case, "sdpa"], medians[case, "eager"]
+            print(f"{case:42s} {precision:>9s} {a:9.3f} {b:9.3f} {a / b:9.2f}x", flush=True)
+        for name in ("importance", "fisher"):
+            ref = scores["sdpa"][name]
+            difference = float((scores["eager"][name] - ref).abs().max() / ref.abs().max())
+            print(f"  {name} scores, eager against sdpa ({precision}): largest difference {difference:.1e} of the largest score")
+
+
+if __name__ == "__main__":
+    main()
