@@ -204,3 +204,27 @@ def test_an_unmarked_run_made_before_markers_is_recognised_as_a_finetune_run(fin
     assert main([*_argv("finetune", finetuned, out), "--overwrite"]) == 0
     assert not (out / "mask.safetensors").exists()  # replaced as a whole, not written into
     assert json.loads((out / "config.json").read_text())["task"] == "RTE"
+
+
+def test_the_environment_records_the_code_the_process_imported_not_the_checkout_at_write_time(monkeypatch):
+    """A long study writes stages for hours; a commit checked out meanwhile is not the code that ran."""
+    import subprocess
+
+    from bertlottery import runs
+
+    repo = Path(runs.__file__).resolve().parents[2]
+    if (repo / ".git").exists():  # a checkout: the revision and its state, read at import
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert runs.GIT_REVISION == head and isinstance(runs.GIT_DIRTY, bool)
+
+    run = subprocess.run
+
+    def no_git(command, *args, **kwargs):
+        assert command[0] != "git", "git was asked again at write time"
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    recorded = runs.environment("cpu")
+    assert (recorded["git_revision"], recorded["git_dirty"]) == (runs.GIT_REVISION, runs.GIT_DIRTY)
+    monkeypatch.setattr(runs, "GIT_REVISION", "0" * 40)  # what the process imported, whatever HEAD is now
+    assert runs.environment("cpu")["git_revision"] == "0" * 40

@@ -384,16 +384,17 @@ def test_skipped_stages_and_every_git_revision_are_counted(tmp_path):
     from bertlottery.report.sections.run import revisions_table, status_table
 
     stages = []
-    for i, (state, revision) in enumerate((("done", "aaa"), ("done", "aaa"), ("done", "bbb"), ("skipped", None))):
+    for i, (state, revision, dirty) in enumerate((("done", "aaa", False), ("done", "aaa", None), ("done", "bbb", False),
+                                                  ("done", "bbb", True), ("skipped", None, None))):
         folder = tmp_path / f"s{i}"
         folder.mkdir()
         if revision:
-            (folder / "environment.json").write_text(json.dumps({"git_revision": revision}))
+            (folder / "environment.json").write_text(json.dumps({"git_revision": revision, "git_dirty": dirty}))
         stages.append(StageInfo(f"finetune/RTE/s{i}", "finetune", "RTE", {}, state, folder))
     frame = status_table(stages).frame.set_index("kind")
-    assert frame.loc["finetune", "skipped"] == 1 and frame.loc["finetune", "done"] == 3
+    assert frame.loc["finetune", "skipped"] == 1 and frame.loc["finetune", "done"] == 4
     revisions = revisions_table(stages).frame.set_index("git revision")
-    assert revisions["stages"].to_dict() == {"aaa": 2, "bbb": 1}
+    assert revisions["stages"].to_dict() == {"aaa": 2, "bbb": 1, "bbb with uncommitted changes": 1}
 
 
 def test_time_and_energy_are_summed_per_kind_and_over_the_run(tmp_path):

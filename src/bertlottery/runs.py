@@ -310,15 +310,26 @@ def model_dir_of(path: str | os.PathLike) -> Path:
     return path / MODEL_DIR if (path / MODEL_DIR / "config.json").is_file() else path
 
 
-def _git_revision() -> str | None:
+def _git_state() -> tuple[str | None, bool | None]:
+    """``(HEAD's commit, whether tracked files differ from it)`` of the checkout this package is imported
+    from; ``(None, None)`` outside a git checkout (an installed wheel)."""
     here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
+        revision = git("rev-parse", "HEAD") or None
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if revision else None
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return None, None
+    return revision, dirty
+
+
+# The code this process runs: read once, when the package is imported, so that a stage written hours
+# later by a long study does not record a commit checked out in the meantime (nor its clean state).
+GIT_REVISION, GIT_DIRTY = _git_state()
 
 
 def environment(device: str | None = None) -> dict[str, Any]:
@@ -333,7 +344,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": packages,
-        "git_revision": _git_revision(),
+        "git_revision": GIT_REVISION,
+        "git_dirty": GIT_DIRTY,
         "device": device,
         "argv": sys.argv,
     }

@@ -142,6 +142,8 @@ def revisions_table(stages: Sequence[StageInfo]) -> Table:
         if not env:
             continue
         revision = str(env.get("git_revision") or "unknown (not a git checkout)")
+        if env.get("git_dirty"):  # recorded since 2026-11-30; earlier stages say nothing about it
+            revision += " with uncommitted changes"
         by_kind = counts.setdefault(revision, {})
         by_kind[stage.kind] = by_kind.get(stage.kind, 0) + 1
     frame = pd.DataFrame([{"git revision": rev, "stages": sum(kinds.values()),
@@ -150,8 +152,9 @@ def revisions_table(stages: Sequence[StageInfo]) -> Table:
     display = frame.set_index("git revision").astype(str)
     display.index.name = None
     return Table("revisions", "Git revisions the stages ran at",
-                 "Each revision of bertlottery that finished stages of this run, with the number of stages (of "
-                 "those that record their environment: the training stages) per revision and kind.",
+                 "Each revision of bertlottery that finished stages of this run (as the stage's process imported it; "
+                 "\"with uncommitted changes\" where its tracked files differed from that commit), with the number of "
+                 "stages (of those that record their environment: the training stages) per revision and kind.",
                  frame, display)
 
 
