@@ -228,3 +228,29 @@ def test_the_environment_records_the_code_the_process_imported_not_the_checkout_
     assert (recorded["git_revision"], recorded["git_dirty"]) == (runs.GIT_REVISION, runs.GIT_DIRTY)
     monkeypatch.setattr(runs, "GIT_REVISION", "0" * 40)  # what the process imported, whatever HEAD is now
     assert runs.environment("cpu")["git_revision"] == "0" * 40
+
+
+def test_the_git_state_is_the_package_files_own_checkout(tmp_path, monkeypatch):
+    import subprocess
+
+    from bertlottery import runs
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "runs.py").write_text("# tracked\n")
+    git("add", "pkg/runs.py")
+    git("commit", "-q", "-m", "one")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(runs, "__file__", str(tmp_path / "pkg" / "runs.py"))
+    assert runs._git_state() == (head, False)
+    (tmp_path / "pkg" / "runs.py").write_text("# changed, not committed\n")
+    assert runs._git_state() == (head, True)
+    # an installed copy in a virtual environment inside some other repository: not that repository's revision
+    (tmp_path / "venv" / "bertlottery").mkdir(parents=True)
+    (tmp_path / "venv" / "bertlottery" / "runs.py").write_text("# installed\n")
+    monkeypatch.setattr(runs, "__file__", str(tmp_path / "venv" / "bertlottery" / "runs.py"))
+    assert runs._git_state() == (None, None)

@@ -130,9 +130,9 @@ def gradient_attention(current: str, precision: str, device: torch.device | str)
 
     PyTorch's CPU SDPA kernel (flash attention for CPU) is slow in its backward under bf16: measured on
     MiniLM, one thread (BENCHMARKS.md, `benchmarks/bench_attention.py`), the eager kernel (two matrix
-    products and a softmax) made a Fisher pass 1.4-1.7x faster and a training step 1.06-1.16x, at 16 to
-    128 tokens; in fp32, and for forward-only evaluation, the two kernels ran at the same speed, so
-    those keep SDPA. Both compute the same function; under bf16 they round the attention probabilities
+    products and a softmax) made importance over SST-2 dev 1.48x faster, a Fisher pass 1.42x and a
+    training step 1.02-1.16x (16 to 128 tokens); in fp32, and for forward-only evaluation, the two
+    kernels ran at the same speed, so those keep SDPA. Both compute the same function; under bf16 they round the attention probabilities
     differently, as any change of kernel or machine does, so the choice is not part of a stage's id.
 
     >>> gradient_attention("sdpa", "bf16", "cpu"), gradient_attention("sdpa", "fp32", "cpu")

@@ -312,7 +312,8 @@ def model_dir_of(path: str | os.PathLike) -> Path:
 
 def _git_state() -> tuple[str | None, bool | None]:
     """``(HEAD's commit, whether tracked files differ from it)`` of the checkout this package is imported
-    from; ``(None, None)`` outside a git checkout (an installed wheel)."""
+    from; ``(None, None)`` where this file is not tracked by git (an installed copy, even one in a virtual
+    environment inside some other repository)."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -320,6 +321,7 @@ def _git_state() -> tuple[str | None, bool | None]:
                               check=True).stdout.strip()
 
     try:
+        git("ls-files", "--error-unmatch", Path(__file__).name)  # ours, not a repository around an installed copy
         revision = git("rev-parse", "HEAD") or None
         dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if revision else None
     except (OSError, subprocess.SubprocessError):
