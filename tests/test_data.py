@@ -240,6 +240,31 @@ def test_empty_file(tmp_path, task_name, content, what):
     assert one_line(e).startswith(f"{path} {what}; expected {task.name}'s GLUE dev file")
 
 
+def test_a_file_read_again_comes_from_memory_until_it_changes(fake_glue, monkeypatch):
+    """A study's stages read the same files again in one process: an unchanged file is parsed once,
+    each caller gets a list of its own, and a changed file (or a new path) is read afresh."""
+    import bertlottery.data as data
+
+    task = get_task("QQP")
+    parsed = []
+    real = data._parse_glue_file
+    monkeypatch.setattr(data, "_parse_glue_file", lambda *a: parsed.append(a[1]) or real(*a))
+    first = read_glue_split(task, fake_glue, "train")
+    second = read_glue_split(task, fake_glue, "train")
+    assert second == first and second is not first and len(parsed) == 1
+    second.append("changed by a caller")
+    assert read_glue_split(task, fake_glue, "train") == first  # a caller's list is its own
+    path = fake_glue / "QQP" / "train.tsv"
+    path.write_text(path.read_text() + "2\t5\t6\tWho?\tWho else?\t1\n")
+    third = read_glue_split(task, fake_glue, "train")
+    assert len(parsed) == 2 and len(third) == 3 and third[-1].text_b == "Who else?"
+    path.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\tbroken\n")
+    for _ in range(2):  # a broken file is never remembered: the error comes every time
+        with pytest.raises(UserError, match="expected 6 tab-separated columns, found 4"):
+            read_glue_split(task, fake_glue, "train")
+    assert len(parsed) == 4
+
+
 def test_wrong_column_count_names_file_and_line(tmp_path):
     path = write_tsv(
         tmp_path / "RTE" / "dev.tsv",

@@ -297,6 +297,40 @@ def test_the_prune_step_evaluates_on_pruned_models_and_takes_the_gated_steps(tin
     assert (ours["heads_kept"], ours["mlps_kept"]) == (theirs["heads_kept"], theirs["mlps_kept"])
 
 
+@pytest.mark.parametrize("method", ["structured-physical", "structured-gated", "magnitude"])
+def test_the_prune_directory_takes_the_good_masks_metrics_from_the_search(tiny_run, monkeypatch, method):
+    """The search evaluated its good mask already: the prune directory records that evaluation (every
+    metric of the main split) instead of evaluating the mask once more, and it is what a fresh
+    evaluation of the saved mask gives."""
+    from bertlottery import runs
+    from bertlottery.masks import load_masks
+    from bertlottery.steps import prune
+    from bertlottery.steps.taskdata import evaluate_model
+
+    glue, run, _, root = tiny_run
+    calls = []
+    real = prune.evaluate
+    monkeypatch.setattr(prune, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(root / "cache"))
+    out = root / f"prune-known-{method}"
+    if method == "magnitude":
+        prune.prune_magnitude_run(run, out, glue_dir=glue, keep_fraction=0.95, progress=False)
+    else:
+        prune.prune_structured_run(run, out, glue_dir=glue, keep_fraction=0.95, physical=method.endswith("physical"),
+                                   progress=False)
+    trace, record = runs.read_json(out / runs.TRACE_FILE), runs.read_json(out / runs.METRICS_FILE)
+    accepted = [s for s in trace["steps"] if s["accepted"]]
+    assert accepted, "the search should accept a step on this model"
+    assert len(calls) == 1 + len(trace["steps"])  # the full model, then each candidate once; nothing more
+    recorded = record["splits"]["dev"]["metrics"]
+    assert recorded["accuracy"] == accepted[-1]["metric"]
+    assert set(recorded) >= {"accuracy", "n_examples"}
+    model, data, _ = prune.load_finetuned(run, glue)
+    masks = load_masks(out / runs.MASK_FILE)
+    fresh = evaluate_model(model, data, masks, precision="fp32")["dev"]
+    assert recorded == pytest.approx(fresh, abs=1e-9)
+
+
 @pytest.mark.slow
 def test_a_search_on_real_sst2_dev_takes_the_same_steps_on_pruned_minilm(glue_dir):
     from bertlottery.data import load_split, make_loader, tokenize

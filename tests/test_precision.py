@@ -241,3 +241,26 @@ def test_the_two_attention_kernels_give_the_same_scores(bf16_cpu):
     low = structured_importance(model, batches, precision="bf16")
     assert not torch.equal(low.heads, sdpa[0].heads)
     torch.testing.assert_close(low.heads, sdpa[0].heads, atol=0.05, rtol=0.1)
+
+
+def test_an_evaluation_autocasts_once_for_the_whole_split_and_gives_the_per_batch_outputs(bf16_cpu, monkeypatch):
+    """Inside one autocast region each weight is cast to bf16 once (autocast keeps the cast), not once per
+    batch; the outputs are those of a region per batch, exactly (the same casts)."""
+    import bertlottery.evaluation as evaluation
+
+    from tiny import tiny_batch, tiny_model
+
+    model = tiny_model(seed=0).eval()
+    batches = [{**tiny_batch(batch=4, length=7 + s, seed=s), "index": torch.arange(4 * s, 4 * s + 4)} for s in range(3)]
+    regions = []
+    real = evaluation.autocast
+    monkeypatch.setattr(evaluation, "autocast", lambda *a: regions.append(a) or real(*a))
+    outputs, _ = evaluation.predict(model, batches, precision="bf16")
+    assert len(regions) == 1 and regions[0][0] == "bf16"
+    expected = []
+    with torch.no_grad():
+        for batch in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
+                expected.append(model(**inputs).logits.float())
+    assert torch.equal(torch.from_numpy(outputs), torch.cat(expected))

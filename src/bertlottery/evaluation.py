@@ -38,13 +38,14 @@ def predict(
     precision = resolve_precision(precision, device)
     outputs, labels, order = [], [], []
     try:
-        for batch in batches:
-            inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "index")}
-            with autocast(precision, device):
+        # one autocast region for the whole split: inside it each weight is cast to bf16 once, not per batch
+        with autocast(precision, device):
+            for batch in batches:
+                inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "index")}
                 logits = model(**inputs).logits.float().cpu()
-            outputs.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits)
-            labels.append(batch["labels"].cpu())
-            order.append(batch["index"].cpu() if "index" in batch else None)
+                outputs.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits)
+                labels.append(batch["labels"].cpu())
+                order.append(batch["index"].cpu() if "index" in batch else None)
     finally:
         model.train(was_training)
     if not outputs:

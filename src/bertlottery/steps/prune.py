@@ -104,12 +104,39 @@ def run_precision(config: dict) -> str:
     return TrainSettings.from_dict(config["train"]).precision
 
 
+class Evaluated:
+    """The main dev split's metrics of each mask a search evaluated, so that the prune directory takes
+    the good mask's from the search instead of evaluating it once more (the same pass; for an s-search
+    evaluated physically, the physically pruned model's, as the trace says)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, tuple[Any, dict[str, float]]] = {}
+
+    @staticmethod
+    def _key(mask) -> Any:
+        if isinstance(mask, tuple):  # (HeadMask, MlpMask): by content
+            return tuple(m.keep.bool().cpu().numpy().tobytes() for m in mask)
+        return id(mask)  # a WeightMask: the search's own object (kept alive here, so the id stays its own)
+
+    def remember(self, mask, metrics: dict[str, float]) -> dict[str, float]:
+        self._seen[self._key(mask)] = (mask, dict(metrics))
+        return metrics
+
+    def known(self, data: TaskData, mask) -> dict[str, dict[str, float]]:
+        """``{main split: metrics}`` if ``mask`` was evaluated, else ``{}`` (for `evaluate_model`'s ``known``)."""
+        found = self._seen.get(self._key(mask))
+        if found is None or (not isinstance(mask, tuple) and found[0] is not mask):
+            return {}
+        return {data.main_split: found[1]}
+
+
 def _write_prune_dir(out, masks: Masks, model: nn.Module, data: TaskData, trace: dict, precision: str,
                      overwrite: bool, extra: dict | None = None,
-                     tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
+                     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+                     known: dict[str, dict[str, float]] | None = None) -> dict:
     """Write the prune directory; ``extra``: more keys of metrics.json, ``tensors``: more safetensors
-    files (name -> tensors)."""
-    results = evaluate_model(model, data, masks, precision=precision)
+    files (name -> tensors); ``known``: splits whose metrics under ``masks`` the search already measured."""
+    results = evaluate_model(model, data, masks, precision=precision, known=known)
     record = {
         "task": data.task.name,
         "primary_metric": data.task.primary_metric,
@@ -174,12 +201,24 @@ def prune_structured_run(
         return structured_importance(model, scoring, heads=heads, mlps=mlps, normalize_by_layer=normalize_by_layer,
                                      global_min_max=global_min_max, compat=quirks, precision=precision)
 
-    def evaluate_gated(heads: HeadMask, mlps: MlpMask) -> float:
-        with gated(model, heads=heads, mlps=mlps):
-            return primary_metric(model, data, dev, precision)
+    evaluated, last = Evaluated(), {}
 
-    evaluate_mask = pruned_evaluator(model, lambda small: primary_metric(small, data, dev, precision)) if physical \
-        else evaluate_gated
+    def measure(of: nn.Module) -> float:
+        """The primary metric of ``of`` on dev; all its metrics are left in ``last``."""
+        last.clear()
+        last.update(evaluate(of, data.task, dev, precision=precision))
+        return last[data.task.primary_metric]
+
+    evaluate_physical = pruned_evaluator(model, measure)
+
+    def evaluate_mask(heads: HeadMask, mlps: MlpMask) -> float:
+        if physical:
+            value = evaluate_physical(heads, mlps)
+        else:
+            with gated(model, heads=heads, mlps=mlps):
+                value = measure(model)
+        evaluated.remember((heads, mlps), last)
+        return value
 
     def show(step) -> None:
         bar.update(1)
@@ -200,7 +239,8 @@ def prune_structured_run(
     masks = Masks(heads=result.heads, mlps=result.mlps, params=params, family=layout.family)
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
              "evaluated_on": "physical" if physical else "gated", "precision": precision, "params": params}
-    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite)
+    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite,
+                            known=evaluated.known(data, (result.heads, result.mlps)))
 
 
 def prune_magnitude_run(
@@ -229,9 +269,12 @@ def prune_magnitude_run(
     threshold = _min_metric(data, full_metric, keep_fraction, criterion)
     bar = tqdm(desc=f"m-pruning {data.task.name}", disable=not progress, leave=False)
 
+    evaluated = Evaluated()
+
     def evaluate_mask(mask: WeightMask) -> float:
         with weight_masked(model, mask):
-            return primary_metric(model, data, dev, precision)
+            metrics = evaluate(model, data.task, dev, precision=precision)
+        return evaluated.remember(mask, metrics)[data.task.primary_metric]
 
     def show(step) -> None:
         bar.update(1)
@@ -251,7 +294,8 @@ def prune_magnitude_run(
     masks = Masks(weights=result.weights, params=params, family=layout.family)
     trace = {**result.trace_dict(), "metric_name": data.task.primary_metric, "seconds": round(time.time() - started, 2),
              "precision": precision, "params": params}
-    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite)
+    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite,
+                            known=evaluated.known(data, result.weights))
 
 
 def prune_fisher_run(
@@ -316,7 +360,8 @@ def prune_fisher_run(
         tuned = {split: evaluate(model, data.task, data.eval_batches(split), precision=precision) for split in data.evals}
     masks = result.masks(model)
     with gated(model, heads=masks.heads), weight_masked(model, masks.weights):
-        final_metric = primary_metric(model, data, dev, precision)
+        final = evaluate(model, data.task, dev, precision=precision)
+    final_metric = final[data.task.primary_metric]
     params = {
         **masks.params, "method": "fisher", "budget_of": str(budget_of) if budget_of is not None else None,
         "budget_fraction": budget_fraction, "tune_examples": tune_examples, "seed": seed, "task": data.task.name,
@@ -331,4 +376,5 @@ def prune_fisher_run(
              "cost": result.cost, "budget": result.budget, "full_cost": result.full_cost, "seconds": seconds,
              "layout": {"num_layers": layout.num_layers, "num_heads": layout.num_heads,
                         "intermediate_size": layout.intermediate_size}}
-    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite, extra, {runs.FISHER_FILE: scores})
+    return _write_prune_dir(out, masks, model, data, trace, precision, overwrite, extra, {runs.FISHER_FILE: scores},
+                            known={data.main_split: final})

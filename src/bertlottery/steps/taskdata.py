@@ -182,16 +182,24 @@ def prepare_task_data(
 
 
 def evaluate_model(
-    model: nn.Module, data: TaskData, masks: Masks | None = None, *, precision: str = "fp32"
+    model: nn.Module, data: TaskData, masks: Masks | None = None, *, precision: str = "fp32",
+    known: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics on every eval split of the task, under ``masks`` if given, in ``precision``."""
-    results = {}
+    """Metrics on every eval split of the task, under ``masks`` if given, in ``precision``.
+
+    ``known``: splits whose metrics under these masks were already measured (by the search that found
+    the mask, say), taken as they are instead of evaluated again."""
+    known = known or {}
+    results = {split: dict(known[split]) for split in data.evals if split in known}
+    missing = [split for split in data.evals if split not in known]
+    if not missing:
+        return results
     heads = masks.heads if masks else None
     mlps = masks.mlps if masks else None
     with gated(model, heads=heads, mlps=mlps), weight_masked(model, masks.weights if masks else None):
-        for split in data.evals:
+        for split in missing:
             results[split] = evaluate(model, data.task, data.eval_batches(split), precision=precision)
-    return results
+    return {split: results[split] for split in data.evals}
 
 
 def metrics_record(task: TaskSpec, results: dict[str, dict[str, float]], **extra: Any) -> dict[str, Any]:
