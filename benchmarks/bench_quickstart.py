@@ -3,10 +3,11 @@
     python benchmarks/bench_quickstart.py                   # the quickstart config, one thread per study
     python benchmarks/bench_quickstart.py --repeats 2       # alternate the two twice
 
-Earlier defaults: every stage in fp32, and s-pruned subnetworks re-fine-tuned as gated full models
-(``train.precision=fp32 train.subnetwork_training=gated``: exactly the stage ids of runs made before
-either setting existed). New defaults: bf16 autocast where this CPU has bf16 instructions, and the
-physically smaller model for s-pruned re-fine-tuning and the s-search's evaluations.
+Earlier defaults: every stage in fp32, s-pruned subnetworks re-fine-tuned as gated full models, and the
+last layer at every position (``train.precision=fp32 train.subnetwork_training=gated
+train.last_layer=full``: exactly the stage ids of runs made before these settings existed). New
+defaults: bf16 autocast where this CPU has bf16 instructions, the physically smaller model for s-pruned
+re-fine-tuning and the s-search's evaluations, and the last layer at the classifier's position only.
 
 Each variant is a whole `bertlottery run configs/quickstart.yaml` in a fresh run directory (a
 subprocess, so the two share nothing), alternated so that a change in the machine's load falls on
@@ -30,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, benchmark_parser  # noqa: E402
 
 VARIANTS = {
-    "earlier defaults (fp32, gated)": ["train.precision=fp32", "train.subnetwork_training=gated"],
+    "earlier defaults (fp32, gated, full last layer)": ["train.precision=fp32", "train.subnetwork_training=gated",
+                                                        "train.last_layer=full"],
     "new defaults": [],
 }
 KEYS = ["task", "method", "subnetwork", "mode", "metric"]

@@ -97,3 +97,13 @@ def test_bench_attention_quick_times_both_kernels_and_compares_their_scores(glue
     # fp32: the two kernels score alike to float rounding
     fp32 = [line for line in out.splitlines() if "eager against sdpa (fp32)" in line]
     assert len(fp32) == 2 and all(float(line.rsplit("difference ", 1)[1].split()[0]) < 1e-4 for line in fp32)
+
+
+@pytest.mark.slow
+def test_bench_last_layer_quick_times_both_settings_and_compares_their_outputs(glue_dir):
+    out = run_quick("bench_last_layer.py")
+    for case in ("training step", "evaluation, SST-2 dev", "importance, SST-2 dev", "Fisher pass"):
+        assert any(line.startswith(case) and line.rstrip().endswith("x") for line in out.splitlines()), (case, out)
+    # the two settings compute the same function: logits and scores alike to float rounding
+    differences = [line for line in out.splitlines() if "cls against full (fp32)" in line]
+    assert len(differences) == 3 and all(float(line.rsplit("difference ", 1)[1].split()[0]) < 1e-4 for line in differences)

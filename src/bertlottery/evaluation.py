@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .lastlayer import first_position_only
 from .metrics import compute_metrics
 from .precision import autocast, resolve_precision
 from .tasks import TaskSpec
@@ -29,7 +30,8 @@ def predict(
     """Model outputs and labels for every example, in the split's original order.
 
     Batches come length-sorted (``index`` says where each example belongs), so outputs are scattered
-    back to their original positions. ``precision``: the forward pass's (`bertlottery.precision`).
+    back to their original positions. ``precision``: the forward pass's (`bertlottery.precision`). The
+    model's last layer runs as its setting says (`bertlottery.lastlayer`).
     Returns ``(logits [N, C] or scores [N], labels [N])``.
     """
     was_training = model.training
@@ -39,7 +41,7 @@ def predict(
     outputs, labels, order = [], [], []
     try:
         # one autocast region for the whole split: inside it each weight is cast to bf16 once, not per batch
-        with autocast(precision, device):
+        with autocast(precision, device), first_position_only(model):
             for batch in batches:
                 inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "index")}
                 logits = model(**inputs).logits.float().cpu()

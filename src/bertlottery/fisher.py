@@ -46,6 +46,7 @@ from .data import TokenizedSplit, make_loader, subset
 from .errors import UserError, did_you_mean
 from .export import body_macs_per_token, export_pruned, mask_cost, unit_costs
 from .importance import frozen
+from .lastlayer import first_position_only
 from .masking import check_neurons, fisher_gated
 from .masks import HeadMask, Masks, WeightMask
 from .models import Layout, LayerParts, adapter_for, model_layout
@@ -207,7 +208,7 @@ def fisher_scores(
         return hook
 
     head_grads, neuron_grads = [], []
-    with frozen(model), attention_for_gradients(model, precision, device):
+    with frozen(model), attention_for_gradients(model, precision, device), first_position_only(model):
         for batch in batches:
             captured: dict[tuple[str, int], torch.Tensor] = {}  # the heads' context and the MLP's units
             handles = []

@@ -31,6 +31,7 @@ from torch import nn
 
 from .compat import Compat
 from .masking import gated
+from .lastlayer import first_position_only
 from .masks import HeadMask, MlpMask
 from .models import adapter_for
 from .precision import attention_for_gradients, autocast, resolve_precision
@@ -121,7 +122,7 @@ def structured_importance(
     precision = resolve_precision(precision, device)
     head_total = mlp_total = None
     n_tokens = n_examples = 0
-    with frozen(model), attention_for_gradients(model, precision, device), \
+    with frozen(model), attention_for_gradients(model, precision, device), first_position_only(model), \
             gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
         running_heads = torch.zeros_like(gates.heads)
         running_mlps = torch.zeros_like(gates.mlps)

@@ -22,13 +22,15 @@ from typing import Any
 
 from .errors import did_you_mean
 
-__all__ = ["TrainSettings", "MIXED_PRECISION", "PRECISIONS", "SUBNETWORK_TRAINING", "option", "stage_fields"]
+__all__ = ["TrainSettings", "MIXED_PRECISION", "PRECISIONS", "SUBNETWORK_TRAINING", "LAST_LAYER", "option", "stage_fields"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")  # accelerate's names (the Gordon study's pre-training uses them)
 PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision's values; `bertlottery.precision` applies them
 # How a head+MLP subnetwork is re-fine-tuned: its physically smaller export (`bertlottery.physical`), or
 # the full model with gates (every run made before the export was wired in).
 SUBNETWORK_TRAINING = ("physical", "gated")
+# `bertlottery.lastlayer`: the last layer at the classifier's position only, or at every position
+LAST_LAYER = ("cls", "full")
 
 
 def option(default: Any, help: str, *, flag: str | None = None, config: bool = True, hashed_if_set: bool = False,
@@ -80,6 +82,10 @@ class TrainSettings:
         "physical", "re-fine-tune a head+MLP subnetwork as its physically smaller model (physical) or as the full "
         "model with gates (gated: as runs made before; the same computation up to rounding and dropout draws)",
         choices=SUBNETWORK_TRAINING, hashed_unless="gated")
+    last_layer: str = option(
+        "cls", "compute the last layer's attention output and MLP only at the position the classifier reads (cls) "
+        "or at every position (full: as runs made before; the same function up to rounding and dropout draws)",
+        choices=LAST_LAYER, hashed_unless="full")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .masking import WeightMaskKeeper, gated
 from .masks import Masks
+from .lastlayer import first_position_only, use_last_layer
 from .precision import accelerator_for, attention_for_gradients, resolve_precision
 from .settings import TrainSettings  # declared there, torch-free, for the config and the CLI
 
@@ -128,6 +129,9 @@ def finetune(
         if masks is not None and (masks.heads is not None or masks.mlps is not None):
             stack.enter_context(gated(model, heads=masks.heads, mlps=masks.mlps))
         stack.enter_context(attention_for_gradients(model, precision, accelerator.device))
+        # the last layer where the classifier reads it (`bertlottery.lastlayer`); the model keeps the
+        # setting for its evaluations
+        stack.enter_context(first_position_only(use_last_layer(model, settings.last_layer)))
         model = model.to(accelerator.device)
         prepared_model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if masks is not None and masks.weights is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import runs
 from ..errors import UserError
+from ..lastlayer import use_last_layer
 from ..masking import fraction_kept
 from ..masks import load_masks
 from ..models import compute_device, load_model, load_tokenizer, model_layout
@@ -41,8 +42,11 @@ def evaluate_run(
     recorded = next((t["max_length"] for t in trained if isinstance(t.get("max_length"), int)), DEFAULT_MAX_LENGTH)
     own = next((r["task"] for r in records if isinstance(r, dict) and isinstance(r.get("task"), str)), None)
     # the precision the run was trained in (fp32 for a run recorded before the setting, or a bare model)
-    precision = next((TrainSettings.from_dict(r["train"]).precision for r in records
-                      if isinstance(r, dict) and isinstance(r.get("train"), dict)), "fp32")
+    trained_as = next((TrainSettings.from_dict(r["train"]) for r in records
+                       if isinstance(r, dict) and isinstance(r.get("train"), dict)), None)
+    precision = trained_as.precision if trained_as is not None else "fp32"
+    # the last layer as the run computed it (`bertlottery.lastlayer`; every position for a bare model)
+    last_layer = trained_as.last_layer if trained_as is not None else "full"
     if task_name is None:
         task_name = own
         if task_name is None:
@@ -69,6 +73,7 @@ def evaluate_run(
         kept = sizes["body_after"] / sizes["body_before"]
     else:
         model = load_model(str(model_dir), task.num_labels).to(compute_device())
+    use_last_layer(model, last_layer)
     masks = None
     if masks_path:
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})

@@ -21,6 +21,7 @@ from ..masking import fraction_kept
 from ..masks import Masks, load_masks, save_masks
 from ..models import load_model, load_tokenizer, model_layout
 from ..physical import finetune_pruned
+from ..lastlayer import use_last_layer
 from ..precision import device_precision, gradient_attention
 from ..tasks import get_task
 from ..training import TrainSettings, finetune
@@ -110,6 +111,7 @@ def finetune_run(
                              max_train_examples=max_train_examples, holdout_fraction=holdout_fraction,
                              cap_seed=cap_seed)
     model = load_model(model_name, task.num_labels, seed=settings.seed, random_init=random_init)
+    use_last_layer(model, settings.last_layer)  # its evaluations too, and a physically smaller copy's
     layout = model_layout(model)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     if masks_path:

@@ -31,6 +31,7 @@ from ..compat import get_compat
 from ..errors import UserError
 from ..evaluation import evaluate
 from ..importance import magnitudes, structured_importance
+from ..lastlayer import use_last_layer
 from ..masking import fraction_kept, gated, weight_masked
 from ..masks import HeadMask, Masks, MlpMask, WeightMask, save_masks
 from ..models import compute_device, load_model, load_tokenizer, model_layout
@@ -79,6 +80,7 @@ def load_finetuned(run_dir: str | os.PathLike, glue_dir: Path | None, *, heldout
                              cap_seed=CAP_SEED if config.get("cap_seed") is None else config["cap_seed"],
                              holdout_fraction=holdout if heldout or with_train else 0.0, with_majority=True)
     model = load_model(str(model_dir), task.num_labels).to(compute_device())
+    use_last_layer(model, TrainSettings.from_dict(config["train"]).last_layer)  # as the run was trained
     return model, data, config
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
+from ..lastlayer import use_last_layer
 from ..masks import HeadMask, Masks
 from ..models import compute_device, load_model, load_tokenizer, model_layout
 from ..tasks import get_task
@@ -47,6 +48,7 @@ def quickstart(
         tokenizer = load_tokenizer(str(model_dir))
         data = prepare_task_data(task, tokenizer, glue_dir, with_train=False)
         model = load_model(str(model_dir), task.num_labels).to(compute_device())
+        use_last_layer(model, settings.last_layer)
         layout = model_layout(model)
         full = HeadMask.full(layout.num_layers, layout.num_heads)
         half = HeadMask.random_like(full, keep=full.n_total // 2, seed=seed)

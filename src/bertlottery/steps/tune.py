@@ -23,6 +23,7 @@ from typing import Any
 from .. import runs
 from ..data import tokenize
 from ..evaluation import evaluate, predict
+from ..lastlayer import use_last_layer
 from ..models import load_model, load_tokenizer
 from ..tasks import get_task
 from ..training import TrainingDiverged, TrainSettings, finetune
@@ -66,6 +67,7 @@ def tune_candidate_run(
                     pad_id=tokenizer.pad_token_id or 0,
                     heldout=tokenize(held, tokenizer, max_length=settings.max_length), cap=cap)
     model = load_model(model_name, task.num_labels, seed=settings.seed)
+    use_last_layer(model, settings.last_layer)
     started = time.time()
     diverged = None
     try:

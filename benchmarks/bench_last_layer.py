@@ -1,0 +1,118 @@
+"""The last layer at the classifier's position only (``train.last_layer: cls``) against every position, side by side.
+
+    python benchmarks/bench_last_layer.py             # MiniLM-L6, real SST-2, one thread
+    python benchmarks/bench_last_layer.py --quick     # a tiny BERT, a few examples: checks the script
+
+`bertlottery.lastlayer` computes the last layer's attention output projection and MLP at the first
+position only, in the passes that need only the classifier's output. This measures, for each precision
+(bf16 where this CPU has it, else fp32 with a notice; and fp32), alternating the two settings in every
+repetition:
+
+1. a training step (forward, backward, clipping, AdamW: `_speed.train_step`), batch 32 of random tokens
+   at 16, 48 and 128 tokens;
+2. an evaluation over SST-2 dev (`evaluation.predict`, 872 sentences);
+3. the gate-gradient passes on real data: `importance.structured_importance` over SST-2 dev (the
+   s-search's scoring) and `fisher.fisher_scores` over 512 training sentences (a quarter of a Fisher pass).
+
+It prints the median time of each and the ratio full / cls (above 1: cls faster), and the largest
+difference between the two settings' logits and scores, relative to the largest.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from pathlib import Path
+
+import torch
+
+from _common import benchmark_parser, setup
+from _speed import model_for, optimizer_for, prepare_task_data, rotated, synthetic_batch, timed, train_step
+from bertlottery.evaluation import predict
+from bertlottery.fisher import fisher_sample, fisher_scores
+from bertlottery.importance import structured_importance
+from bertlottery.lastlayer import first_position_only, last_layer_of, use_last_layer
+from bertlottery.models import load_tokenizer
+from bertlottery.precision import autocast, cpu_model, resolve_precision
+from bertlottery.tasks import get_task
+
+SETTINGS = ("full", "cls")
+
+
+def median_times(cases: dict, models: list, repeats: int) -> dict[tuple[str, str], float]:
+    """The median seconds of each ``(case, setting)`` over ``repeats`` alternating repetitions (one warm-up)."""
+    times: dict[tuple[str, str], list[float]] = {(c, s): [] for c in cases for s in SETTINGS}
+    for rep in range(repeats + 1):
+        for setting in rotated(list(SETTINGS), rep):
+            for model in models:
+                use_last_layer(model, setting)
+            for case, run in cases.items():
+                seconds = timed(run)
+                if rep:
+                    times[case, setting].append(seconds)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, repeats=5)
+    parser.add_argument("--quick", action="store_true", help="a tiny BERT and a few examples (under a minute)")
+    args = parser.parse_args()
+    setup(args)
+    lengths = (8, 16) if args.quick else (16, 48, 128)
+    batch_size = 4 if args.quick else 32
+    repeats = 1 if args.quick else args.repeats
+
+    task = get_task("SST-2")
+    model = model_for(args.quick).eval()  # scored and evaluated, never trained: both settings see the same weights
+    trained = copy.deepcopy(model)
+    tokenizer = load_tokenizer("minilm-l6")
+    data = prepare_task_data(task, tokenizer, Path(args.glue_dir), max_train_examples=64 if args.quick else 4000)
+    dev = list(data.eval_batches(data.main_split, 64))[: 2 if args.quick else None]
+    sample = list(fisher_sample(data.train, data.pad_id, n_examples=32 if args.quick else 512, seed=args.seed))
+    optimizer = optimizer_for(trained)
+    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} thread(s); MiniLM-L6{' (quick: a tiny BERT)' if args.quick else ''}; "
+          f"median of {repeats} alternating repetitions; shared machine: read the ratios")
+    print(f"{'pass':42s} {'precision':>9s} {'full s':>9s} {'cls s':>9s} {'full/cls':>9s}")
+    for precision in dict.fromkeys(resolve_precision(asked, "cpu") for asked in ("bf16", "fp32")):
+        cases = {}
+        for length in lengths:
+            batch = synthetic_batch(batch_size, length, seed=args.seed)
+
+            def step(b=batch):
+                trained.train()
+                with first_position_only(trained):
+                    train_step(trained, optimizer, b, autocast(precision, "cpu"))
+
+            cases[f"training step, {batch_size} x {length}"] = step
+        outputs: dict[str, dict[str, torch.Tensor]] = {s: {} for s in SETTINGS}
+
+        def setting() -> str:
+            return last_layer_of(model)
+
+        unindexed = [{k: v for k, v in b.items() if k != "index"} for b in dev]  # --quick keeps a few batches
+
+        def evaluation():
+            outputs[setting()]["logits"] = torch.from_numpy(predict(model, unindexed, precision=precision)[0])
+
+        def importance():
+            outputs[setting()]["importance"] = structured_importance(model, dev, precision=precision).heads
+
+        def fisher():
+            outputs[setting()]["fisher"] = fisher_scores(model, sample, precision=precision).heads
+
+        sentences = sum(len(b["input_ids"]) for b in dev)
+        cases[f"evaluation, SST-2 dev ({sentences} sentences)"] = evaluation
+        cases[f"importance, SST-2 dev ({sentences} sentences)"] = importance
+        cases[f"Fisher pass, {sum(len(b['input_ids']) for b in sample)} training sentences"] = fisher
+        medians = median_times(cases, [model, trained], repeats)
+        for case in cases:
+            a, b = medians[case, "full"], medians[case, "cls"]
+            print(f"{case:42s} {precision:>9s} {a:9.3f} {b:9.3f} {a / b:8.2f}x", flush=True)
+        for name in ("logits", "importance", "fisher"):
+            ref = outputs["full"][name]
+            difference = float((outputs["cls"][name] - ref).abs().max() / ref.abs().max())
+            print(f"  {name}, cls against full ({precision}): largest difference {difference:.1e} of the largest")
+
+
+if __name__ == "__main__":
+    main()
