@@ -56,7 +56,11 @@ def test_bf16_on_a_cpu_with_bf16_is_bf16_and_autocasts_matmuls(caplog):
     assert (a @ b).dtype == torch.float32
 
 
-def test_bf16_on_a_cpu_without_it_is_fp32_with_a_one_line_notice(caplog):
+def test_bf16_on_a_cpu_without_it_is_fp32_with_a_one_line_notice(caplog, monkeypatch):
+    import bertlottery.precision as precision_module
+
+    # the notice comes once per process: on a machine without bf16 an earlier test has given it already
+    monkeypatch.setattr(precision_module, "_NOTICED", set())
     with caplog.at_level(logging.WARNING):
         precision = resolve_precision("bf16", "cpu", flags=cpu_flags(OLD_XEON))
     assert precision == "fp32"
