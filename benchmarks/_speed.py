@@ -1,4 +1,4 @@
-"""What bench_threads, bench_precision and bench_physical share: the model, batches and a training step.
+"""What the speed benchmarks share: the model, batches, a training step, and the setup of the pass benchmarks.
 
 ``--quick`` swaps the packaged MiniLM for a tiny BERT built in code and real data for a few examples,
 so that every script runs in well under a minute (the tests run them that way).
@@ -18,7 +18,7 @@ from bertlottery.models import load_model
 from bertlottery.steps.taskdata import prepare_task_data
 
 __all__ = ["prepare_task_data", "model_for", "synthetic_batch", "optimizer_for", "train_step", "timed", "rotated",
-           "median_ratio"]
+           "median_ratio", "PassBench", "pass_bench"]
 from bertlottery.training import build_adamw, decay_groups
 
 
@@ -79,3 +79,49 @@ def median_ratio(numerators: list[float], denominators: list[float]) -> tuple[fl
         return ratios[0], ratios[0], ratios[0]
     q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else (min(ratios), statistics.median(ratios), max(ratios))
     return median, q1, q3
+
+
+class PassBench:
+    """What bench_attention and bench_last_layer measure their variants on: the parsed ``args``, the
+    training-step shapes (``lengths``, ``batch_size``), ``repeats``, an evaluated/scored ``model`` and a
+    ``trained`` copy with its ``optimizer``, and real SST-2 passes: ``dev`` (batches of 64, the s-search's
+    scoring batch) and a Fisher ``sample`` (512 training sentences; fewer with ``--quick``)."""
+
+    def __init__(self, args) -> None:
+        import copy
+        from pathlib import Path
+
+        from bertlottery.fisher import fisher_sample
+        from bertlottery.models import load_tokenizer
+        from bertlottery.tasks import get_task
+
+        self.args = args
+        self.lengths = (8, 16) if args.quick else (16, 48, 128)
+        self.batch_size = 4 if args.quick else 32
+        self.repeats = 1 if args.quick else args.repeats
+        self.task = get_task("SST-2")
+        self.model = model_for(args.quick).eval()  # scored and evaluated, never trained: every variant sees the same weights
+        self.trained = copy.deepcopy(self.model)
+        data = prepare_task_data(self.task, load_tokenizer("minilm-l6"), Path(args.glue_dir),
+                                 max_train_examples=64 if args.quick else 4000)
+        self.dev = list(data.eval_batches(data.main_split, 64))[: 2 if args.quick else None]
+        self.sample = list(fisher_sample(data.train, data.pad_id, n_examples=32 if args.quick else 512, seed=args.seed))
+        self.optimizer = optimizer_for(self.trained)
+
+    def header(self) -> str:
+        from bertlottery.precision import cpu_model
+
+        return (f"CPU: {cpu_model()}; {torch.get_num_threads()} thread(s); MiniLM-L6"
+                f"{' (quick: a tiny BERT)' if self.args.quick else ''}; median of {self.repeats} alternating "
+                "repetitions; shared machine: read the ratios")
+
+
+def pass_bench(doc: str) -> PassBench:
+    """Parse a pass benchmark's arguments (``--repeats``, ``--quick``, ...), set up threads, build its `PassBench`."""
+    from _common import benchmark_parser, setup
+
+    parser = benchmark_parser(doc, repeats=5)
+    parser.add_argument("--quick", action="store_true", help="a tiny BERT and a few examples (under a minute)")
+    args = parser.parse_args()
+    setup(args)
+    return PassBench(args)

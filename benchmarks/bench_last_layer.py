@@ -20,21 +20,16 @@ difference between the two settings' logits and scores, relative to the largest.
 
 from __future__ import annotations
 
-import copy
 import statistics
-from pathlib import Path
 
 import torch
 
-from _common import benchmark_parser, setup
-from _speed import model_for, optimizer_for, prepare_task_data, rotated, synthetic_batch, timed, train_step
+from _speed import pass_bench, rotated, synthetic_batch, timed, train_step
 from bertlottery.evaluation import predict
-from bertlottery.fisher import fisher_sample, fisher_scores
+from bertlottery.fisher import fisher_scores
 from bertlottery.importance import structured_importance
 from bertlottery.lastlayer import first_position_only, last_layer_of, use_last_layer
-from bertlottery.models import load_tokenizer
-from bertlottery.precision import autocast, cpu_model, resolve_precision
-from bertlottery.tasks import get_task
+from bertlottery.precision import autocast, resolve_precision
 
 SETTINGS = ("full", "cls")
 
@@ -54,24 +49,10 @@ def median_times(cases: dict, models: list, repeats: int) -> dict[tuple[str, str
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, repeats=5)
-    parser.add_argument("--quick", action="store_true", help="a tiny BERT and a few examples (under a minute)")
-    args = parser.parse_args()
-    setup(args)
-    lengths = (8, 16) if args.quick else (16, 48, 128)
-    batch_size = 4 if args.quick else 32
-    repeats = 1 if args.quick else args.repeats
-
-    task = get_task("SST-2")
-    model = model_for(args.quick).eval()  # scored and evaluated, never trained: both settings see the same weights
-    trained = copy.deepcopy(model)
-    tokenizer = load_tokenizer("minilm-l6")
-    data = prepare_task_data(task, tokenizer, Path(args.glue_dir), max_train_examples=64 if args.quick else 4000)
-    dev = list(data.eval_batches(data.main_split, 64))[: 2 if args.quick else None]
-    sample = list(fisher_sample(data.train, data.pad_id, n_examples=32 if args.quick else 512, seed=args.seed))
-    optimizer = optimizer_for(trained)
-    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} thread(s); MiniLM-L6{' (quick: a tiny BERT)' if args.quick else ''}; "
-          f"median of {repeats} alternating repetitions; shared machine: read the ratios")
+    bench = pass_bench(__doc__)
+    args, lengths, batch_size, repeats = bench.args, bench.lengths, bench.batch_size, bench.repeats
+    model, trained, optimizer, dev, sample = bench.model, bench.trained, bench.optimizer, bench.dev, bench.sample
+    print(bench.header())
     print(f"{'pass':42s} {'precision':>9s} {'full s':>9s} {'cls s':>9s} {'full/cls':>9s}")
     for precision in dict.fromkeys(resolve_precision(asked, "cpu") for asked in ("bf16", "fp32")):
         cases = {}
