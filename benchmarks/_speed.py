@@ -18,7 +18,7 @@ from bertlottery.models import load_model
 from bertlottery.steps.taskdata import prepare_task_data
 
 __all__ = ["prepare_task_data", "model_for", "synthetic_batch", "optimizer_for", "train_step", "timed", "rotated",
-           "median_ratio", "PassBench", "pass_bench"]
+           "median_ratio", "PassBench", "pass_bench", "alternated_medians"]
 from bertlottery.training import build_adamw, decay_groups
 
 
@@ -125,3 +125,19 @@ def pass_bench(doc: str) -> PassBench:
     args = parser.parse_args()
     setup(args)
     return PassBench(args)
+
+
+def alternated_medians(variants: tuple[str, ...], runs: dict[str, Callable[[], object]],
+                       within: Callable[[str, str], object], repeats: int) -> dict[tuple[str, str], float]:
+    """The median seconds of each ``(case, variant)`` over ``repeats`` repetitions after a warm-up, every
+    repetition running each variant (in rotated order) on every case; ``within(variant, case)`` is the
+    context that case runs in for that variant."""
+    times: dict[tuple[str, str], list[float]] = {(c, v): [] for c in runs for v in variants}
+    for rep in range(repeats + 1):
+        for variant in rotated(list(variants), rep):
+            for case, run in runs.items():
+                with within(variant, case):
+                    seconds = timed(run)
+                if rep:
+                    times[case, variant].append(seconds)
+    return {key: statistics.median(values) for key, values in times.items()}

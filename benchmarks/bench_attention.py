@@ -21,12 +21,11 @@ for the gate-gradient passes the largest difference between the two kernels' sco
 from __future__ import annotations
 
 import contextlib
-import statistics
 
 import torch
 
 import bertlottery.precision as precision_module
-from _speed import pass_bench, rotated, synthetic_batch, timed, train_step
+from _speed import alternated_medians, pass_bench, synthetic_batch, train_step
 from bertlottery.fisher import fisher_scores
 from bertlottery.importance import structured_importance
 from bertlottery.precision import autocast, resolve_precision
@@ -46,20 +45,6 @@ def forced(model: torch.nn.Module, kernel: str):
     finally:
         model.set_attn_implementation(before)
         precision_module.gradient_attention = rule
-
-
-def median_times(cases: dict, repeats: int) -> dict[tuple[str, str], float]:
-    """The median seconds of each ``(case, kernel)`` over ``repeats`` alternating repetitions (one warm-up);
-    ``cases``: name -> (model, pass)."""
-    times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in cases for k in KERNELS}
-    for rep in range(repeats + 1):
-        for kernel in rotated(list(KERNELS), rep):
-            for case, (model, run) in cases.items():
-                with forced(model, kernel):
-                    seconds = timed(run)
-                    if rep:
-                        times[case, kernel].append(seconds)
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main() -> None:
@@ -92,7 +77,8 @@ def main() -> None:
 
         cases[f"importance, SST-2 dev ({sum(len(b['input_ids']) for b in dev)} sentences)"] = (model, importance)
         cases[f"Fisher pass, {sum(len(b['input_ids']) for b in sample)} training sentences"] = (model, fisher)
-        medians = median_times(cases, repeats)
+        medians = alternated_medians(KERNELS, {case: run for case, (_, run) in cases.items()},
+                                     lambda kernel, case: forced(cases[case][0], kernel), repeats)
         for case in cases:
             a, b = medians[case, "sdpa"], medians[case, "eager"]
             print(f"{case:42s} {precision:>9s} {a:9.3f} {b:9.3f} {a / b:9.2f}x", flush=True)

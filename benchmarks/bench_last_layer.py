@@ -20,11 +20,11 @@ difference between the two settings' logits and scores, relative to the largest.
 
 from __future__ import annotations
 
-import statistics
+import contextlib
 
 import torch
 
-from _speed import pass_bench, rotated, synthetic_batch, timed, train_step
+from _speed import alternated_medians, pass_bench, synthetic_batch, train_step
 from bertlottery.evaluation import predict
 from bertlottery.fisher import fisher_scores
 from bertlottery.importance import structured_importance
@@ -32,20 +32,6 @@ from bertlottery.lastlayer import first_position_only, last_layer_of, use_last_l
 from bertlottery.precision import autocast, resolve_precision
 
 SETTINGS = ("full", "cls")
-
-
-def median_times(cases: dict, models: list, repeats: int) -> dict[tuple[str, str], float]:
-    """The median seconds of each ``(case, setting)`` over ``repeats`` alternating repetitions (one warm-up)."""
-    times: dict[tuple[str, str], list[float]] = {(c, s): [] for c in cases for s in SETTINGS}
-    for rep in range(repeats + 1):
-        for setting in rotated(list(SETTINGS), rep):
-            for model in models:
-                use_last_layer(model, setting)
-            for case, run in cases.items():
-                seconds = timed(run)
-                if rep:
-                    times[case, setting].append(seconds)
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main() -> None:
@@ -85,7 +71,8 @@ def main() -> None:
         cases[f"evaluation, SST-2 dev ({sentences} sentences)"] = evaluation
         cases[f"importance, SST-2 dev ({sentences} sentences)"] = importance
         cases[f"Fisher pass, {sum(len(b['input_ids']) for b in sample)} training sentences"] = fisher
-        medians = median_times(cases, [model, trained], repeats)
+        medians = alternated_medians(SETTINGS, cases, lambda setting, case: contextlib.nullcontext(
+            [use_last_layer(m, setting) for m in (model, trained)]), repeats)
         for case in cases:
             a, b = medians[case, "full"], medians[case, "cls"]
             print(f"{case:42s} {precision:>9s} {a:9.3f} {b:9.3f} {a / b:8.2f}x", flush=True)
