@@ -42,6 +42,7 @@ from bertlottery.fisher import budget_from_masks, fisher_sample, fisher_search, 
 from bertlottery.masking import fisher_gated
 from bertlottery.importance import structured_importance
 from bertlottery.masking import gated
+from bertlottery.lastlayer import use_last_layer
 from bertlottery.masks import Masks
 from bertlottery.models import load_model, load_tokenizer, model_layout
 from bertlottery.physical import pruned_evaluator
@@ -49,6 +50,7 @@ from bertlottery.precision import resolve_precision
 from bertlottery.pruning import structured_search
 from bertlottery.steps.finetune import finetune_run
 from bertlottery.steps.taskdata import prepare_task_data
+from bertlottery import runs
 from bertlottery.runs import is_complete_run, model_dir_of
 from bertlottery.tasks import get_task
 from bertlottery.training import TrainSettings
@@ -88,7 +90,8 @@ def main() -> None:
     parser.add_argument("--pipeline-defaults", action="store_true",
                         help="both searches as a study runs them by default: bf16 autocast where this CPU has it "
                              "(the s-search's scoring and evaluations, the Fisher passes) and the s-search's "
-                             "candidates evaluated on the physically pruned model (default: fp32, gated)")
+                             "candidates evaluated on the physically pruned model, every pass with the last layer as the run was "
+                             "trained (`train.last_layer`) (default: fp32, gated, every position)")
     args = parser.parse_args()
     setup(args)
 
@@ -98,6 +101,8 @@ def main() -> None:
     tokenizer = load_tokenizer(str(model_dir))
     data = prepare_task_data(task, tokenizer, Path(args.glue_dir), max_train_examples=4000)
     model = load_model(str(model_dir), task.num_labels)
+    if args.pipeline_defaults:  # the last layer as the run was trained (`train.last_layer`), as a study scores it
+        use_last_layer(model, TrainSettings.from_dict(runs.read_json(run / runs.CONFIG_FILE)["train"]).last_layer)
     layout = model_layout(model)
     dev = data.eval_batches(data.main_split)
 
