@@ -67,12 +67,16 @@ def reads_first_position(model: nn.Module) -> bool:
     return True
 
 
+def _checked(how: str) -> str:
+    if how not in LAST_LAYER:
+        raise UserError(f"Unknown last_layer '{how}'.{did_you_mean(how, LAST_LAYER)} Known: {', '.join(LAST_LAYER)}.")
+    return how
+
+
 def use_last_layer(model: nn.Module, how: str) -> nn.Module:
     """Give ``model`` the setting its classification passes follow (``cls`` or ``full``); returns it.
     A copy of the model (an export, say) keeps it."""
-    if how not in LAST_LAYER:
-        raise UserError(f"Unknown last_layer '{how}'.{did_you_mean(how, LAST_LAYER)} Known: {', '.join(LAST_LAYER)}.")
-    setattr(model, _ATTRIBUTE, how)
+    setattr(model, _ATTRIBUTE, _checked(how))
     return model
 
 
@@ -94,9 +98,7 @@ def first_position_only(model: nn.Module, how: str | None = None) -> Iterator[bo
     position only, if ``how`` (default: the model's own setting) is ``cls`` and the model's head reads
     nothing else. Yields whether it does. The hooks run before any other on those projections (gates,
     captures), so those see the one position; they are removed on exit, whatever happens."""
-    how = last_layer_of(model) if how is None else how
-    if how not in LAST_LAYER:
-        raise UserError(f"Unknown last_layer '{how}'.{did_you_mean(how, LAST_LAYER)} Known: {', '.join(LAST_LAYER)}.")
+    how = last_layer_of(model) if how is None else _checked(how)
     if how == "full" or not reads_first_position(model):
         yield False
         return
