@@ -5,9 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# The suite runs in parallel (pytest-xdist, `-n auto --dist loadfile` in pyproject.toml): one worker
+# process per core, each test file on one worker. Each worker gets its share of the cores and OpenMP
+# threads that sleep while they wait, set here before torch starts its thread pool, so that the workers
+# (and the CLI processes their tests start, which inherit this environment) do not fight over cores
+# (bertlottery.threads explains the collapse when they do).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    from bertlottery.threads import usable_cores
 
-from tiny import save_tiny_model
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // _WORKERS))
+
+import pytest  # noqa: E402
+
+from tiny import save_tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,3 +77,17 @@ def chromium() -> str:
 # Flags for Chromium on a machine with a closed network and no screen (the browser tests use them).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+# Files that take minutes go to the workers first, so that the rest of the suite runs beside them and the
+# workers finish together (measured on 2 cores, one thread each: test_real_data.py about 15 minutes, most of
+# it the README's quickstart study; test_families.py about 4, the MPNet-base fine-tuning).
+FIRST = ("test_real_data.py", "test_families.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file, and of the other files, is kept
