@@ -14,7 +14,8 @@ from bertlottery.errors import UserError
 from bertlottery.evaluation import predict
 from bertlottery.fisher import fisher_scores
 from bertlottery.importance import structured_importance
-from bertlottery.lastlayer import first_position_only, last_layer_of, reads_first_position, use_last_layer
+from bertlottery.lastlayer import (classifier_reads_first_position, first_position_only, last_layer_of,
+                                  reads_first_position, use_last_layer)
 from bertlottery.masks import HeadMask, MlpMask
 from bertlottery.models import adapter_for
 from bertlottery.physical import export_for
@@ -137,6 +138,24 @@ def test_heads_that_read_more_than_the_first_position_are_never_cut():
         with first_position_only(model) as cutting:
             assert cutting is False
     assert reads_first_position(tiny_model("modernbert"))  # cls pooling, the default
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_config_says_what_its_classifier_reads_as_the_model_does(family):
+    """The plan decides from a ``config.json`` alone (no weights); it must agree with the built model."""
+    from transformers import DebertaV2ForSequenceClassification, ModernBertForSequenceClassification
+
+    config = tiny_config(family)
+    assert classifier_reads_first_position(config.to_dict()) == reads_first_position(tiny_model(family)) is True
+    if family == "modernbert":
+        config.classifier_pooling = "mean"
+        assert classifier_reads_first_position(config.to_dict()) is False
+        assert reads_first_position(ModernBertForSequenceClassification(config)) is False
+    if family.startswith("deberta"):
+        config.num_hidden_layers, config.conv_kernel_size = 1, 3
+        assert classifier_reads_first_position(config.to_dict()) is False
+        assert reads_first_position(DebertaV2ForSequenceClassification(config)) is False
+    assert classifier_reads_first_position({"model_type": "gpt2"}) is False  # no first-position classifier
 
 
 def test_the_setting_defaults_and_reads_back():

@@ -67,15 +67,21 @@ def test_training_examples_and_epochs_per_task(plans, glue_dir):
     assert 5 < rows["SST-2"]["train_tokens_per_example"] < rows["RTE"]["train_tokens_per_example"] <= 128
 
 
-def test_flops_of_a_tiny_study_equal_a_count_by_hand(tiny_model_dir, glue_dir):
-    config = from_dict(_tiny_study(tiny_model_dir, glue_dir))
+@pytest.mark.parametrize("last_layer", ["full", "cls"])
+def test_flops_of_a_tiny_study_equal_a_count_by_hand(tiny_model_dir, glue_dir, last_layer):
+    config = from_dict(_tiny_study(tiny_model_dir, glue_dir, train={"epochs": 2, "max_train_examples": 64,
+                                                                    "max_length": 48, "last_layer": last_layer}))
     stages = expand(config)
     plan = study_plan(config, stages, calibrate_here=False)
     size = task_sizes(config, ["RTE"], {"RTE": 48})["RTE"]
     # tiny BERT: 2 layers, 4 heads of 8, hidden 32, MLP 37. Per token and layer: each head's Q, K, V and
-    # output 4*32*8 MACs and its scores and weighted values 2*8*L; the MLP 2*32*37.
+    # output 4*32*8 MACs and its scores and weighted values 2*8*L; the MLP 2*32*37. Under `cls` the last
+    # layer's output projections (4 heads: 32*4*8) and MLP run at 1 of L positions.
     def forward(length: float) -> float:
-        return 2 * 2 * (4 * (4 * 32 * 8 + 2 * 8 * round(length)) + 2 * 32 * 37)
+        L = round(length)
+        layer = 4 * (4 * 32 * 8 + 2 * 8 * L) + 2 * 32 * 37
+        cut = (32 * 4 * 8 + 2 * 32 * 37) * (L - 1) / L if last_layer == "cls" else 0
+        return 2 * (2 * layer - cut)
 
     train_tokens = 64 * 2 * size.train_tokens
     dev_tokens = 277 * size.eval_tokens
@@ -168,7 +174,7 @@ def test_stages_of_another_task_are_estimated_by_their_flops(tiny_model_dir, glu
     dims, _ = model_dims(config.model)
     layout = layout_from_config(dims)
     sizes = task_sizes(config, ["RTE", "MRPC"], {"RTE": 48, "MRPC": 48})
-    flops = {s.id: work_flops(stage_work(s, config, sizes, layout).most, layout) for s in stages}
+    flops = {s.id: work_flops(stage_work(s, config, sizes, layout, reads_first=True).most, layout) for s in stages}
     of = lambda kind, task: [s for s in stages if s.kind == kind and s.task == task]  # noqa: E731
     rte = {kind: flops[of(kind, "RTE")[0].id] for kind in ("finetune", "prune")}
     expected = {kind: 2 * recorded[kind, 1] + sum(recorded[kind, 1] / rte[kind] * flops[s.id] for s in of(kind, "MRPC"))
@@ -345,8 +351,10 @@ def test_paper_plan_runs_offline_and_prints_gpu_hours(tmp_path, monkeypatch, cap
     assert plan["layout"]["num_layers"] == 12 and plan["layout"]["hidden_size"] == 768
     assert plan["stages"]["finetune"] == 45 and plan["tasks"][0]["source"] == "GLUE sizes"
     # bert-base at 128 tokens (no data here: every example counted at max_length): 87,293,952 body MACs
-    # per token (`body_macs_per_token`'s example); 5 seeds x 3 epochs of training and one dev evaluation
-    macs = 87_293_952
+    # per token (`body_macs_per_token`'s example), less the last layer's output projection (768 x 768) and
+    # MLP (2 x 768 x 3072) at 127 of 128 positions under `train.last_layer: cls` (the default); 5 seeds x 3
+    # epochs of training and one dev evaluation
+    macs = 87_293_952 - (768 * 768 + 2 * 768 * 3072) * 127 / 128
     train = sum(t["trained_on"] for t in plan["tasks"]) * 128
     dev = sum(t["eval_examples"] for t in plan["tasks"]) * 128
     assert plan["flops"]["by_kind"]["finetune"] == pytest.approx(5 * (6 * macs * 3 * train + 2 * macs * dev))
@@ -432,3 +440,38 @@ def test_the_plan_says_which_subnetwork_trainings_it_counts_at_full_size(plans):
     assert f"{len(physical)} trainings of s-pruned subnetworks are counted at the full model's size" in format_plan(plan)
     _, gordon = plans["gordon-minilm.yaml"]
     assert gordon["physical_subnetworks"] == 0 and "s-pruned" not in format_plan(gordon)
+
+
+def test_the_last_layer_cut_is_counted_where_the_passes_make_it(glue_dir):
+    """Under `train.last_layer: cls` (the default) a sequence classifier's training, evaluation, scoring and
+    Fisher passes compute the last layer's output projection and MLP at the first position only, and the
+    plan counts them so; attention maps, the Fisher search's least-squares tuning and MLM work compute every
+    position and are counted so; with `full`, or a head that reads every position, nothing is cut."""
+    from bertlottery.models import layout_from_config
+    from bertlottery.plan import model_dims, pass_flops_per_token, stage_work
+
+    cut_somewhere = set()
+    for name in ("smoke.yaml", "fisher-smoke.yaml", "gordon-minilm.yaml", "minilm-glue.yaml"):
+        for last_layer in ("cls", "full"):
+            config = load(REPO / "configs" / name, [f"glue_dir={glue_dir}", f"train.last_layer={last_layer}"])
+            stages = expand(config)
+            layout = layout_from_config(model_dims(config.model)[0])
+            tasks = sorted({s.task for s in stages} - {"pretrain"})
+            sizes = task_sizes(config, tasks, {t: config.train.for_task(t, config.seeds[0])["max_length"] for t in tasks})
+            for stage in stages:
+                for reads_first in (True, False):
+                    work = stage_work(stage, config, sizes, layout, reads_first=reads_first)
+                    cut = [p.first_position for p in work.most]
+                    if not (reads_first and last_layer == "cls") or stage.task == "pretrain" or stage.kind == "attention-maps":
+                        assert not any(cut), (name, stage.id)
+                    elif stage.kind == "prune" and stage.keys["method"] == "fisher":
+                        assert cut == [True] * (len(cut) - 1) + [False], stage.id  # the tuning pass last
+                    else:
+                        assert all(cut), (name, stage.id)
+                    if any(cut):
+                        cut_somewhere.add(stage.kind)
+                        full = stage_work(stage, config, sizes, layout, reads_first=False)
+                        for p, q in zip(work.most, full.most):
+                            ratio = pass_flops_per_token(p, layout) / pass_flops_per_token(q, layout)
+                            assert (ratio < 1) == p.first_position
+    assert {"finetune", "baseline", "retrain", "evaluate", "prune", "gordon-finetune"} <= cut_somewhere

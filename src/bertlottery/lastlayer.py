@@ -40,7 +40,8 @@ from .errors import UserError, did_you_mean
 from .models import adapter_for
 from .settings import LAST_LAYER  # cls: the classifier's position only; full: every position
 
-__all__ = ["LAST_LAYER", "reads_first_position", "use_last_layer", "last_layer_of", "first_position_only"]
+__all__ = ["LAST_LAYER", "reads_first_position", "classifier_reads_first_position", "use_last_layer", "last_layer_of",
+           "first_position_only"]
 
 
 _ATTRIBUTE = "_bertlottery_last_layer"
@@ -55,14 +56,23 @@ _FIRST_POSITION = {
 
 def reads_first_position(model: nn.Module) -> bool:
     """Whether ``model``'s output depends on its last layer at the first position only."""
-    name = type(model).__name__
+    return _reads_first(type(model).__name__, model.config.to_dict())
+
+
+def classifier_reads_first_position(config: dict) -> bool:
+    """Whether the sequence classifier that ``config`` (a ``config.json``'s values) builds reads its last
+    layer at the first position only: what a plan needs to know without a model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    return _reads_first(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(config.get("model_type"), ""), config)
+
+
+def _reads_first(name: str, config: dict) -> bool:
     if name not in _FIRST_POSITION:
         return False
-    config = model.config
-    if name.startswith("ModernBert") and getattr(config, "classifier_pooling", "cls") != "cls":
+    if name.startswith("ModernBert") and config.get("classifier_pooling", "cls") != "cls":
         return False  # mean pooling reads every position
-    if name.startswith("DebertaV2") and getattr(config, "num_hidden_layers", 2) == 1 \
-            and getattr(config, "conv_kernel_size", 0):
+    if name.startswith("DebertaV2") and config.get("num_hidden_layers", 2) == 1 and config.get("conv_kernel_size"):
         return False  # DeBERTa's convolution mixes positions after the first layer, here also the last
     return True
 

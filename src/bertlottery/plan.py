@@ -6,7 +6,9 @@ and evaluation (forward only). From those come
 
 - FLOPs, from the model's real shapes (`bertlottery.models.layout_from_config`, no weights loaded):
   a forward pass costs 2 x `bertlottery.export.body_macs_per_token` per token (the encoder layers'
-  matrix products and attention; embeddings, LayerNorms and the classifier are left out), a training
+  matrix products and attention; embeddings, LayerNorms and the classifier are left out; under
+  ``train.last_layer: cls`` a classification pass leaves out the last layer's output projection and MLP
+  at every position but the first, as `bertlottery.lastlayer` does), a training
   pass 3x that (the backward pass computes gradients of activations and of weights, each about a
   forward's cost: the usual 6 x parameters x tokens), a scoring pass 2x (gradients of activations only);
   continued pre-training adds the MLM head (a d x d transform and the projection onto the vocabulary),
@@ -90,12 +92,14 @@ class TaskSize:
 @dataclass(frozen=True)
 class Pass:
     """``tokens`` tokens of one kind of pass (train, score, eval; head: training an MLM head on a frozen
-    encoder) at batch ``batch`` and ``length`` tokens per example."""
+    encoder) at batch ``batch`` and ``length`` tokens per example; ``first_position``: the last layer's
+    attention output projection and MLP at the first position only (`bertlottery.lastlayer`)."""
 
     kind: str
     tokens: float
     batch: int
     length: int
+    first_position: bool = False
 
 
 @dataclass
@@ -242,16 +246,22 @@ def _train_examples(size: TaskSize, train: dict[str, Any]) -> int:
     return n - int(round(n * (train.get("holdout_fraction") or 0.0)))
 
 
-def _eval_passes(size: TaskSize, length: int, passes: int, *, main_only: bool = False, task=None) -> list[Pass]:
+def _eval_passes(size: TaskSize, length: int, passes: int, *, main_only: bool = False, task=None,
+                 cut: bool = False) -> list[Pass]:
     from .steps.taskdata import EVAL_BATCH_SIZE
 
     splits = task.eval_splits[:1] if main_only else task.eval_splits
     examples = sum(size.examples[s] for s in splits)
-    return [Pass("eval", passes * examples * size.eval_tokens, EVAL_BATCH_SIZE, length)] if passes else []
+    return [Pass("eval", passes * examples * size.eval_tokens, EVAL_BATCH_SIZE, length, cut)] if passes else []
 
 
-def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize], layout) -> StageWork:
-    """The passes of one stage (see `StageWork`), from its kind and settings."""
+def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize], layout, *,
+               reads_first: bool = False) -> StageWork:
+    """The passes of one stage (see `StageWork`), from its kind and settings. ``reads_first``: the
+    model's sequence classifier reads its last layer at the first position only
+    (`bertlottery.lastlayer.classifier_reads_first_position`), so that under ``train.last_layer: cls``
+    the stage's classification passes (training, evaluation, scoring, the Fisher pass) cut that layer;
+    attention maps, the Fisher search's tuning and MLM work never do."""
     from .tasks import get_task
 
     kind, s = stage.kind, stage.settings
@@ -263,6 +273,7 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
     size = sizes[task.name]
     train = config.train.for_task(task.name, stage.keys.get("seed") or config.seeds[0])
     length = int(round(size.eval_tokens))
+    cut = reads_first and (s["train"] if kind == "gordon-finetune" else train).get("last_layer") == "cls"
     if kind in ("finetune", "baseline", "retrain", "gordon-finetune"):
         if kind == "gordon-finetune":
             train = s["train"]
@@ -274,22 +285,22 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
         tokens = _train_examples(size, train) * epochs * size.train_tokens
         # re-fine-tuning evaluates dev after every epoch, the last of which is its result (`steps.retrain`)
         evals = epochs if kind == "retrain" else 1
-        work = [Pass("train", tokens, train["batch_size"], int(round(size.train_tokens))),
-                *_eval_passes(size, length, evals, task=task)]
+        work = [Pass("train", tokens, train["batch_size"], int(round(size.train_tokens)), cut),
+                *_eval_passes(size, length, evals, task=task, cut=cut)]
         return StageWork(work, work, loads_model=True)
     if kind == "tune-candidate":  # trains on the pool less the held-out slice; scores and losses on the slice
         pool = _train_examples(size, s["train"])
         held_out = pool * s["tune_fraction"]
         work = [Pass("train", (pool - held_out) * s["train"]["epochs"] * size.train_tokens, s["train"]["batch_size"],
-                     int(round(size.train_tokens))),
-                Pass("eval", 2 * held_out * size.train_tokens, s["train"]["batch_size"], int(round(size.train_tokens)))]
+                     int(round(size.train_tokens)), cut),
+                Pass("eval", 2 * held_out * size.train_tokens, s["train"]["batch_size"], int(round(size.train_tokens)), cut)]
         return StageWork(work, work, loads_model=True)
     if kind == "evaluate":
-        work = _eval_passes(size, length, 1, task=task)
+        work = _eval_passes(size, length, 1, task=task, cut=cut)
         return StageWork(work, work, loads_model=True)
     if kind == "ablation":  # the full model, then each unit gated off alone, on the main dev split
         units = sum(layout.num_layers * (layout.num_heads if unit == "heads" else 1) for unit in s["units"])
-        work = _eval_passes(size, length, 1 + units, main_only=True, task=task)
+        work = _eval_passes(size, length, 1 + units, main_only=True, task=task, cut=cut)
         return StageWork(work, work, loads_model=True)
     if kind == "attention-maps":
         examples = min(s["examples"], size.examples[task.eval_splits[0]])
@@ -298,7 +309,7 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
     if kind == "prune":
         # the full model and the good mask on every eval split, and one evaluation of the watched split
         # per step; s-pruning scores the current mask before its first step and after each accepted one
-        fixed = _eval_passes(size, length, 2, task=task)
+        fixed = _eval_passes(size, length, 2, task=task, cut=cut)
         if stage.keys["method"] == "structured":
             steps = structured_steps_bound(layout.num_layers, layout.num_heads, s["mode"])
             scoring = size.examples["dev"] if s["scoring_split"] == "dev" else round(
@@ -306,23 +317,24 @@ def stage_work(stage: Stage, config: ExperimentConfig, sizes: dict[str, TaskSize
             score_tokens = scoring * (size.eval_tokens if s["scoring_split"] == "dev" else size.train_tokens)
 
             def search(n: int, accepted: int) -> list[Pass]:
-                return [*fixed, *_eval_passes(size, length, n, main_only=True, task=task),
-                        Pass("score", (accepted + 1) * score_tokens, s["batch_size"], length)]
+                return [*fixed, *_eval_passes(size, length, n, main_only=True, task=task, cut=cut),
+                        Pass("score", (accepted + 1) * score_tokens, s["batch_size"], length, cut)]
             return StageWork(search(steps, steps), search(1, 0), loads_model=True)
         if stage.keys["method"] == "fisher":
-            return _fisher_work(s, size, train, length, layout, fixed, task)
+            return _fisher_work(s, size, train, length, layout, fixed, task, cut)
         from .compat import Compat, get_compat
 
         compat = get_compat(None if s["compat"] == "none" else s["compat"])
         weights = layout.num_layers * (layout.num_heads * layout.params_per_head + layout.params_per_mlp)
         steps = magnitude_steps_bound(weights, s["step_fraction"],
                                       Compat.MAGNITUDE_MAX_STEPS if compat.magnitude_mask_before_last_step else 100)
-        return StageWork([*fixed, *_eval_passes(size, length, steps, main_only=True, task=task)],
-                         [*fixed, *_eval_passes(size, length, 1, main_only=True, task=task)], loads_model=True)
+        return StageWork([*fixed, *_eval_passes(size, length, steps, main_only=True, task=task, cut=cut)],
+                         [*fixed, *_eval_passes(size, length, 1, main_only=True, task=task, cut=cut)], loads_model=True)
     raise ValueError(f"no work model for stage kind {kind}")
 
 
-def _fisher_work(s: dict, size: TaskSize, train: dict, length: int, layout, fixed: list[Pass], task) -> StageWork:
+def _fisher_work(s: dict, size: TaskSize, train: dict, length: int, layout, fixed: list[Pass], task,
+                 cut: bool) -> StageWork:
     """The Fisher search (`bertlottery.fisher`): one forward and backward pass over its sample for the
     gates' gradients; the least-squares tuning runs the teacher once and the student up to each layer's
     two sub-layers (at most 2 x layers forward passes over its calibration sample, counted as such: an
@@ -330,8 +342,8 @@ def _fisher_work(s: dict, size: TaskSize, train: dict, length: int, layout, fixe
     examples = min(s["examples"], _train_examples(size, train))
     tuning = min(s["tune_examples"] or examples, examples) if s["tune"] else 0
     tokens = int(round(size.train_tokens))
-    work = [*fixed, *_eval_passes(size, length, 1, task=task),
-            Pass("score", examples * size.train_tokens, s["batch_size"], tokens),
+    work = [*fixed, *_eval_passes(size, length, 1, task=task, cut=cut),
+            Pass("score", examples * size.train_tokens, s["batch_size"], tokens, cut),
             *([Pass("eval", (1 + 2 * layout.num_layers) * tuning * size.train_tokens, s["batch_size"], tokens)]
               if tuning else [])]
     return StageWork(work, work, loads_model=True)
@@ -357,13 +369,21 @@ def _pretraining_work(stage: Stage, config: ExperimentConfig) -> StageWork:
 
 # ---- FLOPs and seconds -----------------------------------------------------------------------------------
 
-def _forward_flops_per_token(layout, length: int, vocab: int | None) -> float:
+def _forward_flops_per_token(layout, length: int, vocab: int | None, first_position: bool = False) -> float:
     from .export import body_macs_per_token
 
     macs = body_macs_per_token(layout, max(1, length))
+    if first_position:  # the last layer's attention output projection and MLP at 1 of ``length`` positions
+        macs -= _first_position_saving(layout, max(1, length))
     if vocab:  # the MLM head: a d x d transform and the projection onto the vocabulary
         macs += layout.hidden_size * layout.hidden_size + layout.hidden_size * vocab
     return 2.0 * macs
+
+
+def _first_position_saving(layout, length: int) -> float:
+    """MACs per token that ``last_layer: cls`` leaves out: the last layer's attention output projection
+    (d x heads x dh) and MLP at every position but the first."""
+    return (layout.hidden_size * layout.num_heads * layout.head_dim + layout.macs_per_mlp) * (length - 1) / length
 
 
 def _head_flops_per_token(layout, vocab: int) -> float:
@@ -372,7 +392,7 @@ def _head_flops_per_token(layout, vocab: int) -> float:
 
 def pass_flops_per_token(p: Pass, layout, vocab: int | None = None) -> float:
     """FLOPs of one token of pass ``p`` (``vocab``: with an MLM head over that many tokens)."""
-    forward = _forward_flops_per_token(layout, p.length, vocab)
+    forward = _forward_flops_per_token(layout, p.length, vocab, p.first_position)
     if p.kind == "head":  # weights and activations of the head only get gradients
         return forward + 2.0 * _head_flops_per_token(layout, vocab or 0)
     return PASS_FACTORS[p.kind] * forward
@@ -548,6 +568,7 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     calibration when ``calibrate_here``. Reads, never writes.
     """
     from .costs import estimate_stages, finished_stage_times
+    from .lastlayer import classifier_reads_first_position
     from .models import layout_from_config
 
     import torch
@@ -558,7 +579,8 @@ def study_plan(config: ExperimentConfig, stages: list[Stage], *, run_dir: Path |
     tasks = list(dict.fromkeys(s.task for s in stages if s.task != "pretrain"))
     max_length = {t: config.train.for_task(t, config.seeds[0])["max_length"] for t in tasks}
     sizes = task_sizes(config, tasks, max_length)
-    works = {s.id: stage_work(s, config, sizes, layout) for s in stages}
+    reads_first = classifier_reads_first_position(dims)
+    works = {s.id: stage_work(s, config, sizes, layout, reads_first=reads_first) for s in stages}
 
     # stages a run directory skipped (their model learnt nothing: `bertlottery.learnt`) will not run
     if run_dir is not None:
