@@ -79,6 +79,24 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """``-n auto``: one worker per core this process may run on (its affinity, where xdist counts the whole
+    machine's physical cores), and at most one per 3 GiB of available memory (a worker holds torch,
+    transformers and, at most, a bert-base-sized model in training). ``PYTEST_XDIST_AUTO_NUM_WORKERS``
+    still decides where it is set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    from bertlottery.threads import usable_cores
+
+    workers = usable_cores()
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        workers = min(workers, int(meminfo["MemAvailable"].split()[0]) // (3 * 1024 * 1024))
+    except (OSError, KeyError, ValueError):
+        pass  # no /proc (macOS, Windows): the cores alone
+    return max(1, workers)
+
+
 # Files that take minutes go to the workers first, so that the rest of the suite runs beside them and the
 # workers finish together (measured on 2 cores, one thread each: test_real_data.py about 15 minutes, most of
 # it the README's quickstart study; test_families.py about 4, the MPNet-base fine-tuning).
