@@ -276,6 +276,48 @@ def test_a_retrain_stage_trains_the_pruned_model_and_gives_the_gated_row(tiny_ru
                 assert ours[key] == value, key
 
 
+def test_an_evaluate_stage_evaluates_an_s_pruned_subnetwork_as_it_is_retrained(tiny_run, monkeypatch):
+    """The pruned mode of an s-pruned subnetwork: on the physically smaller model under the default
+    setting, under gates with ``gated``; the same rows to float tolerance, the same stage id (the metric is
+    the same computation, as the s-search's physical evaluations are). A weight mask stays a mask."""
+    from bertlottery import runs
+    from bertlottery.config import load
+    from bertlottery.masks import WeightMask, save_masks
+    from bertlottery.models import model_layout
+    from bertlottery.steps import evaluate as evaluate_step
+    from bertlottery.steps.prune import load_finetuned
+    from bertlottery.studies import lottery
+
+    glue, run, subnetworks, root = tiny_run
+    monkeypatch.setenv("BERTLOTTERY_CACHE", str(root / "cache"))
+    seen = []  # the body parameters of every model evaluated
+    real = evaluate_step.evaluate_model
+    monkeypatch.setattr(evaluate_step, "evaluate_model", lambda model, *a, **k: seen.append(
+        sum(p.numel() for n, p in model.named_parameters() if ".layer." in n)) or real(model, *a, **k))
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    rows, records, ids = {}, {}, {}
+    for how in ("physical", "gated"):
+        config = load(smoke, [f"glue_dir={glue}", f"train.subnetwork_training={how}", "methods=[structured]"])
+        stage = next(s for s in lottery.expand(config) if s.kind == "evaluate" and s.keys["subnetwork"] == "good")
+        out = root / f"evaluate-{how}"
+        rows[how] = lottery.execute(stage, out, {"finetune": run, "subnetworks": subnetworks}, config, progress=False)
+        records[how], ids[how] = runs.read_json(out / runs.METRICS_FILE), stage.id
+    assert ids["physical"] == ids["gated"]
+    assert records["physical"]["evaluated_on"] == "physical" and records["gated"]["evaluated_on"] == "gated"
+    assert seen[0] < seen[1]  # the physical model is smaller; the gated one is the full model
+    assert records["physical"]["body_fraction_kept"] == records["gated"]["body_fraction_kept"] < 1
+    assert len(rows["physical"]) == len(rows["gated"]) > 0
+    for ours, theirs in zip(rows["physical"], rows["gated"]):
+        assert (ours.metric, ours.split) == (theirs.metric, theirs.split)
+        assert ours.value == pytest.approx(theirs.value, abs=1e-6)
+
+    model, _, _ = load_finetuned(run, glue)
+    weights = WeightMask({n: torch.rand(p.shape) > 0.5 for n, p in model.named_parameters() if n.endswith("query.weight")})
+    path = save_masks(root / "weights.safetensors", Masks(weights=weights), model_layout(model))
+    record = evaluate_step.evaluate_run(run, task_name="RTE", glue_dir=glue, masks_path=path, physical=True)
+    assert record["evaluated_on"] == "gated"
+
+
 def test_the_prune_step_evaluates_on_pruned_models_and_takes_the_gated_steps(tiny_run):
     from bertlottery import runs
     from bertlottery.steps.prune import prune_structured_run

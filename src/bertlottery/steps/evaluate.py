@@ -13,6 +13,7 @@ from ..lastlayer import use_last_layer
 from ..masking import fraction_kept
 from ..masks import load_masks
 from ..models import compute_device, load_model, load_tokenizer, model_layout
+from ..physical import export_for
 from ..tasks import get_task
 from ..settings import TrainSettings
 from .taskdata import DEFAULT_MAX_LENGTH, evaluate_model, fit_max_length, metrics_record, prepare_task_data
@@ -28,8 +29,13 @@ def evaluate_run(
     masks_path: str | os.PathLike | None = None,
     max_length: int | None = None,
     max_eval_examples: int | None = None,
+    physical: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a fine-tuned run (or model folder) on its task's eval splits, optionally under a mask.
+
+    ``physical``: evaluate a head+MLP mask on the physically smaller model (`bertlottery.physical`: the
+    gated model's metrics to float tolerance, fewer operations), as the s-search evaluates its
+    candidates; a mask with weights is always evaluated as a mask on the full model.
 
     ``max_length``: tokens per example; by default the length the run was fine-tuned at (its
     ``config.json``), so that a pruned model is measured at the truncation its full model was, else 128;
@@ -79,6 +85,9 @@ def evaluate_run(
         masks = load_masks(masks_path, model_layout(model), {n: tuple(p.shape) for n, p in model.named_parameters()})
     if not (model_dir / "pruning.json").is_file():
         kept = fraction_kept(model, masks)
+    evaluated_on = "gated"
+    if physical and masks is not None and masks.weights is None:
+        model, masks, evaluated_on = export_for(model, masks), None, "physical"  # keeps the last-layer setting
     results = evaluate_model(model, data, masks, precision=precision)
     return metrics_record(task, results, model=str(model_dir), masks=str(masks_path) if masks_path else None,
-                           body_fraction_kept=kept)
+                          body_fraction_kept=kept, **({"evaluated_on": evaluated_on} if masks_path else {}))

@@ -244,7 +244,10 @@ def execute(stage: Stage, out: Path, inputs: dict[str, Path], config: Experiment
         return []
     if stage.kind == "evaluate":
         mask = inputs["subnetworks"] / runs.subnetwork_file(stage.settings["subnetwork"])
-        record = evaluate.evaluate_run(inputs["finetune"], task_name=stage.task, glue_dir=glue, masks_path=mask)
+        # an s-pruned subnetwork is evaluated as it is re-fine-tuned: physically smaller, or under gates
+        how = config.train.for_task(stage.task, stage.keys["seed"], subnetworks=True).get("subnetwork_training")
+        record = evaluate.evaluate_run(inputs["finetune"], task_name=stage.task, glue_dir=glue, masks_path=mask,
+                                       physical=how == "physical")
         out.mkdir(parents=True, exist_ok=True)
         runs.write_json(out / runs.METRICS_FILE, record)
         return rows_from_metrics(record, **row_keys)
