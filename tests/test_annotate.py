@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM_ARGS
+from conftest import CHROMIUM_ARGS, new_page
 
 from bertlottery.annotate.server import make_server
 from bertlottery.annotate.store import LABELS, MapsStore
@@ -121,7 +121,7 @@ def test_page_labels_by_click_and_key_saves_resumes_and_exports(server, maps_dir
     problems: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = new_page(browser, viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
@@ -222,14 +222,14 @@ def test_page_labels_by_click_and_key_saves_resumes_and_exports(server, maps_dir
 
 
 def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_dir, chromium):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
     ids = expected_ids()
     labels_file = maps_dir / "labels.json"
     seen: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page()
+        page = new_page(browser)
         page.goto(server.url)
         page.wait_for_selector("body[data-ready='1']")
 
@@ -237,8 +237,11 @@ def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_
             page.wait_for_function("id => document.querySelector('#item-id').dataset.item === id", arg=item_id)
 
         def wait_for_message(start: str) -> str:
-            page.wait_for_function("s => document.querySelector('#message').textContent.startsWith(s)", arg=start,
-                                   timeout=30_000)
+            try:
+                page.wait_for_function("s => document.querySelector('#message').textContent.startsWith(s)", arg=start)
+            except PlaywrightTimeout:
+                pytest.fail(f"no message starting {start!r}: the page says {page.inner_text('#message')!r} "
+                            f"after {len(seen)} requests to /api/label")
             return page.inner_text("#message")
 
         def answer(route, status: int, error: str) -> None:

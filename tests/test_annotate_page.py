@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM_ARGS
+from conftest import CHROMIUM_ARGS, new_page
 from test_annotate import expected_ids, write_maps
 
 from bertlottery.annotate.export import export_labelled
@@ -73,7 +73,7 @@ def long_server(tmp_path):
 
 def open_page(p, chromium, url: str, width: int, height: int):
     browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": width, "height": height})
+    page = new_page(browser, viewport={"width": width, "height": height})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))

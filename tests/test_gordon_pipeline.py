@@ -13,7 +13,7 @@ from bertlottery.cli import main
 from bertlottery.config import ConfigError, load
 from bertlottery.studies import expand
 
-from conftest import CHROMIUM_ARGS
+from conftest import CHROMIUM_ARGS, new_page
 from tiny import write_rte
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +181,7 @@ def test_the_report_section_renders_in_headless_chromium(study, chromium):
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             for path in (page_path, study["run"] / "gordon.html"):
-                page = browser.new_page()
+                page = new_page(browser)
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(path.resolve().as_uri())

@@ -33,7 +33,7 @@ from bertlottery.report.tables import (
 )
 from bertlottery.results import COLUMNS
 
-from conftest import CHROMIUM_ARGS
+from conftest import CHROMIUM_ARGS, new_page
 from rungraph import write_graph_of
 from tiny import write_rte
 
@@ -442,7 +442,7 @@ def browser(chromium):
 
 def _open(browser, html: Path) -> tuple[object, list[str]]:
     """The report loaded from a file:// URL, and every console error, page error and dialog it caused."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = new_page(browser, viewport={"width": 1280, "height": 900})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
