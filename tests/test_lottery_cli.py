@@ -100,6 +100,15 @@ def test_subnetworks_evaluate_pruned_and_bad_below_good(tiny_run, tmp_path, caps
     good_eval = json.loads(capsys.readouterr().out)
     expected = read(tmp_path / "s" / "metrics.json")["splits"]["dev"]["metrics"]
     assert good_eval["splits"]["dev"]["metrics"] == expected  # the pruned mode reproduces the search's metric
+    assert good_eval["evaluated_on"] == "physical"  # a head+MLP mask: the smaller model, as a study evaluates it
+    # --gated: the full model with gates, as earlier versions evaluated; the same metrics to float tolerance
+    assert cli("evaluate", run, "--glue-dir", glue, "--mask", tmp_path / "sub" / "good.safetensors", "--gated") == 0
+    assert "evaluated with gates on the full model" in capsys.readouterr().out
+    assert cli("evaluate", run, "--glue-dir", glue, "--mask", tmp_path / "sub" / "good.safetensors", "--gated",
+               "--format", "json") == 0
+    gated = json.loads(capsys.readouterr().out)
+    assert gated["evaluated_on"] == "gated"
+    assert gated["splits"]["dev"]["metrics"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_fisher_prune_at_the_structured_masks_cost_and_its_subnetworks(tiny_run, tmp_path, capsys):

@@ -95,20 +95,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATED_ON = {"physical": " (evaluated on the physically smaller model)",
+                "gated": " (evaluated with gates on the full model)"}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .. import runs
     from ..steps.evaluate import evaluate_run
 
     out = json_file_of(args.out)
     record = evaluate_run(args.run, task_name=args.task, glue_dir=glue_dir_of(args), masks_path=args.mask,
-                          max_length=args.max_length)
+                          max_length=args.max_length, physical=not args.gated)
     if out:
         runs.write_json(out, record)
     if args.format == "json":
         print(json.dumps(record, indent=2, sort_keys=True))
     else:
         print_metrics(record)
-        print(f"fraction of encoder-body weights kept: {record['body_fraction_kept']:.4f}")
+        print(f"fraction of encoder-body weights kept: {record['body_fraction_kept']:.4f}"
+              + EVALUATED_ON.get(record.get("evaluated_on"), ""))
     return 0
 
 
@@ -362,6 +367,9 @@ def register(sub) -> None:
     p.add_argument("--task", help="GLUE task (default: the run's)")
     p.add_argument("--glue-dir", help=GLUE_HELP)
     p.add_argument("--mask", help="masks file (.safetensors) to apply")
+    p.add_argument("--gated", action="store_true",
+                   help="evaluate a head+MLP mask with gates on the full model (default: on the physically smaller "
+                        "model, as a study's evaluate stage does; the same metrics to float tolerance, faster)")
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per example (default: the length the run was fine-tuned at, else 128)")
     p.add_argument("--out", help="also write the metrics to this JSON file")
