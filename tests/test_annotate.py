@@ -91,7 +91,7 @@ def server(maps_dir, tmp_path):
 
 def request(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
     """A raw HTTP request (http.client sends the path as given: browsers would normalise `..`)."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=60)
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
     data = response.read()
@@ -544,7 +544,7 @@ def test_cli_serves_on_127_0_0_1_and_prints_the_url(maps_dir):
             found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
             url = found and found.group(0)
         assert url, "no URL printed"
-        conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=60)
         conn.request("GET", "/api/state")
         state = json.loads(conn.getresponse().read())
         # issue 17 made the shuffled order the default: the first map is the first of the recorded seed's order
