@@ -16,7 +16,7 @@ from bertlottery.config import ConfigError, from_dict, load
 from bertlottery.steps import taskdata
 from bertlottery.steps import tune as tune_step
 from bertlottery.studies import expand
-from bertlottery.tuning import TuneConfig, candidates, choose
+from bertlottery.tuning import candidates, choose
 
 from rungraph import write_graph_of
 from tiny import write_rte

@@ -276,7 +276,7 @@ def table1_display(t1: pd.DataFrame, paper: pd.DataFrame | None = None):
 def budget_table(results: pd.DataFrame, config: dict[str, Any]):
     """The fine-tuning epochs each variant had, per task, read from the results (``epochs``: in all,
     before and after pruning for gmp-downstream), beside the paper's; and the learning rates."""
-    from ..report.tables import metric_name, task_order
+    from ..report.tables import task_order
     from .names import BEFORE_PRUNING
 
     rows = results[results["metric"] == "train_loss"].copy()
