@@ -236,12 +236,15 @@ def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_
         def wait_for_item(item_id: str) -> None:
             page.wait_for_function("id => document.querySelector('#item-id').dataset.item === id", arg=item_id)
 
-        def wait_for_message(start: str) -> str:
+        def wait_for_message(start: str, containing: str) -> str:
+            """The message once it starts with ``start`` and holds ``containing`` (an earlier error may still
+            be shown when a key is pressed: the new one must be waited for, not the old one)."""
             try:
-                page.wait_for_function("s => document.querySelector('#message').textContent.startsWith(s)", arg=start)
+                page.wait_for_function("([s, c]) => { const t = document.querySelector('#message').textContent; "
+                                       "return t.startsWith(s) && t.includes(c); }", arg=[start, containing])
             except PlaywrightTimeout:
-                pytest.fail(f"no message starting {start!r}: the page says {page.inner_text('#message')!r} "
-                            f"after {len(seen)} requests to /api/label")
+                pytest.fail(f"no message starting {start!r} with {containing!r}: the page says "
+                            f"{page.inner_text('#message')!r} after {len(seen)} requests to /api/label")
             return page.inner_text("#message")
 
         def answer(route, status: int, error: str) -> None:
@@ -264,8 +267,8 @@ def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_
         # a server that keeps failing: five tries, then a clear error; the page stays on the map
         intercept(lambda route: answer(route, 503, "server busy"))
         page.keyboard.press("2")
-        message = wait_for_message("NOT SAVED")
-        assert len(seen) == 5 and "server busy; tried 5 times" in message and ids[1] in message, message
+        message = wait_for_message("NOT SAVED", "server busy; tried 5 times")
+        assert len(seen) == 5 and ids[1] in message, message
         assert "error" in page.get_attribute("#message", "class")
         assert page.get_attribute("#item-id", "data-item") == ids[1]
         assert json.loads(labels_file.read_text()) == {ids[0]: LABELS[0]}
@@ -273,7 +276,8 @@ def test_page_retries_a_failed_save_and_shows_one_that_never_lands(server, maps_
         # a refusal (4xx) is final: not repeated
         intercept(lambda route: answer(route, 400, "unknown label"))
         page.keyboard.press("3")
-        assert "(unknown label)" in wait_for_message("NOT SAVED") and len(seen) == 1
+        message = wait_for_message("NOT SAVED", "(unknown label)")
+        assert len(seen) == 1 and ids[1] in message, message
         page.unroute("**/api/label")
 
         page.keyboard.press("2")  # the server answers again: the same key now saves
