@@ -90,25 +90,51 @@ def test_gate_gradients_and_fisher_gradients_are_those_of_the_full_layer(family)
     assert results["cls"][2][:, -1].abs().max() > 0  # the last layer's heads have gradients to compare
 
 
-@pytest.mark.parametrize("family", ["bert", "modernbert", "deberta-v2", "mpnet"])
+def with_dropout(model: nn.Module, p: float) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_training_with_the_last_layer_at_one_position_is_the_same_training(family):
-    """Without dropout the two are the same computation: the same weights after training (the last
-    layer's too), and the model keeps the setting its training ran with."""
-    start = without_dropout(tiny_model(family, seed=1))
+    """The same training, dropout included: the cut layer's dropouts draw the full layer's masks, so the
+    weights after training agree to rounding (the last layer's too); and the model keeps the setting its
+    training ran with. Without the full-shape draws the random streams part at the first step."""
+    start = with_dropout(tiny_model(family, seed=1), 0.1)
     data = [{k: v for k, v in b.items() if k != "index"} for b in batches(4, seed=7)]
     trained = {}
-    for how in ("full", "cls"):
-        model = copy.deepcopy(start)
-        settings = TrainSettings(learning_rate=1e-3, epochs=2, seed=3, precision="fp32", last_layer=how,
-                                 max_grad_norm=0.05)
+    for how in ("full", "cls", "no dropout"):
+        model = copy.deepcopy(start) if how != "no dropout" else without_dropout(copy.deepcopy(start))
+        settings = TrainSettings(learning_rate=1e-3, epochs=2, seed=3, precision="fp32",
+                                 last_layer="cls" if how == "no dropout" else how, max_grad_norm=0.05)
         finetune(model, lambda epoch: data, settings, progress=False)
-        assert last_layer_of(model) == how
         trained[how] = dict(model.named_parameters())
-    moved = 0.0
+        if how != "no dropout":
+            assert last_layer_of(model) == how
+            assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.1}  # p given back
+    moved = dropped = 0.0
     for name, param in trained["full"].items():
         torch.testing.assert_close(trained["cls"][name], param, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
         moved = max(moved, (param - dict(start.named_parameters())[name]).abs().max().item())
+        dropped = max(dropped, (param - trained["no dropout"][name]).abs().max().item())
     assert moved > 1e-3, "training did not move the weights"
+    assert dropped > 1e-4, "dropout did not change the training: the comparison says nothing of its draws"
+
+
+def test_a_forward_that_raises_gives_the_dropouts_their_rate_back():
+    model = with_dropout(tiny_model("bert"), 0.1).train()
+    use_last_layer(model, "cls")
+    dropout = adapter_for(model).blocks(model)[-1].attention.output.dropout
+    # a hook that raises after the dropout's forward (at p=0) and before the cut's own hook gives p back
+    fail = dropout.register_forward_hook(lambda module, args, output: (_ for _ in ()).throw(RuntimeError("boom")))
+    batch = {k: v for k, v in batches(1)[0].items() if k not in ("labels", "index")}
+    with pytest.raises(RuntimeError, match="boom"):
+        with first_position_only(model):
+            model(**batch)
+    fail.remove()
+    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.1}
 
 
 def test_a_physically_smaller_copy_keeps_the_setting_and_an_emptied_last_layer_still_works():

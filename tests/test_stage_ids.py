@@ -32,6 +32,7 @@ computes the classifier's last layer at its first position only (``train.last_la
 position: the same function, other dropout draws). With ``last_layer: full`` (in `EARLIER_SETTINGS`) every
 config keeps its ids; minilm-glue pins ``full`` itself, so that it is the config of the committed study
 and keeps its digest. Only the majority baseline, which trains nothing, keeps its id under ``cls``.
+A cut layer's dropouts later drew at the full shape (the full layer's draws, to rounding): no id changed.
 
 minilm-glue then took an ``ablation:`` section (importance against ablation), which adds an ``ablation`` stage
 per task and seed and changes no other id: the digests are of each graph's stages less its ablation stages,

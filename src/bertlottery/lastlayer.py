@@ -12,9 +12,13 @@ and the other positions, which nothing reads, are not. Queries, keys and values 
 
 It is the same function, and the same gradients: no loss reaches the last layer's other positions,
 so their gradients are zero in the full computation too, for weights, gates and importance scores
-alike. In training, the dropout after those two projections draws fewer numbers, so a run differs
-from a full-layer run in its dropout draws, as a run on another machine does: ``train.last_layer``
-is part of a training stage's id, and ``full`` gives back the exact computation of runs made before it.
+alike. In training, the dropouts that see the cut positions (after the output projection, inside and
+after the MLP) draw their masks at the full sequence's shape and keep the first position's: the random
+stream advances as in the full layer and the first position gets the very mask it would have got, so
+a run's dropout is the full-layer run's and the two train the same model, to rounding (a product over
+one position may round differently from the same row of a product over all of them). Drawing a mask
+costs a small fraction of the MLP it saves. ``train.last_layer`` stays part of a training stage's id,
+since the two agree to rounding, not bit for bit.
 
 A model carries its setting (`use_last_layer`); the passes that only need the classifier's output
 (`bertlottery.training.finetune`, `bertlottery.evaluation.predict`,
@@ -95,29 +99,69 @@ def last_layer_of(model: nn.Module) -> str:
     return getattr(model, _ATTRIBUTE, "full")
 
 
-def _first_position(module: nn.Module, args: tuple):
-    (x, *rest) = args
-    if x.dim() != 3:  # an unpadded (tokens, features) layout has no positions to cut
-        return None
-    return (x[:, :1], *rest)
+class _Cut:
+    """The forward pre-hook that cuts a projection's input to the first position, and the hooks that give
+    the last layer's dropouts the full layer's draws (`first_position_only`)."""
+
+    def __init__(self) -> None:
+        self.length = 1  # the sequence length of the batch being cut
+        self.held: dict[nn.Dropout, float] = {}  # a dropout's own p while its forward runs at p=0
+
+    def first_position(self, module: nn.Module, args: tuple):
+        (x, *rest) = args
+        if x.dim() != 3:  # an unpadded (tokens, features) layout has no positions to cut
+            return None
+        self.length = x.shape[1]
+        return (x[:, :1], *rest)
+
+    # A dropout that receives the one cut position: it would draw a mask for one position, shifting the
+    # random stream for every draw after it. Its own forward runs at p=0 (which draws nothing), and its
+    # output is multiplied by the first position of a mask drawn as the full layer draws it: dropout of
+    # ones at the full shape, in the input's dtype and device.
+    def before_dropout(self, module: nn.Dropout, args: tuple):
+        x = args[0]
+        if module.training and module.p > 0 and x.dim() == 3 and x.shape[1] == 1 < self.length:
+            self.held[module] = module.p
+            module.p = 0.0
+
+    def after_dropout(self, module: nn.Dropout, args: tuple, output):
+        p = self.held.pop(module, None)
+        if p is None:
+            return None
+        module.p = p
+        x = args[0]
+        mask = nn.functional.dropout(x.new_ones((x.shape[0], self.length, *x.shape[2:])), p, True)
+        return x * mask[:, :1]
+
+    def restore(self) -> None:
+        """Give back every p still held (a forward that raised between the two hooks)."""
+        for module, p in self.held.items():
+            module.p = p
+        self.held.clear()
 
 
 @contextmanager
 def first_position_only(model: nn.Module, how: str | None = None) -> Iterator[bool]:
     """Inside the block, the last layer computes its attention output projection and MLP at the first
     position only, if ``how`` (default: the model's own setting) is ``cls`` and the model's head reads
-    nothing else. Yields whether it does. The hooks run before any other on those projections (gates,
+    nothing else, its dropouts with the full layer's draws. Yields whether it does. The hooks run before any other on those projections (gates,
     captures), so those see the one position; they are removed on exit, whatever happens."""
     how = last_layer_of(model) if how is None else _checked(how)
     if how == "full" or not reads_first_position(model):
         yield False
         return
-    parts = adapter_for(model).layers(model)[-1]
-    handles = []
+    adapter = adapter_for(model)
+    parts, layer = adapter.layers(model)[-1], adapter.blocks(model)[-1]
+    cut, handles = _Cut(), []
     try:
         for module in (parts.attn_out, parts.mlp_in):
-            handles.append(module.register_forward_pre_hook(_first_position, prepend=True))
+            handles.append(module.register_forward_pre_hook(cut.first_position, prepend=True))
+        for module in layer.modules():
+            if isinstance(module, nn.Dropout):
+                handles.append(module.register_forward_pre_hook(cut.before_dropout))
+                handles.append(module.register_forward_hook(cut.after_dropout))
         yield True
     finally:
         for handle in handles:
             handle.remove()
+        cut.restore()

@@ -84,7 +84,7 @@ class TrainSettings:
         choices=SUBNETWORK_TRAINING, hashed_unless="gated")
     last_layer: str = option(
         "cls", "compute the last layer's attention output and MLP only at the position the classifier reads (cls) "
-        "or at every position (full: as runs made before; the same function up to rounding and dropout draws)",
+        "or at every position (full: as runs made before; the same function and dropout draws, up to rounding)",
         choices=LAST_LAYER, hashed_unless="full")
 
     def to_dict(self) -> dict[str, Any]:
