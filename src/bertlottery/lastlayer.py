@@ -144,8 +144,9 @@ class _Cut:
 def first_position_only(model: nn.Module, how: str | None = None) -> Iterator[bool]:
     """Inside the block, the last layer computes its attention output projection and MLP at the first
     position only, if ``how`` (default: the model's own setting) is ``cls`` and the model's head reads
-    nothing else, its dropouts with the full layer's draws. Yields whether it does. The hooks run before any other on those projections (gates,
-    captures), so those see the one position; they are removed on exit, whatever happens."""
+    nothing else, its dropouts with the full layer's draws. Yields whether it does. The hooks run before
+    any other on those projections (gates, captures), so those see the one position; they are removed,
+    and every dropout's rate given back, on exit, whatever happens."""
     how = last_layer_of(model) if how is None else _checked(how)
     if how == "full" or not reads_first_position(model):
         yield False
