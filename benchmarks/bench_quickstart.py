@@ -55,6 +55,22 @@ def stage_seconds(run_dir: Path) -> float:
                for p in (run_dir / "stages").glob("*/*/*/stage.json"))
 
 
+def per_stage(run_dir: Path) -> pd.Series:
+    """Each stage's recorded seconds, by its id less the settings hash (``prune/SST-2/seed42-structured``),
+    so that the two variants' stages line up; a search's name says how many steps its trace holds."""
+    import json
+
+    seconds = {}
+    for path in sorted((run_dir / "stages").glob("*/*/*/stage.json")):
+        record = json.loads(path.read_text())
+        name = record["id"].rsplit("-", 1)[0]
+        trace = path.parent / "trace.json"
+        if trace.is_file():
+            name += f" ({len(json.loads(trace.read_text())['steps'])} steps)"
+        seconds[name] = float(record.get("seconds") or 0)
+    return pd.Series(seconds)
+
+
 def table(run_dir: Path) -> pd.Series:
     rows = pd.read_csv(run_dir / "results.csv")
     rows = rows[rows["split"] == rows.groupby("task")["split"].transform("first")]
@@ -67,7 +83,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the run directories here")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-quickstart-"))
-    stage, wall, tables = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}, {}
+    stage, wall, tables, stages = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}, {}, {}
     for repeat in range(args.repeats):
         for name, overrides in VARIANTS.items():
             run_dir = root / f"{'new' if not overrides else 'earlier'}-{repeat}"
@@ -75,12 +91,17 @@ def main() -> None:
             wall[name].append(seconds)
             stage[name].append(stage_seconds(run_dir))
             tables[name] = table(run_dir)
+            stages[name] = per_stage(run_dir)
             print(f"{name:32s} repeat {repeat}: stage time {stage[name][-1]:7.1f} s, wall {seconds:7.1f} s", flush=True)
     earlier, new = VARIANTS
     print(f"\nquickstart ({args.config.name}), {args.threads} thread(s), {args.repeats} repeat(s), run dirs in {root}")
     for label, measured in (("stage time", stage), ("wall time", wall)):
         a, b = sum(measured[earlier]), sum(measured[new])
         print(f"{label:10s}: earlier {a:8.1f} s, new {b:8.1f} s, ratio {a / b:5.2f}x")
+    # the last repeat's stages side by side (a search that took another number of steps gets its own row)
+    timed = pd.DataFrame({"earlier s": stages[earlier], "new s": stages[new]})
+    timed["earlier / new"] = timed["earlier s"] / timed["new s"]
+    print("\n" + timed.round(2).to_string(na_rep="-"))
     both = pd.DataFrame({"earlier": tables[earlier], "new": tables[new]})
     both["difference (points)"] = 100 * (both["new"] - both["earlier"])
     print("\n" + both.round(4).to_string())
