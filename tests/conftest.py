@@ -78,11 +78,10 @@ def chromium() -> str:
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-# How long a browser test waits for the page before it fails. Playwright's default, 30 s, ran out once in
-# the suite's parallel run on CI's two cores (at 944c52f, waiting for a page to give up a save after its
-# five tries, ~5 s alone), where Chromium's processes share the cores with two workers in training; here,
-# with the test at low priority beside four busy processes, that test took 64 s. A wait ends as soon as
-# its condition holds, so a longer bound slows only a test that fails.
+# How long a browser test waits for the page before it fails, longer than Playwright's 30 s: in the suite's
+# parallel run on CI's two cores Chromium's processes share them with two workers in training (here, with a
+# browser test at low priority beside four busy processes, it took 64 s instead of 10). A wait ends as soon
+# as its condition holds, so a longer bound slows only a test that fails.
 BROWSER_WAIT_MS = 120_000
 
 
