@@ -47,17 +47,11 @@ def run_study(config: Path, run_dir: Path, overrides: list[str], glue_dir: str, 
     return time.perf_counter() - started
 
 
-def stage_seconds(run_dir: Path) -> float:
-    """The sum of the stages' recorded times (what `status` and the report call stage time)."""
-    import json
-
-    return sum(float(json.loads(p.read_text()).get("seconds") or 0)
-               for p in (run_dir / "stages").glob("*/*/*/stage.json"))
-
-
 def per_stage(run_dir: Path) -> pd.Series:
     """Each stage's recorded seconds, by its id less the settings hash (``prune/SST-2/seed42-structured``),
-    so that the two variants' stages line up; a search's name says how many steps its trace holds."""
+    so that the two variants' stages line up (by the whole id where two stages would share a name); a
+    search's name says how many steps its trace holds. Their sum is what `status` and the report call
+    stage time."""
     import json
 
     seconds = {}
@@ -67,8 +61,8 @@ def per_stage(run_dir: Path) -> pd.Series:
         trace = path.parent / "trace.json"
         if trace.is_file():
             name += f" ({len(json.loads(trace.read_text())['steps'])} steps)"
-        seconds[name] = float(record.get("seconds") or 0)
-    return pd.Series(seconds)
+        seconds[record["id"] if name in seconds else name] = float(record.get("seconds") or 0)
+    return pd.Series(seconds, dtype=float)
 
 
 def table(run_dir: Path) -> pd.Series:
@@ -89,9 +83,9 @@ def main() -> None:
             run_dir = root / f"{'new' if not overrides else 'earlier'}-{repeat}"
             seconds = run_study(args.config, run_dir, overrides, args.glue_dir, args.threads)
             wall[name].append(seconds)
-            stage[name].append(stage_seconds(run_dir))
-            tables[name] = table(run_dir)
             stages[name] = per_stage(run_dir)
+            stage[name].append(float(stages[name].sum()))
+            tables[name] = table(run_dir)
             print(f"{name:32s} repeat {repeat}: stage time {stage[name][-1]:7.1f} s, wall {seconds:7.1f} s", flush=True)
     earlier, new = VARIANTS
     print(f"\nquickstart ({args.config.name}), {args.threads} thread(s), {args.repeats} repeat(s), run dirs in {root}")

@@ -45,11 +45,6 @@ def seen_by_last_layer(model: nn.Module) -> tuple[list, callable]:
     return shapes, lambda: [h.remove() for h in handles]
 
 
-def without_dropout(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -91,6 +86,7 @@ def test_gate_gradients_and_fisher_gradients_are_those_of_the_full_layer(family)
 
 
 def with_dropout(model: nn.Module, p: float) -> nn.Module:
+    """``model`` with every dropout at rate ``p`` (0 turns dropout off)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = p
@@ -106,7 +102,7 @@ def test_training_with_the_last_layer_at_one_position_is_the_same_training(famil
     data = [{k: v for k, v in b.items() if k != "index"} for b in batches(4, seed=7)]
     trained = {}
     for how in ("full", "cls", "no dropout"):
-        model = copy.deepcopy(start) if how != "no dropout" else without_dropout(copy.deepcopy(start))
+        model = copy.deepcopy(start) if how != "no dropout" else with_dropout(copy.deepcopy(start), 0.0)
         settings = TrainSettings(learning_rate=1e-3, epochs=2, seed=3, precision="fp32",
                                  last_layer="cls" if how == "no dropout" else how, max_grad_norm=0.05)
         finetune(model, lambda epoch: data, settings, progress=False)
