@@ -10,7 +10,10 @@ What the quickstart study does, timed both ways:
 2. s-pruning (heads+MLPs, threshold 0.9) on SST-2 dev, twice: evaluating each candidate under gates
    (`gated`, as `lottery.prune_structured_run` does today) and on the exported model
    (`physical.pruned_evaluator`). The importance scores are computed once per mask and shared, so only
-   the evaluations differ; their time is summed per search. Both searches must take the same steps;
+   the evaluations differ; their time is summed per search. Both searches must take the same steps.
+   Each scoring pass is timed twice, in turn: with the backward pass through dead branches (masked MLPs,
+   wholly masked attention) and without it, as `structured_importance` does by default; the scores must
+   be bitwise equal;
 3. re-fine-tune from the pre-trained weights under the good mask the search found, one epoch, both
    ways: the full model under gates and `physical.export_for`'s smaller model, each with finetune()'s
    optimiser (fused AdamW, clipping at 1.0), stepping on the same batch one after the other in an order
@@ -61,11 +64,22 @@ def search_both_ways(model, data, task) -> dict:
     """The same s-pruning search with gated and with exported evaluation; scores shared, evaluations timed."""
     dev = data.eval_batches("dev")
     cache: dict[bytes, object] = {}
+    scoring = {"uncut": [], "cut": [], "bitwise equal": []}
 
     def score(heads, mlps):
         key = heads.keep.numpy().tobytes() + mlps.keep.numpy().tobytes()
         if key not in cache:
-            cache[key] = structured_importance(model, data.eval_batches("dev"), heads=heads, mlps=mlps)
+            # both ways, in turn: the backward pass through dead branches (masked MLPs, wholly masked
+            # attention) left in, and cut as structured_importance does by default
+            found = {}
+            for name in rotated(["uncut", "cut"], len(cache)):
+                start = time.perf_counter()
+                found[name] = structured_importance(model, data.eval_batches("dev"), heads=heads, mlps=mlps,
+                                                    cut_dead_branches=name == "cut")
+                scoring[name].append(time.perf_counter() - start)
+            scoring["bitwise equal"].append(torch.equal(found["cut"].heads, found["uncut"].heads)
+                                            and torch.equal(found["cut"].mlps, found["uncut"].mlps))
+            cache[key] = found["cut"]
         return cache[key]
 
     def measure(m) -> float:
@@ -90,6 +104,7 @@ def search_both_ways(model, data, task) -> dict:
         result = structured_search(score, timed_evaluate, num_layers=layout.num_layers, num_heads=layout.num_heads,
                                    full_metric=full_metric)
         results[name] = (result, seconds)
+    results["scoring"] = scoring
     return results
 
 
@@ -147,6 +162,13 @@ def main() -> None:
     print(f"  evaluation time per search: gated {sum(gated_s):.1f}s, physical {sum(physical_s):.1f}s -> "
           f"{search_ratio:.2f}x (per step median {step_ratio:.2f}x, IQR {q1:.2f}-{q3:.2f}); target >= {SEARCH_TARGET} "
           f"{'PASS' if search_ratio >= SEARCH_TARGET and same else 'FAIL'}")
+
+    scoring = searches["scoring"]
+    uncut, cut = sum(scoring["uncut"]), sum(scoring["cut"])
+    print(f"  importance scoring per search ({len(scoring['cut'])} passes, one per accepted mask): dead branches in the "
+          f"backward {uncut:.1f}s, cut {cut:.1f}s -> {uncut / cut:.2f}x; scores bitwise equal: {all(scoring['bitwise equal'])}")
+    print(f"  the whole physical search (scoring + evaluation): {uncut + sum(physical_s):.1f}s uncut, "
+          f"{cut + sum(physical_s):.1f}s cut -> {(uncut + sum(physical_s)) / (cut + sum(physical_s)):.2f}x")
 
     # 3. re-fine-tune under the good mask, both ways
     if masks.heads.n_kept == 0 and masks.mlps.n_kept == 0:

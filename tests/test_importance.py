@@ -8,6 +8,7 @@ import torch
 from bertlottery.compat import Compat, get_compat
 from bertlottery.errors import UserError
 from bertlottery.importance import (
+    dead_branches_cut,
     magnitudes,
     min_max,
     normalize_heads_by_layer,
@@ -18,6 +19,8 @@ from bertlottery.masking import gated
 from bertlottery.models import adapter_for
 
 from tiny import tiny_batch, tiny_model
+
+FAMILIES = ["bert", "roberta", "electra", "distilbert", "modernbert", "deberta-v2", "deberta-v3", "mpnet"]
 
 
 def batches(n=3):
@@ -131,3 +134,57 @@ def test_prunable_parameters_follow_the_paper_set():
     assert torch.equal(magnitudes(model)[names[0]], dict(model.named_parameters())[names[0]].abs())
     with pytest.raises(UserError, match="Did you mean 'paper'"):
         prunable_parameters(model, "papr")
+
+
+def dead_layer_masks() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(heads, mlps) of a 2x4 model: layer 0's heads and MLP dead with one head of layer 1; and layer 1's
+    heads and MLP dead beside a half-dead layer 0 (layer 1 is the last, cut to the classifier's position).
+    Layer 0's attention is never in the backward pass (its input, the frozen embeddings, needs no
+    gradient), so what the cut can leave out is every dead MLP and layer 1's dead attention."""
+    first_dead = (torch.tensor([[0, 0, 0, 0], [1, 0, 1, 1]]), torch.tensor([0, 1]))
+    last_dead = (torch.tensor([[0, 1, 0, 1], [0, 0, 0, 0]]), torch.tensor([1, 0]))
+    return [first_dead, last_dead]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("which", [0, 1])
+def test_cutting_dead_branches_changes_no_score_and_leaves_them_out_of_the_backward(family, which):
+    model = tiny_model(family)
+    heads, mlps = dead_layer_masks()[which]
+    data = batches(3)
+    layers = adapter_for(model).layers(model)
+    in_graph: dict[str, bool] = {}
+
+    def record(name):
+        def hook(module, args, output):  # DeBERTa-v3's shared Q/K maps are called on position embeddings too
+            in_graph[name] = in_graph.get(name, False) or output.requires_grad
+        return hook
+
+    watched = {f"mlp{i}": parts.mlp_in for i, parts in enumerate(layers)}
+    watched.update({f"attention{i}": parts.attention_inputs[0] for i, parts in enumerate(layers)})
+    handles = [module.register_forward_hook(record(name)) for name, module in watched.items()]
+    try:
+        cut = structured_importance(model, data, heads=heads, mlps=mlps)
+        with_cut = dict(in_graph)
+        in_graph.clear()
+        uncut = structured_importance(model, data, heads=heads, mlps=mlps, cut_dead_branches=False)
+        without_cut = dict(in_graph)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(cut.heads, uncut.heads) and torch.equal(cut.mlps, uncut.mlps)
+    assert bool((cut.mlps > 0).all()) and bool((cut.heads > 0).all())  # dead ones are scored too
+    assert with_cut == {"mlp0": bool(mlps[0]), "mlp1": bool(mlps[1]), "attention0": False,
+                        "attention1": bool(heads[1].any())}
+    assert without_cut == {"mlp0": True, "mlp1": True, "attention0": False, "attention1": True}
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 0
+
+
+def test_a_dead_branch_cut_is_undone_even_if_the_pass_raises():
+    model = tiny_model()
+    heads, mlps = dead_layer_masks()[1]
+    with pytest.raises(RuntimeError, match="inside"):
+        with dead_branches_cut(model, heads, mlps):
+            assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 3 + 1  # Q, K, V, MLP of layer 1
+            raise RuntimeError("inside")
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 0

@@ -67,6 +67,7 @@ def test_bench_threads_quick_prints_every_case_and_the_comparison():
 def test_bench_physical_quick_searches_and_refinetunes_both_ways(glue_dir):
     out = run_quick("bench_physical.py")
     assert "same trace both ways: True" in out  # the exported evaluation took the gated search's steps
+    assert "scores bitwise equal: True" in out  # cutting dead branches out of scoring changes no score
     assert "re-fine-tuning one epoch" in out and "physical" in out
 
 

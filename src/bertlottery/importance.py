@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +33,7 @@ from .compat import Compat
 from .masking import gated
 from .lastlayer import first_position_only
 from .masks import HeadMask, MlpMask
-from .models import adapter_for
+from .models import adapter_for, model_layout
 from .precision import attention_for_gradients, autocast, resolve_precision
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "prunable_parameters",
     "magnitudes",
     "frozen",
+    "dead_branches_cut",
 ]
 
 
@@ -82,6 +83,47 @@ def frozen(model: nn.Module):
         model.train(was_training)
 
 
+def _detached_input(module: nn.Module, args: tuple):
+    return (args[0].detach(), *args[1:])
+
+
+def _zero_gates(value, shape: tuple[int, ...]) -> torch.Tensor:
+    """True where a mask (bool or real-valued gates, ``None`` for all kept) is exactly 0."""
+    if value is None:
+        return torch.zeros(shape, dtype=torch.bool)
+    keep = value.keep if isinstance(value, (HeadMask, MlpMask)) else torch.as_tensor(value)
+    return (keep.detach().cpu() == 0).reshape(shape)
+
+
+@contextmanager
+def dead_branches_cut(model: nn.Module, heads=None, mlps=None):
+    """Detach the input of every dead branch for the duration, so a backward pass does not enter it.
+
+    A dead branch is an MLP whose gate is 0 (its input map ``mlp_in`` gets a detached input) or the
+    attention of a layer whose head gates are all 0 (its Q/K/V maps do). Its output still reaches its
+    gate, which gets the same gradient, ``sum(output * upstream gradient)``; what the backward pass no
+    longer computes is the gradient flowing through the branch into the layer's input, which is
+    exactly zero (the branch's output is multiplied by a zero gate) and so adds nothing to the
+    residual stream's gradient. Gate gradients and input gradients are therefore bitwise those of the
+    uncut model. Only for passes that train nothing: a dead branch's weights get no gradient at all.
+    A layer with some heads alive keeps its whole attention in the graph (its heads share one kernel).
+    """
+    layout = model_layout(model)
+    dead_heads = _zero_gates(heads, (layout.num_layers, layout.num_heads))
+    dead_mlps = _zero_gates(mlps, (layout.num_layers,))
+    handles = []
+    try:
+        for index, parts in enumerate(adapter_for(model).layers(model)):
+            cut = list(parts.attention_inputs) if bool(dead_heads[index].all()) else []
+            if bool(dead_mlps[index]):
+                cut.append(parts.mlp_in)
+            handles.extend(linear.register_forward_pre_hook(_detached_input) for linear in cut)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def normalize_heads_by_layer(heads: torch.Tensor, exponent: float = 2.0) -> torch.Tensor:
     """Divide each layer's head scores by their L-``exponent`` norm (Molchanov et al. 2017)."""
     norm = heads.abs().pow(exponent).sum(-1, keepdim=True).pow(1.0 / exponent)
@@ -105,6 +147,7 @@ def structured_importance(
     compat: Compat | None = None,
     device: torch.device | str | None = None,
     precision: str = "fp32",
+    cut_dead_branches: bool = True,
 ) -> ImportanceScores:
     """Head and MLP importance of ``model`` under the current mask, from one backward pass per batch.
 
@@ -116,13 +159,16 @@ def structured_importance(
         compat: the released code's quirks (gradients never zeroed, head scores not divided by
             tokens); ``None`` computes the method as the paper describes it.
         precision: the forward and backward passes' (`bertlottery.precision`; the gates stay fp32).
+        cut_dead_branches: skip the backward pass through masked MLPs and wholly masked attention
+            (`dead_branches_cut`; the same scores, bitwise). ``False`` runs it anyway, for comparison.
     """
     compat = compat or Compat()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     precision = resolve_precision(precision, device)
     head_total = mlp_total = None
     n_tokens = n_examples = 0
-    with frozen(model), attention_for_gradients(model, precision, device), first_position_only(model), \
+    cut = dead_branches_cut(model, heads, mlps) if cut_dead_branches else nullcontext()
+    with frozen(model), attention_for_gradients(model, precision, device), first_position_only(model), cut, \
             gated(model, heads=heads, mlps=mlps, requires_grad=True) as gates:
         running_heads = torch.zeros_like(gates.heads)
         running_mlps = torch.zeros_like(gates.mlps)
