@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .compat import Compat
-from .masking import gated
+from .masking import _as_gates, gated
 from .lastlayer import first_position_only
 from .masks import HeadMask, MlpMask
 from .models import adapter_for, model_layout
@@ -87,14 +87,6 @@ def _detached_input(module: nn.Module, args: tuple):
     return (args[0].detach(), *args[1:])
 
 
-def _zero_gates(value, shape: tuple[int, ...]) -> torch.Tensor:
-    """True where a mask (bool or real-valued gates, ``None`` for all kept) is exactly 0."""
-    if value is None:
-        return torch.zeros(shape, dtype=torch.bool)
-    keep = value.keep if isinstance(value, (HeadMask, MlpMask)) else torch.as_tensor(value)
-    return (keep.detach().cpu() == 0).reshape(shape)
-
-
 @contextmanager
 def dead_branches_cut(model: nn.Module, heads=None, mlps=None):
     """Detach the input of every dead branch for the duration, so a backward pass does not enter it.
@@ -109,8 +101,9 @@ def dead_branches_cut(model: nn.Module, heads=None, mlps=None):
     A layer with some heads alive keeps its whole attention in the graph (its heads share one kernel).
     """
     layout = model_layout(model)
-    dead_heads = _zero_gates(heads, (layout.num_layers, layout.num_heads))
-    dead_mlps = _zero_gates(mlps, (layout.num_layers,))
+    cpu = torch.device("cpu")  # the gates as `gated` makes them (same checks); dead where exactly 0
+    dead_heads = _as_gates(heads, (layout.num_layers, layout.num_heads), "Head", cpu) == 0
+    dead_mlps = _as_gates(mlps, (layout.num_layers,), "MLP", cpu) == 0
     handles = []
     try:
         for index, parts in enumerate(adapter_for(model).layers(model)):
